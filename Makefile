@@ -1,0 +1,31 @@
+# make setup : system GDAL (libgdal-dev) if missing, .venv with requirements.txt and matching GDAL bindings
+# make demo  : setup, then every step on the demo scene (data/aberystwyth.toml)
+# make test  : setup, then the test suite
+# make bench : setup, then the tutorial-size performance benchmark
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STEPS := $(wildcard Step0_*.py Step1_*.py Step2_*.py Step3_*.py)
+
+.PHONY: setup demo test bench
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@command -v gdal-config >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgdal-dev; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-build-isolation "GDAL==$$(gdal-config --version)"
+	$(PY) -c "from osgeo import gdal, gdal_array; import tensorflow"
+	touch $@
+
+demo: setup
+	@set -e; for step in $(STEPS); do echo "== $$step"; $(PY) $$step; done
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench_step0.py

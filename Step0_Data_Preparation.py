@@ -1,0 +1,448 @@
+"""Step 0, data preparation (tutorial sections 1 and 2): layers, superpixels and patch samples.
+
+Reads the scene's multi-band image and its land-cover reference (both GeoTIFFs on the same grid),
+builds the tutorial's 8 layers (Blue, Green, Red, NIR, SWIR, NDVI, NDWI, NDBI) stretched to [0, 1],
+segments 3 of them into SLIC superpixels, and cuts one w x w x 8 patch centred on every superpixel,
+labelled by the majority class of its reference pixels. A spatial block split marks superpixels for
+training or testing so that no training patch sees a test pixel.
+
+Outputs in the work folder (``data/<name>/`` by default):
+
+- ``layers.tif``: the 8 stretched layers, float32, georeferenced like the image;
+- quicklooks: ``rgb.png``, ``nir_green_blue.png``, ``swir_green_blue.png``, ``ndvi.png``, ``ndwi.png``,
+  ``ndbi.png``, ``histogram_<layer>.png``;
+- ``segments.mat`` (``segments``: int32 rows x cols, superpixel ids 0..n-1), ``segments.tif``,
+  ``segments_boundaries.png``;
+- ``samples_labels.mat``: ``samples`` (n x w x w x 8 float32), ``labels`` (n uint8, 255 = unlabelled),
+  ``centroids`` (n x 2 int32, row and column), ``purity`` (n float32), ``class_names``, ``layer_names``,
+  ``split`` (n uint8: 0 train, 1 test, 2 unused), ``valid_fraction`` (n float32);
+- ``example_patches.png``, and ``run.json`` (parameters, timings, package versions, input checksums).
+
+``--explore`` instead renders SLIC boundaries for a range of ``compactness`` and ``n_segments`` values on
+a crop (tutorial 2.1), writes ``explore_slic.png`` and stops.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+
+import gdal_tif2rgb as io
+import pipeline
+from pipeline import INDEX_LAYERS, LAYER_NAMES, timed
+
+log = logging.getLogger(__name__)
+
+#: Layer triplets written as colour composites, and the colour maps of the index layers.
+COMPOSITES = {"rgb": ("red", "green", "blue"), "nir_green_blue": ("nir", "green", "blue"),
+              "swir_green_blue": ("swir", "green", "blue")}
+INDEX_COLOUR_MAPS = {"ndvi": "RdYlGn", "ndwi": "BrBG", "ndbi": "RdGy_r"}
+#: Longest side, in pixels, of the quicklook PNGs (bigger scenes are subsampled for display).
+QUICKLOOK_SIDE = 2000
+
+
+def read_inputs(scene: pipeline.Scene):
+    """Read the bands the scene names and its reference; refuse grids that differ.
+
+    Returns
+    -------
+    raw : dict of layer name -> float32 array (rows, cols), in the image's units
+    grid : gdal_tif2rgb.Grid
+    valid : bool array (rows, cols), False at NaN or nodata pixels of any read band
+    codes : uint8 array (rows, cols), class codes 0..K-1 of the reference, 255 where unlabelled
+    """
+    names = list(scene.bands)
+    data, grid, valid = io.read_bands(scene.image, [scene.bands[n] for n in names])
+    reference, reference_grid, _ = io.read_labels(scene.reference)
+    if not grid.same_as(reference_grid):
+        raise io.InputDataError(f"{scene.reference}: grid ({reference_grid.describe()}) differs from the image "
+                                f"{scene.image.name} ({grid.describe()}); resample one onto the other")
+    codes = reference_to_codes(reference, scene.classes)
+    if (codes == io.UNLABELLED).all():
+        present = np.unique(reference)[:10].tolist()
+        raise io.InputDataError(f"{scene.reference}: none of its values {present} is listed in [classes] of "
+                                f"{scene.config_path.name}")
+    return dict(zip(names, data)), grid, valid, codes
+
+
+def reference_to_codes(reference: np.ndarray, classes: dict) -> np.ndarray:
+    """Map reference values to class codes 0..K-1 in the order of ``classes``; other values to 255.
+
+    >>> reference_to_codes(np.array([[0, 3], [2, 9]]), {"urban": [3], "crop": [2, 9]}).tolist()
+    [[255, 0], [1, 1]]
+    """
+    lookup = np.full(max(int(reference.max()), max(max(v) for v in classes.values())) + 1, io.UNLABELLED, np.uint8)
+    for code, values in enumerate(classes.values()):
+        lookup[values] = code
+    if reference.min() >= 0:
+        return lookup[reference]
+    codes = lookup[np.where(reference < 0, 0, reference)]
+    codes[reference < 0] = io.UNLABELLED
+    return codes
+
+
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a - b) / (a + b) as float32, 0 where a + b == 0.
+
+    >>> normalized_difference(np.array([3.0, 0.0]), np.array([1.0, 0.0])).tolist()
+    [0.5, 0.0]
+    """
+    a = a.astype(np.float32, copy=False)
+    b = b.astype(np.float32, copy=False)
+    total = a + b
+    result = np.subtract(a, b, dtype=np.float32)
+    np.divide(result, total, out=result, where=total != 0)
+    result[total == 0] = 0
+    return result
+
+
+def build_layers(raw: dict, valid: np.ndarray) -> np.ndarray:
+    """Stack the tutorial's 8 layers, channels last, in the order of ``LAYER_NAMES`` (not yet stretched).
+
+    NDVI = (NIR-Red)/(NIR+Red), NDWI = (Green-SWIR)/(Green+SWIR), NDBI = (SWIR-NIR)/(SWIR+NIR), unless
+    ``raw`` already holds them. Pixels outside ``valid`` are set to 0 in every layer.
+
+    Returns float32 array of shape (rows, cols, 8).
+    """
+    formulas = {"ndvi": ("nir", "red"), "ndwi": ("green", "swir"), "ndbi": ("swir", "nir")}
+    rows, cols = valid.shape
+    layers = np.empty((rows, cols, len(LAYER_NAMES)), dtype=np.float32)
+    for i, name in enumerate(LAYER_NAMES):
+        layers[..., i] = raw[name] if name in raw else normalized_difference(*(raw[n] for n in formulas[name]))
+    layers[~valid] = 0
+    return layers
+
+
+def stretch_layers(layers: np.ndarray, valid: np.ndarray, low: float = 1.0, high: float = 99.0) -> dict:
+    """Stretch each layer in place to [0, 1] between its ``low`` and ``high`` percentiles of valid pixels.
+
+    The 1-99 % interval is the tutorial's 98 % stretch. Returns layer name -> (low value, high value).
+    """
+    limits = {}
+    for i, name in enumerate(LAYER_NAMES):
+        layers[..., i], *bounds = io.stretch_to_unit(layers[..., i], valid, low, high)
+        limits[name] = tuple(bounds)
+    layers[~valid] = 0
+    return limits
+
+
+def segment_superpixels(layers: np.ndarray, slic_layers, n_segments: int, compactness: float,
+                        valid: np.ndarray) -> np.ndarray:
+    """SLIC superpixels of 3 layers, treated as an RGB triplet (scikit-image converts it to CIELAB,
+    which is what makes the tutorial's ``compactness`` of 30 meaningful).
+
+    Returns int32 array (rows, cols) of superpixel ids 0..n-1 without gaps. Invalid pixels, if any,
+    are left out of SLIC and gathered in superpixel 0.
+    """
+    from skimage.segmentation import slic
+
+    triplet = layers[..., [LAYER_NAMES.index(name) for name in slic_layers]]
+    mask = None if valid.all() else valid
+    segments = slic(triplet, n_segments=n_segments, compactness=compactness, channel_axis=-1,
+                    start_label=0 if mask is None else 1, mask=mask)
+    return consecutive_ids(segments)
+
+
+def consecutive_ids(segments: np.ndarray) -> np.ndarray:
+    """Renumber ids to 0..n-1 in order, removing gaps.
+
+    >>> consecutive_ids(np.array([[5, 5], [2, 9]])).tolist()
+    [[1, 1], [0, 2]]
+    """
+    present = np.bincount(segments.ravel()) > 0
+    if present.all():
+        return segments.astype(np.int32, copy=False)
+    new_ids = (np.cumsum(present) - 1).astype(np.int32)
+    return new_ids[segments]
+
+
+def superpixel_centroids(segments: np.ndarray) -> np.ndarray:
+    """Mean row and column of each superpixel's pixels, rounded half up: int32 array (n, 2)."""
+    rows, cols = segments.shape
+    flat = segments.ravel()
+    sizes = np.bincount(flat)
+    row_sum = np.bincount(flat, weights=np.repeat(np.arange(rows, dtype=np.float64), cols))
+    col_sum = np.bincount(flat, weights=np.tile(np.arange(cols, dtype=np.float64), rows))
+    return np.floor(np.stack([row_sum, col_sum], axis=1) / sizes[:, None] + 0.5).astype(np.int32)
+
+
+def mirrored_indices(centres: np.ndarray, window: int, length: int) -> np.ndarray:
+    """Indices of a ``window``-wide run centred on each of ``centres``, mirrored at 0 and ``length``-1.
+
+    >>> mirrored_indices(np.array([0, 4]), 3, 5).tolist()
+    [[1, 0, 1], [3, 4, 3]]
+    """
+    half = window // 2
+    index = centres[:, None] + np.arange(-half, half + 1)
+    index = np.abs(index)
+    return np.where(index >= length, 2 * (length - 1) - index, index)
+
+
+def extract_patches(layers: np.ndarray, centroids: np.ndarray, window: int) -> np.ndarray:
+    """The ``window`` x ``window`` patch of ``layers`` (rows, cols, c) centred on each centroid.
+
+    The image is mirrored at its borders. Returns float32 array (n, window, window, c).
+    """
+    rows, cols, _ = layers.shape
+    if window // 2 >= min(rows, cols):
+        raise io.InputDataError(f"window {window} px is too large for a {cols}x{rows} px image")
+    row_index = mirrored_indices(centroids[:, 0], window, rows)
+    col_index = mirrored_indices(centroids[:, 1], window, cols)
+    return layers[row_index[:, :, None], col_index[:, None, :]]
+
+
+def majority_labels(segments: np.ndarray, codes: np.ndarray, n_classes: int):
+    """Majority reference class of each superpixel, and its purity.
+
+    A superpixel of which fewer than half the pixels carry a class (code < ``n_classes``) gets 255.
+    Purity is the share of all its pixels that carry the majority class.
+
+    Returns
+    -------
+    labels : uint8 array (n,)
+    purity : float32 array (n,)
+    """
+    flat = segments.ravel()
+    n = int(flat.max()) + 1
+    codes = codes.ravel()
+    labelled = codes < n_classes
+    counts = np.bincount(flat[labelled].astype(np.int64) * n_classes + codes[labelled],
+                         minlength=n * n_classes).reshape(n, n_classes)
+    sizes = np.bincount(flat, minlength=n)
+    majority = counts.argmax(axis=1)
+    enough = 2 * counts.sum(axis=1) >= sizes
+    labels = np.where(enough & (counts.sum(axis=1) > 0), majority, io.UNLABELLED).astype(np.uint8)
+    purity = (counts[np.arange(n), majority] / sizes).astype(np.float32)
+    return labels, purity
+
+
+def spatial_split(segments: np.ndarray, centroids: np.ndarray, labels: np.ndarray, window: int,
+                  block_size: int, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Split labelled superpixels into train (0) and test (1) by square blocks of the image; the rest is 2.
+
+    Blocks of ``block_size`` px, in random order, go to test until they hold ``test_fraction`` of the
+    labelled superpixels (by centroid). A train superpixel whose ``window`` patch (mirrored at the borders,
+    as in :func:`extract_patches`) touches any pixel of a test superpixel becomes unused (2).
+    """
+    labelled = labels != io.UNLABELLED
+    rows, cols = segments.shape
+    blocks_across = -(-cols // block_size)
+    block = (centroids[:, 0] // block_size) * blocks_across + centroids[:, 1] // block_size
+    n_blocks = (-(-rows // block_size)) * blocks_across
+    order = rng.permutation(n_blocks)
+    held = np.cumsum(np.bincount(block[labelled], minlength=n_blocks)[order])
+    n_test_blocks = int(np.searchsorted(held, test_fraction * labelled.sum())) + 1
+    test = labelled & np.isin(block, order[:n_test_blocks])
+    split = np.where(test, 1, np.where(labelled, 0, 2)).astype(np.uint8)
+    touched = window_sums(test[segments], centroids, window) > 0
+    split[(split == 0) & touched] = 2
+    return split
+
+
+def window_sums(mask: np.ndarray, centroids: np.ndarray, window: int) -> np.ndarray:
+    """Number of True pixels of ``mask`` in the mirrored ``window`` around each centroid (summed-area table)."""
+    half = window // 2
+    padded = np.pad(mask, half, mode="reflect").astype(np.int32)
+    table = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(padded, axis=0), axis=1, out=table[1:, 1:])
+    r, c = centroids[:, 0], centroids[:, 1]  # window rows r..r+window-1 of the padded mask
+    return table[r + window, c + window] - table[r, c + window] - table[r + window, c] + table[r, c]
+
+
+def display_stride(rows: int, cols: int) -> int:
+    """Subsampling step that brings the longest side to at most ``QUICKLOOK_SIDE`` pixels."""
+    return max(1, -(-max(rows, cols) // QUICKLOOK_SIDE))
+
+
+def write_quicklooks(scene, raw_layers: np.ndarray, layers: np.ndarray, limits: dict, valid: np.ndarray) -> None:
+    """Colour composites, index maps with colour bars and a histogram per layer (tutorial 1.1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    step = display_stride(*valid.shape)
+    for name, triplet in COMPOSITES.items():
+        rgb = layers[::step, ::step, [LAYER_NAMES.index(n) for n in triplet]]
+        io.save_png(scene.output(f"{name}.png"), np.round(rgb * 255).astype(np.uint8))
+    for name in INDEX_LAYERS:
+        figure, axis = plt.subplots(figsize=(7, 6))
+        shown = np.where(valid, raw_layers[name], np.nan)[::step, ::step]
+        image = axis.imshow(shown, cmap=INDEX_COLOUR_MAPS[name], vmin=limits[name][0], vmax=limits[name][1])
+        figure.colorbar(image, ax=axis, label=name.upper())
+        axis.set_title(f"{name.upper()} (colour scale: 1st-99th percentile)")
+        axis.set_axis_off()
+        io.save_png(scene.output(f"{name}.png"), figure)
+    sample = valid.ravel()[::max(1, valid.size // 1_000_000)]
+    for name in LAYER_NAMES:
+        values = raw_layers[name].ravel()[::max(1, valid.size // 1_000_000)][sample]
+        figure, axis = plt.subplots(figsize=(6, 3.5))
+        axis.hist(values, bins=200, color="0.3")
+        for bound in limits[name]:
+            axis.axvline(bound, color="tab:red", linestyle="--")
+        axis.set_title(f"{name}: histogram, dashed lines = stretch limits (1 %, 99 %)")
+        axis.set_xlabel("value in the image's units" if name not in INDEX_LAYERS else "index value")
+        axis.set_ylabel("pixels (subsample)")
+        io.save_png(scene.output(f"histogram_{name}.png"), figure)
+
+
+def boundary_image(rgb: np.ndarray, segments: np.ndarray, colour=(255, 255, 0)) -> np.ndarray:
+    """Copy of ``rgb`` (rows, cols, 3 uint8) with superpixel edges painted in ``colour``."""
+    edges = np.zeros(segments.shape, dtype=bool)
+    edges[:, 1:] |= segments[:, 1:] != segments[:, :-1]
+    edges[1:, :] |= segments[1:, :] != segments[:-1, :]
+    out = rgb.copy()
+    out[edges] = colour
+    return out
+
+
+def plot_example_patches(samples: np.ndarray, labels: np.ndarray, class_names, rng: np.random.Generator,
+                         per_class: int = 6):
+    """Figure of ``per_class`` random RGB patches of each class (tutorial 2.2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rgb = [LAYER_NAMES.index(n) for n in ("red", "green", "blue")]
+    figure, axes = plt.subplots(len(class_names), per_class, figsize=(1.6 * per_class, 1.7 * len(class_names)),
+                                squeeze=False)
+    for code, name in enumerate(class_names):
+        members = np.flatnonzero(labels == code)
+        chosen = rng.choice(members, size=min(per_class, members.size), replace=False) if members.size else []
+        for j, axis in enumerate(axes[code]):
+            axis.set_axis_off()
+            if j < len(chosen):
+                axis.imshow(samples[chosen[j]][..., rgb])
+                axis.set_title(f"#{chosen[j]}", fontsize=7)
+        axes[code][0].text(-0.1, 0.5, name, transform=axes[code][0].transAxes, ha="right", va="center")
+    figure.suptitle("Example patches per class (RGB, centred on the superpixel)")
+    return figure
+
+
+def explore_slic(scene, layers: np.ndarray, valid: np.ndarray, crop_size: int = 200) -> None:
+    """Grid of SLIC boundaries on a central crop over compactness 0.01..100 and three superpixel counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = valid.shape
+    size = min(crop_size, rows, cols)
+    top, left = (rows - size) // 2, (cols - size) // 2
+    crop = layers[top:top + size, left:left + size]
+    crop_valid = valid[top:top + size, left:left + size]
+    scene_count = scene.params["n_segments"] * size * size / (rows * cols)
+    counts = sorted({max(2, round(scene_count * f)) for f in (0.5, 1, 2)})
+    compactness_values = [0.01, 0.1, 1, 10, 100]
+    rgb = to_rgb_display(crop)
+    figure, axes = plt.subplots(len(counts), len(compactness_values), figsize=(3 * len(compactness_values),
+                                                                            3.1 * len(counts)), squeeze=False)
+    for i, count in enumerate(counts):
+        for j, compactness in enumerate(compactness_values):
+            segments = segment_superpixels(crop, scene.params["slic_layers"], count, compactness, crop_valid)
+            axes[i][j].imshow(boundary_image(rgb, segments))
+            axes[i][j].set_title(f"n_segments={count}, compactness={compactness:g}", fontsize=8)
+            axes[i][j].set_axis_off()
+    figure.suptitle(f"SLIC on a {size}x{size} px crop at row {top}, col {left} "
+                    f"(counts scaled from n_segments={scene.params['n_segments']} for the whole scene)")
+    io.save_png(scene.output("explore_slic.png"), figure)
+    log.info("wrote %s: pick n_segments and compactness, then run without --explore", scene.output("explore_slic.png"))
+
+
+def to_rgb_display(layers: np.ndarray) -> np.ndarray:
+    """RGB uint8 image (rows, cols, 3) of the Red, Green, Blue layers of a stretched stack."""
+    return np.round(layers[..., [LAYER_NAMES.index(n) for n in ("red", "green", "blue")]] * 255).astype(np.uint8)
+
+
+def prepare(args) -> None:
+    """Run Step 0 with parsed arguments."""
+    scene = pipeline.scene_from_args(args)
+    p = scene.params
+    timings = {}
+    with timed("read image and reference", timings):
+        raw, grid, valid, codes = read_inputs(scene)
+    n_invalid = int(valid.size - valid.sum())
+    log.info("scene %s: %d x %d px, %d classes %s", scene.name, grid.cols, grid.rows, len(scene.classes),
+             scene.class_names)
+    if n_invalid:
+        log.warning("%d pixels (%.2f %%) are NaN or nodata in %s: they are masked", n_invalid,
+                    100 * n_invalid / valid.size, scene.image.name)
+    if n_invalid == valid.size:
+        raise io.InputDataError(f"{scene.image}: every pixel is NaN or nodata")
+    codes[~valid] = io.UNLABELLED
+    with timed("layers and stretch", timings):
+        layers = build_layers(raw, valid)
+        raw_layers = {name: layers[..., i].copy() for i, name in enumerate(LAYER_NAMES)} if not args.explore else None
+        limits = stretch_layers(layers, valid)
+    del raw
+    if args.explore:
+        explore_slic(scene, layers, valid)
+        return
+    with timed("quicklooks", timings):
+        write_quicklooks(scene, raw_layers, layers, limits, valid)
+    del raw_layers
+    with timed(f"SLIC (n_segments={p['n_segments']}, compactness={p['compactness']})", timings):
+        segments = segment_superpixels(layers, p["slic_layers"], p["n_segments"], p["compactness"], valid)
+    n = int(segments.max()) + 1
+    log.info("%d superpixels, %.1f px each on average", n, segments.size / n)
+    with timed("sampling: centroids, patches, majority labels, split", timings):
+        centroids = superpixel_centroids(segments)
+        samples = extract_patches(layers, centroids, p["window"])
+        labels, purity = majority_labels(segments, codes, len(scene.classes))
+        valid_fraction = np.bincount(segments.ravel(), weights=valid.ravel(), minlength=n) / np.bincount(
+            segments.ravel(), minlength=n)
+        split = spatial_split(segments, centroids, labels, p["window"], p["block_size"], p["test_fraction"],
+                              np.random.default_rng(p["seed"]))
+    with timed("write layers, segments and samples", timings):
+        io.write_geotiff(scene.output("layers.tif"), np.moveaxis(layers, -1, 0), grid, band_names=LAYER_NAMES)
+        io.save_mat(scene.output("segments.mat"), {"segments": segments})
+        io.write_geotiff(scene.output("segments.tif"), segments, grid)
+        io.save_mat(scene.output("samples_labels.mat"), {
+            "samples": samples, "labels": labels, "centroids": centroids, "purity": purity,
+            "class_names": np.array(scene.class_names), "layer_names": np.array(LAYER_NAMES), "split": split,
+            "valid_fraction": valid_fraction.astype(np.float32)})
+        step = display_stride(*segments.shape)
+        io.save_png(scene.output("segments_boundaries.png"),
+                    boundary_image(to_rgb_display(layers[::step, ::step]), segments[::step, ::step]))
+        io.save_png(scene.output("example_patches.png"),
+                    plot_example_patches(samples, labels, scene.class_names, np.random.default_rng(p["seed"])))
+    summary = summarise(labels, split, purity, scene.class_names)
+    for line in summary["table"]:
+        log.info(line)
+    pipeline.record_run(scene, "Step0_Data_Preparation", {"timings_s": timings, "superpixels": n,
+                                                          "invalid_pixels": n_invalid, "classes": summary["counts"]})
+    log.info("outputs in %s (total %.1f s)", scene.workdir, sum(timings.values()))
+
+
+def summarise(labels: np.ndarray, split: np.ndarray, purity: np.ndarray, class_names) -> dict:
+    """Superpixel counts per class and split, as a dict and as printable table lines."""
+    counts = {}
+    table = [f"{'class':<12}{'superpixels':>12}{'train':>8}{'test':>8}{'unused':>8}{'purity':>8}"]
+    for code, name in enumerate([*class_names, "unlabelled"]):
+        member = labels == (code if code < len(class_names) else io.UNLABELLED)
+        row = {"superpixels": int(member.sum()), "train": int((member & (split == 0)).sum()),
+               "test": int((member & (split == 1)).sum()), "unused": int((member & (split == 2)).sum()),
+               "mean_purity": round(float(purity[member].mean()), 3) if member.any() else None}
+        counts[name] = row
+        table.append(f"{name:<12}{row['superpixels']:>12}{row['train']:>8}{row['test']:>8}{row['unused']:>8}"
+                     f"{row['mean_purity'] if row['mean_purity'] is not None else '-':>8}")
+    return {"counts": counts, "table": table}
+
+
+def build_parser():
+    parser = pipeline.build_parser(__doc__, ["n_segments", "compactness", "slic_layers", "window", "test_fraction",
+                                             "block_size"])
+    parser.add_argument("--explore", action="store_true",
+                        help="only render SLIC boundaries for several compactness and n_segments values on a crop")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return pipeline.run_step(prepare, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""Shared raster, colour and .mat helpers of the pipeline, and a small RGB-quicklook tool.
+
+Every step reads and writes files only through this module, so GDAL, colour tables and the
+.mat hand-offs live in one place. Every writer goes through :func:`atomic_output`: the file is
+written under a temporary name in its own folder and renamed when complete, so an interrupted
+run never leaves a half-written file that a later step would read.
+
+Run as a script it writes an RGB PNG of any GeoTIFF::
+
+    python gdal_tif2rgb.py scene.tif scene_rgb.png --bands 3 2 1
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: The tutorial's class colours (RGB, 0-255), keyed by class name.
+CLASS_COLOURS = {
+    "urban": (255, 248, 18),
+    "crop": (255, 119, 88),
+    "vegetation": (11, 131, 20),
+    "water": (31, 59, 255),
+}
+#: Colours for class names the tutorial does not have, taken in turn.
+EXTRA_COLOURS = ((148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127), (23, 190, 207))
+#: Class code of superpixels and pixels without a reference label (and map nodata).
+UNLABELLED = 255
+UNLABELLED_COLOUR = (0, 0, 0)
+#: Largest variable scipy.io writes in a MATLAB v5 file; bigger hand-offs go to v7.3 (HDF5).
+MAT_V5_LIMIT_BYTES = 2**31 - 1
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+class PipelineError(Exception):
+    """Root of the errors a step reports to the user as one line."""
+
+
+class InputFileError(PipelineError, OSError):
+    """An input file is missing, unreadable, or not what it should be."""
+
+
+class InputDataError(PipelineError, ValueError):
+    """Input files are readable but their content cannot be used (grids, bands, classes)."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """The scene configuration or a command-line value is wrong."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The pixel grid of a raster: size in pixels, GDAL geotransform and CRS as WKT."""
+
+    rows: int
+    cols: int
+    geotransform: tuple
+    crs_wkt: str
+
+    def same_as(self, other: "Grid") -> bool:
+        """True when both grids have the same size, geotransform (to 1e-6 pixel) and CRS."""
+        from osgeo import osr
+
+        if (self.rows, self.cols) != (other.rows, other.cols):
+            return False
+        if not np.allclose(self.geotransform, other.geotransform, rtol=0, atol=1e-6 * abs(self.geotransform[1])):
+            return False
+        if not self.crs_wkt or not other.crs_wkt:
+            return self.crs_wkt == other.crs_wkt
+        return bool(osr.SpatialReference(self.crs_wkt).IsSame(osr.SpatialReference(other.crs_wkt)))
+
+    def describe(self) -> str:
+        """Short text of size, origin, pixel size and CRS, for error messages."""
+        from osgeo import osr
+
+        gt = self.geotransform
+        crs = osr.SpatialReference(self.crs_wkt) if self.crs_wkt else None
+        crs_name = (crs.GetAuthorityCode(None) and f"EPSG:{crs.GetAuthorityCode(None)}") if crs else "no CRS"
+        return f"{self.cols}x{self.rows} px, origin ({gt[0]:.2f}, {gt[3]:.2f}), pixel {gt[1]:g} m, {crs_name or 'custom CRS'}"
+
+
+def _open_raster(path: Path):
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: file not found")
+    try:
+        dataset = gdal.Open(str(path))
+    except RuntimeError as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else "GDAL cannot open it"
+        raise InputFileError(f"{path}: not a readable raster ({message})") from None
+    return dataset
+
+
+def read_grid(path: Path) -> tuple[Grid, int]:
+    """Return the :class:`Grid` and band count of a raster without reading its pixels."""
+    dataset = _open_raster(path)
+    grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
+    return grid, dataset.RasterCount
+
+
+def read_bands(path: Path, bands: list[int], dtype=np.float32) -> tuple[np.ndarray, Grid, np.ndarray]:
+    """Read 1-based ``bands`` of a raster.
+
+    Returns
+    -------
+    data : ndarray, shape (len(bands), rows, cols), ``dtype``
+    grid : Grid
+    valid : ndarray of bool, shape (rows, cols)
+        False where any read band is NaN, infinite or equal to its nodata value.
+    """
+    from osgeo import gdal
+
+    dataset = _open_raster(path)
+    count = dataset.RasterCount
+    too_high = [b for b in bands if not 1 <= b <= count]
+    if too_high:
+        raise InputDataError(f"{path}: has {count} bands, but the configuration asks for band(s) {too_high}")
+    grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
+    data = np.empty((len(bands), grid.rows, grid.cols), dtype=dtype)
+    valid = np.ones((grid.rows, grid.cols), dtype=bool)
+    gdal_type = gdal.GDT_Float32 if np.dtype(dtype) == np.float32 else gdal.GDT_Float64
+    for i, number in enumerate(bands):
+        band = dataset.GetRasterBand(number)
+        try:
+            band.ReadAsArray(buf_obj=data[i], buf_type=gdal_type)
+        except RuntimeError as error:
+            raise InputFileError(f"{path}: band {number} cannot be read ({str(error).strip()})") from None
+        nodata = band.GetNoDataValue()
+        if np.issubdtype(data.dtype, np.floating):
+            valid &= np.isfinite(data[i])
+        if nodata is not None and not np.isnan(nodata):
+            valid &= data[i] != nodata
+    return data, grid, valid
+
+
+def read_labels(path: Path) -> tuple[np.ndarray, Grid, float | None]:
+    """Read band 1 of an integer raster (a reference or a segmentation) with its grid and nodata value."""
+    dataset = _open_raster(path)
+    band = dataset.GetRasterBand(1)
+    values = band.ReadAsArray()
+    if not np.issubdtype(values.dtype, np.integer):
+        raise InputDataError(f"{path}: holds {values.dtype} values; a label raster must hold integer class values")
+    grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
+    return values, grid, band.GetNoDataValue()
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+
+
+def write_geotiff(path: Path, data: np.ndarray, grid: Grid, *, band_names=None, nodata=None,
+                  class_names=None, class_colours=None) -> None:
+    """Write ``data`` of shape (rows, cols) or (bands, rows, cols) as a tiled, compressed GeoTIFF.
+
+    ``class_names`` and ``class_colours`` (RGB tuples indexed by class value) add a colour table
+    and category names to band 1, which QGIS shows as a legend.
+    """
+    from osgeo import gdal, gdal_array
+
+    gdal.UseExceptions()
+    data = data[np.newaxis] if data.ndim == 2 else data
+    gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype)
+    options = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+    with atomic_output(path) as temporary:
+        dataset = gdal.GetDriverByName("GTiff").Create(str(temporary), grid.cols, grid.rows, data.shape[0],
+                                                       gdal_type, options)
+        dataset.SetGeoTransform(grid.geotransform)
+        dataset.SetProjection(grid.crs_wkt)
+        for i in range(data.shape[0]):
+            band = dataset.GetRasterBand(i + 1)
+            band.WriteArray(data[i])
+            if band_names is not None:
+                band.SetDescription(band_names[i])
+            if nodata is not None:
+                band.SetNoDataValue(nodata)
+        if class_colours is not None:
+            table = gdal.ColorTable()
+            for value, colour in enumerate(class_colours):
+                table.SetColorEntry(value, (*colour, 255))
+            dataset.GetRasterBand(1).SetRasterColorTable(table)
+            dataset.GetRasterBand(1).SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+        if class_names is not None:
+            dataset.GetRasterBand(1).SetCategoryNames(list(class_names))
+        dataset.FlushCache()
+        dataset = None
+
+
+def save_mat(path: Path, variables: dict) -> None:
+    """Write a .mat hand-off atomically: MATLAB v5 (scipy.io) or, past v5's 2 GB limit, v7.3 (HDF5)."""
+    import scipy.io
+
+    largest = max(np.asarray(value).nbytes for value in variables.values())
+    with atomic_output(path) as temporary:
+        if largest > MAT_V5_LIMIT_BYTES:
+            _save_mat_v73(temporary, variables)
+        else:
+            scipy.io.savemat(temporary, variables, do_compression=False, oned_as="column")
+
+
+def _save_mat_v73(path: Path, variables: dict) -> None:
+    """MATLAB 7.3 file: HDF5 with a 512-byte user block and MATLAB_class attributes (column-major)."""
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as file:
+        for name, value in variables.items():
+            value = np.asarray(value)
+            if value.dtype.kind == "U":
+                value = np.array([s.encode("utf-8") for s in value.ravel()]).reshape(value.shape)
+                matlab_class = "char"
+            else:
+                matlab_class = {"f": "single" if value.itemsize == 4 else "double", "b": "logical"}.get(
+                    value.dtype.kind, f"{'u' if value.dtype.kind == 'u' else ''}int{8 * value.itemsize}")
+            dataset = file.create_dataset(name, data=value.T)
+            dataset.attrs["MATLAB_class"] = np.bytes_(matlab_class)
+    with open(path, "r+b") as file:
+        header = b"MATLAB 7.3 MAT-file, created by gdal_tif2rgb.py, HDF5 schema 1.00 ."
+        file.write(header.ljust(124) + b"\x00\x02IM")
+
+
+def load_mat(path: Path, keys, *, made_by: str) -> dict:
+    """Read ``keys`` from a .mat hand-off of either version.
+
+    Raises :class:`InputFileError` naming the step ``made_by`` to run when the file is missing,
+    truncated or lacks a key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: not found; run {made_by} first")
+    try:
+        with open(path, "rb") as file:
+            is_v73 = file.read(128)[:19] == b"MATLAB 7.3 MAT-file"
+        contents = _load_mat_v73(path, keys) if is_v73 else _load_mat_v5(path, keys)
+    except PipelineError:
+        raise
+    except Exception as error:  # scipy and h5py raise many kinds on a damaged file
+        raise InputFileError(f"{path}: unreadable or truncated ({type(error).__name__}); rerun {made_by}") from None
+    missing = [key for key in keys if key not in contents]
+    if missing:
+        raise InputFileError(f"{path}: lacks {', '.join(missing)}; rerun {made_by}")
+    return contents
+
+
+def _load_mat_v5(path: Path, keys) -> dict:
+    import scipy.io
+
+    contents = scipy.io.loadmat(path, variable_names=list(keys), squeeze_me=False, chars_as_strings=True)
+    result = {}
+    for key in keys:
+        if key not in contents:
+            continue
+        value = contents[key]
+        if value.dtype.kind == "U":
+            value = np.array([s.rstrip() for s in value.ravel()])
+        elif value.ndim == 2 and 1 in value.shape and key not in ("segments", "predMap", "centroids"):
+            value = value.ravel()
+        result[key] = value
+    return result
+
+
+def _load_mat_v73(path: Path, keys) -> dict:
+    import h5py
+
+    result = {}
+    with h5py.File(path, "r") as file:
+        for key in keys:
+            if key in file:
+                value = file[key][()].T
+                if file[key].attrs.get("MATLAB_class") == b"char":
+                    value = np.array([s.decode("utf-8") for s in value.ravel()])
+                result[key] = value
+    return result
+
+
+def class_palette(class_names) -> list[tuple[int, int, int]]:
+    """RGB colour per class code: the tutorial's colour for its names, distinct extras otherwise."""
+    extras = iter(EXTRA_COLOURS * (len(class_names) // len(EXTRA_COLOURS) + 1))
+    return [CLASS_COLOURS.get(name, None) or next(extras) for name in class_names]
+
+
+def colourise(codes: np.ndarray, class_names) -> np.ndarray:
+    """Turn class codes (0..K-1, 255 unlabelled) of shape (rows, cols) into an RGB uint8 image."""
+    lookup = np.zeros((256, 3), dtype=np.uint8)
+    lookup[: len(class_names)] = class_palette(class_names)
+    lookup[UNLABELLED] = UNLABELLED_COLOUR
+    return lookup[codes]
+
+
+def stretch_to_unit(values: np.ndarray, valid: np.ndarray | None = None, low: float = 1.0,
+                    high: float = 99.0) -> tuple[np.ndarray, float, float]:
+    """Linear stretch of ``values`` to float32 [0, 1] between its ``low`` and ``high`` percentiles.
+
+    Percentiles are taken over ``valid`` pixels only; values outside are clipped.
+
+    >>> stretched, lo, hi = stretch_to_unit(np.arange(101, dtype=np.float32), low=10, high=90)
+    >>> float(lo), float(hi), float(stretched[0]), float(stretched[50]), float(stretched[100])
+    (10.0, 90.0, 0.0, 0.5, 1.0)
+    """
+    sample = values if valid is None or valid.all() else values[valid]
+    if sample.size == 0:
+        return np.zeros(values.shape, dtype=np.float32), 0.0, 0.0
+    lo, hi = np.percentile(sample, [low, high])
+    scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
+    stretched = (values.astype(np.float32, copy=False) - np.float32(lo)) * scale
+    np.clip(stretched, 0.0, 1.0, out=stretched)
+    return stretched, float(lo), float(hi)
+
+
+def to_rgb8(layers: np.ndarray) -> np.ndarray:
+    """Stack three [0, 1] layers of shape (3, rows, cols) into an RGB uint8 image (rows, cols, 3)."""
+    return np.round(np.moveaxis(layers, 0, -1) * 255).astype(np.uint8)
+
+
+def save_png(path: Path, image_or_figure) -> None:
+    """Write an RGB(A) uint8 image array or a matplotlib Figure to PNG atomically (figures are closed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with atomic_output(path) as temporary:
+        if isinstance(image_or_figure, np.ndarray):
+            plt.imsave(temporary, image_or_figure, format="png")
+        else:
+            image_or_figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
+            plt.close(image_or_figure)
+
+
+def legend_handles(class_names):
+    """Matplotlib patches naming each class in its colour, for map legends."""
+    from matplotlib.patches import Patch
+
+    return [Patch(color=np.array(colour) / 255, label=name) for name, colour in zip(class_names, class_palette(class_names))]
+
+
+def tif_to_rgb(source: Path, target: Path, bands=(3, 2, 1), low: float = 2.0, high: float = 98.0) -> None:
+    """Write an RGB PNG of three 1-based ``bands`` of a raster, each stretched between percentiles."""
+    data, _, valid = read_bands(source, list(bands))
+    rgb = np.stack([stretch_to_unit(band, valid, low, high)[0] for band in data])
+    image = to_rgb8(rgb)
+    image[~valid] = 0
+    save_png(target, image)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Write an RGB PNG of three bands of any GeoTIFF.")
+    parser.add_argument("source", type=Path, help="input raster (any GDAL format)")
+    parser.add_argument("target", type=Path, help="output PNG")
+    parser.add_argument("--bands", type=int, nargs=3, default=(3, 2, 1), metavar=("R", "G", "B"),
+                        help="1-based band numbers shown as red, green, blue (default: 3 2 1)")
+    parser.add_argument("--percentiles", type=float, nargs=2, default=(2.0, 98.0), metavar=("LOW", "HIGH"),
+                        help="stretch limits in percent (default: 2 98)")
+    args = parser.parse_args(argv)
+    try:
+        tif_to_rgb(args.source, args.target, args.bands, *args.percentiles)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Step 0: layers, stretch, superpixels, patches, majority labels, spatial split, georeferencing, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.io
+from osgeo import gdal
+
+import gdal_tif2rgb as io
+import Step0_Data_Preparation as step0
+from conftest import SUBSET, write_config, write_tif
+from pipeline import LAYER_NAMES
+
+
+class TestLayers:
+    def test_indices_follow_the_tutorial_formulas(self):
+        raw = {"blue": np.array([[10.0]]), "green": np.array([[30.0]]), "red": np.array([[20.0]]),
+               "nir": np.array([[60.0]]), "swir": np.array([[40.0]])}
+        layers = step0.build_layers(raw, np.ones((1, 1), bool))
+        ndvi, ndwi, ndbi = layers[0, 0, 5:]
+        assert ndvi == pytest.approx((60 - 20) / (60 + 20))
+        assert ndwi == pytest.approx((30 - 40) / (30 + 40))
+        assert ndbi == pytest.approx((40 - 60) / (40 + 60))
+        assert layers.dtype == np.float32 and layers.shape == (1, 1, 8)
+
+    def test_zero_denominator_gives_zero_not_nan(self):
+        result = step0.normalized_difference(np.zeros((2, 2)), np.zeros((2, 2)))
+        assert np.array_equal(result, np.zeros((2, 2))) and result.dtype == np.float32
+
+    def test_given_index_bands_are_used_as_they_are(self):
+        raw = {name: np.full((1, 1), 7.0) for name in ("blue", "green", "red", "nir", "swir")}
+        raw["ndvi"] = np.full((1, 1), 0.25)
+        layers = step0.build_layers(raw, np.ones((1, 1), bool))
+        assert layers[0, 0, 5] == pytest.approx(0.25) and layers[0, 0, 6] == 0
+
+    def test_stretch_maps_1st_and_99th_percentiles_to_0_and_1(self):
+        values = np.random.default_rng(0).normal(100, 20, size=(200, 300)).astype(np.float32)
+        layers = np.repeat(values[..., None], 8, axis=2)
+        limits = step0.stretch_layers(layers, np.ones(values.shape, bool))
+        low, high = np.percentile(values, [1, 99])
+        assert limits["red"] == pytest.approx((low, high), rel=1e-5)
+        expected = np.clip((values - low) / (high - low), 0, 1)
+        np.testing.assert_allclose(layers[..., 2], expected, atol=1e-5)
+        assert layers.min() == 0 and layers.max() == 1
+
+    def test_stretch_ignores_invalid_pixels(self):
+        values = np.arange(100, dtype=np.float32).reshape(10, 10)
+        valid = values < 50
+        layers = np.repeat(values[..., None], 8, axis=2)
+        limits = step0.stretch_layers(layers, valid)
+        assert limits["blue"][1] < 50 and (layers[~valid] == 0).all()
+
+
+class TestSuperpixels:
+    def test_slic_ids_are_consecutive_from_zero(self):
+        rng = np.random.default_rng(1)
+        layers = rng.random((60, 70, 8), dtype=np.float32)
+        segments = step0.segment_superpixels(layers, ["red", "green", "blue"], 40, 10, np.ones((60, 70), bool))
+        assert segments.dtype == np.int32 and segments.shape == (60, 70)
+        assert np.array_equal(np.unique(segments), np.arange(segments.max() + 1))
+
+    def test_slic_separates_quadrants(self):
+        layers = np.zeros((40, 40, 8), np.float32)
+        layers[:20, 20:, 2] = 1  # top-right red
+        layers[20:, :20, 1] = 1  # bottom-left green
+        segments = step0.segment_superpixels(layers, ["red", "green", "blue"], 4, 1, np.ones((40, 40), bool))
+        quadrants = [segments[:20, :20], segments[:20, 20:], segments[20:, :20], segments[20:, 20:]]
+        assert all(np.unique(q).size == 1 for q in quadrants[1:3])
+        assert not set(np.unique(quadrants[1])) & set(np.unique(quadrants[2]))
+
+    def test_centroids_are_rounded_mean_positions(self):
+        segments = np.array([[0, 0, 1], [0, 2, 1], [2, 2, 1]])
+        centroids = step0.superpixel_centroids(segments)
+        assert centroids.tolist() == [[0, 0], [1, 2], [2, 1]]
+
+
+def slow_majority(segments, codes, n_classes):
+    """One superpixel at a time, the obvious way."""
+    labels, purity = [], []
+    for i in range(segments.max() + 1):
+        member = codes[segments == i]
+        counts = np.array([(member == c).sum() for c in range(n_classes)])
+        labels.append(counts.argmax() if 2 * counts.sum() >= member.size and counts.sum() else 255)
+        purity.append(counts.max() / member.size)
+    return np.array(labels), np.array(purity)
+
+
+class TestMajorityLabels:
+    def test_matches_slow_computation_on_random_labels(self):
+        rng = np.random.default_rng(2)
+        segments = step0.consecutive_ids(rng.integers(0, 50, size=(40, 40)))
+        codes = rng.choice([0, 1, 2, 3, 255], size=(40, 40), p=[0.2, 0.1, 0.1, 0.1, 0.5]).astype(np.uint8)
+        labels, purity = step0.majority_labels(segments, codes, 4)
+        expected_labels, expected_purity = slow_majority(segments, codes, 4)
+        assert np.array_equal(labels, expected_labels)
+        np.testing.assert_allclose(purity, expected_purity, rtol=1e-6)
+        assert (labels == 255).any() and (labels != 255).any()
+
+    def test_half_labelled_is_kept_and_less_is_unlabelled(self):
+        segments = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+        codes = np.array([[2, 2, 3, 255], [255, 255, 255, 255]], np.uint8)
+        labels, purity = step0.majority_labels(segments, codes, 4)
+        assert labels.tolist() == [2, 255]
+        assert purity.tolist() == [0.5, 0.25]
+
+
+class TestPatches:
+    def test_mirrored_window_at_borders(self):
+        layers = np.arange(5 * 6, dtype=np.float32).reshape(5, 6, 1)
+        patch = step0.extract_patches(layers, np.array([[0, 0]]), 3)[0, ..., 0]
+        assert patch.tolist() == [[7, 6, 7], [1, 0, 1], [7, 6, 7]]
+
+    def test_every_patch_equals_layers_tif_window_at_its_centroid(self, step0_workdir):
+        samples = io.load_mat(step0_workdir / "samples_labels.mat", ["samples", "centroids"], made_by="Step0")
+        layers = np.moveaxis(gdal.Open(str(step0_workdir / "layers.tif")).ReadAsArray(), 0, -1)
+        window = samples["samples"].shape[1]
+        half = window // 2
+        padded = np.pad(layers, ((half, half), (half, half), (0, 0)), mode="reflect")
+        for i, (row, col) in enumerate(samples["centroids"]):
+            assert np.array_equal(samples["samples"][i], padded[row:row + window, col:col + window]), i
+
+
+class TestSplit:
+    def test_no_training_patch_sees_a_test_pixel(self, step0_workdir):
+        segments = io.load_mat(step0_workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
+        out = io.load_mat(step0_workdir / "samples_labels.mat", ["split", "centroids", "labels", "samples"],
+                          made_by="Step0")
+        window = out["samples"].shape[1]
+        half = window // 2
+        test_pixels = np.pad(np.isin(segments, np.flatnonzero(out["split"] == 1)), half, mode="reflect")
+        train = np.flatnonzero(out["split"] == 0)
+        assert train.size > 100
+        for row, col in out["centroids"][train]:
+            assert not test_pixels[row:row + window, col:col + window].any()
+
+    def test_about_the_asked_share_of_labelled_superpixels_is_test(self, step0_workdir):
+        out = io.load_mat(step0_workdir / "samples_labels.mat", ["split", "labels"], made_by="Step0")
+        labelled = out["labels"] != 255
+        share = (out["split"][labelled] == 1).mean()
+        assert 0.25 <= share <= 0.45
+        assert (out["split"][~labelled] == 2).all()
+
+    def test_split_is_spatial_blocks(self):
+        segments = np.arange(64 * 64).reshape(64, 64) // 64  # one superpixel per row
+        centroids = step0.superpixel_centroids(segments)
+        labels = np.zeros(64, np.uint8)
+        split = step0.spatial_split(segments, centroids, labels, 3, 16, 0.25, np.random.default_rng(0))
+        test_rows = np.flatnonzero(split == 1)
+        assert test_rows.size == 16 and np.ptp(test_rows) == 15  # one 16-row block
+        unused = np.flatnonzero(split == 2)
+        assert set(unused) <= {test_rows.min() - 1, test_rows.max() + 1} and unused.size >= 1
+
+
+class TestOutputs:
+    def test_georeferencing_is_kept(self, step0_workdir):
+        source = gdal.Open(str(SUBSET))
+        for name in ("layers.tif", "segments.tif"):
+            out = gdal.Open(str(step0_workdir / name))
+            assert out.GetGeoTransform() == source.GetGeoTransform()
+            assert out.GetSpatialRef().IsSame(source.GetSpatialRef())
+            assert (out.RasterXSize, out.RasterYSize) == (source.RasterXSize, source.RasterYSize)
+        layers = gdal.Open(str(step0_workdir / "layers.tif"))
+        assert [layers.GetRasterBand(i + 1).GetDescription() for i in range(8)] == list(LAYER_NAMES)
+
+    def test_hand_off_keys_shapes_and_types(self, step0_workdir):
+        segments = scipy.io.loadmat(step0_workdir / "segments.mat")["segments"]
+        out = scipy.io.loadmat(step0_workdir / "samples_labels.mat")
+        n = segments.max() + 1
+        assert segments.dtype == np.int32 and segments.shape == (339, 324)
+        assert out["samples"].shape == (n, 25, 25, 8) and out["samples"].dtype == np.float32
+        assert out["labels"].size == n and out["labels"].dtype == np.uint8
+        assert out["centroids"].shape == (n, 2)
+        assert set(np.unique(out["split"])) <= {0, 1, 2}
+        assert [s.strip() for s in out["class_names"]] == ["urban", "crop", "vegetation", "water"]
+
+    def test_quicklooks_and_figures_are_written(self, step0_workdir):
+        for name in ("rgb", "nir_green_blue", "swir_green_blue", "ndvi", "ndwi", "ndbi", "segments_boundaries",
+                     "example_patches", *(f"histogram_{layer}" for layer in LAYER_NAMES)):
+            assert (step0_workdir / f"{name}.png").stat().st_size > 1000, name
+
+    def test_explore_writes_a_grid_and_stops(self, subset_config, tmp_path):
+        assert step0.main(["--config", str(subset_config), "--workdir", str(tmp_path), "--explore"]) == 0
+        assert (tmp_path / "explore_slic.png").is_file()
+        assert not (tmp_path / "segments.mat").exists()
+
+
+class TestRefusals:
+    def test_grid_mismatch_is_refused_with_one_line(self, tmp_path, capsys):
+        image = write_tif(tmp_path / "image.tif", np.ones((10, 20, 20), np.uint16))
+        shifted = (500010.0, 10.0, 0.0, 6000000.0, 0.0, -10.0)
+        reference = write_tif(tmp_path / "reference.tif", np.ones((20, 20), np.uint8), geotransform=shifted)
+        config = write_config(tmp_path / "scene.toml", image, reference)
+        assert step0.main(["--config", str(config), "--workdir", str(tmp_path / "out")]) == 1
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "reference.tif" in error and "grid" in error
+        assert not (tmp_path / "out" / "layers.tif").exists()
+
+    def test_other_crs_is_refused(self, tmp_path):
+        image = write_tif(tmp_path / "image.tif", np.ones((10, 20, 20), np.uint16))
+        reference = write_tif(tmp_path / "reference.tif", np.ones((20, 20), np.uint8), epsg=32631)
+        config = write_config(tmp_path / "scene.toml", image, reference)
+        with pytest.raises(io.InputDataError, match="differs from the image"):
+            step0.read_inputs(__import__("pipeline").load_scene(config))
+
+    def test_help(self, capsys):
+        with pytest.raises(SystemExit) as exit_info:
+            step0.main(["--help"])
+        assert exit_info.value.code == 0
+        assert "--n-segments" in capsys.readouterr().out
