@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 COMPOSITES = {"rgb": ("red", "green", "blue"), "nir_green_blue": ("nir", "green", "blue"),
               "swir_green_blue": ("swir", "green", "blue")}
 INDEX_COLOUR_MAPS = {"ndvi": "RdYlGn", "ndwi": "BrBG", "ndbi": "RdGy_r"}
-#: Longest side, in pixels, of the quicklook PNGs (bigger scenes are subsampled for display).
-QUICKLOOK_SIDE = 2000
 
 
 def read_inputs(scene: pipeline.Scene):
@@ -250,11 +248,6 @@ def window_sums(mask: np.ndarray, centroids: np.ndarray, window: int) -> np.ndar
     return table[r + window, c + window] - table[r, c + window] - table[r + window, c] + table[r, c]
 
 
-def display_stride(rows: int, cols: int) -> int:
-    """Subsampling step that brings the longest side to at most ``QUICKLOOK_SIDE`` pixels."""
-    return max(1, -(-max(rows, cols) // QUICKLOOK_SIDE))
-
-
 def write_quicklooks(scene, raw_layers: np.ndarray, layers: np.ndarray, limits: dict, valid: np.ndarray) -> None:
     """Colour composites, index maps with colour bars and a histogram per layer (tutorial 1.1)."""
     import matplotlib
@@ -262,7 +255,7 @@ def write_quicklooks(scene, raw_layers: np.ndarray, layers: np.ndarray, limits: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    step = display_stride(*valid.shape)
+    step = io.display_stride(*valid.shape)
     for name, triplet in COMPOSITES.items():
         rgb = layers[::step, ::step, [LAYER_NAMES.index(n) for n in triplet]]
         io.save_png(scene.output(f"{name}.png"), np.round(rgb * 255).astype(np.uint8))
@@ -403,7 +396,7 @@ def prepare(args) -> None:
             "samples": samples, "labels": labels, "centroids": centroids, "purity": purity,
             "class_names": np.array(scene.class_names), "layer_names": np.array(LAYER_NAMES), "split": split,
             "valid_fraction": valid_fraction.astype(np.float32)})
-        step = display_stride(*segments.shape)
+        step = io.display_stride(*segments.shape)
         io.save_png(scene.output("segments_boundaries.png"),
                     boundary_image(to_rgb_display(layers[::step, ::step]), segments[::step, ::step]))
         io.save_png(scene.output("example_patches.png"),

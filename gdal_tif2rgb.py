@@ -206,6 +206,9 @@ def write_geotiff(path: Path, data: np.ndarray, grid: Grid, *, band_names=None, 
             dataset.GetRasterBand(1).SetCategoryNames(list(class_names))
         dataset.FlushCache()
         dataset = None
+        sidecar = Path(f"{temporary}.aux.xml")  # GDAL keeps category names in this side file
+        if sidecar.exists():
+            os.replace(sidecar, f"{path}.aux.xml")
 
 
 def save_mat(path: Path, variables: dict) -> None:
@@ -273,7 +276,7 @@ def _load_mat_v5(path: Path, keys) -> dict:
             continue
         value = contents[key]
         if value.dtype.kind == "U":
-            value = np.array([s.rstrip() for s in value.ravel()])
+            value = np.array([str(s).rstrip() for s in value.ravel()])
         elif value.ndim == 2 and 1 in value.shape and key not in ("segments", "predMap", "centroids"):
             value = value.ravel()
         result[key] = value
@@ -353,6 +356,28 @@ def legend_handles(class_names):
     from matplotlib.patches import Patch
 
     return [Patch(color=np.array(colour) / 255, label=name) for name, colour in zip(class_names, class_palette(class_names))]
+
+
+def display_stride(rows: int, cols: int, longest_side: int = 2000) -> int:
+    """Subsampling step that brings the longest side of an image to at most ``longest_side`` pixels."""
+    return max(1, -(-max(rows, cols) // longest_side))
+
+
+def plot_class_map(codes: np.ndarray, class_names, title: str, axis=None):
+    """Plot class codes (rows, cols) in the class colours with a legend; returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if axis is None:
+        _, axis = plt.subplots(figsize=(8, 7))
+    step = display_stride(*codes.shape)
+    axis.imshow(colourise(codes[::step, ::step], class_names), interpolation="nearest")
+    axis.set_title(title)
+    axis.set_axis_off()
+    axis.legend(handles=legend_handles(class_names), loc="lower right", fontsize=8, framealpha=0.9)
+    return axis.figure
 
 
 def tif_to_rgb(source: Path, target: Path, bands=(3, 2, 1), low: float = 2.0, high: float = 98.0) -> None:

@@ -106,3 +106,16 @@ def step0_workdir(tmp_path_factory, subset_config) -> Path:
     workdir = tmp_path_factory.mktemp("work")
     assert step0.main(["--config", str(subset_config), "--workdir", str(workdir)]) == 0
     return workdir
+
+
+@pytest.fixture(scope="session")
+def step2_workdir(step0_workdir, subset_config, tmp_path_factory) -> tuple:
+    """Work folder after Steps 1 and 2 ran on the subset (2 epochs), and the TensorBoard runs folder."""
+    import Step1_Class_Balance as step1
+    import Step2_Model_Training as step2
+
+    runs = tmp_path_factory.mktemp("runs")
+    arguments = ["--config", str(subset_config), "--workdir", str(step0_workdir)]
+    assert step1.main(arguments) == 0
+    assert step2.main([*arguments, "--runs-dir", str(runs)]) == 0
+    return step0_workdir, runs, arguments

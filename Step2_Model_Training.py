@@ -1,0 +1,271 @@
+"""Step 2, model training and prediction (tutorial sections 3 and 4): the patch CNN and the land-cover map.
+
+Trains the tutorial's CNN on the balanced set of Step 1, logs it to TensorBoard (scalars, graph, weight
+histograms, and projector embeddings of the raw patches and of the learned features), then classifies every
+superpixel's patch and paints the map with one lookup, ``predLabels[segments]``.
+
+Reads ``Samples_classBalanced_<per_class>.mat`` (Step 1), ``samples_labels.mat`` and ``segments.mat``
+(Step 0) and the grid of ``layers.tif``. Writes, in the work folder: ``model.keras``,
+``learning_curve.png``, ``predLabels.mat`` (``predLabels``: n uint8, 255 for superpixels without valid
+pixels), ``predProb.mat`` (``predProb``: n x classes float32), ``predMap.mat`` (``predMap``: rows x cols
+uint8), ``predMap.png`` and ``predMap.tif`` (georeferenced class codes with a colour table and class
+names, nodata 255). The TensorBoard run goes to ``runs/<name>-<timestamp>/``: ``tensorboard --logdir runs``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import gdal_tif2rgb as io
+import pipeline
+from pipeline import LAYER_NAMES, timed
+from Step1_Class_Balance import balanced_set_path
+
+log = logging.getLogger(__name__)
+STEP0, STEP1 = "Step0_Data_Preparation.py", "Step1_Class_Balance.py"
+#: Points shown in each TensorBoard projector embedding (spread evenly over the classes).
+PROJECTOR_POINTS = 1000
+PREDICT_CHUNK = 8192
+
+
+def layer_indices(names) -> list[int]:
+    """Positions of layer names in a patch's last axis (the tutorial's ``band4train``/``band4projector``).
+
+    >>> layer_indices(["red", "green", "blue"])
+    [2, 1, 0]
+    """
+    return [LAYER_NAMES.index(name) for name in names]
+
+
+def build_cnn(input_shape: tuple, n_classes: int):
+    """The tutorial's CNN: Conv 64 4x4, MaxPool, Conv 128 3x3, MaxPool, Conv 64 3x3, Dense 256, softmax.
+
+    Compiled with Adam and sparse categorical cross-entropy. The Dense 256 layer is named ``features``:
+    its output is the learned embedding shown in TensorBoard's projector.
+    """
+    from tensorflow import keras
+    from tensorflow.keras import layers
+
+    model = keras.Sequential([
+        keras.Input(shape=input_shape, name="patch"),
+        layers.Conv2D(64, 4, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(128, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.Flatten(),
+        layers.Dense(256, activation="relu", name="features"),
+        layers.Dense(n_classes, activation="softmax", name="class_probabilities"),
+    ], name="tutorial_cnn")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def validation_mask(index: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Hold out ``fraction`` of the distinct superpixels, so no patch is both trained on and validated on."""
+    distinct = np.unique(index)
+    held = rng.choice(distinct, size=int(round(fraction * distinct.size)), replace=False)
+    return np.isin(index, held)
+
+
+def random_dihedral(patches: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each patch (n, w, w, c) turned by a random multiple of 90 degrees and mirrored half of the time."""
+    out = np.empty_like(patches)
+    transform = rng.integers(0, 8, size=len(patches))
+    for t in range(8):
+        members = transform == t
+        turned = np.rot90(patches[members], k=t % 4, axes=(1, 2))
+        out[members] = turned[:, :, ::-1] if t >= 4 else turned
+    return out
+
+
+def training_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, augment: bool,
+                     rng: np.random.Generator):
+    """A Keras dataset of shuffled (and, if ``augment``, randomly flipped/rotated) batches, seeded by ``rng``."""
+    from tensorflow import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.order = rng.permutation(len(labels))
+
+        def __len__(self):
+            return -(-len(labels) // batch_size)
+
+        def __getitem__(self, i):
+            chosen = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
+            batch = images[chosen]
+            return (random_dihedral(batch, rng) if augment else batch), labels[chosen]
+
+        def on_epoch_end(self):
+            self.order = rng.permutation(len(labels))
+
+    return Batches()
+
+
+def train_model(images, labels, n_classes, params: dict, run_dir: Path):
+    """Train the CNN with a seed; log to TensorBoard in ``run_dir``. Returns the model and its history."""
+    import tensorflow as tf
+    from tensorflow import keras
+
+    keras.utils.set_random_seed(params["seed"])
+    tf.config.experimental.enable_op_determinism()
+    rng = np.random.default_rng(params["seed"])
+    held_out = validation_mask(params["index"], params["validation_fraction"], rng)
+    model = build_cnn(images.shape[1:], n_classes)
+    model.summary(print_fn=log.info)
+    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run_dir), histogram_freq=1, write_graph=True)]
+    validation = (images[held_out], labels[held_out]) if held_out.any() else None
+    log.info("training on %d patches, validating on %d (distinct superpixels)", (~held_out).sum(), held_out.sum())
+    history = model.fit(training_batches(images[~held_out], labels[~held_out], params["batch_size"],
+                                         params["augment"], rng),
+                        validation_data=validation, epochs=params["epochs"], callbacks=callbacks, verbose=2)
+    return model, history.history
+
+
+def plot_learning_curve(history: dict):
+    """Accuracy and loss per epoch, training and validation; returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = np.arange(1, len(history["accuracy"]) + 1)
+    for axis, metric in ((left, "accuracy"), (right, "loss")):
+        axis.plot(epochs, history[metric], "o-", label=f"training {metric}")
+        if f"val_{metric}" in history:
+            axis.plot(epochs, history[f"val_{metric}"], "s-", label=f"validation {metric}")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle("Learning curve")
+    return figure
+
+
+def projector_subset(labels: np.ndarray, n_classes: int, points: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of up to ``points`` samples, the same number from each class, without repeats."""
+    per_class = max(1, points // n_classes)
+    picks = [rng.permutation(np.flatnonzero(labels == code))[:per_class] for code in range(n_classes)]
+    return np.sort(np.concatenate(picks))
+
+
+def write_embeddings(run_dir: Path, model, images, labels, class_names, sprite_layers, rng) -> None:
+    """TensorBoard projector embeddings (tensorboardX) of the raw patches and of the learned features."""
+    from tensorboardX import SummaryWriter
+    from tensorflow import keras
+
+    chosen = projector_subset(labels, len(class_names), PROJECTOR_POINTS, rng)
+    patches = images[chosen]
+    features = keras.Model(model.inputs, model.get_layer("features").output).predict(patches, verbose=0)
+    metadata = [class_names[code] for code in labels[chosen]]
+    sprites = np.moveaxis(patches[..., sprite_layers], -1, 1)
+    with SummaryWriter(logdir=str(run_dir)) as writer:
+        writer.add_embedding(patches.reshape(len(chosen), -1), metadata=metadata, label_img=sprites,
+                             tag="raw_patches")
+        writer.add_embedding(features, metadata=metadata, label_img=sprites, tag="learned_features")
+
+
+def predict_superpixels(model, samples: np.ndarray, layers, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities (n, classes) float32 of every superpixel's patch, in chunks of ``PREDICT_CHUNK``."""
+    chunks = []
+    for start in range(0, len(samples), PREDICT_CHUNK):
+        chunk = samples[start:start + PREDICT_CHUNK]
+        if list(layers) != list(range(samples.shape[-1])):
+            chunk = chunk[..., layers]
+        chunks.append(model.predict(chunk, batch_size=batch_size, verbose=0))
+        log.info("  predicted %d / %d superpixels", min(start + PREDICT_CHUNK, len(samples)), len(samples))
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def paint_map(pred_labels: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """The land-cover map: each pixel gets its superpixel's label (one lookup, no loop).
+
+    >>> paint_map(np.array([7, 9], np.uint8), np.array([[0, 1], [1, 1]])).tolist()
+    [[7, 9], [9, 9]]
+    """
+    return pred_labels[segments]
+
+
+def load_step0(scene: pipeline.Scene, keys) -> tuple[dict, np.ndarray]:
+    """Step 0's samples (``keys``) and segments, checked to describe the same superpixels."""
+    segments = io.load_mat(scene.output("segments.mat"), ["segments"], made_by=STEP0)["segments"]
+    samples = io.load_mat(scene.output("samples_labels.mat"), keys, made_by=STEP0)
+    n = int(segments.max()) + 1
+    for key in keys:
+        if key in ("class_names", "layer_names"):
+            continue
+        if len(samples[key]) != n:
+            raise io.InputDataError(f"{scene.output('samples_labels.mat')}: {key} has {len(samples[key])} rows but "
+                                    f"segments.mat has {n} superpixels; rerun {STEP0}")
+    return samples, segments
+
+
+def train_and_map(args) -> None:
+    """Run Step 2 with parsed arguments."""
+    scene = pipeline.scene_from_args(args)
+    p = scene.params
+    timings = {}
+    class_names = scene.class_names
+    train_layers = layer_indices(p["train_layers"])
+    with timed("read balanced set and Step 0 outputs", timings):
+        balanced = io.load_mat(balanced_set_path(scene), ["images", "labels", "index"], made_by=STEP1)
+        step0, segments = load_step0(scene, ["samples", "valid_fraction"])
+        grid, _ = io.read_grid(pipeline.check_exists(scene.output("layers.tif"), STEP0))
+    if grid.rows != segments.shape[0] or grid.cols != segments.shape[1]:
+        raise io.InputDataError(f"{scene.output('segments.mat')}: {segments.shape} does not match layers.tif; "
+                                f"rerun {STEP0}")
+    images = balanced["images"][..., train_layers]
+    run_dir = args.runs_dir / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with timed(f"training ({p['epochs']} epochs)", timings):
+        model, history = train_model(images, balanced["labels"], len(class_names),
+                                     {**p, "index": balanced["index"]}, run_dir)
+    timings["per_epoch"] = round(timings[f"training ({p['epochs']} epochs)"] / p["epochs"], 3)
+    with timed("projector embeddings", timings):
+        write_embeddings(run_dir, model, images, balanced["labels"], class_names,
+                         [p["train_layers"].index(n) if n in p["train_layers"] else 0 for n in p["projector_layers"]],
+                         np.random.default_rng(p["seed"]))
+    with timed(f"predict {len(step0['samples'])} superpixels", timings):
+        probabilities = predict_superpixels(model, step0["samples"], train_layers)
+    pred_labels = probabilities.argmax(axis=1).astype(np.uint8)
+    pred_labels[step0["valid_fraction"] == 0] = io.UNLABELLED
+    with timed("paint and write the map", timings):
+        pred_map = paint_map(pred_labels, segments)
+        with io.atomic_output(scene.output("model.keras")) as temporary:
+            model.save(temporary)
+        io.save_png(scene.output("learning_curve.png"), plot_learning_curve(history))
+        io.save_mat(scene.output("predLabels.mat"), {"predLabels": pred_labels})
+        io.save_mat(scene.output("predProb.mat"), {"predProb": probabilities})
+        io.save_mat(scene.output("predMap.mat"), {"predMap": pred_map})
+        io.save_png(scene.output("predMap.png"), io.plot_class_map(pred_map, class_names, "Predicted land cover"))
+        io.write_geotiff(scene.output("predMap.tif"), pred_map, grid, nodata=io.UNLABELLED, class_names=class_names,
+                         class_colours=io.class_palette(class_names))
+    counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(class_names)}
+    log.info("predicted superpixels per class: %s", counts)
+    final = {key: round(float(values[-1]), 4) for key, values in history.items()}
+    log.info("final epoch: %s; TensorBoard: tensorboard --logdir %s", final, args.runs_dir)
+    pipeline.record_run(scene, "Step2_Model_Training", {"timings_s": timings, "run_dir": str(run_dir),
+                                                        "final_epoch": final, "predicted_superpixels": counts})
+
+
+def build_parser():
+    parser = pipeline.build_parser(__doc__, ["per_class", "epochs", "batch_size", "validation_fraction",
+                                             "train_layers", "projector_layers", "augment"])
+    parser.add_argument("--runs-dir", type=Path, default=pipeline.RUNS_DIR,
+                        help="folder of TensorBoard runs (default: runs/ in the project)")
+    return parser
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the log
+    return pipeline.run_step(train_and_map, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
