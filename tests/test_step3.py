@@ -1,0 +1,98 @@
+"""Step 3: metrics against hand-worked figures, the held-out headline, the segmentation ceiling, the report."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import Step3_Accuracy_Assessment as step3
+
+NAMES = ["urban", "crop", "vegetation", "water"]
+
+
+class TestMetrics:
+    def test_against_a_hand_worked_confusion_matrix(self):
+        #            reference:  0  0  0  0  1  1  1  2  2  3
+        reference = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3])
+        predicted = np.array([0, 0, 0, 1, 1, 1, 2, 2, 0, 3])
+        result = step3.assess(reference, predicted, NAMES, "superpixels")
+        assert result["confusion_matrix"] == [[3, 1, 0, 0], [0, 2, 1, 0], [1, 0, 1, 0], [0, 0, 0, 1]]
+        assert result["overall_accuracy"] == 0.7  # 7 of 10 on the diagonal
+        # chance agreement: sum(row_i * col_i) / 100 = (4*4 + 3*3 + 2*2 + 1*1) / 100 = 0.30
+        assert result["kappa"] == round((0.7 - 0.3) / (1 - 0.3), 3)
+        assert result["precision"] == [0.75, round(2 / 3, 3), 0.5, 1.0]  # column-wise: user's accuracy
+        assert result["recall"] == [0.75, round(2 / 3, 3), 0.5, 1.0]  # row-wise: producer's accuracy
+        assert result["support"] == [4, 3, 2, 1]
+        assert result["weighted_f1"] == round((4 * 0.75 + 3 * 2 / 3 + 2 * 0.5 + 1 * 1) / 10, 3)
+
+    def test_a_class_never_predicted_has_undefined_precision(self):
+        result = step3.assess(np.array([0, 1, 1]), np.array([0, 0, 0]), ["a", "b"], "superpixels")
+        assert result["precision"][1] is None and result["recall"][1] == 0.0
+
+    def test_nothing_to_assess_is_an_error(self):
+        with pytest.raises(ValueError, match="no test superpixels to assess"):
+            step3.assess(np.array([], int), np.array([], int), NAMES, "test superpixels")
+
+
+def toy_scene():
+    """Four superpixels in a row: 0 and 1 train, 2 test, 3 test but half unlabelled pixels."""
+    segments = np.repeat(np.arange(4), 4)[None, :].repeat(2, axis=0)
+    codes = np.array([[0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 0, 3, 3, 255, 255]] * 2, np.uint8)
+    labels = np.array([0, 1, 2, 3], np.uint8)
+    split = np.array([0, 0, 1, 1], np.uint8)
+    return segments, codes, labels, split
+
+
+class TestAssessments:
+    def test_headline_uses_test_superpixels_only(self):
+        segments, codes, labels, split = toy_scene()
+        predicted = np.where(split == 0, labels, (labels + 1) % 4).astype(np.uint8)  # right on train, wrong on test
+        result = step3.assessments(segments, codes, labels, split, predicted, predicted[segments], predicted, NAMES)
+        assert result["superpixel_test"]["n_samples"] == 2
+        assert result["superpixel_test"]["overall_accuracy"] == 0.0
+        assert result["superpixel_all_labelled"]["overall_accuracy"] == 0.5
+        assert result["pixel_test"]["n_samples"] == 2 * 6  # labelled pixels of superpixels 2 and 3
+
+    def test_ceiling_comes_from_the_reference_not_the_predictions(self):
+        segments, codes, labels, split = toy_scene()
+        results = []
+        for seed in range(3):
+            predicted = np.random.default_rng(seed).integers(0, 4, size=4).astype(np.uint8)
+            results.append(step3.assessments(segments, codes, labels, split, predicted, predicted[segments],
+                                             predicted, NAMES)["segmentation_ceiling"])
+        assert results[0] == results[1] == results[2]
+        # superpixel 2 (label 2) holds codes 2,2,2,0 and superpixel 3 (label 3) holds 3,3 labelled: 5 of 6 right
+        assert results[0]["overall_accuracy"] == round(2 * 5 / 12, 3)
+
+    def test_superpixel_means(self):
+        segments = np.array([[0, 0, 1]])
+        layers = np.array([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]], np.float32)
+        assert step3.superpixel_means(layers, segments).tolist() == [[2.0, 3.0], [5.0, 6.0]]
+
+
+class TestEndToEnd:
+    def test_metrics_json_report_and_figures(self, step2_workdir, capsys):
+        workdir, _, arguments = step2_workdir
+        assert step3.main(arguments) == 0
+        metrics = json.loads((workdir / "metrics.json").read_text())
+        assert set(metrics["assessments"]) == {"superpixel_test", "superpixel_all_labelled", "pixel_test",
+                                               "segmentation_ceiling", "random_forest_superpixel_test"}
+        for result in metrics["assessments"].values():
+            assert {"confusion_matrix", "class_names", "overall_accuracy", "kappa", "precision", "recall", "f1",
+                    "weighted_f1", "n_samples", "support"} <= set(result)
+            assert np.sum(result["confusion_matrix"]) == result["n_samples"] > 0
+        assert "rows = reference" in metrics["note"]
+        report = (workdir / "report.html").read_text()
+        for image in re.findall(r"src=['\"]([^'\"]+)['\"]", report):
+            assert (workdir / image).is_file(), image
+        assert "OA" in capsys.readouterr().out
+
+    def test_step3_before_step2_says_what_to_run(self, step0_workdir, subset_config, tmp_path, capsys):
+        import shutil
+
+        for name in ("segments.mat", "samples_labels.mat", "layers.tif"):
+            shutil.copy(step0_workdir / name, tmp_path / name)
+        assert step3.main(["--config", str(subset_config), "--workdir", str(tmp_path)]) == 1
+        assert "run Step2_Model_Training.py first" in capsys.readouterr().err
