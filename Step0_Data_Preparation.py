@@ -24,6 +24,7 @@ a crop (tutorial 2.1), writes ``explore_slic.png`` and stops.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import numpy as np
@@ -126,20 +127,50 @@ def stretch_layers(layers: np.ndarray, valid: np.ndarray, low: float = 1.0, high
 
 
 def segment_superpixels(layers: np.ndarray, slic_layers, n_segments: int, compactness: float,
-                        valid: np.ndarray) -> np.ndarray:
-    """SLIC superpixels of 3 layers, treated as an RGB triplet (scikit-image converts it to CIELAB,
-    which is what makes the tutorial's ``compactness`` of 30 meaningful).
+                        valid: np.ndarray, n_strips: int | None = None) -> np.ndarray:
+    """SLIC superpixels of 3 layers, treated as an RGB triplet and converted to CIELAB as in the tutorial
+    (so ``compactness`` is in Lab units: 10-40 gives compact superpixels that still follow edges).
 
-    Returns int32 array (rows, cols) of superpixel ids 0..n-1 without gaps. Invalid pixels, if any,
-    are left out of SLIC and gathered in superpixel 0.
+    The image is cut into ``n_strips`` horizontal strips (default: one per CPU core, each at least 256 rows)
+    segmented in parallel threads; superpixels do not cross strip boundaries. Invalid pixels, if any, are
+    left out of SLIC and gathered in one superpixel per strip.
+
+    Returns int32 array (rows, cols) of superpixel ids 0..n-1 without gaps.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = valid.shape[0]
+    n_strips = n_strips or max(1, min(os.cpu_count() or 1, rows // 256))
+    bounds = np.linspace(0, rows, n_strips + 1).round().astype(int)
+    channels = [LAYER_NAMES.index(name) for name in slic_layers]
+
+    def segment_strip(k: int) -> np.ndarray:
+        strip = slice(bounds[k], bounds[k + 1])
+        share = (bounds[k + 1] - bounds[k]) / rows
+        return slic_lab(layers[strip][..., channels], max(1, round(n_segments * share)), compactness, valid[strip])
+
+    with ThreadPoolExecutor(n_strips) as pool:  # scikit-image's SLIC loop releases the GIL
+        strips = list(pool.map(segment_strip, range(n_strips)))
+    offsets = np.cumsum([0] + [int(strip.max()) + 1 for strip in strips[:-1]])
+    return consecutive_ids(np.concatenate([strip + offset for strip, offset in zip(strips, offsets)]))
+
+
+def slic_lab(rgb: np.ndarray, n_segments: int, compactness: float, valid: np.ndarray) -> np.ndarray:
+    """scikit-image SLIC of an RGB float image in [0, 1] with its default CIELAB conversion, done here.
+
+    SLIC rescales whatever it gets to [0, 1] by its min and max. On the Lab image that would make
+    ``compactness`` depend on the strip's colour range, so it is divided by that range, which leaves
+    every SLIC distance comparison exactly as on the unscaled Lab image.
+    """
+    from skimage.color import rgb2lab
     from skimage.segmentation import slic
 
-    triplet = layers[..., [LAYER_NAMES.index(name) for name in slic_layers]]
+    lab = rgb2lab(rgb)
     mask = None if valid.all() else valid
-    segments = slic(triplet, n_segments=n_segments, compactness=compactness, channel_axis=-1,
-                    start_label=0 if mask is None else 1, mask=mask)
-    return consecutive_ids(segments)
+    values = lab if mask is None else lab[mask]
+    lab_range = float(values.max() - values.min()) or 1.0
+    return slic(lab, n_segments=n_segments, compactness=compactness / lab_range, channel_axis=-1,
+                convert2lab=False, start_label=0 if mask is None else 1, mask=mask)
 
 
 def consecutive_ids(segments: np.ndarray) -> np.ndarray:
@@ -248,35 +279,37 @@ def window_sums(mask: np.ndarray, centroids: np.ndarray, window: int) -> np.ndar
     return table[r + window, c + window] - table[r, c + window] - table[r + window, c] + table[r, c]
 
 
-def write_quicklooks(scene, raw_layers: np.ndarray, layers: np.ndarray, limits: dict, valid: np.ndarray) -> None:
-    """Colour composites, index maps with colour bars and a histogram per layer (tutorial 1.1)."""
+def write_quicklooks(scene, raw: np.ndarray, stretched: np.ndarray, limits: dict, valid: np.ndarray,
+                     scene_shape: tuple) -> None:
+    """Colour composites, index maps with colour bars and a histogram per layer (tutorial 1.1).
+
+    ``raw`` and ``stretched`` are (rows, cols, 8) previews of the layers before and after the stretch,
+    ``valid`` their mask; scenes bigger than 2000 px (``scene_shape``) pass a subsampled preview.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    step = io.display_stride(*valid.shape)
     for name, triplet in COMPOSITES.items():
-        rgb = layers[::step, ::step, [LAYER_NAMES.index(n) for n in triplet]]
+        rgb = stretched[..., [LAYER_NAMES.index(n) for n in triplet]]
         io.save_png(scene.output(f"{name}.png"), np.round(rgb * 255).astype(np.uint8))
     for name in INDEX_LAYERS:
         figure, axis = plt.subplots(figsize=(7, 6))
-        shown = np.where(valid, raw_layers[name], np.nan)[::step, ::step]
+        shown = np.where(valid, raw[..., LAYER_NAMES.index(name)], np.nan)
         image = axis.imshow(shown, cmap=INDEX_COLOUR_MAPS[name], vmin=limits[name][0], vmax=limits[name][1])
         figure.colorbar(image, ax=axis, label=name.upper())
         axis.set_title(f"{name.upper()} (colour scale: 1st-99th percentile)")
         axis.set_axis_off()
         io.save_png(scene.output(f"{name}.png"), figure)
-    sample = valid.ravel()[::max(1, valid.size // 1_000_000)]
-    for name in LAYER_NAMES:
-        values = raw_layers[name].ravel()[::max(1, valid.size // 1_000_000)][sample]
+    for i, name in enumerate(LAYER_NAMES):
         figure, axis = plt.subplots(figsize=(6, 3.5))
-        axis.hist(values, bins=200, color="0.3")
+        axis.hist(raw[..., i][valid], bins=200, color="0.3")
         for bound in limits[name]:
             axis.axvline(bound, color="tab:red", linestyle="--")
         axis.set_title(f"{name}: histogram, dashed lines = stretch limits (1 %, 99 %)")
         axis.set_xlabel("value in the image's units" if name not in INDEX_LAYERS else "index value")
-        axis.set_ylabel("pixels (subsample)")
+        axis.set_ylabel("pixels" + (" (preview)" if raw.shape[:2] != scene_shape else ""))
         io.save_png(scene.output(f"histogram_{name}.png"), figure)
 
 
@@ -367,15 +400,16 @@ def prepare(args) -> None:
     codes[~valid] = io.UNLABELLED
     with timed("layers and stretch", timings):
         layers = build_layers(raw, valid)
-        raw_layers = {name: layers[..., i].copy() for i, name in enumerate(LAYER_NAMES)} if not args.explore else None
+        del raw
+        step = io.display_stride(*valid.shape)
+        preview = layers[::step, ::step].copy()
         limits = stretch_layers(layers, valid)
-    del raw
     if args.explore:
         explore_slic(scene, layers, valid)
         return
     with timed("quicklooks", timings):
-        write_quicklooks(scene, raw_layers, layers, limits, valid)
-    del raw_layers
+        write_quicklooks(scene, preview, layers[::step, ::step], limits, valid[::step, ::step], valid.shape)
+    del preview
     with timed(f"SLIC (n_segments={p['n_segments']}, compactness={p['compactness']})", timings):
         segments = segment_superpixels(layers, p["slic_layers"], p["n_segments"], p["compactness"], valid)
     n = int(segments.max()) + 1

@@ -140,11 +140,10 @@ def plot_maps(codes: np.ndarray, superpixel_reference: np.ndarray, pred_map: np.
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(18, 6.5))
-    for axis, (image, title) in zip(axes, ((codes, "Reference, pixel-based"),
+    for axis, (image, title) in zip(axes, ((codes, "Reference, pixel-based (black = unlabelled)"),
                                            (superpixel_reference, "Reference, superpixel-based (majority)"),
                                            (pred_map, "Prediction (CNN)"))):
         io.plot_class_map(image, class_names, title, axis)
-    figure.text(0.5, 0.02, "black = unlabelled", ha="center")
     return figure
 
 

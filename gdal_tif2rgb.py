@@ -183,7 +183,11 @@ def write_geotiff(path: Path, data: np.ndarray, grid: Grid, *, band_names=None, 
     gdal.UseExceptions()
     data = data[np.newaxis] if data.ndim == 2 else data
     gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype)
-    options = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+    # Float layers: fast ZSTD with the floating-point predictor; class and id rasters: DEFLATE, which every
+    # GIS reads.
+    compression = (["COMPRESS=ZSTD", "ZSTD_LEVEL=1", "PREDICTOR=3"] if data.dtype.kind == "f"
+                   else ["COMPRESS=DEFLATE", "PREDICTOR=2"])
+    options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS", *compression]
     with atomic_output(path) as temporary:
         dataset = gdal.GetDriverByName("GTiff").Create(str(temporary), grid.cols, grid.rows, data.shape[0],
                                                        gdal_type, options)
@@ -337,17 +341,22 @@ def to_rgb8(layers: np.ndarray) -> np.ndarray:
 
 
 def save_png(path: Path, image_or_figure) -> None:
-    """Write an RGB(A) uint8 image array or a matplotlib Figure to PNG atomically (figures are closed)."""
+    """Write an RGB(A) uint8 image array or a matplotlib Figure to PNG atomically (figures are closed).
+
+    PNGs use zlib level 1: about 5x faster than the default on photos of scenes, files a little larger.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from PIL import Image
 
     with atomic_output(path) as temporary:
         if isinstance(image_or_figure, np.ndarray):
-            plt.imsave(temporary, image_or_figure, format="png")
+            Image.fromarray(image_or_figure).save(temporary, format="PNG", compress_level=1)
         else:
-            image_or_figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
+            image_or_figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight",
+                                    pil_kwargs={"compress_level": 1})
             plt.close(image_or_figure)
 
 

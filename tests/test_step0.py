@@ -68,6 +68,21 @@ class TestSuperpixels:
         assert all(np.unique(q).size == 1 for q in quadrants[1:3])
         assert not set(np.unique(quadrants[1])) & set(np.unique(quadrants[2]))
 
+    def test_one_strip_equals_scikit_image_slic_on_the_rgb_triplet(self):
+        from skimage.segmentation import slic
+
+        layers = np.random.default_rng(3).random((80, 90, 8), dtype=np.float32)
+        layers[0, 0, :3], layers[0, 1, :3] = 0, 1  # full [0, 1] range, as after the stretch
+        ours = step0.segment_superpixels(layers, ["red", "green", "blue"], 60, 20, np.ones((80, 90), bool), 1)
+        reference = slic(layers[..., [2, 1, 0]], n_segments=60, compactness=20, channel_axis=-1, start_label=0)
+        assert np.array_equal(ours, step0.consecutive_ids(reference))
+
+    def test_strips_give_unique_ids_that_stop_at_strip_boundaries(self):
+        layers = np.random.default_rng(4).random((100, 60, 8), dtype=np.float32)
+        segments = step0.segment_superpixels(layers, ["nir", "swir", "ndvi"], 40, 10, np.ones((100, 60), bool), 2)
+        assert not set(np.unique(segments[:50])) & set(np.unique(segments[50:]))
+        assert np.array_equal(np.unique(segments), np.arange(segments.max() + 1))
+
     def test_centroids_are_rounded_mean_positions(self):
         segments = np.array([[0, 0, 1], [0, 2, 1], [2, 2, 1]])
         centroids = step0.superpixel_centroids(segments)

@@ -1,0 +1,181 @@
+"""Performance benchmark at tutorial size: Step 0 end to end, sampling and painting against the tutorial's loops,
+and Step 2's prediction throughput and epoch time.
+
+Builds a ``--size`` x ``--size`` px scene (default 3500, the tutorial's) by mirror-tiling the real demo scene and
+its reference, runs Step 0 on it in a child process (wall time, peak RSS, time per part from ``run.json``), then
+in this process times, on Step 0's own outputs:
+
+- sampling (centroids, patches, majority labels) as Step 0 does it, against the tutorial's loop that scans the
+  whole image once per superpixel, timed on ``--baseline-superpixels`` evenly spread superpixels and
+  extrapolated to all of them;
+- painting the map with one lookup against the tutorial's loop of ``np.isin`` over the classes;
+- Step 2: prediction over every superpixel (samples per second) and one training epoch of a balanced set.
+
+Prints a table and writes ``benchmarks/results.json``. Run with ``make bench``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent))
+
+import gdal_tif2rgb as io  # noqa: E402
+import Step0_Data_Preparation as step0  # noqa: E402
+from Step2_Model_Training import paint_map  # noqa: E402
+from tutorial_scene import build_scene  # noqa: E402
+
+
+def run_step0(config: Path, workdir: Path) -> dict:
+    """Step 0 in a child process: wall time, peak resident memory and its own part timings."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(BENCH_DIR.parent / "Step0_Data_Preparation.py"), "--config", str(config),
+                    "--workdir", str(workdir)], check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    record = json.loads((workdir / "run.json").read_text())["steps"]["Step0_Data_Preparation"]
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(peak_mib), "parts_s": record["timings_s"],
+            "superpixels": record["superpixels"]}
+
+
+def tutorial_sampling(segments, layers, codes, n_classes, window, ids) -> float:
+    """Seconds per superpixel of the tutorial's method: scan the whole image for each superpixel."""
+    half = window // 2
+    padded = np.pad(layers, ((half, half), (half, half), (0, 0)), mode="reflect")
+    start = time.perf_counter()
+    for i in ids:
+        rows, cols = np.nonzero(segments == i)
+        row, col = int(np.floor(rows.mean() + 0.5)), int(np.floor(cols.mean() + 0.5))
+        patch = padded[row:row + window, col:col + window].copy()
+        member = codes[rows, cols]
+        counts = np.bincount(member[member < n_classes], minlength=n_classes)
+        _label = counts.argmax() if 2 * counts.sum() >= member.size else 255
+        del patch
+    return (time.perf_counter() - start) / len(ids)
+
+
+def our_sampling(segments, layers, codes, n_classes, window) -> float:
+    """Seconds for Step 0's whole-array centroids, patches and majority labels of every superpixel."""
+    start = time.perf_counter()
+    centroids = step0.superpixel_centroids(segments)
+    samples = step0.extract_patches(layers, centroids, window)
+    step0.majority_labels(segments, codes, n_classes)
+    seconds = time.perf_counter() - start
+    del samples
+    return seconds
+
+
+def tutorial_painting(pred_labels, segments, n_classes) -> tuple[float, np.ndarray]:
+    """The tutorial's map painting: one ``np.isin`` over the whole image per class."""
+    start = time.perf_counter()
+    pred_map = np.zeros(segments.shape, np.uint8)
+    for code in range(n_classes):
+        pred_map[np.isin(segments, np.flatnonzero(pred_labels == code))] = code
+    return time.perf_counter() - start, pred_map
+
+
+def step2_throughput(samples: np.ndarray, train_samples: int, seed: int) -> dict:
+    """Prediction rate over all superpixels and one training epoch's time (tutorial CNN, batch 64)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import Step2_Model_Training as step2
+
+    model = step2.build_cnn(samples.shape[1:], 4)
+    model.predict(samples[:64], verbose=0)  # build and warm up
+    start = time.perf_counter()
+    step2.predict_superpixels(model, samples, list(range(samples.shape[-1])))
+    predict_s = time.perf_counter() - start
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(samples), size=min(train_samples, len(samples)), replace=False)
+    labels = rng.integers(0, 4, size=len(chosen))
+    batches = step2.training_batches(samples[chosen], labels, 64, True, rng)
+    model.fit(batches, epochs=1, verbose=0, steps_per_epoch=2)  # warm up
+    start = time.perf_counter()
+    model.fit(batches, epochs=1, verbose=0)
+    return {"predict_samples_per_s": round(len(samples) / predict_s), "predict_s": round(predict_s, 2),
+            "epoch_s": round(time.perf_counter() - start, 2), "epoch_samples": len(chosen)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=3500, help="scene side in pixels (default: 3500)")
+    parser.add_argument("--n-segments", type=int, default=30000, help="SLIC superpixels (default: 30000)")
+    parser.add_argument("--baseline-superpixels", type=int, default=200,
+                        help="superpixels timed with the tutorial's loop, then extrapolated (default: 200)")
+    parser.add_argument("--train-samples", type=int, default=8000,
+                        help="patches in the timed training epoch (default: 8000, the balanced set)")
+    parser.add_argument("--folder", type=Path, default=BENCH_DIR / "scenes",
+                        help="where the mirrored scene and its outputs go (default: benchmarks/scenes/)")
+    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results.json", help="results file")
+    args = parser.parse_args(argv)
+
+    folder = args.folder / f"tutorial_{args.size}"
+    print(f"building a {args.size} x {args.size} px scene from the demo scene in {folder} ...", flush=True)
+    config = build_scene(folder, args.size, f"[superpixels]\nn_segments = {args.n_segments}\n")
+    workdir = folder / "work"
+    print("Step 0 end to end ...", flush=True)
+    results = {"scene_px": [args.size, args.size], "cpus": os.cpu_count(), "step0": run_step0(config, workdir)}
+
+    segments = io.load_mat(workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
+    data, _, _ = io.read_bands(workdir / "layers.tif", list(range(1, 9)))
+    layers = np.ascontiguousarray(np.moveaxis(data, 0, -1))
+    del data
+    reference, _, _ = io.read_labels(folder / "reference.tif")
+    codes = step0.reference_to_codes(reference, {"urban": [3], "crop": [2], "vegetation": [1], "water": [4]})
+    n = int(segments.max()) + 1
+    print("sampling: Step 0 against the tutorial's loop ...", flush=True)
+    ours = our_sampling(segments, layers, codes, 4, 25)
+    ids = np.linspace(0, n - 1, min(args.baseline_superpixels, n)).astype(int)
+    per_superpixel = tutorial_sampling(segments, layers, codes, 4, 25, ids)
+    results["sampling"] = {"ours_s": round(ours, 3), "tutorial_s_per_superpixel": round(per_superpixel, 5),
+                           "tutorial_s_extrapolated": round(per_superpixel * n, 1), "timed_superpixels": len(ids),
+                           "speedup": round(per_superpixel * n / ours)}
+    del layers
+    print("painting: one lookup against the tutorial's np.isin loop ...", flush=True)
+    pred_labels = np.random.default_rng(0).integers(0, 4, size=n).astype(np.uint8)
+    tutorial_s, tutorial_map = tutorial_painting(pred_labels, segments, 4)
+    start = time.perf_counter()
+    our_map = paint_map(pred_labels, segments)
+    ours_paint = time.perf_counter() - start
+    assert np.array_equal(our_map, tutorial_map)
+    results["painting"] = {"ours_s": round(ours_paint, 4), "tutorial_s": round(tutorial_s, 3),
+                           "speedup": round(tutorial_s / ours_paint)}
+    print("Step 2: prediction throughput and a training epoch ...", flush=True)
+    samples = io.load_mat(workdir / "samples_labels.mat", ["samples"], made_by="Step0")["samples"]
+    results["step2"] = step2_throughput(samples, args.train_samples, 0)
+
+    print_table(results)
+    args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def print_table(results: dict) -> None:
+    s0, sampling, painting, s2 = results["step0"], results["sampling"], results["painting"], results["step2"]
+    rows = [("scene", f"{results['scene_px'][0]} x {results['scene_px'][1]} px, {s0['superpixels']} superpixels, "
+                      f"{results['cpus']} CPUs"),
+            ("Step 0 wall time", f"{s0['wall_s']} s"), ("Step 0 peak RSS", f"{s0['peak_rss_mib']} MiB")]
+    rows += [(f"  {part}", f"{seconds} s") for part, seconds in s0["parts_s"].items()]
+    rows += [("sampling, ours", f"{sampling['ours_s']} s"),
+             ("sampling, tutorial loop", f"{sampling['tutorial_s_extrapolated']} s (extrapolated from "
+                                         f"{sampling['timed_superpixels']} superpixels)"),
+             ("sampling speed-up", f"{sampling['speedup']}x"),
+             ("painting, ours", f"{painting['ours_s']} s"), ("painting, tutorial np.isin loop", f"{painting['tutorial_s']} s"),
+             ("painting speed-up", f"{painting['speedup']}x"),
+             ("Step 2 prediction", f"{s2['predict_samples_per_s']} superpixels/s"),
+             ("Step 2 training epoch", f"{s2['epoch_s']} s for {s2['epoch_samples']} patches")]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Build a tutorial-size (or larger) scene from the real demo scene by mirror-tiling it.
+
+The 930 x 947 px Aberystwyth image and its reference are mirrored at their edges (like a kaleidoscope)
+until they cover ``size`` x ``size`` pixels, so every pixel value and every class boundary is real and
+the image stays seamless. Both rasters keep the demo scene's origin, pixel size and CRS.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import gdal_tif2rgb as io
+from pipeline import DEFAULT_CONFIG, load_scene
+
+
+def mirror_tile(array: np.ndarray, size: int) -> np.ndarray:
+    """Extend the last two axes of ``array`` to ``size`` x ``size`` by repeated mirroring (then crop).
+
+    >>> mirror_tile(np.array([[1, 2]]), 3).tolist()
+    [[1, 2, 2], [1, 2, 2], [1, 2, 2]]
+    """
+    rows, cols = array.shape[-2:]
+    widths = [(0, 0)] * (array.ndim - 2) + [(0, max(0, size - rows)), (0, max(0, size - cols))]
+    return np.pad(array, widths, mode="symmetric")[..., :size, :size]
+
+
+def build_scene(folder: Path, size: int, settings: str = "") -> Path:
+    """Write ``image.tif``, ``reference.tif`` and ``scene.toml`` of a mirrored ``size`` px scene; return the TOML."""
+    demo = load_scene(DEFAULT_CONFIG)
+    folder.mkdir(parents=True, exist_ok=True)
+    grid, count = io.read_grid(demo.image)
+    image, _, _ = io.read_bands(demo.image, list(range(1, count + 1)), dtype=np.float32)
+    reference, _, _ = io.read_labels(demo.reference)
+    big = io.Grid(size, size, grid.geotransform, grid.crs_wkt)
+    io.write_geotiff(folder / "image.tif", mirror_tile(image, size).astype(np.uint16), big)
+    io.write_geotiff(folder / "reference.tif", mirror_tile(reference, size), big, nodata=0)
+    demo_text = DEFAULT_CONFIG.read_text()
+    body = demo_text[demo_text.index("[bands]"):demo_text.index("[run]")]
+    config = folder / "scene.toml"
+    config.write_text(f'name = "tutorial_size"\nimage = "image.tif"\nreference = "reference.tif"\n\n{body}\n{settings}')
+    return config
