@@ -19,9 +19,9 @@ import numpy as np
 import gdal_tif2rgb as io
 import pipeline
 from pipeline import timed
+from Step0_Data_Preparation import STEP0, load_outputs
 
 log = logging.getLogger(__name__)
-STEP0 = "Step0_Data_Preparation.py"
 TRAIN, TEST, UNUSED = 0, 1, 2
 
 
@@ -61,8 +61,7 @@ def balance(args) -> None:
     scene = pipeline.scene_from_args(args)
     timings = {}
     with timed("read samples_labels.mat", timings):
-        data = io.load_mat(scene.output("samples_labels.mat"),
-                           ["samples", "labels", "split", "class_names", "layer_names"], made_by=STEP0)
+        data, _ = load_outputs(scene, ["samples", "labels", "split", "class_names", "layer_names"])
     class_names = list(data["class_names"])
     if class_names != scene.class_names:
         raise io.InputDataError(f"{scene.output('samples_labels.mat')}: made for classes {class_names}, "

@@ -24,10 +24,11 @@ import numpy as np
 import gdal_tif2rgb as io
 import pipeline
 from pipeline import LAYER_NAMES, timed
+from Step0_Data_Preparation import STEP0, load_outputs
 from Step1_Class_Balance import balanced_set_path
 
 log = logging.getLogger(__name__)
-STEP0, STEP1 = "Step0_Data_Preparation.py", "Step1_Class_Balance.py"
+STEP1 = "Step1_Class_Balance.py"
 #: Points shown in each TensorBoard projector embedding (spread evenly over the classes).
 PROJECTOR_POINTS = 1000
 PREDICT_CHUNK = 8192
@@ -193,20 +194,6 @@ def paint_map(pred_labels: np.ndarray, segments: np.ndarray) -> np.ndarray:
     return pred_labels[segments]
 
 
-def load_step0(scene: pipeline.Scene, keys) -> tuple[dict, np.ndarray]:
-    """Step 0's samples (``keys``) and segments, checked to describe the same superpixels."""
-    segments = io.load_mat(scene.output("segments.mat"), ["segments"], made_by=STEP0)["segments"]
-    samples = io.load_mat(scene.output("samples_labels.mat"), keys, made_by=STEP0)
-    n = int(segments.max()) + 1
-    for key in keys:
-        if key in ("class_names", "layer_names"):
-            continue
-        if len(samples[key]) != n:
-            raise io.InputDataError(f"{scene.output('samples_labels.mat')}: {key} has {len(samples[key])} rows but "
-                                    f"segments.mat has {n} superpixels; rerun {STEP0}")
-    return samples, segments
-
-
 def train_and_map(args) -> None:
     """Run Step 2 with parsed arguments."""
     scene = pipeline.scene_from_args(args)
@@ -216,11 +203,14 @@ def train_and_map(args) -> None:
     train_layers = layer_indices(p["train_layers"])
     with timed("read balanced set and Step 0 outputs", timings):
         balanced = io.load_mat(balanced_set_path(scene), ["images", "labels", "index"], made_by=STEP1)
-        step0, segments = load_step0(scene, ["samples", "valid_fraction"])
+        step0, segments = load_outputs(scene, ["samples", "valid_fraction"])
         grid, _ = io.read_grid(pipeline.check_exists(scene.output("layers.tif"), STEP0))
     if grid.rows != segments.shape[0] or grid.cols != segments.shape[1]:
         raise io.InputDataError(f"{scene.output('segments.mat')}: {segments.shape} does not match layers.tif; "
                                 f"rerun {STEP0}")
+    if balanced["index"].max() >= len(step0["samples"]) or balanced["images"].shape[1:] != step0["samples"].shape[1:]:
+        raise io.InputDataError(f"{balanced_set_path(scene)}: does not match samples_labels.mat (another scene or "
+                                f"window?); rerun {STEP1}")
     images = balanced["images"][..., train_layers]
     run_dir = args.runs_dir / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with timed(f"training ({p['epochs']} epochs)", timings):

@@ -29,9 +29,9 @@ import numpy as np
 import gdal_tif2rgb as io
 import pipeline
 from pipeline import LAYER_NAMES, timed
-from Step0_Data_Preparation import read_inputs
+from Step0_Data_Preparation import load_outputs, read_inputs
 from Step1_Class_Balance import TEST, balanced_set_path
-from Step2_Model_Training import load_step0, paint_map
+from Step2_Model_Training import paint_map
 
 log = logging.getLogger(__name__)
 STEP1, STEP2 = "Step1_Class_Balance.py", "Step2_Model_Training.py"
@@ -207,7 +207,7 @@ def assess_run(args) -> None:
     with timed("read reference, Step 0 and Step 2 outputs", timings):
         _, grid, valid, codes = read_inputs(scene)
         codes[~valid] = io.UNLABELLED
-        step0, segments = load_step0(scene, ["labels", "split"])
+        step0, segments = load_outputs(scene, ["labels", "split"])
         pred_labels = io.load_mat(scene.output("predLabels.mat"), ["predLabels"], made_by=STEP2)["predLabels"]
         pred_map = io.load_mat(scene.output("predMap.mat"), ["predMap"], made_by=STEP2)["predMap"]
         balanced = io.load_mat(balanced_set_path(scene), ["index", "labels"], made_by=STEP1)

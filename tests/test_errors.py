@@ -1,0 +1,238 @@
+"""Bad input, interrupted writes and reruns: one clear line, nothing half-written, the same result twice."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import scipy.io
+
+import gdal_tif2rgb as io
+import pipeline
+import Step0_Data_Preparation as step0
+import Step1_Class_Balance as step1
+import Step2_Model_Training as step2
+from conftest import write_config, write_tif
+
+TINY = """
+[superpixels]
+n_segments = 64
+[sampling]
+window = 19
+block_size = 16
+[balance]
+per_class = 20
+[training]
+epochs = 1
+"""
+
+
+def quadrant_scene(folder, image_dtype=np.uint16):
+    """A 64 x 64 px, 10-band image of four spectrally distinct quadrants and its 4-class reference."""
+    rng = np.random.default_rng(0)
+    spectra = {3: [900, 900, 900, 900, 900, 900, 1000, 1000, 1100, 1000],  # urban: bright, SWIR high
+               2: [300, 500, 300, 800, 2500, 3000, 3500, 3500, 1500, 800],  # crop: NIR high
+               1: [200, 300, 200, 500, 1800, 2200, 2500, 2500, 900, 400],  # vegetation: darker
+               4: [400, 300, 200, 100, 80, 70, 60, 60, 30, 20]}  # water: NIR and SWIR low
+    reference = np.zeros((64, 64), np.uint8)
+    reference[:32, :32], reference[:32, 32:], reference[32:, :32], reference[32:, 32:] = 3, 2, 1, 4
+    image = np.stack([np.vectorize(lambda code: spectra[code][band])(reference) for band in range(10)])
+    image = (image * rng.uniform(0.95, 1.05, size=image.shape)).astype(image_dtype)
+    return image, reference
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """A good quadrant scene with its configuration and a work folder holding a finished Step 0 run."""
+    image, reference = quadrant_scene(tmp_path)
+    config = write_config(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image),
+                          write_tif(tmp_path / "reference.tif", reference), TINY)
+    workdir = tmp_path / "work"
+    assert step0.main(["--config", str(config), "--workdir", str(workdir)]) == 0
+    return {"folder": tmp_path, "config": config, "workdir": workdir, "image": image, "reference": reference}
+
+
+def snapshot(folder):
+    """Name -> SHA-256 of every file in a folder."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def fails_with_one_line(main, arguments, capsys, *fragments):
+    """Run a step's main, check exit code 1 and a single stderr line holding every fragment."""
+    assert main(arguments) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1, error
+    for fragment in fragments:
+        assert fragment in error, (fragment, error)
+    return error
+
+
+class TestBadInputs:
+    def run_bad(self, scene, capsys, config_text, *fragments, main=step0.main, extra=()):
+        before = snapshot(scene["workdir"])
+        config = scene["folder"] / "bad.toml"
+        config.write_text(config_text)
+        fails_with_one_line(main, ["--config", str(config), "--workdir", str(scene["workdir"]), *extra], capsys,
+                            *fragments)
+        assert snapshot(scene["workdir"]) == before
+
+    def good_text(self, scene, **replace):
+        text = scene["config"].read_text()
+        for old, new in replace.items():
+            text = text.replace(old, new)
+        return text
+
+    def test_missing_image(self, scene, capsys):
+        self.run_bad(scene, capsys, self.good_text(scene, **{"image.tif": "gone.tif"}), "gone.tif", "not found")
+
+    def test_file_that_is_not_a_raster(self, scene, capsys):
+        (scene["folder"] / "notes.tif").write_text("this is not a GeoTIFF")
+        self.run_bad(scene, capsys, self.good_text(scene, **{"image.tif": "notes.tif"}), "notes.tif",
+                     "not a readable raster")
+
+    def test_fewer_bands_than_configured(self, scene, capsys):
+        self.run_bad(scene, capsys, self.good_text(scene, **{"swir = 9": "swir = 12"}), "image.tif", "has 10 bands",
+                     "[12]")
+
+    def test_grid_size_differs(self, scene, capsys):
+        write_tif(scene["folder"] / "small.tif", scene["reference"][:50])
+        self.run_bad(scene, capsys, self.good_text(scene, **{"reference.tif": "small.tif"}), "small.tif", "grid")
+
+    def test_reference_without_any_configured_class(self, scene, capsys):
+        write_tif(scene["folder"] / "other.tif", np.full((64, 64), 7, np.uint8))
+        self.run_bad(scene, capsys, self.good_text(scene, **{"reference.tif": "other.tif"}), "other.tif",
+                     "none of its values [7]")
+
+    def test_class_without_pixels(self, scene, capsys):
+        self.run_bad(scene, capsys, self.good_text(scene, **{"water = [4]": "water = [4]\nsnow = [9]"}),
+                     "class 'snow'", "has no pixel")
+
+    @pytest.mark.parametrize("replace, fragments", [
+        ({'reference = ': 'ref = '}, ("missing key 'reference'",)),
+        ({"nir = 7": "nirr = 7"}, ("unknown band name", "nirr")),
+        ({"window = 19": "window = 20"}, ("window = 20", "must be odd")),
+        ({"n_segments = 64": "n_segments = 0"}, ("n_segments = 0", "at least 1")),
+        ({"epochs = 1": "epochs = -3"}, ("epochs = -3", "at least 1")),
+        ({"[sampling]": "[sampling]\nwindoww = 3"}, ("unknown parameter 'windoww'",)),
+        ({"[bands]": "[bands"}, ("not valid TOML",)),
+    ])
+    def test_bad_configuration(self, scene, capsys, replace, fragments):
+        self.run_bad(scene, capsys, self.good_text(scene, **replace), "bad.toml", *fragments)
+
+    def test_bad_flag_value(self, scene, capsys):
+        self.run_bad(scene, capsys, scene["config"].read_text(), "command line", "epochs = -1", main=step2.main,
+                     extra=["--epochs", "-1"])
+
+
+class TestMissingInvalidPixels:
+    def test_nan_and_nodata_are_masked_counted_and_unlabelled(self, tmp_path, capsys):
+        image, reference = quadrant_scene(tmp_path, np.float32)
+        image[:, :20, :20] = np.nan  # a block of NaN in the urban quadrant
+        image[:, 50:, 50:] = -9999  # and a block of nodata in the water quadrant
+        config = write_config(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image, nodata=-9999),
+                              write_tif(tmp_path / "reference.tif", reference), TINY)
+        workdir = tmp_path / "work"
+        assert step0.main(["--config", str(config), "--workdir", str(workdir)]) == 0
+        assert "596 pixels" in capsys.readouterr().out  # 400 NaN + 196 nodata
+        layers = io.read_bands(workdir / "layers.tif", list(range(1, 9)))[0]
+        assert np.isfinite(layers).all() and layers.min() >= 0 and layers.max() <= 1
+        segments = io.load_mat(workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
+        out = io.load_mat(workdir / "samples_labels.mat", ["labels", "valid_fraction"], made_by="Step0")
+        invalid = np.isnan(image[0]) | (image[0] == -9999)
+        only_invalid = np.unique(segments[invalid])
+        assert not np.isin(only_invalid, segments[~invalid]).any()  # invalid pixels form their own superpixels
+        assert (out["labels"][only_invalid] == 255).all() and (out["valid_fraction"][only_invalid] == 0).all()
+        assert (out["labels"] != 255).sum() > 10
+
+
+class TestStepOrder:
+    def test_step1_before_step0(self, scene, tmp_path, capsys):
+        fails_with_one_line(step1.main, ["--config", str(scene["config"]), "--workdir", str(tmp_path / "empty")],
+                            capsys, "empty", "run Step0_Data_Preparation.py first")
+
+    def test_step2_before_step1(self, scene, capsys):
+        fails_with_one_line(step2.main, ["--config", str(scene["config"]), "--workdir", str(scene["workdir"])],
+                            capsys, "Samples_classBalanced_20.mat", "run Step1_Class_Balance.py first")
+
+    def test_truncated_mat(self, scene, capsys):
+        path = scene["workdir"] / "samples_labels.mat"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        fails_with_one_line(step1.main, ["--config", str(scene["config"]), "--workdir", str(scene["workdir"])],
+                            capsys, "samples_labels.mat", "unreadable or truncated", "rerun Step0")
+
+    def test_mat_from_another_scene(self, scene, capsys):
+        segments = scene["workdir"] / "segments.mat"
+        scipy.io.savemat(segments, {"segments": np.zeros((64, 64), np.int32)})  # a segmentation of one superpixel
+        fails_with_one_line(step1.main, ["--config", str(scene["config"]), "--workdir", str(scene["workdir"])],
+                            capsys, "samples_labels.mat", "segments.mat has 1 superpixels")
+
+    def test_debug_shows_the_traceback(self, scene, tmp_path):
+        with pytest.raises(io.InputFileError):
+            step1.main(["--config", str(scene["config"]), "--workdir", str(tmp_path / "empty"), "--debug"])
+
+
+class TestInterruptedWrites:
+    def test_failed_mat_write_keeps_the_previous_file(self, scene, monkeypatch):
+        path = scene["workdir"] / "segments.mat"
+        before = path.read_bytes()
+
+        def disk_full(target, *args, **kwargs):
+            with open(target, "wb") as file:
+                file.write(b"MATLAB 5.0 partial")
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(scipy.io, "savemat", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            io.save_mat(path, {"segments": np.ones((3, 3), np.int32)})
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in scene["workdir"].iterdir() if "partial" in p.name) == []
+
+    def test_interrupted_step_leaves_outputs_intact(self, scene, monkeypatch, capsys):
+        before = snapshot(scene["workdir"])
+
+        def interrupt(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(step0, "extract_patches", interrupt)
+        assert step0.main(["--config", str(scene["config"]), "--workdir", str(scene["workdir"]), "--n-segments",
+                           "30"]) == 130
+        assert "interrupted" in capsys.readouterr().err
+        after = snapshot(scene["workdir"])
+        assert {k: after[k] for k in ("segments.mat", "samples_labels.mat")} == {
+            k: before[k] for k in ("segments.mat", "samples_labels.mat")}
+        assert not [p for p in scene["workdir"].iterdir() if "partial" in p.name]
+
+    def test_failed_geotiff_write_leaves_no_partial_file(self, tmp_path):
+        grid = io.Grid(4, 4, (0.0, 1.0, 0.0, 0.0, 0.0, -1.0), "")
+        with pytest.raises(Exception):
+            io.write_geotiff(tmp_path / "out.tif", np.zeros((4, 4), np.complex64).astype(object), grid)
+        assert list(tmp_path.iterdir()) == []
+
+
+class TestReproducibility:
+    def test_same_configuration_gives_identical_arrays(self, scene, tmp_path):
+        second = tmp_path / "second"
+        arguments = ["--config", str(scene["config"])]
+        assert step0.main([*arguments, "--workdir", str(second)]) == 0
+        for name, keys in (("segments.mat", ["segments"]),
+                           ("samples_labels.mat", ["samples", "labels", "centroids", "purity", "split"])):
+            first = io.load_mat(scene["workdir"] / name, keys, made_by="Step0")
+            again = io.load_mat(second / name, keys, made_by="Step0")
+            for key in keys:
+                assert np.array_equal(first[key], again[key]), key
+        for folder in (scene["workdir"], second):
+            assert step1.main([*arguments, "--workdir", str(folder)]) == 0
+        keys = ["images", "labels", "index"]
+        first = io.load_mat(scene["workdir"] / "Samples_classBalanced_20.mat", keys, made_by="Step1")
+        again = io.load_mat(second / "Samples_classBalanced_20.mat", keys, made_by="Step1")
+        assert all(np.array_equal(first[k], again[k]) for k in keys)
+
+    def test_run_record_holds_configuration_seed_versions_and_checksums(self, scene):
+        record = json.loads((scene["workdir"] / "run.json").read_text())
+        assert record["config_text"] == scene["config"].read_text()
+        assert record["steps"]["Step0_Data_Preparation"]["parameters"]["seed"] == 42
+        assert {"numpy", "scikit-image", "GDAL"} <= set(record["packages"])
+        image = scene["folder"] / "image.tif"
+        assert record["inputs_sha256"][str(image.resolve())] == pipeline.file_sha256(image)
