@@ -13,7 +13,8 @@ Outputs in the work folder (``data/<name>/`` by default):
   ``ndbi.png``, ``histogram_<layer>.png``;
 - ``segments.mat`` (``segments``: int32 rows x cols, superpixel ids 0..n-1), ``segments.tif``,
   ``segments_boundaries.png``;
-- ``samples_labels.mat``: ``samples`` (n x w x w x 8 float32), ``labels`` (n uint8, 255 = unlabelled),
+- ``samples_labels.mat``: ``samples`` (n x w x w x 8 float32), ``masks`` (n x w x w uint8, 1 on the
+  superpixel's own pixels), ``labels`` (n uint8, 255 = unlabelled),
   ``centroids`` (n x 2 int32, row and column), ``purity`` (n float32), ``class_names``, ``layer_names``,
   ``split`` (n uint8: 0 train, 1 test, 2 unused), ``valid_fraction`` (n float32);
 - ``example_patches.png``, and ``run.json`` (parameters, timings, package versions, input checksums).
@@ -216,17 +217,31 @@ def mirrored_indices(centres: np.ndarray, window: int, length: int) -> np.ndarra
     return np.where(index >= length, 2 * (length - 1) - index, index)
 
 
+def window_indices(centroids: np.ndarray, window: int, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Row (n, window, 1) and column (n, 1, window) indices of the mirrored window at each centroid."""
+    rows, cols = shape[:2]
+    if window // 2 >= min(rows, cols):
+        raise io.InputDataError(f"window {window} px is too large for a {cols}x{rows} px image")
+    return (mirrored_indices(centroids[:, 0], window, rows)[:, :, None],
+            mirrored_indices(centroids[:, 1], window, cols)[:, None, :])
+
+
 def extract_patches(layers: np.ndarray, centroids: np.ndarray, window: int) -> np.ndarray:
     """The ``window`` x ``window`` patch of ``layers`` (rows, cols, c) centred on each centroid.
 
     The image is mirrored at its borders. Returns float32 array (n, window, window, c).
     """
-    rows, cols, _ = layers.shape
-    if window // 2 >= min(rows, cols):
-        raise io.InputDataError(f"window {window} px is too large for a {cols}x{rows} px image")
-    row_index = mirrored_indices(centroids[:, 0], window, rows)
-    col_index = mirrored_indices(centroids[:, 1], window, cols)
-    return layers[row_index[:, :, None], col_index[:, None, :]]
+    return layers[window_indices(centroids, window, layers.shape)]
+
+
+def superpixel_masks(segments: np.ndarray, centroids: np.ndarray, window: int) -> np.ndarray:
+    """For each superpixel i, its patch window with 1 where the pixel belongs to i, else 0: uint8 (n, w, w).
+
+    Tells the CNN which of the patch's pixels are the superpixel it labels (the centre may be all it has in a
+    window of many small superpixels).
+    """
+    ids = np.arange(len(centroids), dtype=segments.dtype)[:, None, None]
+    return (segments[window_indices(centroids, window, segments.shape)] == ids).astype(np.uint8)
 
 
 def majority_labels(segments: np.ndarray, codes: np.ndarray, n_classes: int):
@@ -426,6 +441,7 @@ def prepare(args) -> None:
     with timed("sampling: centroids, patches, majority labels, split", timings):
         centroids = superpixel_centroids(segments)
         samples = extract_patches(layers, centroids, p["window"])
+        masks = superpixel_masks(segments, centroids, p["window"])
         labels, purity = majority_labels(segments, codes, len(scene.classes))
         valid_fraction = np.bincount(segments.ravel(), weights=valid.ravel(), minlength=n) / np.bincount(
             segments.ravel(), minlength=n)
@@ -436,7 +452,7 @@ def prepare(args) -> None:
         io.save_mat(scene.output("segments.mat"), {"segments": segments})
         io.write_geotiff(scene.output("segments.tif"), segments, grid)
         io.save_mat(scene.output("samples_labels.mat"), {
-            "samples": samples, "labels": labels, "centroids": centroids, "purity": purity,
+            "samples": samples, "masks": masks, "labels": labels, "centroids": centroids, "purity": purity,
             "class_names": np.array(scene.class_names), "layer_names": np.array(LAYER_NAMES), "split": split,
             "valid_fraction": valid_fraction.astype(np.float32)})
         step = io.display_stride(*segments.shape)

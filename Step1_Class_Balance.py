@@ -6,8 +6,8 @@ enter the balanced set. A class with fewer training superpixels than asked is dr
 (the step says so); a class with none is an error.
 
 Writes ``Samples_classBalanced_<per_class>.mat`` in the work folder:
-``images`` (m x w x w x 8 float32), ``labels`` (m uint8), ``index`` (m int32, the superpixel of each
-sample, so it can be traced back to the map), ``class_names``, ``layer_names``.
+``images`` (m x w x w x 8 float32), ``masks`` (m x w x w uint8), ``labels`` (m uint8), ``index``
+(m int32, the superpixel of each sample, so it can be traced back to the map), ``class_names``, ``layer_names``.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def balance(args) -> None:
     scene = pipeline.scene_from_args(args)
     timings = {}
     with timed("read samples_labels.mat", timings):
-        data, _ = load_outputs(scene, ["samples", "labels", "split", "class_names", "layer_names"])
+        data, _ = load_outputs(scene, ["samples", "masks", "labels", "split", "class_names", "layer_names"])
     class_names = list(data["class_names"])
     if class_names != scene.class_names:
         raise io.InputDataError(f"{scene.output('samples_labels.mat')}: made for classes {class_names}, "
@@ -78,7 +78,8 @@ def balance(args) -> None:
     log.info("after balancing: %s", class_counts(labels, class_names))
     path = balanced_set_path(scene)
     with timed(f"write {path.name}", timings):
-        io.save_mat(path, {"images": data["samples"][index], "labels": labels, "index": index,
+        io.save_mat(path, {"images": data["samples"][index], "masks": data["masks"][index], "labels": labels,
+                           "index": index,
                            "class_names": data["class_names"], "layer_names": data["layer_names"]})
     pipeline.record_run(scene, "Step1_Class_Balance", {"timings_s": timings, "drawn_with_replacement": with_replacement,
                                                        "counts_before": class_counts(data["labels"][train], class_names)})

@@ -23,9 +23,9 @@ import numpy as np
 
 import gdal_tif2rgb as io
 import pipeline
-from pipeline import LAYER_NAMES, timed
+from pipeline import LAYER_NAMES, MASK_CHANNEL, timed
 from Step0_Data_Preparation import STEP0, load_outputs
-from Step1_Class_Balance import balanced_set_path
+from Step1_Class_Balance import TRAIN, balanced_set_path
 
 log = logging.getLogger(__name__)
 STEP1 = "Step1_Class_Balance.py"
@@ -34,13 +34,17 @@ PROJECTOR_POINTS = 1000
 PREDICT_CHUNK = 8192
 
 
-def layer_indices(names) -> list[int]:
-    """Positions of layer names in a patch's last axis (the tutorial's ``band4train``/``band4projector``).
+def model_inputs(patches: np.ndarray, masks: np.ndarray, channels) -> np.ndarray:
+    """The CNN's input: the named ``channels`` (the tutorial's ``band4train``) of the patches, float32 (n, w, w, c).
 
-    >>> layer_indices(["red", "green", "blue"])
-    [2, 1, 0]
+    ``patches`` (n, w, w, 8) hold the layers in ``LAYER_NAMES`` order; the channel ``"mask"`` is taken from
+    ``masks`` (n, w, w), 1 on the pixels of the superpixel the patch is centred on.
+
+    >>> model_inputs(np.ones((1, 2, 2, 8)), np.zeros((1, 2, 2)), ["red", "mask"]).shape
+    (1, 2, 2, 2)
     """
-    return [LAYER_NAMES.index(name) for name in names]
+    return np.stack([masks if name == MASK_CHANNEL else patches[..., LAYER_NAMES.index(name)] for name in channels],
+                    axis=-1).astype(np.float32, copy=False)
 
 
 def build_cnn(input_shape: tuple, n_classes: int):
@@ -157,32 +161,45 @@ def projector_subset(labels: np.ndarray, n_classes: int, points: int, rng: np.ra
     return np.sort(np.concatenate(picks))
 
 
-def write_embeddings(run_dir: Path, model, images, labels, class_names, sprite_layers, rng) -> None:
-    """TensorBoard projector embeddings (tensorboardX) of the raw patches and of the learned features."""
+def write_embeddings(run_dir: Path, model, inputs, images, labels, class_names, sprite_layers, rng) -> None:
+    """TensorBoard projector embeddings (tensorboardX) of the raw patches (``inputs``, as the CNN sees them)
+    and of the learned features, with class names and RGB sprites of ``sprite_layers`` of ``images``."""
     from tensorboardX import SummaryWriter
     from tensorflow import keras
 
     chosen = projector_subset(labels, len(class_names), PROJECTOR_POINTS, rng)
-    patches = images[chosen]
+    patches = inputs[chosen]
     features = keras.Model(model.inputs, model.get_layer("features").output).predict(patches, verbose=0)
     metadata = [class_names[code] for code in labels[chosen]]
-    sprites = np.moveaxis(patches[..., sprite_layers], -1, 1)
+    sprites = np.moveaxis(images[chosen][..., [LAYER_NAMES.index(n) for n in sprite_layers]], -1, 1)
     with SummaryWriter(logdir=str(run_dir)) as writer:
         writer.add_embedding(patches.reshape(len(chosen), -1), metadata=metadata, label_img=sprites,
                              tag="raw_patches")
         writer.add_embedding(features, metadata=metadata, label_img=sprites, tag="learned_features")
 
 
-def predict_superpixels(model, samples: np.ndarray, layers, batch_size: int = 512) -> np.ndarray:
+def predict_superpixels(model, samples: np.ndarray, masks: np.ndarray, channels, batch_size: int = 512) -> np.ndarray:
     """Class probabilities (n, classes) float32 of every superpixel's patch, in chunks of ``PREDICT_CHUNK``."""
     chunks = []
     for start in range(0, len(samples), PREDICT_CHUNK):
-        chunk = samples[start:start + PREDICT_CHUNK]
-        if list(layers) != list(range(samples.shape[-1])):
-            chunk = chunk[..., layers]
-        chunks.append(model.predict(chunk, batch_size=batch_size, verbose=0))
-        log.info("  predicted %d / %d superpixels", min(start + PREDICT_CHUNK, len(samples)), len(samples))
+        end = start + PREDICT_CHUNK
+        chunks.append(model.predict(model_inputs(samples[start:end], masks[start:end], channels),
+                                    batch_size=batch_size, verbose=0))
+        log.info("  predicted %d / %d superpixels", min(end, len(samples)), len(samples))
     return np.concatenate(chunks).astype(np.float32)
+
+
+def correct_priors(probabilities: np.ndarray, train_labels: np.ndarray) -> np.ndarray:
+    """Undo the balanced set's equal class priors: weight each class probability by its share among the
+    training superpixels and renormalise (Saerens et al. 2002). Raises overall accuracy on scenes whose
+    classes are unequal, at some cost in the recall of rare classes.
+
+    >>> correct_priors(np.array([[0.5, 0.5]]), np.array([0, 0, 0, 1])).round(2).tolist()
+    [[0.75, 0.25]]
+    """
+    shares = np.bincount(train_labels, minlength=probabilities.shape[1]) / len(train_labels)
+    weighted = probabilities * shares
+    return (weighted / weighted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def paint_map(pred_labels: np.ndarray, segments: np.ndarray) -> np.ndarray:
@@ -200,10 +217,9 @@ def train_and_map(args) -> None:
     p = scene.params
     timings = {}
     class_names = scene.class_names
-    train_layers = layer_indices(p["train_layers"])
     with timed("read balanced set and Step 0 outputs", timings):
-        balanced = io.load_mat(balanced_set_path(scene), ["images", "labels", "index"], made_by=STEP1)
-        step0, segments = load_outputs(scene, ["samples", "valid_fraction"])
+        balanced = io.load_mat(balanced_set_path(scene), ["images", "masks", "labels", "index"], made_by=STEP1)
+        step0, segments = load_outputs(scene, ["samples", "masks", "labels", "split", "valid_fraction"])
         grid, _ = io.read_grid(pipeline.check_exists(scene.output("layers.tif"), STEP0))
     if grid.rows != segments.shape[0] or grid.cols != segments.shape[1]:
         raise io.InputDataError(f"{scene.output('segments.mat')}: {segments.shape} does not match layers.tif; "
@@ -211,18 +227,20 @@ def train_and_map(args) -> None:
     if balanced["index"].max() >= len(step0["samples"]) or balanced["images"].shape[1:] != step0["samples"].shape[1:]:
         raise io.InputDataError(f"{balanced_set_path(scene)}: does not match samples_labels.mat (another scene or "
                                 f"window?); rerun {STEP1}")
-    images = balanced["images"][..., train_layers]
+    inputs = model_inputs(balanced["images"], balanced["masks"], p["train_layers"])
     run_dir = args.runs_dir / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with timed(f"training ({p['epochs']} epochs)", timings):
-        model, history = train_model(images, balanced["labels"], len(class_names),
+        model, history = train_model(inputs, balanced["labels"], len(class_names),
                                      {**p, "index": balanced["index"]}, run_dir)
     timings["per_epoch"] = round(timings[f"training ({p['epochs']} epochs)"] / p["epochs"], 3)
     with timed("projector embeddings", timings):
-        write_embeddings(run_dir, model, images, balanced["labels"], class_names,
-                         [p["train_layers"].index(n) if n in p["train_layers"] else 0 for n in p["projector_layers"]],
-                         np.random.default_rng(p["seed"]))
+        write_embeddings(run_dir, model, inputs, balanced["images"], balanced["labels"], class_names,
+                         p["projector_layers"], np.random.default_rng(p["seed"]))
     with timed(f"predict {len(step0['samples'])} superpixels", timings):
-        probabilities = predict_superpixels(model, step0["samples"], train_layers)
+        probabilities = predict_superpixels(model, step0["samples"], step0["masks"], p["train_layers"])
+    if p["prior_correction"]:
+        probabilities = correct_priors(probabilities, step0["labels"][(step0["split"] == TRAIN) & (
+            step0["labels"] != io.UNLABELLED)])
     pred_labels = probabilities.argmax(axis=1).astype(np.uint8)
     pred_labels[step0["valid_fraction"] == 0] = io.UNLABELLED
     with timed("paint and write the map", timings):
@@ -246,7 +264,7 @@ def train_and_map(args) -> None:
 
 def build_parser():
     parser = pipeline.build_parser(__doc__, ["per_class", "epochs", "batch_size", "validation_fraction",
-                                             "train_layers", "projector_layers", "augment"])
+                                             "train_layers", "projector_layers", "augment", "prior_correction"])
     parser.add_argument("--runs-dir", type=Path, default=pipeline.RUNS_DIR,
                         help="folder of TensorBoard runs (default: runs/ in the project)")
     return parser

@@ -26,6 +26,8 @@ RUNS_DIR = PROJECT_ROOT / "runs"
 
 #: The tutorial's 8 layers, in the order of ``layers.tif`` and of every patch's last axis.
 LAYER_NAMES = ("blue", "green", "red", "nir", "swir", "ndvi", "ndwi", "ndbi")
+#: Extra patch channel the CNN may see: 1 on the pixels of the superpixel the patch is centred on, else 0.
+MASK_CHANNEL = "mask"
 SPECTRAL_BANDS = LAYER_NAMES[:5]
 INDEX_LAYERS = LAYER_NAMES[5:]
 
@@ -62,11 +64,15 @@ PARAMETERS = {
     "batch_size": Parameter("training", 64, "training batch size", minimum=1),
     "validation_fraction": Parameter("training", 0.3, "share of the balanced set kept for validation",
                                      minimum=0.0, maximum=0.9),
-    "train_layers": Parameter("training", list(LAYER_NAMES), "layers the CNN sees (band4train)", choices=LAYER_NAMES),
+    "train_layers": Parameter("training", [*LAYER_NAMES, MASK_CHANNEL],
+                              "channels the CNN sees (band4train): layers, plus 'mask' = the superpixel's own pixels",
+                              choices=(*LAYER_NAMES, MASK_CHANNEL)),
     "projector_layers": Parameter("training", ["red", "green", "blue"],
                                   "3 layers of the projector's sprite images (band4projector)",
                                   choices=LAYER_NAMES, count=3),
-    "augment": Parameter("training", True, "add flipped and rotated copies of the training patches"),
+    "augment": Parameter("training", True, "turn and mirror the training patches at random, anew each epoch"),
+    "prior_correction": Parameter("training", True, "weight predicted class probabilities by the classes' shares "
+                                                    "among training superpixels (undoes the balancing's equal priors)"),
 }
 
 

@@ -83,20 +83,23 @@ def tutorial_painting(pred_labels, segments, n_classes) -> tuple[float, np.ndarr
     return time.perf_counter() - start, pred_map
 
 
-def step2_throughput(samples: np.ndarray, train_samples: int, seed: int) -> dict:
-    """Prediction rate over all superpixels and one training epoch's time (tutorial CNN, batch 64)."""
+def step2_throughput(samples: np.ndarray, masks: np.ndarray, train_samples: int, seed: int) -> dict:
+    """Prediction rate over all superpixels and one training epoch's time (tutorial CNN, default channels)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import Step2_Model_Training as step2
+    from pipeline import PARAMETERS
 
-    model = step2.build_cnn(samples.shape[1:], 4)
-    model.predict(samples[:64], verbose=0)  # build and warm up
+    channels = PARAMETERS["train_layers"].default
+    model = step2.build_cnn((*samples.shape[1:3], len(channels)), 4)
+    model.predict(step2.model_inputs(samples[:64], masks[:64], channels), verbose=0)  # build and warm up
     start = time.perf_counter()
-    step2.predict_superpixels(model, samples, list(range(samples.shape[-1])))
+    step2.predict_superpixels(model, samples, masks, channels)
     predict_s = time.perf_counter() - start
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(samples), size=min(train_samples, len(samples)), replace=False)
     labels = rng.integers(0, 4, size=len(chosen))
-    batches = step2.training_batches(samples[chosen], labels, 64, True, rng)
+    batches = step2.training_batches(step2.model_inputs(samples[chosen], masks[chosen], channels), labels, 64,
+                                     True, rng)
     model.fit(batches, epochs=1, verbose=0, steps_per_epoch=2)  # warm up
     start = time.perf_counter()
     model.fit(batches, epochs=1, verbose=0)
@@ -149,8 +152,8 @@ def main(argv=None) -> int:
     results["painting"] = {"ours_s": round(ours_paint, 4), "tutorial_s": round(tutorial_s, 3),
                            "speedup": round(tutorial_s / ours_paint)}
     print("Step 2: prediction throughput and a training epoch ...", flush=True)
-    samples = io.load_mat(workdir / "samples_labels.mat", ["samples"], made_by="Step0")["samples"]
-    results["step2"] = step2_throughput(samples, args.train_samples, 0)
+    step0_out = io.load_mat(workdir / "samples_labels.mat", ["samples", "masks"], made_by="Step0")
+    results["step2"] = step2_throughput(step0_out["samples"], step0_out["masks"], args.train_samples, 0)
 
     print_table(results)
     args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

@@ -135,6 +135,18 @@ class TestPatches:
             assert np.array_equal(samples["samples"][i], padded[row:row + window, col:col + window]), i
 
 
+    def test_masks_mark_the_superpixel_own_pixels_in_its_window(self, step0_workdir):
+        segments = io.load_mat(step0_workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
+        out = io.load_mat(step0_workdir / "samples_labels.mat", ["masks", "centroids"], made_by="Step0")
+        half = out["masks"].shape[1] // 2
+        padded = np.pad(segments, half, mode="reflect")
+        for i in range(0, len(out["centroids"]), 7):
+            row, col = out["centroids"][i]
+            window = padded[row:row + 2 * half + 1, col:col + 2 * half + 1]
+            assert np.array_equal(out["masks"][i], (window == i).astype(np.uint8)), i
+        assert out["masks"].dtype == np.uint8 and out["masks"][:, half, half].mean() > 0.9
+
+
 class TestSplit:
     def test_no_training_patch_sees_a_test_pixel(self, step0_workdir):
         segments = io.load_mat(step0_workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
