@@ -114,7 +114,11 @@ def training_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, au
 
 
 def train_model(images, labels, n_classes, params: dict, run_dir: Path):
-    """Train the CNN with a seed; log to TensorBoard in ``run_dir``. Returns the model and its history."""
+    """Train the CNN with a seed; log to TensorBoard in ``run_dir``. Returns the model and its history.
+
+    The learning rate halves after two epochs without a lower validation loss, and the model keeps the
+    weights of the epoch with the lowest validation loss.
+    """
     import tensorflow as tf
     from tensorflow import keras
 
@@ -126,6 +130,10 @@ def train_model(images, labels, n_classes, params: dict, run_dir: Path):
     model.summary(print_fn=log.info)
     callbacks = [keras.callbacks.TensorBoard(log_dir=str(run_dir), histogram_freq=1, write_graph=True)]
     validation = (images[held_out], labels[held_out]) if held_out.any() else None
+    if validation is not None:  # halve the step when validation stalls; keep the best epoch, not merely the last
+        callbacks += [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, verbose=1),
+                      keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["epochs"],
+                                                    restore_best_weights=True)]
     log.info("training on %d patches, validating on %d (distinct superpixels)", (~held_out).sum(), held_out.sum())
     history = model.fit(training_batches(images[~held_out], labels[~held_out], params["batch_size"],
                                          params["augment"], rng),
