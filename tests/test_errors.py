@@ -236,3 +236,15 @@ class TestReproducibility:
         assert {"numpy", "scikit-image", "GDAL"} <= set(record["packages"])
         image = scene["folder"] / "image.tif"
         assert record["inputs_sha256"][str(image.resolve())] == pipeline.file_sha256(image)
+
+
+class TestMatFiles:
+    def test_v73_hdf5_files_read_back_through_the_same_helper(self, tmp_path):
+        path = tmp_path / "big.mat"
+        arrays = {"samples": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "labels": np.array([1, 255], np.uint8),
+                  "class_names": np.array(["urban", "water"])}
+        io._save_mat_v73(path, arrays)
+        assert path.read_bytes()[:19] == b"MATLAB 7.3 MAT-file"
+        loaded = io.load_mat(path, list(arrays), made_by="Step0")
+        for key, value in arrays.items():
+            assert np.array_equal(loaded[key], value), key
