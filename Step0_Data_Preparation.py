@@ -316,7 +316,7 @@ def write_quicklooks(scene, raw: np.ndarray, stretched: np.ndarray, limits: dict
 
     for name, triplet in COMPOSITES.items():
         rgb = stretched[..., [LAYER_NAMES.index(n) for n in triplet]]
-        io.save_png(scene.output(f"{name}.png"), np.round(rgb * 255).astype(np.uint8))
+        io.save_png(scene.output(f"{name}.png"), io.to_rgb8(rgb))
     for name in INDEX_LAYERS:
         figure, axis = plt.subplots(figsize=(7, 6))
         shown = np.where(valid, raw[..., LAYER_NAMES.index(name)], np.nan)
@@ -403,7 +403,7 @@ def explore_slic(scene, layers: np.ndarray, valid: np.ndarray, crop_size: int = 
 
 def to_rgb_display(layers: np.ndarray) -> np.ndarray:
     """RGB uint8 image (rows, cols, 3) of the Red, Green, Blue layers of a stretched stack."""
-    return np.round(layers[..., [LAYER_NAMES.index(n) for n in ("red", "green", "blue")]] * 255).astype(np.uint8)
+    return io.to_rgb8(layers[..., [LAYER_NAMES.index(n) for n in COMPOSITES["rgb"]]])
 
 
 def prepare(args) -> None:

@@ -264,7 +264,7 @@ def train_and_map(args) -> None:
                          class_colours=io.class_palette(class_names))
     counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(class_names)}
     log.info("predicted superpixels per class: %s", counts)
-    final = {key: round(float(values[-1]), 4) for key, values in history.items()}
+    final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
     log.info("final epoch: %s; TensorBoard: tensorboard --logdir %s", final, args.runs_dir)
     pipeline.record_run(scene, "Step2_Model_Training", {"timings_s": timings, "run_dir": str(run_dir),
                                                         "final_epoch": final, "predicted_superpixels": counts})

@@ -335,9 +335,13 @@ def stretch_to_unit(values: np.ndarray, valid: np.ndarray | None = None, low: fl
     return stretched, float(lo), float(hi)
 
 
-def to_rgb8(layers: np.ndarray) -> np.ndarray:
-    """Stack three [0, 1] layers of shape (3, rows, cols) into an RGB uint8 image (rows, cols, 3)."""
-    return np.round(np.moveaxis(layers, 0, -1) * 255).astype(np.uint8)
+def to_rgb8(rgb: np.ndarray) -> np.ndarray:
+    """An RGB uint8 image from three [0, 1] channels, shape (rows, cols, 3).
+
+    >>> to_rgb8(np.array([[[0.0, 0.5, 1.0]]])).tolist()
+    [[[0, 128, 255]]]
+    """
+    return np.round(rgb * 255).astype(np.uint8)
 
 
 def save_png(path: Path, image_or_figure) -> None:
@@ -392,8 +396,7 @@ def plot_class_map(codes: np.ndarray, class_names, title: str, axis=None):
 def tif_to_rgb(source: Path, target: Path, bands=(3, 2, 1), low: float = 2.0, high: float = 98.0) -> None:
     """Write an RGB PNG of three 1-based ``bands`` of a raster, each stretched between percentiles."""
     data, _, valid = read_bands(source, list(bands))
-    rgb = np.stack([stretch_to_unit(band, valid, low, high)[0] for band in data])
-    image = to_rgb8(rgb)
+    image = to_rgb8(np.stack([stretch_to_unit(band, valid, low, high)[0] for band in data], axis=-1))
     image[~valid] = 0
     save_png(target, image)
 
