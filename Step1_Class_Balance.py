@@ -80,7 +80,7 @@ def balance(args) -> None:
     with timed(f"write {path.name}", timings):
         io.save_mat(path, {"images": data["samples"][index], "masks": data["masks"][index], "labels": labels,
                            "index": index,
-                           "class_names": data["class_names"], "layer_names": data["layer_names"]})
+                           "class_names": np.array(class_names), "layer_names": np.array(data["layer_names"])})
     pipeline.record_run(scene, "Step1_Class_Balance", {"timings_s": timings, "drawn_with_replacement": with_replacement,
                                                        "counts_before": class_counts(data["labels"][train], class_names)})
 

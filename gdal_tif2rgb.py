@@ -248,7 +248,7 @@ def _save_mat_v73(path: Path, variables: dict) -> None:
 
 
 def load_mat(path: Path, keys, *, made_by: str) -> dict:
-    """Read ``keys`` from a .mat hand-off of either version.
+    """Read ``keys`` from a .mat hand-off of either version; text variables come back as lists of str.
 
     Raises :class:`InputFileError` naming the step ``made_by`` to run when the file is missing,
     truncated or lacks a key.
@@ -280,7 +280,7 @@ def _load_mat_v5(path: Path, keys) -> dict:
             continue
         value = contents[key]
         if value.dtype.kind == "U":
-            value = np.array([str(s).rstrip() for s in value.ravel()])
+            value = [str(s).rstrip() for s in value.ravel()]
         elif value.ndim == 2 and 1 in value.shape and key not in ("segments", "predMap", "centroids"):
             value = value.ravel()
         result[key] = value
@@ -296,7 +296,7 @@ def _load_mat_v73(path: Path, keys) -> dict:
             if key in file:
                 value = file[key][()].T
                 if file[key].attrs.get("MATLAB_class") == b"char":
-                    value = np.array([s.decode("utf-8") for s in value.ravel()])
+                    value = [s.decode("utf-8") for s in value.ravel()]
                 result[key] = value
     return result
 
