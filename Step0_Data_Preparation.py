@@ -120,17 +120,21 @@ def build_layers(raw: dict, valid: np.ndarray) -> np.ndarray:
     return layers
 
 
-def stretch_layers(layers: np.ndarray, valid: np.ndarray, low: float = 1.0, high: float = 99.0) -> dict:
-    """Stretch each layer in place to [0, 1] between its ``low`` and ``high`` percentiles of valid pixels.
+def stretch_limits(layers: np.ndarray, valid: np.ndarray, low: float = 1.0, high: float = 99.0) -> dict:
+    """Layer name -> (``low``, ``high``) percentile of the valid pixels of ``layers`` (rows, cols, 8).
 
-    The 1-99 % interval is the tutorial's 98 % stretch. Returns layer name -> (low value, high value).
+    The 1-99 % interval is the tutorial's 98 % stretch. Step 0 takes the percentiles from the preview (every
+    pixel of scenes up to 2000 px, every s-th row and column of bigger ones), in tiled mode too, so both
+    modes stretch alike.
     """
-    limits = {}
+    return {name: io.percentile_limits(layers[..., i], valid, low, high) for i, name in enumerate(LAYER_NAMES)}
+
+
+def apply_stretch(layers: np.ndarray, limits: dict, valid: np.ndarray) -> None:
+    """Map each layer in place to [0, 1] between its ``limits``; invalid pixels become 0."""
     for i, name in enumerate(LAYER_NAMES):
-        layers[..., i], *bounds = io.stretch_to_unit(layers[..., i], valid, low, high)
-        limits[name] = tuple(bounds)
+        layers[..., i] = io.rescale_to_unit(layers[..., i], *limits[name])
     layers[~valid] = 0
-    return limits
 
 
 def segment_superpixels(layers: np.ndarray, slic_layers, n_segments: int, compactness: float,
@@ -217,13 +221,15 @@ def mirrored_indices(centres: np.ndarray, window: int, length: int) -> np.ndarra
     return np.where(index >= length, 2 * (length - 1) - index, index)
 
 
-def window_indices(centroids: np.ndarray, window: int, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Row (n, window, 1) and column (n, 1, window) indices of the mirrored window at each centroid."""
+def window_indices(centroids: np.ndarray, window: int, shape: tuple,
+                   origin: tuple = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """Row (n, window, 1) and column (n, 1, window) indices of the window at each centroid, mirrored at the
+    borders of a scene of ``shape``, relative to ``origin`` (the top-left pixel of the array indexed)."""
     rows, cols = shape[:2]
     if window // 2 >= min(rows, cols):
         raise io.InputDataError(f"window {window} px is too large for a {cols}x{rows} px image")
-    return (mirrored_indices(centroids[:, 0], window, rows)[:, :, None],
-            mirrored_indices(centroids[:, 1], window, cols)[:, None, :])
+    return (mirrored_indices(centroids[:, 0], window, rows)[:, :, None] - origin[0],
+            mirrored_indices(centroids[:, 1], window, cols)[:, None, :] - origin[1])
 
 
 def extract_patches(layers: np.ndarray, centroids: np.ndarray, window: int) -> np.ndarray:
@@ -269,37 +275,39 @@ def majority_labels(segments: np.ndarray, codes: np.ndarray, n_classes: int):
     return labels, purity
 
 
-def spatial_split(segments: np.ndarray, centroids: np.ndarray, labels: np.ndarray, window: int,
-                  block_size: int, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Split labelled superpixels into train (0) and test (1) by square blocks of the image; the rest is 2.
-
-    Blocks of ``block_size`` px, in random order, go to test until they hold ``test_fraction`` of the
-    labelled superpixels (by centroid). A train superpixel whose ``window`` patch (mirrored at the borders,
-    as in :func:`extract_patches`) touches any pixel of a test superpixel becomes unused (2).
-    """
+def held_out_superpixels(centroids: np.ndarray, labels: np.ndarray, shape: tuple, block_size: int,
+                     test_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Which labelled superpixels are held out for testing (bool, n): square blocks of ``block_size`` px,
+    in random order, go to test until their centroids hold ``test_fraction`` of the labelled superpixels."""
     labelled = labels != io.UNLABELLED
-    rows, cols = segments.shape
-    blocks_across = -(-cols // block_size)
+    blocks_across = -(-shape[1] // block_size)
     block = (centroids[:, 0] // block_size) * blocks_across + centroids[:, 1] // block_size
-    n_blocks = (-(-rows // block_size)) * blocks_across
+    n_blocks = (-(-shape[0] // block_size)) * blocks_across
     order = rng.permutation(n_blocks)
     held = np.cumsum(np.bincount(block[labelled], minlength=n_blocks)[order])
     n_test_blocks = int(np.searchsorted(held, test_fraction * labelled.sum())) + 1
-    test = labelled & np.isin(block, order[:n_test_blocks])
-    split = np.where(test, 1, np.where(labelled, 0, 2)).astype(np.uint8)
-    touched = window_sums(test[segments], centroids, window) > 0
-    split[(split == 0) & touched] = 2
+    return labelled & np.isin(block, order[:n_test_blocks])
+
+
+def touches(pixels: np.ndarray, centroids: np.ndarray, window: int, shape: tuple | None = None,
+            origin: tuple = (0, 0)) -> np.ndarray:
+    """Whether the mirrored ``window`` around each centroid holds a True pixel of ``pixels`` (bool, n).
+
+    ``pixels`` may be a window of a bigger scene of ``shape`` whose top-left pixel is ``origin``.
+    """
+    return pixels[window_indices(centroids, window, shape or pixels.shape, origin)].any(axis=(1, 2))
+
+
+def spatial_split(segments: np.ndarray, centroids: np.ndarray, labels: np.ndarray, window: int,
+                  block_size: int, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Split labelled superpixels into train (0) and test (1) by blocks (:func:`held_out_superpixels`); the rest
+    is 2. A train superpixel whose ``window`` patch (mirrored at the borders, as in :func:`extract_patches`)
+    touches any pixel of a test superpixel becomes unused (2), so no training patch sees a test pixel."""
+    test = held_out_superpixels(centroids, labels, segments.shape, block_size, test_fraction, rng)
+    split = np.where(test, 1, np.where(labels != io.UNLABELLED, 0, 2)).astype(np.uint8)
+    train = np.flatnonzero(split == 0)
+    split[train[touches(test[segments], centroids[train], window)]] = 2
     return split
-
-
-def window_sums(mask: np.ndarray, centroids: np.ndarray, window: int) -> np.ndarray:
-    """Number of True pixels of ``mask`` in the mirrored ``window`` around each centroid (summed-area table)."""
-    half = window // 2
-    padded = np.pad(mask, half, mode="reflect").astype(np.int32)
-    table = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1), dtype=np.int64)
-    np.cumsum(np.cumsum(padded, axis=0), axis=1, out=table[1:, 1:])
-    r, c = centroids[:, 0], centroids[:, 1]  # window rows r..r+window-1 of the padded mask
-    return table[r + window, c + window] - table[r, c + window] - table[r + window, c] + table[r, c]
 
 
 def write_quicklooks(scene, raw: np.ndarray, stretched: np.ndarray, limits: dict, valid: np.ndarray,
@@ -427,7 +435,8 @@ def prepare(args) -> None:
         del raw
         step = io.display_stride(*valid.shape)
         preview = layers[::step, ::step].copy()
-        limits = stretch_layers(layers, valid)
+        limits = stretch_limits(preview, valid[::step, ::step])
+        apply_stretch(layers, limits, valid)
     if args.explore:
         explore_slic(scene, layers, valid)
         return

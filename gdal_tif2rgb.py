@@ -315,6 +315,23 @@ def colourise(codes: np.ndarray, class_names) -> np.ndarray:
     return lookup[codes]
 
 
+def percentile_limits(values: np.ndarray, valid: np.ndarray | None = None, low: float = 1.0,
+                      high: float = 99.0) -> tuple[float, float]:
+    """The ``low`` and ``high`` percentiles of ``values`` over ``valid`` pixels (0, 0 if there are none)."""
+    sample = values if valid is None or valid.all() else values[valid]
+    if sample.size == 0:
+        return 0.0, 0.0
+    lo, hi = np.percentile(sample, [low, high])
+    return float(lo), float(hi)
+
+
+def rescale_to_unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Linear map of ``values`` to float32 [0, 1], ``lo`` to 0 and ``hi`` to 1, clipped outside."""
+    scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
+    stretched = (values.astype(np.float32, copy=False) - np.float32(lo)) * scale
+    return np.clip(stretched, 0.0, 1.0, out=stretched)
+
+
 def stretch_to_unit(values: np.ndarray, valid: np.ndarray | None = None, low: float = 1.0,
                     high: float = 99.0) -> tuple[np.ndarray, float, float]:
     """Linear stretch of ``values`` to float32 [0, 1] between its ``low`` and ``high`` percentiles.
@@ -325,14 +342,8 @@ def stretch_to_unit(values: np.ndarray, valid: np.ndarray | None = None, low: fl
     >>> float(lo), float(hi), float(stretched[0]), float(stretched[50]), float(stretched[100])
     (10.0, 90.0, 0.0, 0.5, 1.0)
     """
-    sample = values if valid is None or valid.all() else values[valid]
-    if sample.size == 0:
-        return np.zeros(values.shape, dtype=np.float32), 0.0, 0.0
-    lo, hi = np.percentile(sample, [low, high])
-    scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
-    stretched = (values.astype(np.float32, copy=False) - np.float32(lo)) * scale
-    np.clip(stretched, 0.0, 1.0, out=stretched)
-    return stretched, float(lo), float(hi)
+    lo, hi = percentile_limits(values, valid, low, high)
+    return rescale_to_unit(values, lo, hi), lo, hi
 
 
 def to_rgb8(rgb: np.ndarray) -> np.ndarray:
