@@ -232,22 +232,51 @@ def window_indices(centroids: np.ndarray, window: int, shape: tuple,
             mirrored_indices(centroids[:, 1], window, cols)[:, None, :] - origin[1])
 
 
-def extract_patches(layers: np.ndarray, centroids: np.ndarray, window: int) -> np.ndarray:
+def extract_patches(layers: np.ndarray, centroids: np.ndarray, window: int, shape: tuple | None = None,
+                    origin: tuple = (0, 0)) -> np.ndarray:
     """The ``window`` x ``window`` patch of ``layers`` (rows, cols, c) centred on each centroid.
 
-    The image is mirrored at its borders. Returns float32 array (n, window, window, c).
+    The scene is mirrored at its borders. ``layers`` may be a window of a scene of ``shape`` whose top-left
+    pixel is ``origin`` (a tile with its halo). Returns float32 array (n, window, window, c).
     """
-    return layers[window_indices(centroids, window, layers.shape)]
+    return layers[window_indices(centroids, window, shape or layers.shape, origin)]
 
 
-def superpixel_masks(segments: np.ndarray, centroids: np.ndarray, window: int) -> np.ndarray:
+def superpixel_masks(owners: np.ndarray, centroids: np.ndarray, window: int, shape: tuple | None = None,
+                     origin: tuple = (0, 0)) -> np.ndarray:
     """For each superpixel i, its patch window with 1 where the pixel belongs to i, else 0: uint8 (n, w, w).
 
+    ``owners`` holds superpixel ids (or -1) on the same pixels as ``layers`` in :func:`extract_patches`.
     Tells the CNN which of the patch's pixels are the superpixel it labels (the centre may be all it has in a
     window of many small superpixels).
     """
-    ids = np.arange(len(centroids), dtype=segments.dtype)[:, None, None]
-    return (segments[window_indices(centroids, window, segments.shape)] == ids).astype(np.uint8)
+    ids = np.arange(len(centroids), dtype=owners.dtype)[:, None, None]
+    return (owners[window_indices(centroids, window, shape or owners.shape, origin)] == ids).astype(np.uint8)
+
+
+def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarray, valid: np.ndarray,
+                       window: int, n_classes: int, shape: tuple | None = None, origin: tuple = (0, 0),
+                       core: tuple = (0, 0)) -> dict:
+    """Tutorial 2.2 for every superpixel of ``segments``: centroid, patch, mask, majority label, purity.
+
+    ``segments``, ``codes`` and ``valid`` cover the part of the scene (of ``shape``) starting at ``core``;
+    ``layers`` covers it plus a halo, starting at ``origin`` (for the whole scene: all three the same).
+    Centroids are in scene pixels.
+    """
+    n = int(segments.max()) + 1
+    centroids = superpixel_centroids(segments) + np.array(core, dtype=np.int32)
+    if layers.shape[:2] == segments.shape:
+        owners = segments
+    else:
+        owners = np.full(layers.shape[:2], -1, dtype=np.int32)
+        owners[core[0] - origin[0]:core[0] - origin[0] + segments.shape[0],
+               core[1] - origin[1]:core[1] - origin[1] + segments.shape[1]] = segments
+    labels, purity = majority_labels(segments, codes, n_classes)
+    sizes = np.bincount(segments.ravel(), minlength=n)
+    return {"centroids": centroids, "samples": extract_patches(layers, centroids, window, shape, origin),
+            "masks": superpixel_masks(owners, centroids, window, shape, origin), "labels": labels, "purity": purity,
+            "valid_fraction": (np.bincount(segments.ravel(), weights=valid.ravel(), minlength=n) / sizes
+                               ).astype(np.float32)}
 
 
 def majority_labels(segments: np.ndarray, codes: np.ndarray, n_classes: int):
@@ -448,28 +477,22 @@ def prepare(args) -> None:
     n = int(segments.max()) + 1
     log.info("%d superpixels, %.1f px each on average", n, segments.size / n)
     with timed("sampling: centroids, patches, majority labels, split", timings):
-        centroids = superpixel_centroids(segments)
-        samples = extract_patches(layers, centroids, p["window"])
-        masks = superpixel_masks(segments, centroids, p["window"])
-        labels, purity = majority_labels(segments, codes, len(scene.classes))
-        valid_fraction = np.bincount(segments.ravel(), weights=valid.ravel(), minlength=n) / np.bincount(
-            segments.ravel(), minlength=n)
-        split = spatial_split(segments, centroids, labels, p["window"], p["block_size"], p["test_fraction"],
-                              np.random.default_rng(p["seed"]))
+        sampled = sample_superpixels(layers, segments, codes, valid, p["window"], len(scene.classes))
+        sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p["window"],
+                                         p["block_size"], p["test_fraction"], np.random.default_rng(p["seed"]))
     with timed("write layers, segments and samples", timings):
         io.write_geotiff(scene.output("layers.tif"), np.moveaxis(layers, -1, 0), grid, band_names=LAYER_NAMES)
         io.save_mat(scene.output("segments.mat"), {"segments": segments})
         io.write_geotiff(scene.output("segments.tif"), segments, grid)
         io.save_mat(scene.output("samples_labels.mat"), {
-            "samples": samples, "masks": masks, "labels": labels, "centroids": centroids, "purity": purity,
-            "class_names": np.array(scene.class_names), "layer_names": np.array(LAYER_NAMES), "split": split,
-            "valid_fraction": valid_fraction.astype(np.float32)})
+            **sampled, "class_names": np.array(scene.class_names), "layer_names": np.array(LAYER_NAMES)})
         step = io.display_stride(*segments.shape)
         io.save_png(scene.output("segments_boundaries.png"),
                     boundary_image(to_rgb_display(layers[::step, ::step]), segments[::step, ::step]))
         io.save_png(scene.output("example_patches.png"),
-                    plot_example_patches(samples, labels, scene.class_names, np.random.default_rng(p["seed"])))
-    summary = summarise(labels, split, purity, scene.class_names)
+                    plot_example_patches(sampled["samples"], sampled["labels"], scene.class_names,
+                                         np.random.default_rng(p["seed"])))
+    summary = summarise(sampled["labels"], sampled["split"], sampled["purity"], scene.class_names)
     for line in summary["table"]:
         log.info(line)
     pipeline.record_run(scene, "Step0_Data_Preparation", {"timings_s": timings, "superpixels": n,

@@ -108,8 +108,9 @@ def read_grid(path: Path) -> tuple[Grid, int]:
     return grid, dataset.RasterCount
 
 
-def read_bands(path: Path, bands: list[int], dtype=np.float32) -> tuple[np.ndarray, Grid, np.ndarray]:
-    """Read 1-based ``bands`` of a raster.
+def read_bands(path: Path, bands: list[int], dtype=np.float32, window: tuple | None = None
+               ) -> tuple[np.ndarray, Grid, np.ndarray]:
+    """Read 1-based ``bands`` of a raster, whole or a ``window`` (row, col, rows, cols) of it.
 
     Returns
     -------
@@ -126,13 +127,14 @@ def read_bands(path: Path, bands: list[int], dtype=np.float32) -> tuple[np.ndarr
     if too_high:
         raise InputDataError(f"{path}: has {count} bands, but the configuration asks for band(s) {too_high}")
     grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
-    data = np.empty((len(bands), grid.rows, grid.cols), dtype=dtype)
-    valid = np.ones((grid.rows, grid.cols), dtype=bool)
+    row, col, rows, cols = window or (0, 0, grid.rows, grid.cols)
+    data = np.empty((len(bands), rows, cols), dtype=dtype)
+    valid = np.ones((rows, cols), dtype=bool)
     gdal_type = gdal.GDT_Float32 if np.dtype(dtype) == np.float32 else gdal.GDT_Float64
     for i, number in enumerate(bands):
         band = dataset.GetRasterBand(number)
         try:
-            band.ReadAsArray(buf_obj=data[i], buf_type=gdal_type)
+            band.ReadAsArray(col, row, cols, rows, buf_obj=data[i], buf_type=gdal_type)
         except RuntimeError as error:
             raise InputFileError(f"{path}: band {number} cannot be read ({str(error).strip()})") from None
         nodata = band.GetNoDataValue()
@@ -143,11 +145,12 @@ def read_bands(path: Path, bands: list[int], dtype=np.float32) -> tuple[np.ndarr
     return data, grid, valid
 
 
-def read_labels(path: Path) -> tuple[np.ndarray, Grid, float | None]:
-    """Read band 1 of an integer raster (a reference or a segmentation) with its grid and nodata value."""
+def read_labels(path: Path, window: tuple | None = None) -> tuple[np.ndarray, Grid, float | None]:
+    """Read band 1 of an integer raster (a reference or a segmentation), whole or a ``window``
+    (row, col, rows, cols), with the raster's grid and nodata value."""
     dataset = _open_raster(path)
     band = dataset.GetRasterBand(1)
-    values = band.ReadAsArray()
+    values = band.ReadAsArray(*(window[1], window[0], window[3], window[2]) if window else ())
     if not np.issubdtype(values.dtype, np.integer):
         raise InputDataError(f"{path}: holds {values.dtype} values; a label raster must hold integer class values")
     grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
@@ -171,31 +174,31 @@ def atomic_output(path: Path):
         raise
 
 
-def write_geotiff(path: Path, data: np.ndarray, grid: Grid, *, band_names=None, nodata=None,
-                  class_names=None, class_colours=None) -> None:
-    """Write ``data`` of shape (rows, cols) or (bands, rows, cols) as a tiled, compressed GeoTIFF.
+@contextlib.contextmanager
+def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=None, nodata=None,
+                   class_names=None, class_colours=None):
+    """Yield ``write(array, row=0, col=0)``, which writes a (rows, cols) or (bands, rows, cols) block of a
+    tiled, compressed GeoTIFF on ``grid``; the file appears at ``path`` only when the block exits cleanly.
 
-    ``class_names`` and ``class_colours`` (RGB tuples indexed by class value) add a colour table
-    and category names to band 1, which QGIS shows as a legend.
+    ``class_names`` and ``class_colours`` (RGB tuples indexed by class value) add a colour table and
+    category names to band 1, which QGIS shows as a legend.
     """
     from osgeo import gdal, gdal_array
 
     gdal.UseExceptions()
-    data = data[np.newaxis] if data.ndim == 2 else data
-    gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype)
+    gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype))
     # Float layers: fast ZSTD with the floating-point predictor; class and id rasters: DEFLATE, which every
     # GIS reads.
-    compression = (["COMPRESS=ZSTD", "ZSTD_LEVEL=1", "PREDICTOR=3"] if data.dtype.kind == "f"
+    compression = (["COMPRESS=ZSTD", "ZSTD_LEVEL=1", "PREDICTOR=3"] if np.dtype(dtype).kind == "f"
                    else ["COMPRESS=DEFLATE", "PREDICTOR=2"])
     options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS", *compression]
     with atomic_output(path) as temporary:
-        dataset = gdal.GetDriverByName("GTiff").Create(str(temporary), grid.cols, grid.rows, data.shape[0],
-                                                       gdal_type, options)
+        dataset = gdal.GetDriverByName("GTiff").Create(str(temporary), grid.cols, grid.rows, n_bands, gdal_type,
+                                                       options)
         dataset.SetGeoTransform(grid.geotransform)
         dataset.SetProjection(grid.crs_wkt)
-        for i in range(data.shape[0]):
+        for i in range(n_bands):
             band = dataset.GetRasterBand(i + 1)
-            band.WriteArray(data[i])
             if band_names is not None:
                 band.SetDescription(band_names[i])
             if nodata is not None:
@@ -208,11 +211,24 @@ def write_geotiff(path: Path, data: np.ndarray, grid: Grid, *, band_names=None, 
             dataset.GetRasterBand(1).SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
         if class_names is not None:
             dataset.GetRasterBand(1).SetCategoryNames(list(class_names))
+
+        def write(array: np.ndarray, row: int = 0, col: int = 0) -> None:
+            array = array[np.newaxis] if array.ndim == 2 else array
+            for i in range(n_bands):
+                dataset.GetRasterBand(i + 1).WriteArray(array[i], col, row)
+
+        yield write
         dataset.FlushCache()
         dataset = None
         sidecar = Path(f"{temporary}.aux.xml")  # GDAL keeps category names in this side file
         if sidecar.exists():
             os.replace(sidecar, f"{path}.aux.xml")
+
+
+def write_geotiff(path: Path, data: np.ndarray, grid: Grid, **options) -> None:
+    """Write ``data`` of shape (rows, cols) or (bands, rows, cols) as a GeoTIFF (see :func:`geotiff_writer`)."""
+    with geotiff_writer(path, grid, 1 if data.ndim == 2 else data.shape[0], data.dtype, **options) as write:
+        write(data)
 
 
 def save_mat(path: Path, variables: dict) -> None:
@@ -228,23 +244,68 @@ def save_mat(path: Path, variables: dict) -> None:
 
 
 def _save_mat_v73(path: Path, variables: dict) -> None:
-    """MATLAB 7.3 file: HDF5 with a 512-byte user block and MATLAB_class attributes (column-major)."""
+    with mat_v73_writer(path) as mat:
+        for name, value in variables.items():
+            mat.put(name, value)
+
+
+class MatV73:
+    """An open MATLAB 7.3 file (HDF5 with a 512-byte header; arrays stored column-major, i.e. transposed)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def put(self, name: str, value) -> None:
+        """Store a whole variable."""
+        value = np.asarray(value)
+        if value.dtype.kind == "U":
+            value = np.array([s.encode("utf-8") for s in value.ravel()]).reshape(value.shape)
+        self._create(name, value.T, value.dtype if value.dtype.kind != "S" else None, maxshape=None)
+
+    def append(self, name: str, rows: np.ndarray) -> None:
+        """Add ``rows`` along the first axis of variable ``name`` (created on first use)."""
+        rows = np.asarray(rows)
+        if name not in self.file:
+            self._create(name, rows.T, rows.dtype, maxshape=(*rows.shape[:0:-1], None))
+            return
+        dataset = self.file[name]
+        start = dataset.shape[-1]
+        dataset.resize(start + len(rows), axis=dataset.ndim - 1)
+        dataset[..., start:] = rows.T
+
+    def write_window(self, name: str, block: np.ndarray, row: int, col: int, shape: tuple) -> None:
+        """Write a (rows, cols) ``block`` at (``row``, ``col``) of a 2-D variable of ``shape``."""
+        if name not in self.file:
+            dataset = self.file.create_dataset(name, shape=shape[::-1], dtype=block.dtype,
+                                               chunks=(min(512, shape[1]), min(512, shape[0])))
+            dataset.attrs["MATLAB_class"] = np.bytes_(_matlab_class(block.dtype))
+        self.file[name][col:col + block.shape[1], row:row + block.shape[0]] = block.T
+
+    def _create(self, name, data, dtype, maxshape):
+        dataset = self.file.create_dataset(name, data=data, maxshape=maxshape,
+                                           chunks=True if maxshape else None)
+        dataset.attrs["MATLAB_class"] = np.bytes_(_matlab_class(dtype))
+
+
+def _matlab_class(dtype) -> str:
+    if dtype is None:
+        return "char"
+    return {"f": "single" if dtype.itemsize == 4 else "double", "b": "logical"}.get(
+        dtype.kind, f"{'u' if dtype.kind == 'u' else ''}int{8 * dtype.itemsize}")
+
+
+@contextlib.contextmanager
+def mat_v73_writer(path: Path):
+    """Yield a :class:`MatV73` to fill variable by variable or block by block; the file appears at ``path``
+    only when the block exits cleanly. MATLAB and h5py read it; :func:`load_mat` reads it too."""
     import h5py
 
-    with h5py.File(path, "w", userblock_size=512) as file:
-        for name, value in variables.items():
-            value = np.asarray(value)
-            if value.dtype.kind == "U":
-                value = np.array([s.encode("utf-8") for s in value.ravel()]).reshape(value.shape)
-                matlab_class = "char"
-            else:
-                matlab_class = {"f": "single" if value.itemsize == 4 else "double", "b": "logical"}.get(
-                    value.dtype.kind, f"{'u' if value.dtype.kind == 'u' else ''}int{8 * value.itemsize}")
-            dataset = file.create_dataset(name, data=value.T)
-            dataset.attrs["MATLAB_class"] = np.bytes_(matlab_class)
-    with open(path, "r+b") as file:
-        header = b"MATLAB 7.3 MAT-file, created by gdal_tif2rgb.py, HDF5 schema 1.00 ."
-        file.write(header.ljust(124) + b"\x00\x02IM")
+    with atomic_output(path) as temporary:
+        with h5py.File(temporary, "w", userblock_size=512) as file:
+            yield MatV73(file)
+        with open(temporary, "r+b") as file:
+            header = b"MATLAB 7.3 MAT-file, created by gdal_tif2rgb.py, HDF5 schema 1.00 ."
+            file.write(header.ljust(124) + b"\x00\x02IM")
 
 
 def load_mat(path: Path, keys, *, made_by: str) -> dict:
