@@ -56,20 +56,29 @@ def read_inputs(scene: pipeline.Scene):
     names = list(scene.bands)
     data, grid, valid = io.read_bands(scene.image, [scene.bands[n] for n in names])
     reference, reference_grid, _ = io.read_labels(scene.reference)
+    check_grids(scene, grid, reference_grid)
+    codes = reference_to_codes(reference, scene.classes)
+    check_class_pixels(scene, np.bincount(codes.ravel(), minlength=256)[:len(scene.classes)], np.unique(reference))
+    return dict(zip(names, data)), grid, valid, codes
+
+
+def check_grids(scene, grid: io.Grid, reference_grid: io.Grid) -> None:
+    """Refuse a reference whose grid (size, geotransform, CRS) differs from the image's."""
     if not grid.same_as(reference_grid):
         raise io.InputDataError(f"{scene.reference}: grid ({reference_grid.describe()}) differs from the image "
                                 f"{scene.image.name} ({grid.describe()}); resample one onto the other")
-    codes = reference_to_codes(reference, scene.classes)
-    pixels_per_class = np.bincount(codes.ravel(), minlength=256)[:len(scene.classes)]
+
+
+def check_class_pixels(scene, pixels_per_class: np.ndarray, present_values: np.ndarray) -> None:
+    """Refuse a reference in which no configured class, or one of them, has any pixel."""
     if not pixels_per_class.any():
-        present = np.unique(reference)[:10].tolist()
+        present = present_values[:10].tolist()
         raise io.InputDataError(f"{scene.reference}: none of its values {present} is listed in [classes] of "
                                 f"{scene.config_path.name}")
     for name, count in zip(scene.classes, pixels_per_class):
         if count == 0:
             raise io.InputDataError(f"{scene.reference}: class '{name}' (values {scene.classes[name]}) has no pixel; "
                                     f"fix [classes] in {scene.config_path.name}")
-    return dict(zip(names, data)), grid, valid, codes
 
 
 def reference_to_codes(reference: np.ndarray, classes: dict) -> np.ndarray:
@@ -448,6 +457,8 @@ def prepare(args) -> None:
     scene = pipeline.scene_from_args(args)
     p = scene.params
     timings = {}
+    if p["tile_size"] and not args.explore:
+        return prepare_scene_tiled(scene, args, timings)
     with timed("read image and reference", timings):
         raw, grid, valid, codes = read_inputs(scene)
     n_invalid = int(valid.size - valid.sum())
@@ -533,9 +544,162 @@ def summarise(labels: np.ndarray, split: np.ndarray, purity: np.ndarray, class_n
     return {"counts": counts, "table": table}
 
 
+def prepare_scene_tiled(scene, args, timings: dict) -> None:
+    """Step 0 in tiled mode (``--tile-size``), then the same summary and run record as a whole-scene run."""
+    grid, _ = io.read_grid(scene.image)
+    check_grids(scene, grid, io.read_grid(scene.reference)[0])
+    if scene.params["tile_size"] < scene.params["window"]:
+        raise io.ConfigError(f"tile_size = {scene.params['tile_size']} must be at least the window "
+                             f"({scene.params['window']} px)")
+    result = prepare_tiled(scene, args, grid, timings)
+    if result["invalid"]:
+        log.warning("%d pixels are NaN or nodata in %s: they are masked", result["invalid"], scene.image.name)
+    summary = summarise(result["labels"], result["split"], result["purity"], scene.class_names)
+    for line in summary["table"]:
+        log.info(line)
+    pipeline.record_run(scene, "Step0_Data_Preparation", {
+        "timings_s": timings, "superpixels": len(result["labels"]), "invalid_pixels": result["invalid"],
+        "classes": summary["counts"], "tiles": len(tile_windows((grid.rows, grid.cols), scene.params["tile_size"]))})
+    log.info("outputs in %s (total %.1f s)", scene.workdir, sum(timings.values()))
+
+
+# --- Tiled mode: scenes bigger than memory, tiles in parallel on a Dask cluster -------------------------------
+
+def tile_windows(shape: tuple, tile_size: int) -> list[tuple[int, int, int, int]]:
+    """(row, col, rows, cols) of the tiles covering a scene of ``shape``, row by row.
+
+    >>> tile_windows((5, 7), 4)
+    [(0, 0, 4, 4), (0, 4, 4, 3), (4, 0, 1, 4), (4, 4, 1, 3)]
+    """
+    return [(row, col, min(tile_size, shape[0] - row), min(tile_size, shape[1] - col))
+            for row in range(0, shape[0], tile_size) for col in range(0, shape[1], tile_size)]
+
+
+def read_preview(scene, shape: tuple, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unstretched layers (rows, cols, 8) and valid mask of every ``step``-th row and column, read in strips."""
+    names = list(scene.bands)
+    strip = step * max(1, 4096 // step)
+    parts, masks = [], []
+    for row in range(0, shape[0], strip):
+        data, _, valid = io.read_bands(scene.image, [scene.bands[n] for n in names],
+                                       window=(row, 0, min(strip, shape[0] - row), shape[1]))
+        parts.append(build_layers(dict(zip(names, data[:, ::step, ::step])), valid[::step, ::step]))
+        masks.append(valid[::step, ::step])
+    return np.concatenate(parts), np.concatenate(masks)
+
+
+def prepare_tile(scene, limits: dict, window: tuple, shape: tuple, n_strips: int = 1) -> dict:
+    """Step 0 on one tile (runs on a Dask worker): read it with a halo of w/2 pixels, stretch with the
+    scene's ``limits``, segment the tile itself (ids from 0), and sample its superpixels with patches that
+    see the real neighbours in the halo. Superpixels end at the tile's edges."""
+    p = scene.params
+    half = p["window"] // 2
+    row, col, rows, cols = window
+    top, left = max(0, row - half), max(0, col - half)
+    bottom, right = min(shape[0], row + rows + half), min(shape[1], col + cols + half)
+    names = list(scene.bands)
+    data, _, valid = io.read_bands(scene.image, [scene.bands[n] for n in names],
+                                   window=(top, left, bottom - top, right - left))
+    layers = build_layers(dict(zip(names, data)), valid)
+    del data
+    apply_stretch(layers, limits, valid)
+    core = (slice(row - top, row - top + rows), slice(col - left, col - left + cols))
+    reference = io.read_labels(scene.reference, window=window)[0]
+    codes = reference_to_codes(reference, scene.classes)
+    codes[~valid[core]] = io.UNLABELLED
+    n_segments = max(1, round(p["n_segments"] * rows * cols / (shape[0] * shape[1])))
+    segments = segment_superpixels(layers[core], p["slic_layers"], n_segments, p["compactness"], valid[core], n_strips)
+    sampled = sample_superpixels(layers, segments, codes, valid[core], p["window"], len(scene.classes), shape,
+                                 (top, left), (row, col))
+    return {"window": window, "layers": np.ascontiguousarray(layers[core]), "segments": segments,
+            "class_pixels": np.bincount(codes.ravel(), minlength=256)[:len(scene.classes)],
+            "reference_values": np.unique(reference), "invalid": int((~valid[core]).sum()), **sampled}
+
+
+def prepare_tiled(scene, args, grid: io.Grid, timings: dict) -> dict:
+    """Step 0 tile by tile on a Dask cluster, memory bounded by the tile size: layers, segments and the map
+    go to GeoTIFF window by window, the hand-offs to MATLAB 7.3 files row block by row block."""
+    import contextlib
+
+    p = scene.params
+    shape = (grid.rows, grid.cols)
+    windows = tile_windows(shape, p["tile_size"])
+    step = io.display_stride(*shape)
+    with timed("preview, stretch limits and quicklooks", timings):
+        preview, preview_valid = read_preview(scene, shape, step)
+        limits = stretch_limits(preview, preview_valid)
+        stretched = preview.copy()
+        apply_stretch(stretched, limits, preview_valid)
+        write_quicklooks(scene, preview, stretched, limits, preview_valid, shape)
+    kept = {key: [] for key in ("centroids", "labels", "purity")}
+    segments_preview = np.zeros(preview_valid.shape, dtype=np.int32)
+    class_pixels, present, invalid, offset, examples = 0, set(), 0, 0, None
+    with contextlib.ExitStack() as outputs:
+        write_layers = outputs.enter_context(io.geotiff_writer(scene.output("layers.tif"), grid, len(LAYER_NAMES),
+                                                               np.float32, band_names=LAYER_NAMES))
+        write_segments = outputs.enter_context(io.geotiff_writer(scene.output("segments.tif"), grid, 1, np.int32))
+        segments_mat = outputs.enter_context(io.mat_v73_writer(scene.output("segments.mat")))
+        samples_mat = outputs.enter_context(io.mat_v73_writer(scene.output("samples_labels.mat")))
+        client = outputs.enter_context(pipeline.dask_client(args.scheduler, args.workers))
+        log.info("%d tiles of up to %d px on %s", len(windows), p["tile_size"], client)
+        with timed(f"tiles: layers, SLIC (n_segments={p['n_segments']}), sampling, writes", timings):
+            workers = len(client.scheduler_info()["workers"])
+            tasks = ((scene, limits, window, shape) for window in windows)
+            for number, tile in enumerate(pipeline.map_in_order(client, prepare_tile, tasks, 2 * workers), 1):
+                row, col, rows, cols = tile["window"]
+                ids = tile["segments"] + offset
+                write_layers(np.moveaxis(tile["layers"], -1, 0), row, col)
+                write_segments(ids, row, col)
+                segments_mat.write_window("segments", ids, row, col, shape)
+                segments_preview[-(-row // step):-(-(row + rows) // step), -(-col // step):-(-(col + cols) // step)] = \
+                    ids[(-row) % step::step, (-col) % step::step]
+                for key in ("samples", "masks", "labels", "centroids", "purity", "valid_fraction"):
+                    samples_mat.append(key, tile[key])
+                for key in kept:
+                    kept[key].append(tile[key])
+                class_pixels = class_pixels + tile["class_pixels"]
+                present.update(tile["reference_values"].tolist())
+                invalid += tile["invalid"]
+                offset += len(tile["labels"])
+                examples = examples or (tile["samples"], tile["labels"])
+                log.info("  tile %d / %d at row %d, col %d: %d superpixels", number, len(windows), row, col,
+                         len(tile["labels"]))
+        check_class_pixels(scene, class_pixels, np.array(sorted(present)))
+        centroids, labels, purity = (np.concatenate(kept[key]) for key in ("centroids", "labels", "purity"))
+        with timed("spatial split, tile by tile", timings):
+            split = tiled_split(segments_mat, windows, shape, centroids, labels, p)
+        samples_mat.put("split", split)
+        samples_mat.put("class_names", np.array(scene.class_names))
+        samples_mat.put("layer_names", np.array(LAYER_NAMES))
+    io.save_png(scene.output("segments_boundaries.png"),
+                boundary_image(to_rgb_display(stretched), segments_preview))
+    io.save_png(scene.output("example_patches.png"),
+                plot_example_patches(*examples, scene.class_names, np.random.default_rng(p["seed"])))
+    return {"labels": labels, "split": split, "purity": purity, "invalid": invalid}
+
+
+def tiled_split(segments_mat, windows, shape, centroids, labels, p) -> np.ndarray:
+    """:func:`spatial_split` for a tiled scene: test superpixels are chosen from all centroids at once, then
+    each tile's training superpixels are checked against the test pixels of the tile and its halo."""
+    test = held_out_superpixels(centroids, labels, shape, p["block_size"], p["test_fraction"],
+                                np.random.default_rng(p["seed"]))
+    split = np.where(test, 1, np.where(labels != io.UNLABELLED, 0, 2)).astype(np.uint8)
+    half = p["window"] // 2
+    for row, col, rows, cols in windows:
+        in_tile = ((centroids[:, 0] >= row) & (centroids[:, 0] < row + rows) & (centroids[:, 1] >= col)
+                   & (centroids[:, 1] < col + cols) & (split == 0))
+        train = np.flatnonzero(in_tile)
+        top, left = max(0, row - half), max(0, col - half)
+        bottom, right = min(shape[0], row + rows + half), min(shape[1], col + cols + half)
+        owners = segments_mat.read_window("segments", top, left, bottom - top, right - left)
+        split[train[touches(test[owners], centroids[train], p["window"], shape, (top, left))]] = 2
+    return split
+
+
 def build_parser():
     parser = pipeline.build_parser(__doc__, ["n_segments", "compactness", "slic_layers", "window", "test_fraction",
-                                             "block_size"])
+                                             "block_size", "tile_size"])
+    pipeline.add_cluster_flags(parser)
     parser.add_argument("--explore", action="store_true",
                         help="only render SLIC boundaries for several compactness and n_segments values on a crop")
     return parser

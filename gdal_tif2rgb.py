@@ -281,6 +281,10 @@ class MatV73:
             dataset.attrs["MATLAB_class"] = np.bytes_(_matlab_class(block.dtype))
         self.file[name][col:col + block.shape[1], row:row + block.shape[0]] = block.T
 
+    def read_window(self, name: str, row: int, col: int, rows: int, cols: int) -> np.ndarray:
+        """Read back a (rows, cols) block of a 2-D variable written with :meth:`write_window`."""
+        return self.file[name][col:col + cols, row:row + rows].T
+
     def _create(self, name, data, dtype, maxshape):
         dataset = self.file.create_dataset(name, data=data, maxshape=maxshape,
                                            chunks=True if maxshape else None)

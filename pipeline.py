@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import platform
@@ -59,6 +60,8 @@ PARAMETERS = {
     "test_fraction": Parameter("sampling", 0.3, "share of labelled superpixels held out for testing",
                                minimum=0.01, maximum=0.9),
     "block_size": Parameter("sampling", 128, "side of the spatial split's blocks in pixels", minimum=8),
+    "tile_size": Parameter("tiling", 0, "process the scene in tiles of this many pixels a side on a Dask cluster "
+                                        "(0 = whole scene in memory)", minimum=0),
     "per_class": Parameter("balance", 2000, "training samples drawn per class", minimum=1),
     "epochs": Parameter("training", 20, "training epochs", minimum=1),
     "batch_size": Parameter("training", 64, "training batch size", minimum=1),
@@ -222,6 +225,48 @@ def build_parser(description: str, parameter_names=()) -> argparse.ArgumentParse
     return parser
 
 
+def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler`` and ``--workers``: where tiled work runs (Dask distributed)."""
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="Dask scheduler of a running cluster, e.g. tcp://10.0.0.5:8786 (default: start a "
+                             "LocalCluster on this machine)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="LocalCluster worker processes (default: one per CPU core)")
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int | None):
+    """A ``dask.distributed`` client of the cluster at ``scheduler``, or of a LocalCluster made for the block."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    import os
+
+    with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def map_in_order(client, function, argument_tuples, in_flight: int):
+    """Run ``function(*arguments)`` for each tuple on the cluster, at most ``in_flight`` at a time, and yield
+    the results in the order given (so ids and file offsets do not depend on which worker finished first)."""
+    from collections import deque
+
+    arguments = iter(argument_tuples)
+    pending = deque(client.submit(function, *a, pure=False) for a in itertools.islice(arguments, in_flight))
+    while pending:
+        future = pending.popleft()
+        result = future.result()
+        future.release()
+        following = next(arguments, None)
+        if following is not None:
+            pending.append(client.submit(function, *following, pure=False))
+        yield result
+
+
 def scene_from_args(args: argparse.Namespace) -> Scene:
     """The :class:`Scene` of parsed arguments, with flags overriding the configuration."""
     overrides = {name: getattr(args, name) for name in PARAMETERS if hasattr(args, name)}
@@ -231,6 +276,7 @@ def scene_from_args(args: argparse.Namespace) -> Scene:
 def run_step(step_function, args: argparse.Namespace) -> int:
     """Run ``step_function(args)``; report a :class:`PipelineError` as one line on stderr, exit code 1."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's own start-up and shutdown chatter
     try:
         step_function(args)
     except PipelineError as error:
