@@ -651,8 +651,7 @@ def prepare_tiled(scene, args, grid: io.Grid, timings: dict) -> dict:
                 write_layers(np.moveaxis(tile["layers"], -1, 0), row, col)
                 write_segments(ids, row, col)
                 segments_mat.write_window("segments", ids, row, col, shape)
-                segments_preview[-(-row // step):-(-(row + rows) // step), -(-col // step):-(-(col + cols) // step)] = \
-                    ids[(-row) % step::step, (-col) % step::step]
+                io.place_in_preview(segments_preview, ids, row, col, step)
                 for key in ("samples", "masks", "labels", "centroids", "purity", "valid_fraction"):
                     samples_mat.append(key, tile[key])
                 for key in kept:

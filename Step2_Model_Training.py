@@ -8,11 +8,13 @@ Reads ``Samples_classBalanced_<per_class>.mat`` (Step 1), ``samples_labels.mat``
 (Step 0) and the grid of ``layers.tif``. Writes, in the work folder: ``model.keras``,
 ``learning_curve.png``, ``predLabels.mat`` (``predLabels``: n uint8, 255 for superpixels without valid
 pixels), ``predProb.mat`` (``predProb``: n x classes float32), ``predMap.mat`` (``predMap``: rows x cols
-uint8), ``predMap.png`` and ``predMap.tif`` (georeferenced class codes with a colour table and class
-names, nodata 255). The TensorBoard run goes to ``runs/<name>-<timestamp>/``: ``tensorboard --logdir runs``.
+uint8; not in tiled mode), ``predMap.png`` and ``predMap.tif`` (georeferenced class codes with a colour table and
+class names, nodata 255). With ``--tile-size`` (as in Step 0), prediction runs chunk by chunk on a Dask cluster
+and the map is painted window by window. The TensorBoard run goes to ``runs/<name>-<timestamp>/``: ``tensorboard --logdir runs``.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -24,7 +26,7 @@ import numpy as np
 import gdal_tif2rgb as io
 import pipeline
 from pipeline import LAYER_NAMES, MASK_CHANNEL, timed
-from Step0_Data_Preparation import STEP0, load_outputs
+from Step0_Data_Preparation import STEP0, load_outputs, tile_windows
 from Step1_Class_Balance import TRAIN, balanced_set_path
 
 log = logging.getLogger(__name__)
@@ -227,12 +229,10 @@ def train_and_map(args) -> None:
     class_names = scene.class_names
     with timed("read balanced set and Step 0 outputs", timings):
         balanced = io.load_mat(balanced_set_path(scene), ["images", "masks", "labels", "index"], made_by=STEP1)
-        step0, segments = load_outputs(scene, ["samples", "masks", "labels", "split", "valid_fraction"])
+        step0 = io.load_mat(scene.output("samples_labels.mat"), ["labels", "split", "valid_fraction"], made_by=STEP0)
         grid, _ = io.read_grid(pipeline.check_exists(scene.output("layers.tif"), STEP0))
-    if grid.rows != segments.shape[0] or grid.cols != segments.shape[1]:
-        raise io.InputDataError(f"{scene.output('segments.mat')}: {segments.shape} does not match layers.tif; "
-                                f"rerun {STEP0}")
-    if balanced["index"].max() >= len(step0["samples"]) or balanced["images"].shape[1:] != step0["samples"].shape[1:]:
+    n = len(step0["labels"])
+    if balanced["index"].max() >= n or balanced["images"].shape[1] != p["window"]:
         raise io.InputDataError(f"{balanced_set_path(scene)}: does not match samples_labels.mat (another scene or "
                                 f"window?); rerun {STEP1}")
     inputs = model_inputs(balanced["images"], balanced["masks"], p["train_layers"])
@@ -241,27 +241,37 @@ def train_and_map(args) -> None:
         model, history = train_model(inputs, balanced["labels"], len(class_names),
                                      {**p, "index": balanced["index"]}, run_dir)
     timings["per_epoch"] = round(timings[f"training ({p['epochs']} epochs)"] / p["epochs"], 3)
+    with io.atomic_output(scene.output("model.keras")) as temporary:
+        model.save(temporary)
+    io.save_png(scene.output("learning_curve.png"), plot_learning_curve(history))
     with timed("projector embeddings", timings):
         write_embeddings(run_dir, model, inputs, balanced["images"], balanced["labels"], class_names,
                          p["projector_layers"], np.random.default_rng(p["seed"]))
-    with timed(f"predict {len(step0['samples'])} superpixels", timings):
-        probabilities = predict_superpixels(model, step0["samples"], step0["masks"], p["train_layers"])
+    with timed(f"predict {n} superpixels", timings):
+        if p["tile_size"]:
+            probabilities = predict_on_cluster(scene, args, n, p["train_layers"])
+        else:
+            step0_samples, segments = load_outputs(scene, ["samples", "masks"])
+            if segments.shape != (grid.rows, grid.cols):
+                raise io.InputDataError(f"{scene.output('segments.mat')}: {segments.shape} does not match "
+                                        f"layers.tif; rerun {STEP0}")
+            probabilities = predict_superpixels(model, step0_samples["samples"], step0_samples["masks"],
+                                                p["train_layers"])
+            del step0_samples
     if p["prior_correction"]:
         probabilities = correct_priors(probabilities, step0["labels"][(step0["split"] == TRAIN) & (
             step0["labels"] != io.UNLABELLED)])
     pred_labels = probabilities.argmax(axis=1).astype(np.uint8)
     pred_labels[step0["valid_fraction"] == 0] = io.UNLABELLED
     with timed("paint and write the map", timings):
-        pred_map = paint_map(pred_labels, segments)
-        with io.atomic_output(scene.output("model.keras")) as temporary:
-            model.save(temporary)
-        io.save_png(scene.output("learning_curve.png"), plot_learning_curve(history))
         io.save_mat(scene.output("predLabels.mat"), {"predLabels": pred_labels})
         io.save_mat(scene.output("predProb.mat"), {"predProb": probabilities})
-        io.save_mat(scene.output("predMap.mat"), {"predMap": pred_map})
-        io.save_png(scene.output("predMap.png"), io.plot_class_map(pred_map, class_names, "Predicted land cover"))
-        io.write_geotiff(scene.output("predMap.tif"), pred_map, grid, nodata=io.UNLABELLED, class_names=class_names,
-                         class_colours=io.class_palette(class_names))
+        if p["tile_size"]:
+            write_map_tiled(scene, grid, pred_labels)
+        else:
+            pred_map = paint_map(pred_labels, segments)
+            io.save_mat(scene.output("predMap.mat"), {"predMap": pred_map})
+            write_map(scene, grid, pred_map)
     counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(class_names)}
     log.info("predicted superpixels per class: %s", counts)
     final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
@@ -270,9 +280,67 @@ def train_and_map(args) -> None:
                                                         "final_epoch": final, "predicted_superpixels": counts})
 
 
+def write_map(scene, grid, pred_map: np.ndarray) -> None:
+    """``predMap.tif`` (class codes, colour table, class names, nodata 255) and ``predMap.png`` with a legend."""
+    class_names = scene.class_names
+    io.write_geotiff(scene.output("predMap.tif"), pred_map, grid, nodata=io.UNLABELLED, class_names=class_names,
+                     class_colours=io.class_palette(class_names))
+    io.save_png(scene.output("predMap.png"), io.plot_class_map(pred_map, class_names, "Predicted land cover"))
+
+
+# --- Tiled mode: prediction on the Dask cluster, the map painted window by window -------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _worker_model(path: str, modified: float):
+    """The trained model, loaded once per Dask worker process (one TensorFlow thread per worker)."""
+    import tensorflow as tf
+    from tensorflow import keras
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    return keras.models.load_model(path)
+
+
+def predict_rows(model_path: Path, samples_path: Path, start: int, stop: int, channels) -> np.ndarray:
+    """Class probabilities of superpixels ``start:stop``, read from a MATLAB 7.3 ``samples_labels.mat``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    model = _worker_model(str(model_path), os.path.getmtime(model_path))
+    rows = io.read_mat_rows(samples_path, ["samples", "masks"], start, stop)
+    return model.predict(model_inputs(rows["samples"], rows["masks"], channels), batch_size=512, verbose=0)
+
+
+def predict_on_cluster(scene, args, n: int, channels) -> np.ndarray:
+    """Probabilities (n, classes) of every superpixel, chunk by chunk on the Dask cluster."""
+    chunks = [(scene.output("model.keras"), scene.output("samples_labels.mat"), start, min(start + PREDICT_CHUNK, n),
+               channels) for start in range(0, n, PREDICT_CHUNK)]
+    parts = []
+    with pipeline.dask_client(args.scheduler, args.workers) as client:
+        workers = len(client.scheduler_info()["workers"])
+        for part in pipeline.map_in_order(client, predict_rows, chunks, 2 * workers):
+            parts.append(part)
+            log.info("  predicted %d / %d superpixels", sum(len(x) for x in parts), n)
+    return np.concatenate(parts).astype(np.float32)
+
+
+def write_map_tiled(scene, grid, pred_labels: np.ndarray) -> None:
+    """Paint ``predMap.tif`` window by window from ``segments.tif``, and ``predMap.png`` from a preview."""
+    class_names = scene.class_names
+    step = io.display_stride(grid.rows, grid.cols)
+    preview = np.full((-(-grid.rows // step), -(-grid.cols // step)), io.UNLABELLED, dtype=np.uint8)
+    with io.geotiff_writer(scene.output("predMap.tif"), grid, 1, np.uint8, nodata=io.UNLABELLED,
+                           class_names=class_names, class_colours=io.class_palette(class_names)) as write:
+        for row, col, rows, cols in tile_windows((grid.rows, grid.cols), scene.params["tile_size"]):
+            segments = io.read_labels(scene.output("segments.tif"), window=(row, col, rows, cols))[0]
+            block = paint_map(pred_labels, segments)
+            write(block, row, col)
+            io.place_in_preview(preview, block, row, col, step)
+    io.save_png(scene.output("predMap.png"), io.plot_class_map(preview, class_names, "Predicted land cover"))
+
+
 def build_parser():
     parser = pipeline.build_parser(__doc__, ["per_class", "epochs", "batch_size", "validation_fraction",
-                                             "train_layers", "projector_layers", "augment", "prior_correction"])
+                                             "train_layers", "projector_layers", "augment", "prior_correction", "tile_size"])
+    pipeline.add_cluster_flags(parser)
     parser.add_argument("--runs-dir", type=Path, default=pipeline.RUNS_DIR,
                         help="folder of TensorBoard runs (default: runs/ in the project)")
     return parser

@@ -209,13 +209,12 @@ def assess_run(args) -> None:
         codes[~valid] = io.UNLABELLED
         step0, segments = load_outputs(scene, ["labels", "split"])
         pred_labels = io.load_mat(scene.output("predLabels.mat"), ["predLabels"], made_by=STEP2)["predLabels"]
-        pred_map = io.load_mat(scene.output("predMap.mat"), ["predMap"], made_by=STEP2)["predMap"]
         balanced = io.load_mat(balanced_set_path(scene), ["index", "labels"], made_by=STEP1)
         layers, _, _ = io.read_bands(scene.output("layers.tif"), list(range(1, len(LAYER_NAMES) + 1)))
-    if segments.shape != (grid.rows, grid.cols) or pred_map.shape != segments.shape or len(pred_labels) != len(
-            step0["labels"]):
+    if segments.shape != (grid.rows, grid.cols) or len(pred_labels) != len(step0["labels"]):
         raise io.InputDataError(f"{scene.workdir}: segments, predictions and reference disagree in size; "
                                 f"rerun Steps 0-2 for {scene.config_path.name}")
+    pred_map = paint_map(pred_labels, segments)
     with timed("random forest baseline on superpixel means", timings):
         means = superpixel_means(np.moveaxis(layers, 0, -1), segments)
         forest_labels = random_forest_predictions(means, np.unique(balanced["index"]),

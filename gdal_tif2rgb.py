@@ -335,6 +335,14 @@ def load_mat(path: Path, keys, *, made_by: str) -> dict:
     return contents
 
 
+def read_mat_rows(path: Path, keys, start: int, stop: int) -> dict:
+    """Rows ``start:stop`` (first axis) of ``keys`` of a MATLAB 7.3 hand-off, without reading the rest."""
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        return {key: file[key][..., start:stop].T for key in keys}
+
+
 def _load_mat_v5(path: Path, keys) -> dict:
     import scipy.io
 
@@ -450,6 +458,20 @@ def legend_handles(class_names):
 def display_stride(rows: int, cols: int, longest_side: int = 2000) -> int:
     """Subsampling step that brings the longest side of an image to at most ``longest_side`` pixels."""
     return max(1, -(-max(rows, cols) // longest_side))
+
+
+def place_in_preview(preview: np.ndarray, block: np.ndarray, row: int, col: int, step: int) -> None:
+    """Copy into ``preview`` (a scene's every ``step``-th row and column) the pixels of ``block``, the part of
+    the scene at (``row``, ``col``), that fall on it; so previews of big rasters build up tile by tile.
+
+    >>> scene, preview = np.arange(36).reshape(6, 6), np.zeros((3, 3), int)
+    >>> place_in_preview(preview, scene[3:, 1:], 3, 1, 2)
+    >>> preview.tolist() == [[0, 0, 0], [0, 0, 0], [0, 26, 28]]
+    True
+    """
+    rows, cols = block.shape[:2]
+    preview[-(-row // step):-(-(row + rows) // step), -(-col // step):-(-(col + cols) // step)] = \
+        block[(-row) % step::step, (-col) % step::step]
 
 
 def plot_class_map(codes: np.ndarray, class_names, title: str, axis=None):

@@ -239,6 +239,8 @@ def dask_client(scheduler: str | None, workers: int | None):
     """A ``dask.distributed`` client of the cluster at ``scheduler``, or of a LocalCluster made for the block."""
     from dask.distributed import Client, LocalCluster
 
+    for name in ("distributed", "tornado"):  # Dask's start-up and shutdown chatter, set up on its import
+        logging.getLogger(name).setLevel(logging.ERROR)
     if scheduler:
         with Client(scheduler) as client:
             yield client
@@ -276,7 +278,6 @@ def scene_from_args(args: argparse.Namespace) -> Scene:
 def run_step(step_function, args: argparse.Namespace) -> int:
     """Run ``step_function(args)``; report a :class:`PipelineError` as one line on stderr, exit code 1."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's own start-up and shutdown chatter
     try:
         step_function(args)
     except PipelineError as error:

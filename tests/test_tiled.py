@@ -1,0 +1,91 @@
+"""Tiled mode on the demo scene: unique ids, identical layers and patches, accuracy close to the whole-scene run,
+and the tiles run through a Dask LocalCluster with 2 workers (and through a scheduler address)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+import gdal_tif2rgb as io
+import Step0_Data_Preparation as step0
+import Step1_Class_Balance as step1
+import Step2_Model_Training as step2
+import Step3_Accuracy_Assessment as step3
+
+QUICK = ["--per-class", "1000", "--epochs", "6"]
+TILE = 400  # the demo scene is 930 x 947 px: 9 tiles
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The demo scene through Steps 0-3, whole and in tiles on a 2-worker LocalCluster."""
+    folders = {}
+    for mode, extra in (("whole", []), ("tiled", ["--tile-size", str(TILE), "--workers", "2"])):
+        workdir = tmp_path_factory.mktemp(mode)
+        common = ["--workdir", str(workdir)]
+        assert step0.main([*common, *extra]) == 0
+        assert step1.main([*common, "--per-class", "1000"]) == 0
+        assert step2.main([*common, *QUICK, *extra, "--runs-dir", str(workdir / "runs")]) == 0
+        assert step3.main([*common, "--per-class", "1000"]) == 0
+        folders[mode] = workdir
+    return folders
+
+
+def test_superpixel_ids_are_unique_across_tiles(runs):
+    segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
+    labels = io.load_mat(runs["tiled"] / "samples_labels.mat", ["labels"], made_by="Step0")["labels"]
+    assert np.array_equal(np.unique(segments), np.arange(len(labels)))
+    tile_of = {}
+    for number, (row, col, rows, cols) in enumerate(step0.tile_windows(segments.shape, TILE)):
+        for superpixel in np.unique(segments[row:row + rows, col:col + cols]):
+            assert tile_of.setdefault(superpixel, number) == number, f"superpixel {superpixel} crosses a seam"
+    assert np.array_equal(io.load_mat(runs["tiled"] / "segments.mat", ["segments"], made_by="Step0")["segments"],
+                          segments)
+
+
+def test_layers_and_patches_are_those_of_the_whole_scene(runs):
+    whole = gdal.Open(str(runs["whole"] / "layers.tif")).ReadAsArray()
+    assert np.array_equal(gdal.Open(str(runs["tiled"] / "layers.tif")).ReadAsArray(), whole)
+    tiled = io.load_mat(runs["tiled"] / "samples_labels.mat", ["samples", "masks", "centroids"], made_by="Step0")
+    segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
+    layers = np.moveaxis(whole, 0, -1)
+    half = tiled["samples"].shape[1] // 2
+    padded_layers = np.pad(layers, ((half, half), (half, half), (0, 0)), mode="reflect")
+    padded_segments = np.pad(segments, half, mode="reflect")
+    seam = np.zeros(len(tiled["centroids"]), bool)
+    for i, (row, col) in enumerate(tiled["centroids"]):
+        window = (slice(row, row + 2 * half + 1), slice(col, col + 2 * half + 1))
+        assert np.array_equal(tiled["samples"][i], padded_layers[window]), i
+        assert np.array_equal(tiled["masks"][i], (padded_segments[window] == i).astype(np.uint8)), i
+        seam[i] = min(row % TILE, col % TILE, TILE - 1 - row % TILE, TILE - 1 - col % TILE) < half
+    assert seam.any() and (~seam).any()  # patches near seams see the neighbouring tile through the halo
+
+
+def test_held_out_accuracy_within_two_points_of_the_whole_scene_run(runs):
+    accuracy = {mode: json.loads((folder / "metrics.json").read_text())["assessments"]["superpixel_test"]
+                for mode, folder in runs.items()}
+    assert accuracy["whole"]["overall_accuracy"] > 0.85
+    assert abs(accuracy["tiled"]["overall_accuracy"] - accuracy["whole"]["overall_accuracy"]) <= 0.02
+
+
+def test_tiled_hand_offs_are_matlab_73_and_the_map_is_georeferenced(runs):
+    for name in ("segments.mat", "samples_labels.mat"):
+        assert (runs["tiled"] / name).read_bytes()[:19] == b"MATLAB 7.3 MAT-file"
+    predicted = gdal.Open(str(runs["tiled"] / "predMap.tif"))
+    source = gdal.Open(str(runs["whole"] / "layers.tif"))
+    assert predicted.GetGeoTransform() == source.GetGeoTransform()
+    segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
+    labels = io.load_mat(runs["tiled"] / "predLabels.mat", ["predLabels"], made_by="Step2")["predLabels"]
+    assert np.array_equal(predicted.GetRasterBand(1).ReadAsArray(), labels[segments])
+
+
+def test_tiles_run_on_a_cluster_given_by_its_scheduler_address(runs, tmp_path, subset_config):
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        assert step0.main(["--config", str(subset_config), "--workdir", str(tmp_path), "--tile-size", "200",
+                           "--scheduler", cluster.scheduler_address]) == 0
+    record = json.loads((tmp_path / "run.json").read_text())["steps"]["Step0_Data_Preparation"]
+    assert record["tiles"] == 4 and record["superpixels"] > 1000
