@@ -2,13 +2,14 @@
 # make demo  : setup, then every step on the demo scene (data/aberystwyth.toml)
 # make test  : setup, then the test suite
 # make bench : setup, then the tutorial-size performance benchmark
+# make bench-scale : setup, then a 10980 x 10980 px scene through tiled Steps 0 and 2 on a Dask LocalCluster
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STEPS := $(wildcard Step0_*.py Step1_*.py Step2_*.py Step3_*.py)
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench bench-scale
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -29,3 +30,6 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_step0.py
+
+bench-scale: setup
+	$(PY) benchmarks/bench_scale.py

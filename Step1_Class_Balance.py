@@ -61,7 +61,7 @@ def balance(args) -> None:
     scene = pipeline.scene_from_args(args)
     timings = {}
     with timed("read samples_labels.mat", timings):
-        data, _ = load_outputs(scene, ["samples", "masks", "labels", "split", "class_names", "layer_names"])
+        data, _ = load_outputs(scene, ["labels", "split", "class_names", "layer_names"])
     class_names = list(data["class_names"])
     if class_names != scene.class_names:
         raise io.InputDataError(f"{scene.output('samples_labels.mat')}: made for classes {class_names}, "
@@ -77,9 +77,9 @@ def balance(args) -> None:
     labels = data["labels"][index]
     log.info("after balancing: %s", class_counts(labels, class_names))
     path = balanced_set_path(scene)
-    with timed(f"write {path.name}", timings):
-        io.save_mat(path, {"images": data["samples"][index], "masks": data["masks"][index], "labels": labels,
-                           "index": index,
+    with timed(f"gather the drawn patches, write {path.name}", timings):
+        rows = io.load_mat_rows(scene.output("samples_labels.mat"), ["samples", "masks"], index, made_by=STEP0)
+        io.save_mat(path, {"images": rows["samples"], "masks": rows["masks"], "labels": labels, "index": index,
                            "class_names": np.array(class_names), "layer_names": np.array(data["layer_names"])})
     pipeline.record_run(scene, "Step1_Class_Balance", {"timings_s": timings, "drawn_with_replacement": with_replacement,
                                                        "counts_before": class_counts(data["labels"][train], class_names)})

@@ -305,7 +305,7 @@ def predict_rows(model_path: Path, samples_path: Path, start: int, stop: int, ch
     """Class probabilities of superpixels ``start:stop``, read from a MATLAB 7.3 ``samples_labels.mat``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     model = _worker_model(str(model_path), os.path.getmtime(model_path))
-    rows = io.read_mat_rows(samples_path, ["samples", "masks"], start, stop)
+    rows = io.load_mat_rows(samples_path, ["samples", "masks"], slice(start, stop), made_by=STEP0)
     return model.predict(model_inputs(rows["samples"], rows["masks"], channels), batch_size=512, verbose=0)
 
 

@@ -322,25 +322,37 @@ def load_mat(path: Path, keys, *, made_by: str) -> dict:
     if not path.is_file():
         raise InputFileError(f"{path}: not found; run {made_by} first")
     try:
-        with open(path, "rb") as file:
-            is_v73 = file.read(128)[:19] == b"MATLAB 7.3 MAT-file"
-        contents = _load_mat_v73(path, keys) if is_v73 else _load_mat_v5(path, keys)
+        contents = _load_mat_v73(path, keys) if _is_v73(path) else _load_mat_v5(path, keys)
     except PipelineError:
         raise
     except Exception as error:  # scipy and h5py raise many kinds on a damaged file
         raise InputFileError(f"{path}: unreadable or truncated ({type(error).__name__}); rerun {made_by}") from None
     missing = [key for key in keys if key not in contents]
     if missing:
-        raise InputFileError(f"{path}: lacks {', '.join(missing)}; rerun {made_by}")
+        raise InputFileError(f"{path}: lacks {', '.join(missing)} (truncated, or written by another version); "
+                             f"rerun {made_by}")
     return contents
 
 
-def read_mat_rows(path: Path, keys, start: int, stop: int) -> dict:
-    """Rows ``start:stop`` (first axis) of ``keys`` of a MATLAB 7.3 hand-off, without reading the rest."""
+def load_mat_rows(path: Path, keys, rows, *, made_by: str) -> dict:
+    """Rows ``rows`` (a slice or an array of indices, repeats allowed) of variables ``keys`` of a hand-off.
+
+    A MATLAB 7.3 file is read only at those rows, so a big tiled scene's patches never need to fit in memory.
+    """
+    if not _is_v73(path):
+        return {key: value[rows] for key, value in load_mat(path, keys, made_by=made_by).items()}
     import h5py
 
     with h5py.File(path, "r") as file:
-        return {key: file[key][..., start:stop].T for key in keys}
+        if isinstance(rows, slice):
+            return {key: file[key][..., rows].T for key in keys}
+        distinct, position = np.unique(rows, return_inverse=True)
+        return {key: file[key][..., distinct].T[position] for key in keys}
+
+
+def _is_v73(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(128)[:19] == b"MATLAB 7.3 MAT-file"
 
 
 def _load_mat_v5(path: Path, keys) -> dict:

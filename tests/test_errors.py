@@ -160,7 +160,7 @@ class TestStepOrder:
         path = scene["workdir"] / "samples_labels.mat"
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
         fails_with_one_line(step1.main, ["--config", str(scene["config"]), "--workdir", str(scene["workdir"])],
-                            capsys, "samples_labels.mat", "unreadable or truncated", "rerun Step0")
+                            capsys, "samples_labels.mat", "truncated", "rerun Step0")
 
     def test_mat_from_another_scene(self, scene, capsys):
         segments = scene["workdir"] / "segments.mat"
