@@ -19,6 +19,9 @@ Outputs in the work folder (``data/<name>/`` by default):
   ``split`` (n uint8: 0 train, 1 test, 2 unused), ``valid_fraction`` (n float32);
 - ``example_patches.png``, and ``run.json`` (parameters, timings, package versions, input checksums).
 
+``--tile-size`` processes the scene tile by tile, with a halo, on a Dask cluster (``--scheduler``, ``--workers``),
+for scenes bigger than memory; the hand-offs are then MATLAB 7.3 files (see the README).
+
 ``--explore`` instead renders SLIC boundaries for a range of ``compactness`` and ``n_segments`` values on
 a crop (tutorial 2.1), writes ``explore_slic.png`` and stops.
 """

@@ -365,6 +365,3 @@ def check_exists(path: Path, made_by: str) -> Path:
         raise InputFileError(f"{path}: not found; run {made_by} first")
     return Path(path)
 
-
-__all__ = ["PipelineError", "ConfigError", "LAYER_NAMES", "PARAMETERS", "Scene", "load_scene", "build_parser",
-           "scene_from_args", "run_step", "timed", "record_run", "write_json", "check_exists"]

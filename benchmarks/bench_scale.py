@@ -59,7 +59,7 @@ def build_big_scene(folder: Path, size: int, tile_size: int) -> Path:
     classes = DEFAULT_CONFIG.read_text()
     classes = classes[classes.index("[classes]"):classes.index("[run]")]
     config = folder / "scene.toml"
-    config.write_text(f'name = "s2_tile"\nimage = "image.tif"\nreference = "reference.tif"\n[bands]\n'
+    config.write_text('name = "s2_tile"\nimage = "image.tif"\nreference = "reference.tif"\n[bands]\n'
                       + "".join(f"{name} = {i + 1}\n" for i, name in enumerate(BANDS)) + classes)
     return config
 
