@@ -89,10 +89,11 @@ def check_parameter(name: str, value, source: str):
             raise ConfigError(f"{where} must be true or false")
         return value
     if isinstance(default, list):
-        if isinstance(value, str):
+        if isinstance(value, (str, int)):
             value = [value]
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{where} must be a list of layer names from {', '.join(spec.choices)}")
+        value = [_layer_name(v, spec.choices) for v in value]
         unknown = [v for v in value if v not in spec.choices]
         if unknown:
             raise ConfigError(f"{where} names unknown layer(s) {unknown}; choose from {', '.join(spec.choices)}")
@@ -109,6 +110,15 @@ def check_parameter(name: str, value, source: str):
         raise ConfigError(f"{where} must be at most {spec.maximum}")
     if spec.odd and value % 2 == 0:
         raise ConfigError(f"{where} must be odd, so the patch has a centre pixel")
+    return value
+
+
+def _layer_name(value, choices: tuple):
+    """A layer given by name, or by its 0-based index in ``choices`` (an int or a string of digits)."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(choices):
+        return choices[value]
     return value
 
 
@@ -219,7 +229,8 @@ def build_parser(description: str, parameter_names=()) -> argparse.ArgumentParse
         if isinstance(spec.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif isinstance(spec.default, list):
-            parser.add_argument(flag, nargs="+", choices=spec.choices, default=None, metavar="LAYER", help=text)
+            parser.add_argument(flag, nargs="+", default=None, metavar="LAYER",
+                                help=f"{text}; names from {', '.join(spec.choices)}, or their 0-based indices")
         else:
             parser.add_argument(flag, type=type(spec.default), default=None, help=text)
     return parser

@@ -120,6 +120,10 @@ class TestBadInputs:
     def test_bad_configuration(self, scene, capsys, replace, fragments):
         self.run_bad(scene, capsys, self.good_text(scene, **replace), "bad.toml", *fragments)
 
+    def test_unknown_layer_flag(self, scene, capsys):
+        self.run_bad(scene, capsys, scene["config"].read_text(), "command line", "unknown layer", "['nir2']",
+                     main=step2.main, extra=["--train-layers", "red", "nir2"])
+
     def test_bad_flag_value(self, scene, capsys):
         self.run_bad(scene, capsys, scene["config"].read_text(), "command line", "epochs = -1", main=step2.main,
                      extra=["--epochs", "-1"])

@@ -213,6 +213,14 @@ class TestOutputs:
         assert not (tmp_path / "segments.mat").exists()
 
 
+class TestLayerChoice:
+    def test_layers_by_name_or_index(self):
+        from pipeline import check_parameter
+
+        assert check_parameter("train_layers", [2, "green", "0", 8], "test") == ["red", "green", "blue", "mask"]
+        assert check_parameter("projector_layers", ["nir", 1, 0], "test") == ["nir", "green", "blue"]
+
+
 class TestRefusals:
     def test_grid_mismatch_is_refused_with_one_line(self, tmp_path, capsys):
         image = write_tif(tmp_path / "image.tif", np.ones((10, 20, 20), np.uint16))
