@@ -27,6 +27,7 @@ a crop (tutorial 2.1), writes ``explore_slic.png`` and stops.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -622,8 +623,6 @@ def prepare_tile(scene, limits: dict, window: tuple, shape: tuple, n_strips: int
 def prepare_tiled(scene, args, grid: io.Grid, timings: dict) -> dict:
     """Step 0 tile by tile on a Dask cluster, memory bounded by the tile size: layers, segments and the map
     go to GeoTIFF window by window, the hand-offs to MATLAB 7.3 files row block by row block."""
-    import contextlib
-
     p = scene.params
     shape = (grid.rows, grid.cols)
     windows = tile_windows(shape, p["tile_size"])
