@@ -40,6 +40,8 @@ from pipeline import INDEX_LAYERS, LAYER_NAMES, timed
 
 log = logging.getLogger(__name__)
 STEP0 = "Step0_Data_Preparation.py"
+#: Codes of the ``split`` hand-off.
+TRAIN, TEST, UNUSED = 0, 1, 2
 
 #: Layer triplets written as colour composites, and the colour maps of the index layers.
 COMPOSITES = {"rgb": ("red", "green", "blue"), "nir_green_blue": ("nir", "green", "blue"),
@@ -346,10 +348,15 @@ def spatial_split(segments: np.ndarray, centroids: np.ndarray, labels: np.ndarra
     is 2. A train superpixel whose ``window`` patch (mirrored at the borders, as in :func:`extract_patches`)
     touches any pixel of a test superpixel becomes unused (2), so no training patch sees a test pixel."""
     test = held_out_superpixels(centroids, labels, segments.shape, block_size, test_fraction, rng)
-    split = np.where(test, 1, np.where(labels != io.UNLABELLED, 0, 2)).astype(np.uint8)
-    train = np.flatnonzero(split == 0)
-    split[train[touches(test[segments], centroids[train], window)]] = 2
+    split = split_codes(test, labels)
+    train = np.flatnonzero(split == TRAIN)
+    split[train[touches(test[segments], centroids[train], window)]] = UNUSED
     return split
+
+
+def split_codes(test: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """TEST for held-out superpixels, TRAIN for the other labelled ones, UNUSED for the unlabelled (uint8, n)."""
+    return np.where(test, TEST, np.where(labels != io.UNLABELLED, TRAIN, UNUSED)).astype(np.uint8)
 
 
 def write_quicklooks(scene, raw: np.ndarray, stretched: np.ndarray, limits: dict, valid: np.ndarray,
@@ -539,8 +546,8 @@ def summarise(labels: np.ndarray, split: np.ndarray, purity: np.ndarray, class_n
     table = [f"{'class':<12}{'superpixels':>12}{'train':>8}{'test':>8}{'unused':>8}{'purity':>8}"]
     for code, name in enumerate([*class_names, "unlabelled"]):
         member = labels == (code if code < len(class_names) else io.UNLABELLED)
-        row = {"superpixels": int(member.sum()), "train": int((member & (split == 0)).sum()),
-               "test": int((member & (split == 1)).sum()), "unused": int((member & (split == 2)).sum()),
+        row = {"superpixels": int(member.sum()), "train": int((member & (split == TRAIN)).sum()),
+               "test": int((member & (split == TEST)).sum()), "unused": int((member & (split == UNUSED)).sum()),
                "mean_purity": round(float(purity[member].mean()), 3) if member.any() else None}
         counts[name] = row
         table.append(f"{name:<12}{row['superpixels']:>12}{row['train']:>8}{row['test']:>8}{row['unused']:>8}"
@@ -579,6 +586,17 @@ def tile_windows(shape: tuple, tile_size: int) -> list[tuple[int, int, int, int]
             for row in range(0, shape[0], tile_size) for col in range(0, shape[1], tile_size)]
 
 
+def with_halo(window: tuple, halo: int, shape: tuple) -> tuple[int, int, int, int]:
+    """The (row, col, rows, cols) ``window`` grown by ``halo`` pixels on every side, within the scene.
+
+    >>> with_halo((0, 4, 4, 3), 2, (5, 7))
+    (0, 2, 5, 5)
+    """
+    row, col, rows, cols = window
+    top, left = max(0, row - halo), max(0, col - halo)
+    return top, left, min(shape[0], row + rows + halo) - top, min(shape[1], col + cols + halo) - left
+
+
 def read_preview(scene, shape: tuple, step: int) -> tuple[np.ndarray, np.ndarray]:
     """Unstretched layers (rows, cols, 8) and valid mask of every ``step``-th row and column, read in strips."""
     names = list(scene.bands)
@@ -597,13 +615,10 @@ def prepare_tile(scene, limits: dict, window: tuple, shape: tuple, n_strips: int
     scene's ``limits``, segment the tile itself (ids from 0), and sample its superpixels with patches that
     see the real neighbours in the halo. Superpixels end at the tile's edges."""
     p = scene.params
-    half = p["window"] // 2
     row, col, rows, cols = window
-    top, left = max(0, row - half), max(0, col - half)
-    bottom, right = min(shape[0], row + rows + half), min(shape[1], col + cols + half)
+    top, left, *_ = haloed = with_halo(window, p["window"] // 2, shape)
     names = list(scene.bands)
-    data, _, valid = io.read_bands(scene.image, [scene.bands[n] for n in names],
-                                   window=(top, left, bottom - top, right - left))
+    data, _, valid = io.read_bands(scene.image, [scene.bands[n] for n in names], window=haloed)
     layers = build_layers(dict(zip(names, data)), valid)
     del data
     apply_stretch(layers, limits, valid)
@@ -684,16 +699,15 @@ def tiled_split(segments_mat, windows, shape, centroids, labels, p) -> np.ndarra
     each tile's training superpixels are checked against the test pixels of the tile and its halo."""
     test = held_out_superpixels(centroids, labels, shape, p["block_size"], p["test_fraction"],
                                 np.random.default_rng(p["seed"]))
-    split = np.where(test, 1, np.where(labels != io.UNLABELLED, 0, 2)).astype(np.uint8)
-    half = p["window"] // 2
-    for row, col, rows, cols in windows:
+    split = split_codes(test, labels)
+    for window in windows:
+        row, col, rows, cols = window
         in_tile = ((centroids[:, 0] >= row) & (centroids[:, 0] < row + rows) & (centroids[:, 1] >= col)
-                   & (centroids[:, 1] < col + cols) & (split == 0))
+                   & (centroids[:, 1] < col + cols) & (split == TRAIN))
         train = np.flatnonzero(in_tile)
-        top, left = max(0, row - half), max(0, col - half)
-        bottom, right = min(shape[0], row + rows + half), min(shape[1], col + cols + half)
-        owners = segments_mat.read_window("segments", top, left, bottom - top, right - left)
-        split[train[touches(test[owners], centroids[train], p["window"], shape, (top, left))]] = 2
+        top, left, *_ = haloed = with_halo(window, p["window"] // 2, shape)
+        owners = segments_mat.read_window("segments", *haloed)
+        split[train[touches(test[owners], centroids[train], p["window"], shape, (top, left))]] = UNUSED
     return split
 
 

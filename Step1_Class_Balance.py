@@ -19,10 +19,9 @@ import numpy as np
 import gdal_tif2rgb as io
 import pipeline
 from pipeline import timed
-from Step0_Data_Preparation import STEP0, load_outputs
+from Step0_Data_Preparation import STEP0, TRAIN, load_outputs
 
 log = logging.getLogger(__name__)
-TRAIN, TEST, UNUSED = 0, 1, 2
 
 
 def balanced_set_path(scene: pipeline.Scene):

@@ -26,8 +26,8 @@ import numpy as np
 import gdal_tif2rgb as io
 import pipeline
 from pipeline import LAYER_NAMES, MASK_CHANNEL, timed
-from Step0_Data_Preparation import STEP0, load_outputs, tile_windows
-from Step1_Class_Balance import TRAIN, balanced_set_path
+from Step0_Data_Preparation import STEP0, TRAIN, load_outputs, tile_windows
+from Step1_Class_Balance import balanced_set_path
 
 log = logging.getLogger(__name__)
 STEP1 = "Step1_Class_Balance.py"

@@ -29,8 +29,8 @@ import numpy as np
 import gdal_tif2rgb as io
 import pipeline
 from pipeline import LAYER_NAMES, timed
-from Step0_Data_Preparation import load_outputs, read_inputs
-from Step1_Class_Balance import TEST, balanced_set_path
+from Step0_Data_Preparation import TEST, load_outputs, read_inputs
+from Step1_Class_Balance import balanced_set_path
 from Step2_Model_Training import paint_map
 
 log = logging.getLogger(__name__)
