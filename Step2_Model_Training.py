@@ -279,11 +279,11 @@ def train_and_map(args) -> None:
         io.save_mat(scene.output("predLabels.mat"), {"predLabels": pred_labels})
         io.save_mat(scene.output("predProb.mat"), {"predProb": probabilities})
         if p["tile_size"]:
-            write_map_tiled(scene, grid, pred_labels)
+            write_map(scene, grid, painted_windows(scene, grid, pred_labels))
         else:
             pred_map = paint_map(pred_labels, segments)
             io.save_mat(scene.output("predMap.mat"), {"predMap": pred_map})
-            write_map(scene, grid, pred_map)
+            write_map(scene, grid, [(pred_map, 0, 0)])
     counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(class_names)}
     log.info("predicted superpixels per class: %s", counts)
     final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
@@ -292,12 +292,18 @@ def train_and_map(args) -> None:
                                                         "final_epoch": final, "predicted_superpixels": counts})
 
 
-def write_map(scene, grid, pred_map: np.ndarray) -> None:
-    """``predMap.tif`` (class codes, colour table, class names, nodata 255) and ``predMap.png`` with a legend."""
+def write_map(scene, grid, blocks) -> None:
+    """``predMap.tif`` (class codes, colour table, class names, nodata 255) from ``blocks``, an iterable of
+    (map block, row, col), and ``predMap.png`` with a legend from a preview built up block by block."""
     class_names = scene.class_names
-    io.write_geotiff(scene.output("predMap.tif"), pred_map, grid, nodata=io.UNLABELLED, class_names=class_names,
-                     class_colours=io.class_palette(class_names))
-    io.save_png(scene.output("predMap.png"), io.plot_class_map(pred_map, class_names, "Predicted land cover"))
+    step = io.display_stride(grid.rows, grid.cols)
+    preview = np.full((-(-grid.rows // step), -(-grid.cols // step)), io.UNLABELLED, dtype=np.uint8)
+    with io.geotiff_writer(scene.output("predMap.tif"), grid, 1, np.uint8, nodata=io.UNLABELLED,
+                           class_names=class_names, class_colours=io.class_palette(class_names)) as write:
+        for block, row, col in blocks:
+            write(block, row, col)
+            io.place_in_preview(preview, block, row, col, step)
+    io.save_png(scene.output("predMap.png"), io.plot_class_map(preview, class_names, "Predicted land cover"))
 
 
 # --- Tiled mode: prediction on the Dask cluster, the map painted window by window -------------------------------
@@ -334,19 +340,11 @@ def predict_on_cluster(scene, args, n: int, channels) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def write_map_tiled(scene, grid, pred_labels: np.ndarray) -> None:
-    """Paint ``predMap.tif`` window by window from ``segments.tif``, and ``predMap.png`` from a preview."""
-    class_names = scene.class_names
-    step = io.display_stride(grid.rows, grid.cols)
-    preview = np.full((-(-grid.rows // step), -(-grid.cols // step)), io.UNLABELLED, dtype=np.uint8)
-    with io.geotiff_writer(scene.output("predMap.tif"), grid, 1, np.uint8, nodata=io.UNLABELLED,
-                           class_names=class_names, class_colours=io.class_palette(class_names)) as write:
-        for row, col, rows, cols in tile_windows((grid.rows, grid.cols), scene.params["tile_size"]):
-            segments = io.read_labels(scene.output("segments.tif"), window=(row, col, rows, cols))[0]
-            block = paint_map(pred_labels, segments)
-            write(block, row, col)
-            io.place_in_preview(preview, block, row, col, step)
-    io.save_png(scene.output("predMap.png"), io.plot_class_map(preview, class_names, "Predicted land cover"))
+def painted_windows(scene, grid, pred_labels: np.ndarray):
+    """The map, (block, row, col) tile by tile, painted from the windows of ``segments.tif``."""
+    for row, col, rows, cols in tile_windows((grid.rows, grid.cols), scene.params["tile_size"]):
+        segments = io.read_labels(scene.output("segments.tif"), window=(row, col, rows, cols))[0]
+        yield paint_map(pred_labels, segments), row, col
 
 
 def build_parser():

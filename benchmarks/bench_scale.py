@@ -110,7 +110,7 @@ def predict_and_paint(config: Path, workdir: Path, tile_size: int, workers: int)
     predict_s = time.perf_counter() - start
     grid, _ = io.read_grid(scene.output("layers.tif"))
     start = time.perf_counter()
-    step2.write_map_tiled(scene, grid, probabilities.argmax(axis=1).astype(np.uint8))
+    step2.write_map(scene, grid, step2.painted_windows(scene, grid, probabilities.argmax(axis=1).astype(np.uint8)))
     print(json.dumps({"superpixels": n, "predict_s": round(predict_s, 1), "paint_s": round(time.perf_counter() - start, 1)}))
 
 
