@@ -16,17 +16,12 @@ import sys
 
 import numpy as np
 
-import gdal_tif2rgb as io
-import pipeline
-from pipeline import timed
-from Step0_Data_Preparation import STEP0, TRAIN, load_outputs
+from pipeline import cli, contract
+from pipeline.config import Scene
+from pipeline.contract import LAYER_NAMES, STEP0, TRAIN, UNLABELLED
+from pipeline.errors import InputDataError
 
 log = logging.getLogger(__name__)
-
-
-def balanced_set_path(scene: pipeline.Scene):
-    """Where Step 1 writes, and Step 2 reads, the balanced set for the scene's ``per_class``."""
-    return scene.output(f"Samples_classBalanced_{scene.params['per_class']}.mat")
 
 
 def balance_classes(labels: np.ndarray, split: np.ndarray, class_names, per_class: int,
@@ -34,15 +29,15 @@ def balance_classes(labels: np.ndarray, split: np.ndarray, class_names, per_clas
     """Superpixel indices of ``per_class`` train samples of every class, in class order.
 
     Returns the indices (int32, ``per_class * n_classes``) and the names of the classes that had to be
-    drawn with replacement. Raises :class:`gdal_tif2rgb.InputDataError` naming a class without samples.
+    drawn with replacement. Raises :class:`~pipeline.errors.InputDataError` naming a class without samples.
     """
-    eligible = (split == TRAIN) & (labels != io.UNLABELLED)
+    eligible = (split == TRAIN) & (labels != UNLABELLED)
     chosen, with_replacement = [], []
     for code, name in enumerate(class_names):
         members = np.flatnonzero(eligible & (labels == code))
         if members.size == 0:
-            raise io.InputDataError(f"class '{name}' has no training superpixel; check the reference, "
-                                    f"[classes] or a smaller block_size/test_fraction in Step 0")
+            raise InputDataError(f"class '{name}' has no training superpixel; check the reference, "
+                                 f"[classes] or a smaller block_size/test_fraction in {STEP0}")
         replace = members.size < per_class
         if replace:
             with_replacement.append(name)
@@ -55,41 +50,34 @@ def class_counts(labels: np.ndarray, class_names) -> dict:
     return {name: int((labels == code).sum()) for code, name in enumerate(class_names)}
 
 
-def balance(args) -> None:
-    """Run Step 1 with parsed arguments."""
-    scene = pipeline.scene_from_args(args)
+def balance(scene: Scene) -> None:
+    """Step 1: draw the balanced set from Step 0's training superpixels and write it."""
     timings = {}
-    with timed("read samples_labels.mat", timings):
-        data, _ = load_outputs(scene, ["labels", "split", "class_names", "layer_names"])
-    class_names = list(data["class_names"])
-    if class_names != scene.class_names:
-        raise io.InputDataError(f"{scene.output('samples_labels.mat')}: made for classes {class_names}, "
-                                f"not {scene.class_names}; rerun {STEP0}")
-    train = (data["split"] == TRAIN) & (data["labels"] != io.UNLABELLED)
-    log.info("training superpixels before balancing: %s", class_counts(data["labels"][train], class_names))
-    with timed("draw balanced set", timings):
-        index, with_replacement = balance_classes(data["labels"], data["split"], class_names,
-                                                  scene.params["per_class"], np.random.default_rng(scene.params["seed"]))
+    p = scene.params
+    with cli.timed("read samples_labels.mat", timings):
+        step0, _ = contract.load_step0(scene.workdir, scene.class_names, ["labels", "split"])
+    before = class_counts(contract.train_labels(step0["labels"], step0["split"]), scene.class_names)
+    log.info("training superpixels before balancing: %s", before)
+    with cli.timed("draw balanced set", timings):
+        index, with_replacement = balance_classes(step0["labels"], step0["split"], scene.class_names, p.per_class,
+                                                  np.random.default_rng(p.seed))
     for name in with_replacement:
-        log.warning("class '%s' has fewer than %d training superpixels: drawn with replacement", name,
-                    scene.params["per_class"])
-    labels = data["labels"][index]
-    log.info("after balancing: %s", class_counts(labels, class_names))
-    path = balanced_set_path(scene)
-    with timed(f"gather the drawn patches, write {path.name}", timings):
-        rows = io.load_mat_rows(scene.output("samples_labels.mat"), ["samples", "masks"], index, made_by=STEP0)
-        io.save_mat(path, {"images": rows["samples"], "masks": rows["masks"], "labels": labels, "index": index,
-                           "class_names": np.array(class_names), "layer_names": np.array(data["layer_names"])})
-    pipeline.record_run(scene, "Step1_Class_Balance", {"timings_s": timings, "drawn_with_replacement": with_replacement,
-                                                       "counts_before": class_counts(data["labels"][train], class_names)})
-
-
-def build_parser():
-    return pipeline.build_parser(__doc__, ["per_class"])
+        log.warning("class '%s' has fewer than %d training superpixels: drawn with replacement", name, p.per_class)
+    labels = step0["labels"][index]
+    log.info("after balancing: %s", class_counts(labels, scene.class_names))
+    path = contract.BALANCED.path(scene.workdir, per_class=p.per_class)
+    with cli.timed(f"gather the drawn patches, write {path.name}", timings):
+        rows = contract.load_rows(contract.SAMPLES, scene.workdir, ["samples", "masks"], index)
+        contract.save(contract.BALANCED, scene.workdir, {
+            "images": rows["samples"], "masks": rows["masks"], "labels": labels, "index": index,
+            "class_names": scene.class_names, "layer_names": LAYER_NAMES}, per_class=p.per_class)
+    cli.record_run(scene, "Step1_Class_Balance", {"timings_s": timings, "drawn_with_replacement": with_replacement,
+                                                  "counts_before": before})
 
 
 def main(argv=None) -> int:
-    return pipeline.run_step(balance, build_parser().parse_args(argv))
+    """Step 1 from the command line (``--help`` lists the flags)."""
+    return cli.run_step(cli.build_parser(__doc__, ["per_class"]), argv, balance)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ and the map is painted window by window. The TensorBoard run goes to ``runs/<nam
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -23,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-import gdal_tif2rgb as io
-import pipeline
-from pipeline import LAYER_NAMES, MASK_CHANNEL, timed
-from Step0_Data_Preparation import STEP0, TRAIN, load_outputs, tile_windows
-from Step1_Class_Balance import balanced_set_path
+import gdal_tif2rgb
+from pipeline import cli, cluster, contract, grids
+from pipeline.config import RUNS_DIR, Parameters, Scene
+from pipeline.contract import LAYER_NAMES, MASK_CHANNEL, STEP0, UNLABELLED
+from pipeline.errors import InputDataError
+from pipeline.figures import plot_class_map, pyplot
 
 log = logging.getLogger(__name__)
-STEP1 = "Step1_Class_Balance.py"
 #: Points shown in each TensorBoard projector embedding (spread evenly over the classes).
 PROJECTOR_POINTS = 1000
 PREDICT_CHUNK = 8192
@@ -115,8 +116,10 @@ def training_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, au
     return Batches()
 
 
-def train_model(images, labels, n_classes, params: dict, run_dir: Path):
-    """Train the CNN with a seed; log to TensorBoard in ``run_dir``. Returns the model and its history.
+def train_model(images: np.ndarray, labels: np.ndarray, index: np.ndarray, n_classes: int, params: Parameters,
+                run_dir: Path):
+    """Train the CNN with a seed on ``images`` (m, w, w, c) of superpixels ``index``; log to TensorBoard in
+    ``run_dir``. Returns the model and its history.
 
     The learning rate halves after two epochs without a lower validation loss, and the model keeps the
     weights of the epoch with the lowest validation loss.
@@ -124,33 +127,28 @@ def train_model(images, labels, n_classes, params: dict, run_dir: Path):
     import tensorflow as tf
     from tensorflow import keras
 
-    keras.utils.set_random_seed(params["seed"])
+    keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
-    rng = np.random.default_rng(params["seed"])
-    held_out = validation_mask(params["index"], params["validation_fraction"], rng)
+    rng = np.random.default_rng(params.seed)
+    held_out = validation_mask(index, params.validation_fraction, rng)
     model = build_cnn(images.shape[1:], n_classes)
     model.summary(print_fn=log.info)
     callbacks = [keras.callbacks.TensorBoard(log_dir=str(run_dir), histogram_freq=1, write_graph=True)]
     validation = (images[held_out], labels[held_out]) if held_out.any() else None
     if validation is not None:  # halve the step when validation stalls; keep the best epoch, not merely the last
         callbacks += [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, verbose=1),
-                      keras.callbacks.EarlyStopping(monitor="val_loss", patience=params["epochs"],
+                      keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.epochs,
                                                     restore_best_weights=True)]
     log.info("training on %d patches, validating on %d (distinct superpixels)", (~held_out).sum(), held_out.sum())
-    history = model.fit(training_batches(images[~held_out], labels[~held_out], params["batch_size"],
-                                         params["augment"], rng),
-                        validation_data=validation, epochs=params["epochs"], callbacks=callbacks, verbose=2)
+    history = model.fit(training_batches(images[~held_out], labels[~held_out], params.batch_size, params.augment,
+                                         rng),
+                        validation_data=validation, epochs=params.epochs, callbacks=callbacks, verbose=2)
     return model, history.history
 
 
 def plot_learning_curve(history: dict):
     """Accuracy and loss per epoch, training and validation; returns the Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4))
     epochs = np.arange(1, len(history["accuracy"]) + 1)
     for axis, metric in ((left, "accuracy"), (right, "loss")):
         axis.plot(epochs, history[metric], "o-", label=f"training {metric}")
@@ -212,98 +210,89 @@ def correct_priors(probabilities: np.ndarray, train_labels: np.ndarray) -> np.nd
     return (weighted / weighted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def paint_map(pred_labels: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """The land-cover map: each pixel gets its superpixel's label (a lookup, no loop over superpixels).
-
-    The lookup runs over the pixels in memory order, in one chunk per core (``np.take`` releases the GIL):
-    memory-bound, it gains about 1.6x on 2 cores.
-
-    >>> paint_map(np.array([7, 9], np.uint8), np.array([[0, 1], [1, 1]])).tolist()
-    [[7, 9], [9, 9]]
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    segments = segments if segments.flags.forc else np.ascontiguousarray(segments)
-    pred_map = np.empty_like(segments, dtype=pred_labels.dtype)  # same memory order as segments
-    flat_segments, flat_map = segments.ravel(order="K"), pred_map.ravel(order="K")  # views, not copies
-    bounds = np.linspace(0, flat_segments.size, (os.cpu_count() or 1) + 1).astype(int)
-    with ThreadPoolExecutor(len(bounds) - 1) as pool:
-        list(pool.map(lambda b: np.take(pred_labels, flat_segments[b[0]:b[1]], out=flat_map[b[0]:b[1]]),
-                      zip(bounds[:-1], bounds[1:])))
-    return pred_map
-
-
-def train_and_map(args) -> None:
-    """Run Step 2 with parsed arguments."""
-    scene = pipeline.scene_from_args(args)
+def train(scene: Scene, runs_dir: Path, timings: dict):
+    """Train the CNN on Step 1's balanced set, save ``model.keras`` and the learning curve, and write the
+    TensorBoard run (scalars, graph, histograms, projector). Returns the model and its history."""
     p = scene.params
-    timings = {}
-    class_names = scene.class_names
-    with timed("read balanced set and Step 0 outputs", timings):
-        balanced = io.load_mat(balanced_set_path(scene), ["images", "masks", "labels", "index"], made_by=STEP1)
-        step0 = io.load_mat(scene.output("samples_labels.mat"), ["labels", "split", "valid_fraction"], made_by=STEP0)
-        grid, _ = io.read_grid(pipeline.check_exists(scene.output("layers.tif"), STEP0))
-    n = len(step0["labels"])
-    if balanced["index"].max() >= n or balanced["images"].shape[1] != p["window"]:
-        raise io.InputDataError(f"{balanced_set_path(scene)}: does not match samples_labels.mat (another scene or "
-                                f"window?); rerun {STEP1}")
-    inputs = model_inputs(balanced["images"], balanced["masks"], p["train_layers"])
-    run_dir = args.runs_dir / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with timed(f"training ({p['epochs']} epochs)", timings):
-        model, history = train_model(inputs, balanced["labels"], len(class_names),
-                                     {**p, "index": balanced["index"]}, run_dir)
-    timings["per_epoch"] = round(timings[f"training ({p['epochs']} epochs)"] / p["epochs"], 3)
-    with io.atomic_output(scene.output("model.keras")) as temporary:
+    n = len(contract.load(contract.SAMPLES, scene.workdir, ["labels"])["labels"])
+    with cli.timed("read balanced set", timings):
+        balanced = contract.load_balanced(scene.workdir, p.per_class, scene.class_names,
+                                          ["images", "masks", "labels", "index"], n, p.patch_width)
+    inputs = model_inputs(balanced["images"], balanced["masks"], p.train_layers)
+    run_dir = runs_dir / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with cli.timed(f"training ({p.epochs} epochs)", timings):
+        model, history = train_model(inputs, balanced["labels"], balanced["index"], len(scene.classes), p, run_dir)
+    timings["per_epoch"] = round(timings[f"training ({p.epochs} epochs)"] / p.epochs, 3)
+    with gdal_tif2rgb.atomic_output(scene.output(contract.MODEL_FILE)) as temporary:
         model.save(temporary)
-    io.save_png(scene.output("learning_curve.png"), plot_learning_curve(history))
-    with timed("projector embeddings", timings):
-        write_embeddings(run_dir, model, inputs, balanced["images"], balanced["labels"], class_names,
-                         p["projector_layers"], np.random.default_rng(p["seed"]))
-    with timed(f"predict {n} superpixels", timings):
-        if p["tile_size"]:
-            probabilities = predict_on_cluster(scene, args, n, p["train_layers"])
+    gdal_tif2rgb.save_png(scene.output("learning_curve.png"), plot_learning_curve(history))
+    with cli.timed("projector embeddings", timings):
+        write_embeddings(run_dir, model, inputs, balanced["images"], balanced["labels"], scene.class_names,
+                         p.projector_layers, np.random.default_rng(p.seed))
+    return model, history, run_dir
+
+
+def predict_and_map(scene: Scene, grid: gdal_tif2rgb.Grid, model, client, timings: dict) -> np.ndarray:
+    """Classify every superpixel, in memory or (with a Dask ``client``) chunk by chunk on the cluster, and write
+    ``predLabels.mat``, ``predProb.mat`` and the map (``predMap.tif``, ``.png`` and, in memory, ``.mat``)."""
+    p = scene.params
+    step0 = contract.load(contract.SAMPLES, scene.workdir, ["labels", "split", "valid_fraction"])
+    n = len(step0["labels"])
+    with cli.timed(f"predict {n} superpixels", timings):
+        if client is not None:
+            probabilities = predict_on_cluster(scene, client, n, p.train_layers)
         else:
-            step0_samples, segments = load_outputs(scene, ["samples", "masks"])
+            samples, segments = contract.load_step0(scene.workdir, scene.class_names, ["samples", "masks"])
             if segments.shape != (grid.rows, grid.cols):
-                raise io.InputDataError(f"{scene.output('segments.mat')}: {segments.shape} does not match "
-                                        f"layers.tif; rerun {STEP0}")
-            probabilities = predict_superpixels(model, step0_samples["samples"], step0_samples["masks"],
-                                                p["train_layers"])
-            del step0_samples
-    if p["prior_correction"]:
-        probabilities = correct_priors(probabilities, step0["labels"][(step0["split"] == TRAIN) & (
-            step0["labels"] != io.UNLABELLED)])
+                raise InputDataError(f"{contract.SEGMENTS.path(scene.workdir)}: {segments.shape} does not match "
+                                     f"layers.tif; rerun {STEP0}")
+            probabilities = predict_superpixels(model, samples["samples"], samples["masks"], p.train_layers)
+            del samples
+    if p.prior_correction:
+        probabilities = correct_priors(probabilities, contract.train_labels(step0["labels"], step0["split"]))
     pred_labels = probabilities.argmax(axis=1).astype(np.uint8)
-    pred_labels[step0["valid_fraction"] == 0] = io.UNLABELLED
-    with timed("paint and write the map", timings):
-        io.save_mat(scene.output("predLabels.mat"), {"predLabels": pred_labels})
-        io.save_mat(scene.output("predProb.mat"), {"predProb": probabilities})
-        if p["tile_size"]:
+    pred_labels[step0["valid_fraction"] == 0] = UNLABELLED
+    with cli.timed("paint and write the map", timings):
+        contract.save(contract.PRED_LABELS, scene.workdir, {"predLabels": pred_labels})
+        contract.save(contract.PRED_PROB, scene.workdir, {"predProb": probabilities})
+        if client is not None:
             write_map(scene, grid, painted_windows(scene, grid, pred_labels))
         else:
-            pred_map = paint_map(pred_labels, segments)
-            io.save_mat(scene.output("predMap.mat"), {"predMap": pred_map})
+            pred_map = grids.paint_map(pred_labels, segments)
+            contract.save(contract.PRED_MAP, scene.workdir, {"predMap": pred_map})
             write_map(scene, grid, [(pred_map, 0, 0)])
-    counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(class_names)}
+    return pred_labels
+
+
+def train_and_map(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | None = None,
+                  workers: int | None = None) -> None:
+    """Step 2: train, then map every superpixel (on a Dask cluster when the scene's ``tile_size`` asks)."""
+    timings = {}
+    grid, _ = gdal_tif2rgb.read_grid(contract.existing(scene.output(contract.LAYERS_TIF), STEP0))
+    model, history, run_dir = train(scene, runs_dir, timings)
+    with (cluster.dask_client(scheduler, workers) if scene.params.tile_size else contextlib.nullcontext()) as client:
+        pred_labels = predict_and_map(scene, grid, model, client, timings)
+    counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(scene.class_names)}
     log.info("predicted superpixels per class: %s", counts)
     final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
-    log.info("final epoch: %s; TensorBoard: tensorboard --logdir %s", final, args.runs_dir)
-    pipeline.record_run(scene, "Step2_Model_Training", {"timings_s": timings, "run_dir": str(run_dir),
-                                                        "final_epoch": final, "predicted_superpixels": counts})
+    log.info("final epoch: %s; TensorBoard: tensorboard --logdir %s", final, runs_dir)
+    cli.record_run(scene, "Step2_Model_Training", {"timings_s": timings, "run_dir": str(run_dir),
+                                                   "final_epoch": final, "predicted_superpixels": counts})
 
 
-def write_map(scene, grid, blocks) -> None:
+def write_map(scene: Scene, grid: gdal_tif2rgb.Grid, blocks) -> None:
     """``predMap.tif`` (class codes, colour table, class names, nodata 255) from ``blocks``, an iterable of
     (map block, row, col), and ``predMap.png`` with a legend from a preview built up block by block."""
     class_names = scene.class_names
-    step = io.display_stride(grid.rows, grid.cols)
-    preview = np.full((-(-grid.rows // step), -(-grid.cols // step)), io.UNLABELLED, dtype=np.uint8)
-    with io.geotiff_writer(scene.output("predMap.tif"), grid, 1, np.uint8, nodata=io.UNLABELLED,
-                           class_names=class_names, class_colours=io.class_palette(class_names)) as write:
+    step = grids.display_stride(grid.rows, grid.cols)
+    preview = np.full((-(-grid.rows // step), -(-grid.cols // step)), UNLABELLED, dtype=np.uint8)
+    with gdal_tif2rgb.geotiff_writer(scene.output("predMap.tif"), grid, 1, np.uint8, nodata=UNLABELLED,
+                                     class_names=class_names,
+                                     class_colours=gdal_tif2rgb.class_palette(class_names)) as write:
         for block, row, col in blocks:
             write(block, row, col)
-            io.place_in_preview(preview, block, row, col, step)
-    io.save_png(scene.output("predMap.png"), io.plot_class_map(preview, class_names, "Predicted land cover"))
+            grids.place_in_preview(preview, block, row, col, step)
+    gdal_tif2rgb.save_png(scene.output("predMap.png"), plot_class_map(preview, class_names, "Predicted land cover"))
 
 
 # --- Tiled mode: prediction on the Dask cluster, the map painted window by window -------------------------------
@@ -323,42 +312,41 @@ def predict_rows(model_path: Path, samples_path: Path, start: int, stop: int, ch
     """Class probabilities of superpixels ``start:stop``, read from a MATLAB 7.3 ``samples_labels.mat``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     model = _worker_model(str(model_path), os.path.getmtime(model_path))
-    rows = io.load_mat_rows(samples_path, ["samples", "masks"], slice(start, stop), made_by=STEP0)
+    rows = contract.load_rows(contract.SAMPLES, samples_path.parent, ["samples", "masks"], slice(start, stop))
     return model.predict(model_inputs(rows["samples"], rows["masks"], channels), batch_size=512, verbose=0)
 
 
-def predict_on_cluster(scene, args, n: int, channels) -> np.ndarray:
-    """Probabilities (n, classes) of every superpixel, chunk by chunk on the Dask cluster."""
-    chunks = [(scene.output("model.keras"), scene.output("samples_labels.mat"), start, min(start + PREDICT_CHUNK, n),
-               channels) for start in range(0, n, PREDICT_CHUNK)]
+def predict_on_cluster(scene: Scene, client, n: int, channels) -> np.ndarray:
+    """Probabilities (n, classes) of every superpixel, chunk by chunk on the Dask ``client``'s cluster."""
+    chunks = [(scene.output(contract.MODEL_FILE), contract.SAMPLES.path(scene.workdir), start,
+               min(start + PREDICT_CHUNK, n), channels) for start in range(0, n, PREDICT_CHUNK)]
     parts = []
-    with pipeline.dask_client(args.scheduler, args.workers) as client:
-        workers = len(client.scheduler_info()["workers"])
-        for part in pipeline.map_in_order(client, predict_rows, chunks, 2 * workers):
-            parts.append(part)
-            log.info("  predicted %d / %d superpixels", sum(len(x) for x in parts), n)
+    for part in cluster.map_in_order(client, predict_rows, chunks):
+        parts.append(part)
+        log.info("  predicted %d / %d superpixels", sum(len(x) for x in parts), n)
     return np.concatenate(parts).astype(np.float32)
 
 
-def painted_windows(scene, grid, pred_labels: np.ndarray):
+def painted_windows(scene: Scene, grid: gdal_tif2rgb.Grid, pred_labels: np.ndarray):
     """The map, (block, row, col) tile by tile, painted from the windows of ``segments.tif``."""
-    for row, col, rows, cols in tile_windows((grid.rows, grid.cols), scene.params["tile_size"]):
-        segments = io.read_labels(scene.output("segments.tif"), window=(row, col, rows, cols))[0]
-        yield paint_map(pred_labels, segments), row, col
+    for window in grids.tile_windows((grid.rows, grid.cols), scene.params.tile_size):
+        segments = gdal_tif2rgb.read_labels(scene.output(contract.SEGMENTS_TIF), window=window)[0]
+        yield grids.paint_map(pred_labels, segments), window[0], window[1]
 
 
 def build_parser():
-    parser = pipeline.build_parser(__doc__, ["per_class", "epochs", "batch_size", "validation_fraction",
-                                             "train_layers", "projector_layers", "augment", "prior_correction", "tile_size"])
-    pipeline.add_cluster_flags(parser)
-    parser.add_argument("--runs-dir", type=Path, default=pipeline.RUNS_DIR,
+    parser = cli.build_parser(__doc__, ["per_class", "epochs", "batch_size", "validation_fraction", "train_layers",
+                                        "projector_layers", "augment", "prior_correction", "tile_size"])
+    cli.add_cluster_flags(parser)
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR,
                         help="folder of TensorBoard runs (default: runs/ in the project)")
     return parser
 
 
 def main(argv=None) -> int:
+    """Step 2 from the command line (``--help`` lists the flags)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the log
-    return pipeline.run_step(train_and_map, build_parser().parse_args(argv))
+    return cli.run_step(build_parser(), argv, train_and_map, "runs_dir", "scheduler", "workers")
 
 
 if __name__ == "__main__":

@@ -26,15 +26,15 @@ import sys
 
 import numpy as np
 
-import gdal_tif2rgb as io
-import pipeline
-from pipeline import LAYER_NAMES, timed
-from Step0_Data_Preparation import TEST, load_outputs, read_inputs
-from Step1_Class_Balance import balanced_set_path
-from Step2_Model_Training import paint_map
+import gdal_tif2rgb
+from pipeline import cli, contract
+from pipeline.config import Scene
+from pipeline.contract import LAYER_NAMES, STEP0, TEST, UNLABELLED
+from pipeline.errors import InputDataError
+from pipeline.figures import plot_class_map, pyplot
+from pipeline.grids import paint_map
 
 log = logging.getLogger(__name__)
-STEP1, STEP2 = "Step1_Class_Balance.py", "Step2_Model_Training.py"
 AXES_NOTE = "confusion matrix rows = reference, columns = prediction"
 
 
@@ -53,7 +53,7 @@ def assess(reference: np.ndarray, predicted: np.ndarray, class_names, unit: str)
 
     codes = list(range(len(class_names)))
     if reference.size == 0:
-        raise io.InputDataError(f"no {unit} to assess: the test split holds no labelled superpixel")
+        raise InputDataError(f"no {unit} to assess: the test split holds no labelled superpixel")
     matrix = confusion_matrix(reference, predicted, labels=codes)
     precision, recall, f1, support = precision_recall_fscore_support(reference, predicted, labels=codes,
                                                                      zero_division=np.nan)
@@ -90,9 +90,9 @@ def random_forest_predictions(features: np.ndarray, train_index: np.ndarray, tra
 
 def assessments(segments, codes, labels, split, pred_labels, pred_map, forest_labels, class_names) -> dict:
     """All assessments of Step 3, keyed by name (see the module docstring)."""
-    scored = labels != io.UNLABELLED
+    scored = labels != UNLABELLED
     test = scored & (split == TEST)
-    test_pixels = test[segments] & (codes != io.UNLABELLED)
+    test_pixels = test[segments] & (codes != UNLABELLED)
     ceiling_map = paint_map(labels, segments)
     return {
         "superpixel_test": assess(labels[test], pred_labels[test], class_names, "test superpixels"),
@@ -109,14 +109,9 @@ def assessments(segments, codes, labels, split, pred_labels, pred_map, forest_la
 
 def plot_confusion(result: dict, title: str):
     """Heat map of a confusion matrix with counts and row shares; returns the Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     matrix = np.array(result["confusion_matrix"])
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    figure, axis = plt.subplots(figsize=(5.5, 4.8))
+    figure, axis = pyplot().subplots(figsize=(5.5, 4.8))
     image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     names = result["class_names"]
     axis.set_xticks(range(len(names)), names, rotation=30)
@@ -134,16 +129,11 @@ def plot_confusion(result: dict, title: str):
 
 def plot_maps(codes: np.ndarray, superpixel_reference: np.ndarray, pred_map: np.ndarray, class_names):
     """Pixel reference, superpixel reference and prediction side by side (tutorial Figs 5.1, 5.2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(18, 6.5))
+    figure, axes = pyplot().subplots(1, 3, figsize=(18, 6.5))
     for axis, (image, title) in zip(axes, ((codes, "Reference, pixel-based (black = unlabelled)"),
                                            (superpixel_reference, "Reference, superpixel-based (majority)"),
                                            (pred_map, "Prediction (CNN)"))):
-        io.plot_class_map(image, class_names, title, axis)
+        plot_class_map(image, class_names, title, axis)
     return figure
 
 
@@ -164,7 +154,7 @@ def summary_lines(metrics: dict) -> list[str]:
     return lines
 
 
-def write_report(scene: pipeline.Scene, metrics: dict) -> None:
+def write_report(scene: Scene, metrics: dict) -> None:
     """One-page ``report.html`` with the composites, the maps, the confusion matrices and the figures."""
     def table(result):
         head = "".join(f"<th>{html.escape(n)}</th>" for n in result["class_names"])
@@ -195,56 +185,60 @@ Confusion matrices: rows = reference, columns = prediction. Image: {html.escape(
 <img src="reference_maps.png" alt="reference and predicted maps"><img src="learning_curve.png" alt="learning curve">
 {sections}
 <p>Full figures: metrics.json. Parameters and input checksums: run.json.</p></body></html>"""
-    with io.atomic_output(scene.output("report.html")) as temporary:
+    with gdal_tif2rgb.atomic_output(scene.output("report.html")) as temporary:
         temporary.write_text(page)
 
 
-def assess_run(args) -> None:
-    """Run Step 3 with parsed arguments."""
-    scene = pipeline.scene_from_args(args)
+def read_hand_offs(scene: Scene) -> dict:
+    """Everything Step 3 reads: reference codes, Step 0's labels, split, segments and layers, Step 1's balanced
+    set and Step 2's labels, checked to describe the same superpixels and grid."""
+    step0, segments = contract.load_step0(scene.workdir, scene.class_names, ["labels", "split"])
+    n = len(step0["labels"])
+    codes, grid, _ = gdal_tif2rgb.read_labels(contract.existing(scene.output(contract.REFERENCE_TIF), STEP0))
+    if segments.shape != (grid.rows, grid.cols):
+        raise InputDataError(f"{scene.workdir}: segments.mat and reference.tif disagree in size; rerun {STEP0}")
+    layers, _, _ = gdal_tif2rgb.read_bands(contract.existing(scene.output(contract.LAYERS_TIF), STEP0),
+                                           list(range(1, len(LAYER_NAMES) + 1)))
+    return {"codes": codes.astype(np.uint8), "segments": segments, "labels": step0["labels"], "split": step0["split"],
+            "pred_labels": contract.load_pred_labels(scene.workdir, n), "layers": np.moveaxis(layers, 0, -1),
+            "balanced": contract.load_balanced(scene.workdir, scene.params.per_class, scene.class_names, ["labels"], n)}
+
+
+def assess_run(scene: Scene) -> None:
+    """Step 3: every assessment, the figures, ``metrics.json`` and ``report.html``."""
     timings = {}
     class_names = scene.class_names
-    with timed("read reference, Step 0 and Step 2 outputs", timings):
-        _, grid, valid, codes = read_inputs(scene)
-        codes[~valid] = io.UNLABELLED
-        step0, segments = load_outputs(scene, ["labels", "split"])
-        pred_labels = io.load_mat(scene.output("predLabels.mat"), ["predLabels"], made_by=STEP2)["predLabels"]
-        balanced = io.load_mat(balanced_set_path(scene), ["index", "labels"], made_by=STEP1)
-        layers, _, _ = io.read_bands(scene.output("layers.tif"), list(range(1, len(LAYER_NAMES) + 1)))
-    if segments.shape != (grid.rows, grid.cols) or len(pred_labels) != len(step0["labels"]):
-        raise io.InputDataError(f"{scene.workdir}: segments, predictions and reference disagree in size; "
-                                f"rerun Steps 0-2 for {scene.config_path.name}")
-    pred_map = paint_map(pred_labels, segments)
-    with timed("random forest baseline on superpixel means", timings):
-        means = superpixel_means(np.moveaxis(layers, 0, -1), segments)
-        forest_labels = random_forest_predictions(means, np.unique(balanced["index"]),
-                                                  step0["labels"][np.unique(balanced["index"])], scene.params["seed"])
-    with timed("assessments", timings):
+    with cli.timed("read reference, Step 0, 1 and 2 outputs", timings):
+        data = read_hand_offs(scene)
+    pred_map = paint_map(data["pred_labels"], data["segments"])
+    with cli.timed("random forest baseline on superpixel means", timings):
+        trained = np.unique(data["balanced"]["index"])
+        forest_labels = random_forest_predictions(superpixel_means(data["layers"], data["segments"]), trained,
+                                                  data["labels"][trained], scene.params.seed)
+    with cli.timed("assessments", timings):
         metrics = {"note": AXES_NOTE, "class_names": class_names,
-                   "assessments": assessments(segments, codes, step0["labels"], step0["split"], pred_labels,
-                                              pred_map, forest_labels, class_names)}
-    with timed("figures, metrics.json and report.html", timings):
-        superpixel_reference = paint_map(step0["labels"], segments)
-        io.save_png(scene.output("reference_maps.png"), plot_maps(codes, superpixel_reference, pred_map, class_names))
+                   "assessments": assessments(data["segments"], data["codes"], data["labels"], data["split"],
+                                              data["pred_labels"], pred_map, forest_labels, class_names)}
+    with cli.timed("figures, metrics.json and report.html", timings):
+        superpixel_reference = paint_map(data["labels"], data["segments"])
+        gdal_tif2rgb.save_png(scene.output("reference_maps.png"),
+                              plot_maps(data["codes"], superpixel_reference, pred_map, class_names))
         for name, result in metrics["assessments"].items():
-            io.save_png(scene.output(f"confusion_{name}.png"), plot_confusion(result, name))
-        pipeline.write_json(scene.output("metrics.json"), metrics)
+            gdal_tif2rgb.save_png(scene.output(f"confusion_{name}.png"), plot_confusion(result, name))
+        cli.write_json(scene.output("metrics.json"), metrics)
         write_report(scene, metrics)
     for line in summary_lines(metrics):
         log.info(line)
     headline = metrics["assessments"]["superpixel_test"]
     log.info("\nheadline (held-out test superpixels): OA %s, kappa %s; report: %s", headline["overall_accuracy"],
              headline["kappa"], scene.output("report.html"))
-    pipeline.record_run(scene, "Step3_Accuracy_Assessment", {
+    cli.record_run(scene, "Step3_Accuracy_Assessment", {
         "timings_s": timings, "overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}})
 
 
-def build_parser():
-    return pipeline.build_parser(__doc__, ["per_class"])
-
-
 def main(argv=None) -> int:
-    return pipeline.run_step(assess_run, build_parser().parse_args(argv))
+    """Step 3 from the command line (``--help`` lists the flags)."""
+    return cli.run_step(cli.build_parser(__doc__, ["per_class"]), argv, assess_run)
 
 
 if __name__ == "__main__":

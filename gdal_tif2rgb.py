@@ -15,7 +15,7 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,29 +30,12 @@ CLASS_COLOURS = {
 }
 #: Colours for class names the tutorial does not have, taken in turn.
 EXTRA_COLOURS = ((148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127), (23, 190, 207))
-#: Class code of superpixels and pixels without a reference label (and map nodata).
-UNLABELLED = 255
-UNLABELLED_COLOUR = (0, 0, 0)
 #: Largest variable scipy.io writes in a MATLAB v5 file; bigger hand-offs go to v7.3 (HDF5).
 MAT_V5_LIMIT_BYTES = 2**31 - 1
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
-class PipelineError(Exception):
-    """Root of the errors a step reports to the user as one line."""
-
-
-class InputFileError(PipelineError, OSError):
-    """An input file is missing, unreadable, or not what it should be."""
-
-
-class InputDataError(PipelineError, ValueError):
-    """Input files are readable but their content cannot be used (grids, bands, classes)."""
-
-
-class ConfigError(PipelineError, ValueError):
-    """The scene configuration or a command-line value is wrong."""
+class InputFileError(OSError):
+    """A raster or ``.mat`` file is missing, unreadable, or not what it should be (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +108,7 @@ def read_bands(path: Path, bands: list[int], dtype=np.float32, window: tuple | N
     count = dataset.RasterCount
     too_high = [b for b in bands if not 1 <= b <= count]
     if too_high:
-        raise InputDataError(f"{path}: has {count} bands, but the configuration asks for band(s) {too_high}")
+        raise InputFileError(f"{path}: has {count} bands, but the configuration asks for band(s) {too_high}")
     grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
     row, col, rows, cols = window or (0, 0, grid.rows, grid.cols)
     data = np.empty((len(bands), rows, cols), dtype=dtype)
@@ -152,21 +135,23 @@ def read_labels(path: Path, window: tuple | None = None) -> tuple[np.ndarray, Gr
     band = dataset.GetRasterBand(1)
     values = band.ReadAsArray(*(window[1], window[0], window[3], window[2]) if window else ())
     if not np.issubdtype(values.dtype, np.integer):
-        raise InputDataError(f"{path}: holds {values.dtype} values; a label raster must hold integer class values")
+        raise InputFileError(f"{path}: holds {values.dtype} values; a label raster must hold integer class values")
     grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
     return values, grid, band.GetNoDataValue()
 
 
 @contextlib.contextmanager
 def atomic_output(path: Path):
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The temporary file is created with the permissions a plain ``open`` would give (the user's umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(handle)
+    temporary = path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix}"
+    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
-        yield Path(temporary)
-        os.chmod(temporary, 0o666 & ~_UMASK)
+        yield temporary
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -323,7 +308,7 @@ def load_mat(path: Path, keys, *, made_by: str) -> dict:
         raise InputFileError(f"{path}: not found; run {made_by} first")
     try:
         contents = _load_mat_v73(path, keys) if _is_v73(path) else _load_mat_v5(path, keys)
-    except PipelineError:
+    except InputFileError:
         raise
     except Exception as error:  # scipy and h5py raise many kinds on a damaged file
         raise InputFileError(f"{path}: unreadable or truncated ({type(error).__name__}); rerun {made_by}") from None
@@ -393,10 +378,13 @@ def class_palette(class_names) -> list[tuple[int, int, int]]:
 
 
 def colourise(codes: np.ndarray, class_names) -> np.ndarray:
-    """Turn class codes (0..K-1, 255 unlabelled) of shape (rows, cols) into an RGB uint8 image."""
+    """Turn class codes 0..K-1 of shape (rows, cols) into an RGB uint8 image; other codes are black.
+
+    >>> colourise(np.array([[0, 255]], np.uint8), ["water"]).tolist()
+    [[[31, 59, 255], [0, 0, 0]]]
+    """
     lookup = np.zeros((256, 3), dtype=np.uint8)
     lookup[: len(class_names)] = class_palette(class_names)
-    lookup[UNLABELLED] = UNLABELLED_COLOUR
     return lookup[codes]
 
 
@@ -445,62 +433,17 @@ def save_png(path: Path, image_or_figure) -> None:
 
     PNGs use zlib level 1: about 5x faster than the default on photos of scenes, files a little larger.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
     with atomic_output(path) as temporary:
         if isinstance(image_or_figure, np.ndarray):
             Image.fromarray(image_or_figure).save(temporary, format="PNG", compress_level=1)
         else:
+            import matplotlib.pyplot as plt
+
             image_or_figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight",
                                     pil_kwargs={"compress_level": 1})
             plt.close(image_or_figure)
-
-
-def legend_handles(class_names):
-    """Matplotlib patches naming each class in its colour, for map legends."""
-    from matplotlib.patches import Patch
-
-    return [Patch(color=np.array(colour) / 255, label=name) for name, colour in zip(class_names, class_palette(class_names))]
-
-
-def display_stride(rows: int, cols: int, longest_side: int = 2000) -> int:
-    """Subsampling step that brings the longest side of an image to at most ``longest_side`` pixels."""
-    return max(1, -(-max(rows, cols) // longest_side))
-
-
-def place_in_preview(preview: np.ndarray, block: np.ndarray, row: int, col: int, step: int) -> None:
-    """Copy into ``preview`` (a scene's every ``step``-th row and column) the pixels of ``block``, the part of
-    the scene at (``row``, ``col``), that fall on it; so previews of big rasters build up tile by tile.
-
-    >>> scene, preview = np.arange(36).reshape(6, 6), np.zeros((3, 3), int)
-    >>> place_in_preview(preview, scene[3:, 1:], 3, 1, 2)
-    >>> preview.tolist() == [[0, 0, 0], [0, 0, 0], [0, 26, 28]]
-    True
-    """
-    rows, cols = block.shape[:2]
-    preview[-(-row // step):-(-(row + rows) // step), -(-col // step):-(-(col + cols) // step)] = \
-        block[(-row) % step::step, (-col) % step::step]
-
-
-def plot_class_map(codes: np.ndarray, class_names, title: str, axis=None):
-    """Plot class codes (rows, cols) in the class colours with a legend; returns the Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if axis is None:
-        _, axis = plt.subplots(figsize=(8, 7))
-    step = display_stride(*codes.shape)
-    axis.imshow(colourise(codes[::step, ::step], class_names), interpolation="nearest")
-    axis.set_title(title)
-    axis.set_axis_off()
-    axis.legend(handles=legend_handles(class_names), loc="lower right", fontsize=8, framealpha=0.9)
-    return axis.figure
 
 
 def tif_to_rgb(source: Path, target: Path, bands=(3, 2, 1), low: float = 2.0, high: float = 98.0) -> None:
@@ -522,7 +465,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         tif_to_rgb(args.source, args.target, args.bands, *args.percentiles)
-    except PipelineError as error:
+    except InputFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {args.target}")

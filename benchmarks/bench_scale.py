@@ -25,8 +25,8 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-import gdal_tif2rgb as io  # noqa: E402
-from pipeline import DEFAULT_CONFIG, load_scene  # noqa: E402
+import gdal_tif2rgb  # noqa: E402
+from pipeline.config import DEFAULT_CONFIG, load_scene  # noqa: E402
 
 BANDS = ("blue", "green", "red", "nir", "swir")
 
@@ -44,12 +44,12 @@ def mirrored(indices: np.ndarray, length: int) -> np.ndarray:
 def build_big_scene(folder: Path, size: int, tile_size: int) -> Path:
     """Write a ``size`` px mirror of the demo scene's 5 used bands and reference, window by window."""
     demo = load_scene(DEFAULT_CONFIG)
-    image, grid, _ = io.read_bands(demo.image, [demo.bands[name] for name in BANDS], dtype=np.float32)
-    reference, _, _ = io.read_labels(demo.reference)
-    big = io.Grid(size, size, grid.geotransform, grid.crs_wkt)
+    image, grid, _ = gdal_tif2rgb.read_bands(demo.image, [demo.bands[name] for name in BANDS], dtype=np.float32)
+    reference, _, _ = gdal_tif2rgb.read_labels(demo.reference)
+    big = gdal_tif2rgb.Grid(size, size, grid.geotransform, grid.crs_wkt)
     folder.mkdir(parents=True, exist_ok=True)
-    with io.geotiff_writer(folder / "image.tif", big, len(BANDS), np.uint16) as write_image, \
-            io.geotiff_writer(folder / "reference.tif", big, 1, reference.dtype, nodata=0) as write_reference:
+    with gdal_tif2rgb.geotiff_writer(folder / "image.tif", big, len(BANDS), np.uint16) as write_image, \
+            gdal_tif2rgb.geotiff_writer(folder / "reference.tif", big, 1, reference.dtype, nodata=0) as write_reference:
         for row in range(0, size, tile_size):
             rows = mirrored(np.arange(row, min(row + tile_size, size)), grid.rows)
             for col in range(0, size, tile_size):
@@ -96,19 +96,20 @@ def predict_and_paint(config: Path, workdir: Path, tile_size: int, workers: int)
     """Child process: an untrained tutorial CNN predicts every superpixel on the cluster; the map is painted."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import Step2_Model_Training as step2
-    from pipeline import PARAMETERS
+    from pipeline import cluster
+    from pipeline.config import Parameters
 
     scene = load_scene(config, workdir, {"tile_size": tile_size})
-    channels = PARAMETERS["train_layers"].default
-    n = len(io.load_mat(scene.output("samples_labels.mat"), ["labels"], made_by="Step0")["labels"])
-    model = step2.build_cnn((scene.params["window"], scene.params["window"], len(channels)), len(scene.classes))
-    with io.atomic_output(scene.output("model.keras")) as temporary:
+    channels = Parameters().train_layers
+    n = len(gdal_tif2rgb.load_mat(scene.output("samples_labels.mat"), ["labels"], made_by="Step0")["labels"])
+    model = step2.build_cnn((scene.params.patch_width, scene.params.patch_width, len(channels)), len(scene.classes))
+    with gdal_tif2rgb.atomic_output(scene.output("model.keras")) as temporary:
         model.save(temporary)
-    args = argparse.Namespace(scheduler=None, workers=workers)
     start = time.perf_counter()
-    probabilities = step2.predict_on_cluster(scene, args, n, channels)
+    with cluster.dask_client(None, workers) as client:
+        probabilities = step2.predict_on_cluster(scene, client, n, channels)
     predict_s = time.perf_counter() - start
-    grid, _ = io.read_grid(scene.output("layers.tif"))
+    grid, _ = gdal_tif2rgb.read_grid(scene.output("layers.tif"))
     start = time.perf_counter()
     step2.write_map(scene, grid, step2.painted_windows(scene, grid, probabilities.argmax(axis=1).astype(np.uint8)))
     print(json.dumps({"superpixels": n, "predict_s": round(predict_s, 1), "paint_s": round(time.perf_counter() - start, 1)}))

@@ -29,9 +29,9 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-import gdal_tif2rgb as io  # noqa: E402
+import gdal_tif2rgb  # noqa: E402
 import Step0_Data_Preparation as step0  # noqa: E402
-from Step2_Model_Training import paint_map  # noqa: E402
+from pipeline.grids import paint_map  # noqa: E402
 from tutorial_scene import build_scene  # noqa: E402
 
 
@@ -90,9 +90,9 @@ def step2_throughput(samples: np.ndarray, masks: np.ndarray, train_samples: int,
     """Prediction rate over all superpixels and one training epoch's time (tutorial CNN, default channels)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import Step2_Model_Training as step2
-    from pipeline import PARAMETERS
+    from pipeline.config import Parameters
 
-    channels = PARAMETERS["train_layers"].default
+    channels = Parameters().train_layers
     model = step2.build_cnn((*samples.shape[1:3], len(channels)), 4)
     model.predict(step2.model_inputs(samples[:64], masks[:64], channels), verbose=0)  # build and warm up
     start = time.perf_counter()
@@ -130,11 +130,11 @@ def main(argv=None) -> int:
     print("Step 0 end to end ...", flush=True)
     results = {"scene_px": [args.size, args.size], "cpus": os.cpu_count(), "step0": run_step0(config, workdir)}
 
-    segments = io.load_mat(workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
-    data, _, _ = io.read_bands(workdir / "layers.tif", list(range(1, 9)))
+    segments = gdal_tif2rgb.load_mat(workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
+    data, _, _ = gdal_tif2rgb.read_bands(workdir / "layers.tif", list(range(1, 9)))
     layers = np.ascontiguousarray(np.moveaxis(data, 0, -1))
     del data
-    reference, _, _ = io.read_labels(folder / "reference.tif")
+    reference, _, _ = gdal_tif2rgb.read_labels(folder / "reference.tif")
     codes = step0.reference_to_codes(reference, {"urban": [3], "crop": [2], "vegetation": [1], "water": [4]})
     n = int(segments.max()) + 1
     print("sampling: Step 0 against the tutorial's loop ...", flush=True)
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     results["painting"] = {"ours_s": round(ours_paint, 4), "tutorial_s": round(tutorial_s, 3),
                            "speedup": round(tutorial_s / ours_paint)}
     print("Step 2: prediction throughput and a training epoch ...", flush=True)
-    step0_out = io.load_mat(workdir / "samples_labels.mat", ["samples", "masks"], made_by="Step0")
+    step0_out = gdal_tif2rgb.load_mat(workdir / "samples_labels.mat", ["samples", "masks"], made_by="Step0")
     results["step2"] = step2_throughput(step0_out["samples"], step0_out["masks"], args.train_samples, 0)
 
     print_table(results)

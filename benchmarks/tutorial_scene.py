@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-import gdal_tif2rgb as io
-from pipeline import DEFAULT_CONFIG, load_scene
+import gdal_tif2rgb
+from pipeline.config import DEFAULT_CONFIG, load_scene
 
 
 def mirror_tile(array: np.ndarray, size: int) -> np.ndarray:
@@ -29,12 +29,12 @@ def build_scene(folder: Path, size: int, settings: str = "") -> Path:
     """Write ``image.tif``, ``reference.tif`` and ``scene.toml`` of a mirrored ``size`` px scene; return the TOML."""
     demo = load_scene(DEFAULT_CONFIG)
     folder.mkdir(parents=True, exist_ok=True)
-    grid, count = io.read_grid(demo.image)
-    image, _, _ = io.read_bands(demo.image, list(range(1, count + 1)), dtype=np.float32)
-    reference, _, _ = io.read_labels(demo.reference)
-    big = io.Grid(size, size, grid.geotransform, grid.crs_wkt)
-    io.write_geotiff(folder / "image.tif", mirror_tile(image, size).astype(np.uint16), big)
-    io.write_geotiff(folder / "reference.tif", mirror_tile(reference, size), big, nodata=0)
+    grid, count = gdal_tif2rgb.read_grid(demo.image)
+    image, _, _ = gdal_tif2rgb.read_bands(demo.image, list(range(1, count + 1)), dtype=np.float32)
+    reference, _, _ = gdal_tif2rgb.read_labels(demo.reference)
+    big = gdal_tif2rgb.Grid(size, size, grid.geotransform, grid.crs_wkt)
+    gdal_tif2rgb.write_geotiff(folder / "image.tif", mirror_tile(image, size).astype(np.uint16), big)
+    gdal_tif2rgb.write_geotiff(folder / "reference.tif", mirror_tile(reference, size), big, nodata=0)
     demo_text = DEFAULT_CONFIG.read_text()
     body = demo_text[demo_text.index("[bands]"):demo_text.index("[run]")]
     config = folder / "scene.toml"

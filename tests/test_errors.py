@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import scipy.io
 
-import gdal_tif2rgb as io
-import pipeline
+import gdal_tif2rgb
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from conftest import write_config, write_tif
+from pipeline.cli import file_sha256
 
 TINY = """
 [superpixels]
 n_segments = 64
 [sampling]
-window = 19
+patch_width = 19
 block_size = 16
 [balance]
 per_class = 20
@@ -111,7 +111,10 @@ class TestBadInputs:
     @pytest.mark.parametrize("replace, fragments", [
         ({'reference = ': 'ref = '}, ("missing key 'reference'",)),
         ({"nir = 7": "nirr = 7"}, ("unknown band name", "nirr")),
-        ({"window = 19": "window = 20"}, ("window = 20", "must be odd")),
+        ({"patch_width = 19": "patch_width = 20"}, ("patch_width = 20", "must be odd")),
+        ({"patch_width = 19": "window = 20"}, ("window = 20", "must be odd")),  # the older name
+        ({"n_segments = 64": "n_segments = nan"}, ("n_segments = nan", "must be an integer")),
+        ({"n_segments = 64": "compactness = inf"}, ("compactness = inf", "finite")),
         ({"n_segments = 64": "n_segments = 0"}, ("n_segments = 0", "at least 1")),
         ({"epochs = 1": "epochs = -3"}, ("epochs = -3", "at least 1")),
         ({"[sampling]": "[sampling]\nwindoww = 3"}, ("unknown parameter 'windoww'",)),
@@ -139,10 +142,10 @@ class TestMissingInvalidPixels:
         workdir = tmp_path / "work"
         assert step0.main(["--config", str(config), "--workdir", str(workdir)]) == 0
         assert "596 pixels" in capsys.readouterr().out  # 400 NaN + 196 nodata
-        layers = io.read_bands(workdir / "layers.tif", list(range(1, 9)))[0]
+        layers = gdal_tif2rgb.read_bands(workdir / "layers.tif", list(range(1, 9)))[0]
         assert np.isfinite(layers).all() and layers.min() >= 0 and layers.max() <= 1
-        segments = io.load_mat(workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
-        out = io.load_mat(workdir / "samples_labels.mat", ["labels", "valid_fraction"], made_by="Step0")
+        segments = gdal_tif2rgb.load_mat(workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
+        out = gdal_tif2rgb.load_mat(workdir / "samples_labels.mat", ["labels", "valid_fraction"], made_by="Step0")
         invalid = np.isnan(image[0]) | (image[0] == -9999)
         only_invalid = np.unique(segments[invalid])
         assert not np.isin(only_invalid, segments[~invalid]).any()  # invalid pixels form their own superpixels
@@ -172,7 +175,7 @@ class TestStepOrder:
                             capsys, "samples_labels.mat", "segments.mat has 1 superpixels")
 
     def test_debug_shows_the_traceback(self, scene, tmp_path):
-        with pytest.raises(io.InputFileError):
+        with pytest.raises(gdal_tif2rgb.InputFileError):
             step1.main(["--config", str(scene["config"]), "--workdir", str(tmp_path / "empty"), "--debug"])
 
 
@@ -188,7 +191,7 @@ class TestInterruptedWrites:
 
         monkeypatch.setattr(scipy.io, "savemat", disk_full)
         with pytest.raises(OSError, match="No space left"):
-            io.save_mat(path, {"segments": np.ones((3, 3), np.int32)})
+            gdal_tif2rgb.save_mat(path, {"segments": np.ones((3, 3), np.int32)})
         assert path.read_bytes() == before
         assert sorted(p.name for p in scene["workdir"].iterdir() if "partial" in p.name) == []
 
@@ -208,9 +211,9 @@ class TestInterruptedWrites:
         assert not [p for p in scene["workdir"].iterdir() if "partial" in p.name]
 
     def test_failed_geotiff_write_leaves_no_partial_file(self, tmp_path):
-        grid = io.Grid(4, 4, (0.0, 1.0, 0.0, 0.0, 0.0, -1.0), "")
-        with pytest.raises(Exception):
-            io.write_geotiff(tmp_path / "out.tif", np.zeros((4, 4), np.complex64).astype(object), grid)
+        grid = gdal_tif2rgb.Grid(4, 4, (0.0, 1.0, 0.0, 0.0, 0.0, -1.0), "")
+        with pytest.raises(TypeError, match="GDALDataType"):
+            gdal_tif2rgb.write_geotiff(tmp_path / "out.tif", np.zeros((4, 4), np.complex64).astype(object), grid)
         assert list(tmp_path.iterdir()) == []
 
 
@@ -221,15 +224,15 @@ class TestReproducibility:
         assert step0.main([*arguments, "--workdir", str(second)]) == 0
         for name, keys in (("segments.mat", ["segments"]),
                            ("samples_labels.mat", ["samples", "labels", "centroids", "purity", "split"])):
-            first = io.load_mat(scene["workdir"] / name, keys, made_by="Step0")
-            again = io.load_mat(second / name, keys, made_by="Step0")
+            first = gdal_tif2rgb.load_mat(scene["workdir"] / name, keys, made_by="Step0")
+            again = gdal_tif2rgb.load_mat(second / name, keys, made_by="Step0")
             for key in keys:
                 assert np.array_equal(first[key], again[key]), key
         for folder in (scene["workdir"], second):
             assert step1.main([*arguments, "--workdir", str(folder)]) == 0
         keys = ["images", "labels", "index"]
-        first = io.load_mat(scene["workdir"] / "Samples_classBalanced_20.mat", keys, made_by="Step1")
-        again = io.load_mat(second / "Samples_classBalanced_20.mat", keys, made_by="Step1")
+        first = gdal_tif2rgb.load_mat(scene["workdir"] / "Samples_classBalanced_20.mat", keys, made_by="Step1")
+        again = gdal_tif2rgb.load_mat(second / "Samples_classBalanced_20.mat", keys, made_by="Step1")
         assert all(np.array_equal(first[k], again[k]) for k in keys)
 
     def test_run_record_holds_configuration_seed_versions_and_checksums(self, scene):
@@ -238,7 +241,7 @@ class TestReproducibility:
         assert record["steps"]["Step0_Data_Preparation"]["parameters"]["seed"] == 42
         assert {"numpy", "scikit-image", "GDAL"} <= set(record["packages"])
         image = scene["folder"] / "image.tif"
-        assert record["inputs_sha256"][str(image.resolve())] == pipeline.file_sha256(image)
+        assert record["inputs_sha256"][str(image.resolve())] == file_sha256(image)
 
 
 class TestMatFiles:
@@ -246,8 +249,8 @@ class TestMatFiles:
         path = tmp_path / "big.mat"
         arrays = {"samples": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "labels": np.array([1, 255], np.uint8),
                   "class_names": np.array(["urban", "water"])}
-        io._save_mat_v73(path, arrays)
+        gdal_tif2rgb._save_mat_v73(path, arrays)
         assert path.read_bytes()[:19] == b"MATLAB 7.3 MAT-file"
-        loaded = io.load_mat(path, list(arrays), made_by="Step0")
+        loaded = gdal_tif2rgb.load_mat(path, list(arrays), made_by="Step0")
         for key, value in arrays.items():
             assert np.array_equal(loaded[key], value), key

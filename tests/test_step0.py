@@ -6,10 +6,12 @@ import pytest
 import scipy.io
 from osgeo import gdal
 
-import gdal_tif2rgb as io
+import gdal_tif2rgb
 import Step0_Data_Preparation as step0
 from conftest import SUBSET, write_config, write_tif
-from pipeline import LAYER_NAMES
+from pipeline.contract import LAYER_NAMES
+from pipeline.config import load_scene
+from pipeline.errors import InputDataError
 
 
 class TestLayers:
@@ -128,7 +130,7 @@ class TestPatches:
         assert patch.tolist() == [[7, 6, 7], [1, 0, 1], [7, 6, 7]]
 
     def test_every_patch_equals_layers_tif_window_at_its_centroid(self, step0_workdir):
-        samples = io.load_mat(step0_workdir / "samples_labels.mat", ["samples", "centroids"], made_by="Step0")
+        samples = gdal_tif2rgb.load_mat(step0_workdir / "samples_labels.mat", ["samples", "centroids"], made_by="Step0")
         layers = np.moveaxis(gdal.Open(str(step0_workdir / "layers.tif")).ReadAsArray(), 0, -1)
         window = samples["samples"].shape[1]
         half = window // 2
@@ -138,8 +140,8 @@ class TestPatches:
 
 
     def test_masks_mark_the_superpixel_own_pixels_in_its_window(self, step0_workdir):
-        segments = io.load_mat(step0_workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
-        out = io.load_mat(step0_workdir / "samples_labels.mat", ["masks", "centroids"], made_by="Step0")
+        segments = gdal_tif2rgb.load_mat(step0_workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
+        out = gdal_tif2rgb.load_mat(step0_workdir / "samples_labels.mat", ["masks", "centroids"], made_by="Step0")
         half = out["masks"].shape[1] // 2
         padded = np.pad(segments, half, mode="reflect")
         for i in range(0, len(out["centroids"]), 7):
@@ -151,8 +153,8 @@ class TestPatches:
 
 class TestSplit:
     def test_no_training_patch_sees_a_test_pixel(self, step0_workdir):
-        segments = io.load_mat(step0_workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
-        out = io.load_mat(step0_workdir / "samples_labels.mat", ["split", "centroids", "labels", "samples"],
+        segments = gdal_tif2rgb.load_mat(step0_workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
+        out = gdal_tif2rgb.load_mat(step0_workdir / "samples_labels.mat", ["split", "centroids", "labels", "samples"],
                           made_by="Step0")
         window = out["samples"].shape[1]
         half = window // 2
@@ -163,7 +165,7 @@ class TestSplit:
             assert not test_pixels[row:row + window, col:col + window].any()
 
     def test_about_the_asked_share_of_labelled_superpixels_is_test(self, step0_workdir):
-        out = io.load_mat(step0_workdir / "samples_labels.mat", ["split", "labels"], made_by="Step0")
+        out = gdal_tif2rgb.load_mat(step0_workdir / "samples_labels.mat", ["split", "labels"], made_by="Step0")
         labelled = out["labels"] != 255
         share = (out["split"][labelled] == 1).mean()
         assert 0.25 <= share <= 0.45
@@ -215,10 +217,12 @@ class TestOutputs:
 
 class TestLayerChoice:
     def test_layers_by_name_or_index(self):
-        from pipeline import check_parameter
+        from pipeline.config import Parameters
 
-        assert check_parameter("train_layers", [2, "green", "0", 8], "test") == ["red", "green", "blue", "mask"]
-        assert check_parameter("projector_layers", ["nir", 1, 0], "test") == ["nir", "green", "blue"]
+        params = Parameters().replaced({"train_layers": [2, "green", "0", 8], "projector_layers": ["nir", 1, 0]},
+                                       "test")
+        assert params.train_layers == ("red", "green", "blue", "mask")
+        assert params.projector_layers == ("nir", "green", "blue")
 
 
 class TestRefusals:
@@ -236,8 +240,8 @@ class TestRefusals:
         image = write_tif(tmp_path / "image.tif", np.ones((10, 20, 20), np.uint16))
         reference = write_tif(tmp_path / "reference.tif", np.ones((20, 20), np.uint8), epsg=32631)
         config = write_config(tmp_path / "scene.toml", image, reference)
-        with pytest.raises(io.InputDataError, match="differs from the image"):
-            step0.read_inputs(__import__("pipeline").load_scene(config))
+        with pytest.raises(InputDataError, match="differs from the image"):
+            step0.check_grids(load_scene(config))
 
     def test_help(self, capsys):
         with pytest.raises(SystemExit) as exit_info:

@@ -92,7 +92,7 @@ class TestEndToEnd:
     def test_step3_before_step2_says_what_to_run(self, step0_workdir, subset_config, tmp_path, capsys):
         import shutil
 
-        for name in ("segments.mat", "samples_labels.mat", "layers.tif"):
+        for name in ("segments.mat", "samples_labels.mat", "layers.tif", "reference.tif"):
             shutil.copy(step0_workdir / name, tmp_path / name)
         assert step3.main(["--config", str(subset_config), "--workdir", str(tmp_path)]) == 1
         assert "run Step2_Model_Training.py first" in capsys.readouterr().err

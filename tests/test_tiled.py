@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-import gdal_tif2rgb as io
+import gdal_tif2rgb
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
+from pipeline.grids import tile_windows
 
 QUICK = ["--per-class", "1000", "--epochs", "6"]
 TILE = 400  # the demo scene is 930 x 947 px: 9 tiles
@@ -35,20 +36,20 @@ def runs(tmp_path_factory):
 
 def test_superpixel_ids_are_unique_across_tiles(runs):
     segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
-    labels = io.load_mat(runs["tiled"] / "samples_labels.mat", ["labels"], made_by="Step0")["labels"]
+    labels = gdal_tif2rgb.load_mat(runs["tiled"] / "samples_labels.mat", ["labels"], made_by="Step0")["labels"]
     assert np.array_equal(np.unique(segments), np.arange(len(labels)))
     tile_of = {}
-    for number, (row, col, rows, cols) in enumerate(step0.tile_windows(segments.shape, TILE)):
+    for number, (row, col, rows, cols) in enumerate(tile_windows(segments.shape, TILE)):
         for superpixel in np.unique(segments[row:row + rows, col:col + cols]):
             assert tile_of.setdefault(superpixel, number) == number, f"superpixel {superpixel} crosses a seam"
-    assert np.array_equal(io.load_mat(runs["tiled"] / "segments.mat", ["segments"], made_by="Step0")["segments"],
+    assert np.array_equal(gdal_tif2rgb.load_mat(runs["tiled"] / "segments.mat", ["segments"], made_by="Step0")["segments"],
                           segments)
 
 
 def test_layers_and_patches_are_those_of_the_whole_scene(runs):
     whole = gdal.Open(str(runs["whole"] / "layers.tif")).ReadAsArray()
     assert np.array_equal(gdal.Open(str(runs["tiled"] / "layers.tif")).ReadAsArray(), whole)
-    tiled = io.load_mat(runs["tiled"] / "samples_labels.mat", ["samples", "masks", "centroids"], made_by="Step0")
+    tiled = gdal_tif2rgb.load_mat(runs["tiled"] / "samples_labels.mat", ["samples", "masks", "centroids"], made_by="Step0")
     segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
     layers = np.moveaxis(whole, 0, -1)
     half = tiled["samples"].shape[1] // 2
@@ -77,14 +78,14 @@ def test_tiled_hand_offs_are_matlab_73_and_the_map_is_georeferenced(runs):
     source = gdal.Open(str(runs["whole"] / "layers.tif"))
     assert predicted.GetGeoTransform() == source.GetGeoTransform()
     segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
-    labels = io.load_mat(runs["tiled"] / "predLabels.mat", ["predLabels"], made_by="Step2")["predLabels"]
+    labels = gdal_tif2rgb.load_mat(runs["tiled"] / "predLabels.mat", ["predLabels"], made_by="Step2")["predLabels"]
     assert np.array_equal(predicted.GetRasterBand(1).ReadAsArray(), labels[segments])
 
 
 def test_tiles_run_on_a_cluster_given_by_its_scheduler_address(runs, tmp_path, subset_config):
     from dask.distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
         assert step0.main(["--config", str(subset_config), "--workdir", str(tmp_path), "--tile-size", "200",
                            "--scheduler", cluster.scheduler_address]) == 0
     record = json.loads((tmp_path / "run.json").read_text())["steps"]["Step0_Data_Preparation"]

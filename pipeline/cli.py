@@ -1,0 +1,148 @@
+"""The command line of the step scripts, their one-line errors, timing and the run record ``run.json``.
+
+Each step's ``main(argv)`` builds its parser here, turns the parsed flags into a :class:`~pipeline.config.Scene`
+with :func:`scene_from_args`, and hands the scene (never the parsed flags) to its driver through
+:func:`run_step`, which reports any :class:`~pipeline.errors.PipelineError` or unreadable file as one line.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+from gdal_tif2rgb import InputFileError, atomic_output
+from pipeline.config import DEFAULT_CONFIG, PROJECT_ROOT, Parameters, Scene, load_scene
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+def build_parser(description: str, parameter_names=()) -> argparse.ArgumentParser:
+    """Argument parser with the common flags plus one flag per named parameter (default: configuration)."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help=f"scene TOML (default: {DEFAULT_CONFIG.relative_to(PROJECT_ROOT)})")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="folder for this step's inputs and outputs (default: data/<name>/)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    rules = Parameters.rules()
+    for name in ("seed", *parameter_names):
+        rule, default = rules[name]
+        flag = "--" + name.replace("_", "-")
+        text = f"{rule.help} (default: [{rule.section}] {name} in the TOML, else {default!r})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, nargs="+", default=None, metavar="LAYER",
+                                help=f"{text}; names from {', '.join(rule.choices)}, or their 0-based indices")
+        else:
+            parser.add_argument(flag, type=type(default), default=None, help=text)
+    return parser
+
+
+def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler`` and ``--workers``: where tiled work runs (Dask distributed)."""
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="Dask scheduler of a running cluster, e.g. tcp://10.0.0.5:8786 (default: start a "
+                             "LocalCluster on this machine)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="LocalCluster worker processes (default: one per CPU core)")
+
+
+def scene_from_args(args: argparse.Namespace) -> Scene:
+    """The :class:`Scene` of parsed arguments, with flags overriding the configuration."""
+    overrides = {name: getattr(args, name) for name in Parameters.rules() if hasattr(args, name)}
+    return load_scene(args.config, args.workdir, overrides)
+
+
+def run_step(parser: argparse.ArgumentParser, argv, driver, *flags: str) -> int:
+    """Parse ``argv``, build the scene and call ``driver(scene, *values of flags)``: the parsed command line goes
+    no further. A pipeline error or unreadable input is reported as one line on stderr, exit code 1."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    try:
+        driver(scene_from_args(args), *(getattr(args, flag) for flag in flags))
+    except (PipelineError, InputFileError) as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: earlier outputs are left as they were", file=sys.stderr)
+        return 130
+    return 0
+
+
+@contextlib.contextmanager
+def timed(label: str, timings: dict | None = None):
+    """Log how long the block took; record it in ``timings`` (seconds) when given."""
+    start = time.perf_counter()
+    log.info("%s ...", label)
+    yield
+    seconds = time.perf_counter() - start
+    if timings is not None:
+        timings[label] = round(seconds, 3)
+    log.info("%s: %.2f s", label, seconds)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 8 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict:
+    """Versions of Python and of the packages the pipeline depends on."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("numpy", "scipy", "scikit-image", "scikit-learn", "GDAL", "tensorflow-cpu", "tensorflow",
+                    "keras", "tensorboardX", "matplotlib"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return versions
+
+
+def record_run(scene: Scene, step: str, details: dict, inputs: tuple = ()) -> None:
+    """Add this step's parameters, timings and results to ``run.json`` in the work folder, with the SHA-256
+    of ``inputs`` (the files the step read)."""
+    path = scene.output("run.json")
+    record = {}
+    if path.is_file():
+        with contextlib.suppress(json.JSONDecodeError):
+            record = json.loads(path.read_text())
+    record.update({"scene": scene.name, "config": str(scene.config_path), "config_text": scene.config_path.read_text(),
+                   "packages": package_versions()})
+    if inputs:
+        record["inputs_sha256"] = {str(p): file_sha256(p) for p in inputs}
+    record.setdefault("steps", {})[step] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                            "parameters": scene.params.as_dict(), **details}
+    write_json(path, record)
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Write ``content`` as indented, sorted-key JSON atomically."""
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(content, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,240 @@
+"""The scene configuration: a TOML file naming the inputs, bands and classes, and the step parameters.
+
+A scene is a TOML file (default ``data/aberystwyth.toml``); its paths are relative to the file. Step parameters
+have built-in defaults in :class:`Parameters`; the TOML's sections override them and command-line flags
+override both, so running a step with no arguments is the demo run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gdal_tif2rgb import InputFileError
+from pipeline.contract import LAYER_NAMES, MASK_CHANNEL, SPECTRAL_BANDS
+from pipeline.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "data" / "aberystwyth.toml"
+RUNS_DIR = PROJECT_ROOT / "runs"
+#: Keys of the TOML's top level that are not parameter sections.
+SCENE_KEYS = ("name", "image", "reference", "bands", "classes")
+#: Older parameter names still accepted in the TOML.
+RENAMED = {"window": "patch_width"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a parameter accepts: its TOML section, help text, numeric range, oddness, layer choices."""
+
+    section: str
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    odd: bool = False
+    choices: tuple = ()
+    count: int | None = None
+
+
+def parameter(default, section: str, help: str, **rule):
+    """A :class:`Parameters` field with its :class:`Rule`."""
+    return field(default=default, metadata={"rule": Rule(section, help, **rule)})
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Every step parameter, typed and checked; built-in defaults here, overridden by the TOML and flags."""
+
+    seed: int = parameter(42, "run", "random seed of every random choice (split, balancing, training)",
+                          minimum=0, maximum=2**32 - 1)
+    n_segments: int = parameter(30000, "superpixels", "approximate number of SLIC superpixels", minimum=1)
+    compactness: float = parameter(30.0, "superpixels", "SLIC compactness (CIELAB units; higher = squarer)",
+                                   minimum=1e-6)
+    slic_layers: tuple = parameter(("red", "green", "blue"), "superpixels",
+                                   "the 3 layers SLIC segments, as an RGB triplet", choices=LAYER_NAMES, count=3)
+    patch_width: int = parameter(25, "sampling", "patch width w in pixels (odd; the tutorial CNN needs >= 19)",
+                                 minimum=19, odd=True)
+    test_fraction: float = parameter(0.3, "sampling", "share of labelled superpixels held out for testing",
+                                     minimum=0.01, maximum=0.9)
+    block_size: int = parameter(128, "sampling", "side of the spatial split's blocks in pixels", minimum=8)
+    tile_size: int = parameter(0, "tiling", "process the scene in tiles of this many pixels a side on a Dask "
+                                            "cluster (0 = whole scene in memory)", minimum=0)
+    per_class: int = parameter(2000, "balance", "training samples drawn per class", minimum=1)
+    epochs: int = parameter(20, "training", "training epochs", minimum=1)
+    batch_size: int = parameter(64, "training", "training batch size", minimum=1)
+    validation_fraction: float = parameter(0.3, "training", "share of the balanced set kept for validation",
+                                           minimum=0.0, maximum=0.9)
+    train_layers: tuple = parameter((*LAYER_NAMES, MASK_CHANNEL), "training",
+                                    "channels the CNN sees (band4train): layers, plus 'mask' = the superpixel's "
+                                    "own pixels", choices=(*LAYER_NAMES, MASK_CHANNEL))
+    projector_layers: tuple = parameter(("red", "green", "blue"), "training",
+                                        "3 layers of the projector's sprite images (band4projector)",
+                                        choices=LAYER_NAMES, count=3)
+    augment: bool = parameter(True, "training", "turn and mirror the training patches at random, anew each epoch")
+    prior_correction: bool = parameter(True, "training", "weight predicted class probabilities by the classes' "
+                                                         "shares among training superpixels (undoes the balancing's "
+                                                         "equal priors)")
+
+    @classmethod
+    def rules(cls) -> dict:
+        """Parameter name -> (:class:`Rule`, default)."""
+        return {f.name: (f.metadata["rule"], f.default) for f in dataclasses.fields(cls)}
+
+    def replaced(self, values: dict, source: str) -> "Parameters":
+        """A copy with ``values`` (name -> raw value, None = not given) checked and applied."""
+        rules = self.rules()
+        checked = {name: check_value(name, value, *rules[name], source)
+                   for name, value in values.items() if value is not None}
+        return dataclasses.replace(self, **checked)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_value(name: str, value, rule: Rule, default, source: str):
+    """``value`` converted to the type of ``default`` if it obeys ``rule``, else :class:`ConfigError`."""
+    where = f"{source}: {name} = {value!r}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if isinstance(default, tuple):
+        return _check_layers(value, rule, where)
+    kind = type(default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be {'an integer' if kind is int else 'a number'}")
+    if not math.isfinite(value) or (kind is int and value != int(value)):
+        raise ConfigError(f"{where} must be {'an integer' if kind is int else 'a finite number'}")
+    value = kind(value)
+    if rule.minimum is not None and value < rule.minimum:
+        raise ConfigError(f"{where} must be at least {rule.minimum}")
+    if rule.maximum is not None and value > rule.maximum:
+        raise ConfigError(f"{where} must be at most {rule.maximum}")
+    if rule.odd and value % 2 == 0:
+        raise ConfigError(f"{where} must be odd, so the patch has a centre pixel")
+    return value
+
+
+def _check_layers(value, rule: Rule, where: str) -> tuple:
+    if isinstance(value, (str, int)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{where} must be a list of layer names from {', '.join(rule.choices)}")
+    names = [_layer_name(v, rule.choices) for v in value]
+    unknown = [v for v in names if v not in rule.choices]
+    if unknown:
+        raise ConfigError(f"{where} names unknown layer(s) {unknown}; choose from {', '.join(rule.choices)}")
+    if rule.count is not None and len(names) != rule.count:
+        raise ConfigError(f"{where} must name exactly {rule.count} layers")
+    return tuple(names)
+
+
+def _layer_name(value, choices: tuple):
+    """A layer given by name, or by its 0-based index in ``choices`` (an int or a string of digits)."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(choices):
+        return choices[value]
+    return value
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A resolved scene: inputs, band numbers, classes, parameters and the work folder."""
+
+    name: str
+    config_path: Path
+    image: Path
+    reference: Path
+    bands: dict  # layer name -> 1-based band number in ``image``
+    classes: dict  # class name -> list of reference values; order gives codes 0, 1, ...
+    params: Parameters
+    workdir: Path
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes)
+
+    def output(self, filename: str) -> Path:
+        """Path of a file in the work folder."""
+        return self.workdir / filename
+
+
+def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict | None = None) -> Scene:
+    """Read and check a scene TOML; apply command-line ``overrides`` (name -> value, None = not given)."""
+    config_path = Path(config_path)
+    config = _read_toml(config_path)
+    for key in SCENE_KEYS:
+        if key not in config:
+            raise ConfigError(f"{config_path}: missing key '{key}'")
+    base = config_path.resolve().parent
+    params = Parameters().replaced(_section_values(config, config_path), str(config_path))
+    params = params.replaced(overrides or {}, "command line")
+    name = str(config["name"])
+    return Scene(name=name, config_path=config_path, image=(base / config["image"]).resolve(),
+                 reference=(base / config["reference"]).resolve(), bands=_check_bands(config["bands"], config_path),
+                 classes=_check_classes(config["classes"], config_path), params=params,
+                 workdir=Path(workdir) if workdir else PROJECT_ROOT / "data" / name)
+
+
+def _read_toml(config_path: Path) -> dict:
+    if not config_path.is_file():
+        raise InputFileError(f"{config_path}: configuration file not found")
+    try:
+        return tomllib.loads(config_path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{config_path}: not valid TOML ({error})") from None
+
+
+def _section_values(config: dict, config_path: Path) -> dict:
+    """Parameter name -> value of the TOML's parameter sections, refusing unknown sections and names."""
+    rules = Parameters.rules()
+    sections = {rule.section for rule, _ in rules.values()}
+    values = {}
+    for section, table in config.items():
+        if section in SCENE_KEYS:
+            continue
+        if section not in sections or not isinstance(table, dict):
+            raise ConfigError(f"{config_path}: unknown key '{section}'; sections are {', '.join(sorted(sections))}")
+        for key, value in table.items():
+            name = RENAMED.get(key, key)
+            if name not in rules or rules[name][0].section != section:
+                raise ConfigError(f"{config_path}: unknown parameter '{key}' in [{section}]")
+            values[name] = check_value(key, value, *rules[name], str(config_path))
+    return values
+
+
+def _check_bands(bands, config_path: Path) -> dict:
+    if not isinstance(bands, dict):
+        raise ConfigError(f"{config_path}: [bands] must map layer names to band numbers")
+    unknown = [name for name in bands if name not in LAYER_NAMES]
+    if unknown:
+        raise ConfigError(f"{config_path}: unknown band name(s) {unknown} in [bands]; use {', '.join(LAYER_NAMES)}")
+    missing = [name for name in SPECTRAL_BANDS if name not in bands]
+    if missing:
+        raise ConfigError(f"{config_path}: [bands] lacks {', '.join(missing)}")
+    for name, number in bands.items():
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ConfigError(f"{config_path}: [bands] {name} = {number!r} must be a 1-based band number")
+    return dict(bands)
+
+
+def _check_classes(classes, config_path: Path) -> dict:
+    if not isinstance(classes, dict) or len(classes) < 2:
+        raise ConfigError(f"{config_path}: [classes] must map at least 2 class names to reference values")
+    if len(classes) >= 255:
+        raise ConfigError(f"{config_path}: [classes] may hold at most 254 classes")
+    seen, checked = {}, {}
+    for name, values in classes.items():
+        values = [values] if isinstance(values, int) else values
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise ConfigError(f"{config_path}: [classes] {name} = {values!r} must list reference values (integers >= 0)")
+        for value in values:
+            if value in seen:
+                raise ConfigError(f"{config_path}: reference value {value} is given to both {seen[value]} and {name}")
+            seen[value] = name
+        checked[name] = values
+    return checked

@@ -1,0 +1,13 @@
+"""The errors a step reports to the user as one line (exit code 1)."""
+
+
+class PipelineError(Exception):
+    """Root of the errors a step reports to the user as one line."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """The scene configuration or a command-line value is wrong."""
+
+
+class InputDataError(PipelineError, ValueError):
+    """Input files are readable but their content cannot be used (grids, bands, classes)."""

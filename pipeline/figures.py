@@ -1,0 +1,38 @@
+"""Figures more than one step draws: class maps in the class colours with a legend. Figures are returned,
+never shown; ``gdal_tif2rgb.save_png`` writes them."""
+from __future__ import annotations
+
+import numpy as np
+
+import gdal_tif2rgb
+from pipeline.grids import display_stride
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def legend_handles(class_names):
+    """Matplotlib patches naming each class in its colour, for map legends."""
+    from matplotlib.patches import Patch
+
+    colours = gdal_tif2rgb.class_palette(class_names)
+    return [Patch(color=np.array(colour) / 255, label=name) for name, colour in zip(class_names, colours)]
+
+
+def plot_class_map(codes: np.ndarray, class_names, title: str, axis=None):
+    """Plot class codes (rows, cols) in the class colours (black = no class) with a legend; returns the Figure."""
+    if axis is None:
+        _, axis = pyplot().subplots(figsize=(8, 7))
+    step = display_stride(*codes.shape)
+    axis.imshow(gdal_tif2rgb.colourise(codes[::step, ::step], class_names), interpolation="nearest")
+    axis.set_title(title)
+    axis.set_axis_off()
+    axis.legend(handles=legend_handles(class_names), loc="lower right", fontsize=8, framealpha=0.9)
+    return axis.figure

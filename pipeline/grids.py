@@ -1,0 +1,74 @@
+"""Pixel-grid arithmetic shared by the steps: tile windows and halos, previews, painting superpixel labels.
+
+A *window* here is always a rectangle of the scene, ``(row, col, rows, cols)`` in pixels; the width of a patch
+around a superpixel is the *patch width* (``Parameters.patch_width``).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def tile_windows(shape: tuple, tile_size: int) -> list[tuple[int, int, int, int]]:
+    """(row, col, rows, cols) of the tiles covering a scene of ``shape``, row by row.
+
+    >>> tile_windows((5, 7), 4)
+    [(0, 0, 4, 4), (0, 4, 4, 3), (4, 0, 1, 4), (4, 4, 1, 3)]
+    """
+    return [(row, col, min(tile_size, shape[0] - row), min(tile_size, shape[1] - col))
+            for row in range(0, shape[0], tile_size) for col in range(0, shape[1], tile_size)]
+
+
+def with_halo(window: tuple, halo: int, shape: tuple) -> tuple[int, int, int, int]:
+    """The (row, col, rows, cols) ``window`` grown by ``halo`` pixels on every side, within the scene.
+
+    >>> with_halo((0, 4, 4, 3), 2, (5, 7))
+    (0, 2, 5, 5)
+    """
+    row, col, rows, cols = window
+    top, left = max(0, row - halo), max(0, col - halo)
+    return top, left, min(shape[0], row + rows + halo) - top, min(shape[1], col + cols + halo) - left
+
+
+def display_stride(rows: int, cols: int, longest_side: int = 2000) -> int:
+    """Subsampling step that brings the longest side of an image to at most ``longest_side`` pixels.
+
+    >>> display_stride(930, 947), display_stride(3500, 3500)
+    (1, 2)
+    """
+    return max(1, -(-max(rows, cols) // longest_side))
+
+
+def place_in_preview(preview: np.ndarray, block: np.ndarray, row: int, col: int, step: int) -> None:
+    """Copy into ``preview`` (a scene's every ``step``-th row and column) the pixels of ``block``, the part of
+    the scene at (``row``, ``col``), that fall on it; so previews of big rasters build up tile by tile.
+
+    >>> scene, preview = np.arange(36).reshape(6, 6), np.zeros((3, 3), int)
+    >>> place_in_preview(preview, scene[3:, 1:], 3, 1, 2)
+    >>> preview.tolist() == [[0, 0, 0], [0, 0, 0], [0, 26, 28]]
+    True
+    """
+    rows, cols = block.shape[:2]
+    preview[-(-row // step):-(-(row + rows) // step), -(-col // step):-(-(col + cols) // step)] = \
+        block[(-row) % step::step, (-col) % step::step]
+
+
+def paint_map(superpixel_values: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """Each pixel gets its superpixel's value (a lookup, no loop over superpixels): the land-cover map.
+
+    The lookup runs over the pixels in memory order, in one chunk per core (``np.take`` releases the GIL):
+    memory-bound, it gains about 1.6x on 2 cores.
+
+    >>> paint_map(np.array([7, 9], np.uint8), np.array([[0, 1], [1, 1]])).tolist()
+    [[7, 9], [9, 9]]
+    """
+    segments = segments if segments.flags.forc else np.ascontiguousarray(segments)
+    painted = np.empty_like(segments, dtype=superpixel_values.dtype)  # same memory order as segments
+    flat_segments, flat_map = segments.ravel(order="K"), painted.ravel(order="K")  # views, not copies
+    bounds = np.linspace(0, flat_segments.size, (os.cpu_count() or 1) + 1).astype(int)
+    with ThreadPoolExecutor(len(bounds) - 1) as pool:
+        list(pool.map(lambda b: np.take(superpixel_values, flat_segments[b[0]:b[1]], out=flat_map[b[0]:b[1]]),
+                      zip(bounds[:-1], bounds[1:])))
+    return painted

@@ -1,0 +1,77 @@
+"""Figures checked by what they show: their size and the colours of known pixels, as a user would look at them."""
+from __future__ import annotations
+
+import numpy as np
+from osgeo import gdal
+from PIL import Image
+
+import gdal_tif2rgb
+import Step0_Data_Preparation as step0
+from pipeline.contract import LAYER_NAMES
+from pipeline.figures import plot_class_map
+
+WATER, CROP, YELLOW = (31, 59, 255), (255, 119, 88), (255, 255, 0)
+
+
+def png(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def colour_count(image: np.ndarray, colour) -> int:
+    return int((image == np.array(colour, np.uint8)).all(axis=-1).sum())
+
+
+def test_rgb_quicklook_is_the_stretched_red_green_blue_of_layers_tif(step0_workdir):
+    layers = gdal.Open(str(step0_workdir / "layers.tif")).ReadAsArray()
+    rgb = png(step0_workdir / "rgb.png")
+    assert rgb.shape == (339, 324, 3)
+    expected = gdal_tif2rgb.to_rgb8(np.moveaxis(layers[[LAYER_NAMES.index(n) for n in ("red", "green", "blue")]],
+                                                0, -1))
+    assert np.array_equal(rgb, expected)
+
+
+def test_boundaries_are_yellow_exactly_where_superpixels_meet(step0_workdir):
+    segments = gdal.Open(str(step0_workdir / "segments.tif")).ReadAsArray()
+    shown, rgb = png(step0_workdir / "segments_boundaries.png"), png(step0_workdir / "rgb.png")
+    edges = np.zeros(segments.shape, bool)
+    edges[:, 1:] |= segments[:, 1:] != segments[:, :-1]
+    edges[1:, :] |= segments[1:, :] != segments[:-1, :]
+    assert shown.shape == rgb.shape and (shown[edges] == YELLOW).all()
+    assert np.array_equal(shown[~edges], rgb[~edges])
+    assert 0.2 < edges.mean() < 0.8  # superpixels of about 70 px
+
+
+def test_class_map_shows_each_class_in_its_colour_in_proportion():
+    codes = np.zeros((200, 300), np.uint8)
+    codes[:, :100] = 3  # one third water, two thirds urban ... recoded below
+    codes[:, 100:] = 1
+    figure = plot_class_map(codes, ["urban", "crop", "vegetation", "water"], "test")
+    figure.canvas.draw()
+    image = np.asarray(figure.canvas.buffer_rgba())[..., :3]
+    water, crop = colour_count(image, WATER), colour_count(image, CROP)
+    assert water > 1000 and 1.6 < crop / water < 2.4  # the legend adds a few of each
+    left_of_map = image[image.shape[0] // 2, :image.shape[1] // 2]
+    assert colour_count(left_of_map[None], WATER) > 0
+
+
+def test_predicted_map_png_has_the_class_shares_of_predmap_tif(step2_workdir):
+    workdir, _, _ = step2_workdir
+    codes = gdal.Open(str(workdir / "predMap.tif")).ReadAsArray()
+    image = png(workdir / "predMap.png")
+    palette = gdal_tif2rgb.class_palette(["urban", "crop", "vegetation", "water"])
+    shown = np.array([colour_count(image, colour) for colour in palette], float)
+    actual = np.bincount(codes.ravel(), minlength=256)[:4].astype(float)
+    np.testing.assert_allclose(shown / shown.sum(), actual / actual.sum(), atol=0.03)
+
+
+def test_example_patches_show_one_row_per_class(step0_workdir):
+    image = png(step0_workdir / "example_patches.png")
+    assert image.shape[1] > image.shape[0] > 300  # 6 patches across, 4 classes down
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 1000  # photographs, not an empty grid
+
+
+def test_explore_grid_is_five_compactness_values_across(subset_config, tmp_path):
+    assert step0.main(["--config", str(subset_config), "--workdir", str(tmp_path), "--explore"]) == 0
+    image = png(tmp_path / "explore_slic.png")
+    assert image.shape[1] > 1.3 * image.shape[0]  # 5 columns, 3 rows
+    assert colour_count(image, YELLOW) > 3000  # the boundaries (the rest blended by resampling)
