@@ -256,11 +256,29 @@ class MatV73:
         self.file = file
 
     def put(self, name: str, value) -> None:
-        """Store a whole variable."""
+        """Store a whole variable; text (str arrays) as a MATLAB char matrix, one string per row."""
         value = np.asarray(value)
-        if value.dtype.kind == "U":
-            value = np.array([s.encode("utf-8") for s in value.ravel()]).reshape(value.shape)
-        self._create(name, value.T, value.dtype if value.dtype.kind != "S" else None, maxshape=None)
+        if value.dtype.kind in "US":
+            self._put_text(name, value)
+            return
+        self._create(name, value.T, value.dtype, maxshape=None)
+
+    def _put_text(self, name: str, value: np.ndarray) -> None:
+        """Write strings as MATLAB does a char matrix: UTF-16 code units (uint16), one row per string padded
+        with spaces, stored transposed, with attributes MATLAB_class 'char' and MATLAB_int_decode 2."""
+        strings = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in value.ravel()]
+        units = [np.frombuffer(s.encode("utf-16-le"), dtype="<u2") for s in strings]
+        width = max((len(u) for u in units), default=0)
+        if not strings or width == 0:  # MATLAB keeps an empty array as its dimensions, flagged MATLAB_empty
+            dataset = self.file.create_dataset(name, data=np.array([width, len(strings)], dtype=np.uint64))
+            dataset.attrs["MATLAB_empty"] = np.uint8(1)
+        else:
+            matrix = np.full((len(strings), width), ord(" "), dtype=np.uint16)
+            for row, code_units in enumerate(units):
+                matrix[row, :len(code_units)] = code_units
+            dataset = self.file.create_dataset(name, data=matrix.T)
+        dataset.attrs["MATLAB_class"] = np.bytes_("char")
+        dataset.attrs["MATLAB_int_decode"] = np.int32(2)
 
     def append(self, name: str, rows: np.ndarray) -> None:
         """Add ``rows`` along the first axis of variable ``name`` (created on first use)."""
@@ -292,8 +310,6 @@ class MatV73:
 
 
 def _matlab_class(dtype) -> str:
-    if dtype is None:
-        return "char"
     return {"f": "single" if dtype.itemsize == 4 else "double", "b": "logical"}.get(
         dtype.kind, f"{'u' if dtype.kind == 'u' else ''}int{8 * dtype.itemsize}")
 
@@ -308,8 +324,30 @@ def mat_v73_writer(path: Path):
         with h5py.File(temporary, "w", userblock_size=512) as file:
             yield MatV73(file)
         with open(temporary, "r+b") as file:
-            header = b"MATLAB 7.3 MAT-file, created by gdal_tif2rgb.py, HDF5 schema 1.00 ."
-            file.write(header.ljust(124) + b"\x00\x02IM")
+            file.write(_mat_v73_header())
+
+
+def _mat_v73_header(now: float | None = None) -> bytes:
+    """The 128 bytes MATLAB puts at the start of a 7.3 MAT-file's 512-byte HDF5 user block: text padded
+    with spaces to 116 bytes, an 8-byte subsystem offset of zeros, version 0x0200 and the endian mark 'IM'.
+
+    >>> header = _mat_v73_header(0.0)
+    >>> len(header), header[:20], header[116:]
+    (128, b'MATLAB 7.3 MAT-file,', b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02IM')
+    """
+    import platform
+    import time
+
+    machine = platform.machine().lower()
+    arm = machine in ("arm64", "aarch64")
+    name = {"linux": "GLNXA64", "win32": "PCWIN64", "darwin": "MACA64" if arm else "MACI64"}.get(sys.platform,
+                                                                                               sys.platform)
+    stamp = time.localtime(now)
+    day = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[stamp.tm_wday]
+    month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[stamp.tm_mon - 1]
+    text = (f"MATLAB 7.3 MAT-file, Platform: {name}, Created on: {day} {month} {stamp.tm_mday:02d} "
+            f"{stamp.tm_hour:02d}:{stamp.tm_min:02d}:{stamp.tm_sec:02d} {stamp.tm_year} HDF5 schema 1.00 .")
+    return text.encode("ascii").ljust(116, b" ")[:116] + bytes(8) + b"\x00\x02IM"
 
 
 def load_mat(path: Path, keys, *, made_by: str) -> dict:
@@ -379,11 +417,24 @@ def _load_mat_v73(path: Path, keys) -> dict:
     with h5py.File(path, "r") as file:
         for key in keys:
             if key in file:
-                value = file[key][()].T
-                if file[key].attrs.get("MATLAB_class") == b"char":
-                    value = [s.decode("utf-8") for s in value.ravel()]
-                result[key] = value
+                dataset = file[key]
+                if dataset.attrs.get("MATLAB_class") == b"char":
+                    result[key] = _mat_v73_text(dataset)
+                else:
+                    result[key] = dataset[()].T
     return result
+
+
+def _mat_v73_text(dataset) -> list[str]:
+    """The strings of a MATLAB char matrix (UTF-16 code units, one padded string per row; earlier files of
+    this module held UTF-8 bytes instead)."""
+    if dataset.attrs.get("MATLAB_empty", 0):
+        return []
+    data = dataset[()]
+    if data.dtype.kind == "S":
+        return [s.decode("utf-8") for s in data.T.ravel()]
+    rows = np.atleast_2d(data.T).astype("<u2")
+    return [row.tobytes().decode("utf-16-le", errors="replace").rstrip(" ") for row in rows]
 
 
 def class_palette(class_names) -> list[tuple[int, int, int]]:
