@@ -159,55 +159,154 @@ def atomic_output(path: Path):
         raise
 
 
+#: Band-1 metadata item prefix naming class values inside a class GeoTIFF: ``CLASS_0=urban``, ``CLASS_1=crop``...
+CLASS_NAME_ITEM = "CLASS_"
+
+
 @contextlib.contextmanager
 def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=None, nodata=None,
                    class_names=None, class_colours=None):
     """Yield ``write(array, row=0, col=0)``, which writes a (rows, cols) or (bands, rows, cols) block of a
-    tiled, compressed GeoTIFF on ``grid``; the file appears at ``path`` only when the block exits cleanly.
+    compressed Cloud-Optimized GeoTIFF on ``grid``; the file appears at ``path`` only when the block exits
+    cleanly.
 
-    ``class_names`` and ``class_colours`` (RGB tuples indexed by class value) add a colour table and
-    category names to band 1, which QGIS shows as a legend.
+    Blocks go to a tiled GeoTIFF staged beside ``path``, which GDAL's COG driver then turns into the final
+    file with overviews (nearest-neighbour for integer rasters, average for float layers); the staging
+    file is removed in every case. ``class_names`` and ``class_colours`` (RGB tuples indexed by class
+    value) add a colour table and category names to band 1, which QGIS shows as a legend. GeoTIFF keeps
+    category names only in the ``.aux.xml`` side file, so they are also written inside the file as band 1
+    metadata items ``CLASS_<value>=<name>`` (:func:`read_class_names` reads either).
     """
     from osgeo import gdal, gdal_array
 
     gdal.UseExceptions()
+    path = Path(path)
     gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype))
+    is_float = np.dtype(dtype).kind == "f"
     # Float layers: fast ZSTD with the floating-point predictor; class and id rasters: DEFLATE, which every
     # GIS reads.
-    compression = (["COMPRESS=ZSTD", "ZSTD_LEVEL=1", "PREDICTOR=3"] if np.dtype(dtype).kind == "f"
-                   else ["COMPRESS=DEFLATE", "PREDICTOR=2"])
+    compression = ["COMPRESS=ZSTD", "ZSTD_LEVEL=1", "PREDICTOR=3"] if is_float else ["COMPRESS=DEFLATE", "PREDICTOR=2"]
     options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS", *compression]
-    with atomic_output(path) as temporary:
-        dataset = gdal.GetDriverByName("GTiff").Create(str(temporary), grid.cols, grid.rows, n_bands, gdal_type,
+    with atomic_output(path) as temporary, _staging_file(path) as staging:
+        dataset = gdal.GetDriverByName("GTiff").Create(str(staging), grid.cols, grid.rows, n_bands, gdal_type,
                                                        options)
-        dataset.SetGeoTransform(grid.geotransform)
-        dataset.SetProjection(grid.crs_wkt)
-        for i in range(n_bands):
-            band = dataset.GetRasterBand(i + 1)
-            if band_names is not None:
-                band.SetDescription(band_names[i])
-            if nodata is not None:
-                band.SetNoDataValue(nodata)
-        if class_colours is not None:
-            table = gdal.ColorTable()
-            for value, colour in enumerate(class_colours):
-                table.SetColorEntry(value, (*colour, 255))
-            dataset.GetRasterBand(1).SetRasterColorTable(table)
-            dataset.GetRasterBand(1).SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
-        if class_names is not None:
-            dataset.GetRasterBand(1).SetCategoryNames(list(class_names))
+        try:
+            _describe_bands(dataset, grid, band_names, nodata, class_names, class_colours)
 
-        def write(array: np.ndarray, row: int = 0, col: int = 0) -> None:
-            array = array[np.newaxis] if array.ndim == 2 else array
-            for i in range(n_bands):
-                dataset.GetRasterBand(i + 1).WriteArray(array[i], col, row)
+            def write(array: np.ndarray, row: int = 0, col: int = 0) -> None:
+                array = array[np.newaxis] if array.ndim == 2 else array
+                for i in range(n_bands):
+                    dataset.GetRasterBand(i + 1).WriteArray(array[i], col, row)
 
-        yield write
-        dataset.FlushCache()
-        dataset = None
+            yield write
+            dataset.FlushCache()
+        finally:
+            dataset = None
+        try:
+            _translate_to_cog(staging, temporary, is_float)
+        except BaseException:
+            _remove_sidecar(temporary)
+            raise
         sidecar = Path(f"{temporary}.aux.xml")  # GDAL keeps category names in this side file
         if sidecar.exists():
             os.replace(sidecar, f"{path}.aux.xml")
+
+
+@contextlib.contextmanager
+def _staging_file(path: Path):
+    """Yield a fresh temporary .tif path beside ``path``; remove it and its side file on exit, whatever happens."""
+    handle, staging = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".staging.tif", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(staging)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(staging)
+        _remove_sidecar(staging)
+
+
+def _remove_sidecar(path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(f"{path}.aux.xml")
+
+
+def _describe_bands(dataset, grid: Grid, band_names, nodata, class_names, class_colours) -> None:
+    """Set the grid, band names, nodata, colour table and class names of a new GeoTIFF."""
+    from osgeo import gdal
+
+    dataset.SetGeoTransform(grid.geotransform)
+    dataset.SetProjection(grid.crs_wkt)
+    for i in range(dataset.RasterCount):
+        band = dataset.GetRasterBand(i + 1)
+        if band_names is not None:
+            band.SetDescription(band_names[i])
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+    if class_colours is not None:
+        table = gdal.ColorTable()
+        for value, colour in enumerate(class_colours):
+            table.SetColorEntry(value, (*colour, 255))
+        dataset.GetRasterBand(1).SetRasterColorTable(table)
+        dataset.GetRasterBand(1).SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+    if class_names is not None:
+        dataset.GetRasterBand(1).SetCategoryNames(list(class_names))
+        for value, name in enumerate(class_names):
+            dataset.GetRasterBand(1).SetMetadataItem(f"{CLASS_NAME_ITEM}{value}", str(name))
+
+
+def _translate_to_cog(source: Path, target: Path, is_float: bool) -> None:
+    """Convert a GeoTIFF to a Cloud-Optimized GeoTIFF with overviews, compressed as :func:`geotiff_writer`'s."""
+    from osgeo import gdal
+
+    compression = (["COMPRESS=ZSTD", "LEVEL=1", "PREDICTOR=FLOATING_POINT"] if is_float
+                   else ["COMPRESS=DEFLATE", "PREDICTOR=STANDARD"])
+    options = [*compression, "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
+               f"OVERVIEW_RESAMPLING={'AVERAGE' if is_float else 'NEAREST'}"]
+    result = gdal.Translate(str(target), str(source), format="COG", creationOptions=options)
+    if result is None:
+        raise InputFileError(f"{target}: GDAL could not write the Cloud-Optimized GeoTIFF")
+    result.FlushCache()
+    result = None
+
+
+def read_class_names(path: Path) -> list[str]:
+    """Class names of a class GeoTIFF, from its band 1 ``CLASS_<value>`` metadata or, failing that, from
+    the category names GDAL reads from its ``.aux.xml`` side file; [] when it has neither."""
+    dataset = _open_raster(path)  # held: a band outlives no dataset
+    band = dataset.GetRasterBand(1)
+    items = band.GetMetadata() or {}
+    values = sorted(int(key[len(CLASS_NAME_ITEM):]) for key in items
+                    if key.startswith(CLASS_NAME_ITEM) and key[len(CLASS_NAME_ITEM):].isdigit())
+    if values:
+        return [items.get(f"{CLASS_NAME_ITEM}{value}", "") for value in range(values[-1] + 1)]
+    return list(band.GetCategoryNames() or [])
+
+
+def write_qml(path: Path, class_names, class_colours, nodata=255) -> None:
+    """Write a QGIS layer style (.qml) for a class raster, atomically: a paletted renderer of band 1 with one
+    entry per class value (its colour and name as label), and ``nodata`` shown transparent."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("qgis", {"version": "3.28.0", "styleCategories": "AllStyleCategories"})
+    pipe = ET.SubElement(root, "pipe")
+    renderer = ET.SubElement(pipe, "rasterrenderer", {"type": "paletted", "band": "1", "opacity": "1",
+                                                      "alphaBand": "-1", "nodataColor": ""})
+    transparency = ET.SubElement(renderer, "rasterTransparency")
+    if nodata is not None:
+        pixels = ET.SubElement(transparency, "singleValuePixelList")
+        ET.SubElement(pixels, "pixelListEntry", {"min": f"{nodata:g}", "max": f"{nodata:g}",
+                                                 "percentTransparent": "100"})
+    palette = ET.SubElement(renderer, "colorPalette")
+    for value, (name, colour) in enumerate(zip(class_names, class_colours)):
+        ET.SubElement(palette, "paletteEntry", {"value": str(value), "label": str(name), "alpha": "255",
+                                                "color": "#{:02x}{:02x}{:02x}".format(*colour[:3])})
+    ET.SubElement(pipe, "brightnesscontrast", {"brightness": "0", "contrast": "0", "gamma": "1"})
+    ET.SubElement(pipe, "rasterresampler", {"maxOversampling": "2"})
+    ET.SubElement(root, "blendMode").text = "0"
+    ET.indent(root)
+    text = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode")
+    with atomic_output(path) as temporary:
+        Path(temporary).write_text(text + "\n", encoding="utf-8")
 
 
 def write_geotiff(path: Path, data: np.ndarray, grid: Grid, **options) -> None:
@@ -241,11 +340,29 @@ class MatV73:
         self.file = file
 
     def put(self, name: str, value) -> None:
-        """Store a whole variable."""
+        """Store a whole variable; text (str arrays) as a MATLAB char matrix, one string per row."""
         value = np.asarray(value)
-        if value.dtype.kind == "U":
-            value = np.array([s.encode("utf-8") for s in value.ravel()]).reshape(value.shape)
-        self._create(name, value.T, value.dtype if value.dtype.kind != "S" else None, maxshape=None)
+        if value.dtype.kind in "US":
+            self._put_text(name, value)
+            return
+        self._create(name, value.T, value.dtype, maxshape=None)
+
+    def _put_text(self, name: str, value: np.ndarray) -> None:
+        """Write strings as MATLAB does a char matrix: UTF-16 code units (uint16), one row per string padded
+        with spaces, stored transposed, with attributes MATLAB_class 'char' and MATLAB_int_decode 2."""
+        strings = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in value.ravel()]
+        units = [np.frombuffer(s.encode("utf-16-le"), dtype="<u2") for s in strings]
+        width = max((len(u) for u in units), default=0)
+        if not strings or width == 0:  # MATLAB keeps an empty array as its dimensions, flagged MATLAB_empty
+            dataset = self.file.create_dataset(name, data=np.array([width, len(strings)], dtype=np.uint64))
+            dataset.attrs["MATLAB_empty"] = np.uint8(1)
+        else:
+            matrix = np.full((len(strings), width), ord(" "), dtype=np.uint16)
+            for row, code_units in enumerate(units):
+                matrix[row, :len(code_units)] = code_units
+            dataset = self.file.create_dataset(name, data=matrix.T)
+        dataset.attrs["MATLAB_class"] = np.bytes_("char")
+        dataset.attrs["MATLAB_int_decode"] = np.int32(2)
 
     def append(self, name: str, rows: np.ndarray) -> None:
         """Add ``rows`` along the first axis of variable ``name`` (created on first use)."""
@@ -277,8 +394,6 @@ class MatV73:
 
 
 def _matlab_class(dtype) -> str:
-    if dtype is None:
-        return "char"
     return {"f": "single" if dtype.itemsize == 4 else "double", "b": "logical"}.get(
         dtype.kind, f"{'u' if dtype.kind == 'u' else ''}int{8 * dtype.itemsize}")
 
@@ -293,8 +408,30 @@ def mat_v73_writer(path: Path):
         with h5py.File(temporary, "w", userblock_size=512) as file:
             yield MatV73(file)
         with open(temporary, "r+b") as file:
-            header = b"MATLAB 7.3 MAT-file, created by gdal_tif2rgb.py, HDF5 schema 1.00 ."
-            file.write(header.ljust(124) + b"\x00\x02IM")
+            file.write(_mat_v73_header())
+
+
+def _mat_v73_header(now: float | None = None) -> bytes:
+    """The 128 bytes MATLAB puts at the start of a 7.3 MAT-file's 512-byte HDF5 user block: text padded
+    with spaces to 116 bytes, an 8-byte subsystem offset of zeros, version 0x0200 and the endian mark 'IM'.
+
+    >>> header = _mat_v73_header(0.0)
+    >>> len(header), header[:20], header[116:]
+    (128, b'MATLAB 7.3 MAT-file,', b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02IM')
+    """
+    import platform
+    import time
+
+    machine = platform.machine().lower()
+    arm = machine in ("arm64", "aarch64")
+    name = {"linux": "GLNXA64", "win32": "PCWIN64", "darwin": "MACA64" if arm else "MACI64"}.get(sys.platform,
+                                                                                               sys.platform)
+    stamp = time.localtime(now)
+    day = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[stamp.tm_wday]
+    month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[stamp.tm_mon - 1]
+    text = (f"MATLAB 7.3 MAT-file, Platform: {name}, Created on: {day} {month} {stamp.tm_mday:02d} "
+            f"{stamp.tm_hour:02d}:{stamp.tm_min:02d}:{stamp.tm_sec:02d} {stamp.tm_year} HDF5 schema 1.00 .")
+    return text.encode("ascii").ljust(116, b" ")[:116] + bytes(8) + b"\x00\x02IM"
 
 
 def load_mat(path: Path, keys, *, made_by: str) -> dict:
@@ -364,11 +501,24 @@ def _load_mat_v73(path: Path, keys) -> dict:
     with h5py.File(path, "r") as file:
         for key in keys:
             if key in file:
-                value = file[key][()].T
-                if file[key].attrs.get("MATLAB_class") == b"char":
-                    value = [s.decode("utf-8") for s in value.ravel()]
-                result[key] = value
+                dataset = file[key]
+                if dataset.attrs.get("MATLAB_class") == b"char":
+                    result[key] = _mat_v73_text(dataset)
+                else:
+                    result[key] = dataset[()].T
     return result
+
+
+def _mat_v73_text(dataset) -> list[str]:
+    """The strings of a MATLAB char matrix (UTF-16 code units, one padded string per row; earlier files of
+    this module held UTF-8 bytes instead)."""
+    if dataset.attrs.get("MATLAB_empty", 0):
+        return []
+    data = dataset[()]
+    if data.dtype.kind == "S":
+        return [s.decode("utf-8") for s in data.T.ravel()]
+    rows = np.atleast_2d(data.T).astype("<u2")
+    return [row.tobytes().decode("utf-16-le", errors="replace").rstrip(" ") for row in rows]
 
 
 def class_palette(class_names) -> list[tuple[int, int, int]]:
