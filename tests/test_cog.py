@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-import gdal_tif2rgb as io
+import gdal_tif2rgb
+from pipeline.contract import UNLABELLED
 
 NAMES = ["urban", "crop", "vegetation", "water"]
-COLOURS = io.class_palette(NAMES)
+COLOURS = gdal_tif2rgb.class_palette(NAMES)
 
 
 def _grid(rows=600, cols=700):
     crs = osr.SpatialReference()
     crs.ImportFromEPSG(32630)
-    return io.Grid(rows, cols, (500000.0, 10.0, 0.0, 6000000.0, 0.0, -10.0), crs.ExportToWkt())
+    return gdal_tif2rgb.Grid(rows, cols, (500000.0, 10.0, 0.0, 6000000.0, 0.0, -10.0), crs.ExportToWkt())
 
 
 def _gdalinfo(path) -> str:
@@ -32,9 +33,9 @@ def _gdalinfo(path) -> str:
 def class_map(tmp_path_factory):
     folder = tmp_path_factory.mktemp("classes")
     codes = np.random.default_rng(1).integers(0, 4, (600, 700)).astype(np.uint8)
-    codes[:20, :30] = io.UNLABELLED
+    codes[:20, :30] = UNLABELLED
     path = folder / "predMap.tif"
-    with io.geotiff_writer(path, _grid(), 1, np.uint8, nodata=io.UNLABELLED, class_names=NAMES,
+    with gdal_tif2rgb.geotiff_writer(path, _grid(), 1, np.uint8, nodata=UNLABELLED, class_names=NAMES,
                            class_colours=COLOURS) as write:
         for row in range(0, 600, 256):  # window by window, as the tiled runs write
             write(codes[row:row + 256], row, 0)
@@ -50,9 +51,9 @@ def test_class_map_is_a_cog_with_overviews(class_map):
     dataset = gdal.Open(str(path))
     band = dataset.GetRasterBand(1)
     np.testing.assert_array_equal(band.ReadAsArray(), codes)
-    assert band.GetNoDataValue() == io.UNLABELLED
+    assert band.GetNoDataValue() == UNLABELLED
     overview = band.GetOverview(0).ReadAsArray()
-    assert set(np.unique(overview)) <= {0, 1, 2, 3, io.UNLABELLED}  # nearest neighbour: no invented classes
+    assert set(np.unique(overview)) <= {0, 1, 2, 3, UNLABELLED}  # nearest neighbour: no invented classes
     assert sorted(p.name for p in path.parent.iterdir()) == ["predMap.tif", "predMap.tif.aux.xml"]
 
 
@@ -61,7 +62,7 @@ def test_class_names_and_colours_live_in_the_tif_alone(class_map, tmp_path):
     alone = tmp_path / "copy.tif"
     shutil.copyfile(path, alone)
     assert not (tmp_path / "copy.tif.aux.xml").exists()
-    assert io.read_class_names(alone) == NAMES
+    assert gdal_tif2rgb.read_class_names(alone) == NAMES
     dataset = gdal.Open(str(alone))
     band = dataset.GetRasterBand(1)
     assert band.GetMetadataItem("CLASS_2") == "vegetation"
@@ -79,7 +80,7 @@ def test_class_names_and_colours_live_in_the_tif_alone(class_map, tmp_path):
 def test_float_layers_are_cogs_with_average_overviews(tmp_path):
     path = tmp_path / "layers.tif"
     data = np.random.default_rng(2).random((3, 600, 700), dtype=np.float32)
-    with io.geotiff_writer(path, _grid(), 3, np.float32, band_names=["a", "b", "c"]) as write:
+    with gdal_tif2rgb.geotiff_writer(path, _grid(), 3, np.float32, band_names=["a", "b", "c"]) as write:
         write(data[:, :300], 0, 0)
         write(data[:, 300:], 300, 0)
     report = _gdalinfo(path)
@@ -89,14 +90,14 @@ def test_float_layers_are_cogs_with_average_overviews(tmp_path):
     assert [dataset.GetRasterBand(i + 1).GetDescription() for i in range(3)] == ["a", "b", "c"]
     overview = dataset.GetRasterBand(1).GetOverview(0).ReadAsArray()
     assert overview[0, 0] == pytest.approx(data[0, :2, :2].mean(), rel=1e-5)
-    assert io.read_class_names(path) == []
+    assert gdal_tif2rgb.read_class_names(path) == []
     assert [p.name for p in tmp_path.iterdir()] == ["layers.tif"]
 
 
 def test_a_failed_write_leaves_no_file(tmp_path):
     path = tmp_path / "predMap.tif"
     with pytest.raises(ZeroDivisionError):
-        with io.geotiff_writer(path, _grid(), 1, np.uint8, class_names=NAMES, class_colours=COLOURS) as write:
+        with gdal_tif2rgb.geotiff_writer(path, _grid(), 1, np.uint8, class_names=NAMES, class_colours=COLOURS) as write:
             write(np.zeros((10, 10), np.uint8))
             1 / 0
     assert list(tmp_path.iterdir()) == []
@@ -107,16 +108,16 @@ def test_a_failed_cog_conversion_leaves_no_file(tmp_path, monkeypatch):
         target.write_bytes(b"half")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(io, "_translate_to_cog", broken)
+    monkeypatch.setattr(gdal_tif2rgb, "_translate_to_cog", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        with io.geotiff_writer(tmp_path / "predMap.tif", _grid(), 1, np.uint8, class_names=NAMES) as write:
+        with gdal_tif2rgb.geotiff_writer(tmp_path / "predMap.tif", _grid(), 1, np.uint8, class_names=NAMES) as write:
             write(np.zeros((600, 700), np.uint8))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_qml_style(tmp_path):
     path = tmp_path / "predMap.qml"
-    io.write_qml(path, NAMES, COLOURS, nodata=255)
+    gdal_tif2rgb.write_qml(path, NAMES, COLOURS, nodata=255)
     root = ET.parse(path).getroot()
     assert root.tag == "qgis"
     renderer = root.find("pipe/rasterrenderer")
