@@ -40,6 +40,7 @@ import numpy as np
 import gdal_tif2rgb
 from pipeline import cli, cluster, contract, grids
 from pipeline.config import Scene
+from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, TEST, TRAIN, UNLABELLED, UNUSED
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.figures import pyplot
@@ -52,6 +53,12 @@ COMPOSITES = {"rgb": ("red", "green", "blue"), "nir_green_blue": ("nir", "green"
 INDEX_COLOUR_MAPS = {"ndvi": "RdYlGn", "ndwi": "BrBG", "ndbi": "RdGy_r"}
 #: Superpixel-sized keys of ``samples_labels.mat`` that the tiled driver appends tile by tile.
 SAMPLED_KEYS = ("samples", "masks", "labels", "centroids", "purity", "valid_fraction")
+#: Every file Step 0 writes (committed together; ``.aux.xml`` side files go with their rasters).
+OUTPUTS = (contract.LAYERS_TIF, contract.REFERENCE_TIF, contract.SEGMENTS_TIF, contract.SEGMENTS.filename,
+           contract.SAMPLES.filename, *(f"{name}.png" for name in (*COMPOSITES, *INDEX_LAYERS)),
+           *(f"histogram_{name}.png" for name in LAYER_NAMES), "segments_boundaries.png", "example_patches.png",
+           "run.json")
+EXPLORE_OUTPUTS = ("explore_slic.png",)
 
 
 @dataclass
@@ -117,17 +124,22 @@ def class_pixel_counts(codes: np.ndarray, n_classes: int) -> np.ndarray:
 def reference_to_codes(reference: np.ndarray, classes: dict) -> np.ndarray:
     """Map reference values to class codes 0..K-1 in the order of ``classes``; other values to 255.
 
+    Works for values of any integer type and range in memory proportional to the pixels (a search in the
+    sorted class values, no lookup table as long as the value range).
+
     >>> reference_to_codes(np.array([[0, 3], [2, 9]]), {"urban": [3], "crop": [2, 9]}).tolist()
     [[255, 0], [1, 1]]
     """
-    lookup = np.full(max(int(reference.max()), max(max(v) for v in classes.values())) + 1, UNLABELLED, np.uint8)
-    for code, values in enumerate(classes.values()):
-        lookup[values] = code
-    if reference.min() >= 0:
-        return lookup[reference]
-    codes = lookup[np.where(reference < 0, 0, reference)]
-    codes[reference < 0] = UNLABELLED
-    return codes
+    values = np.array([v for vs in classes.values() for v in vs], dtype=np.int64)
+    codes_of = np.array([code for code, vs in enumerate(classes.values()) for _ in vs], dtype=np.uint8)
+    order = np.argsort(values)
+    values, codes_of = values[order], codes_of[order]
+    flat = reference.ravel()
+    if flat.dtype.kind == "u" and flat.dtype.itemsize == 8:  # uint64 beyond int64's range cannot be a class
+        flat = np.where(flat > np.iinfo(np.int64).max, -1, flat).astype(np.int64)
+    position = np.minimum(np.searchsorted(values, flat), len(values) - 1)
+    found = values[position] == flat
+    return np.where(found, codes_of[position], UNLABELLED).astype(np.uint8).reshape(reference.shape)
 
 
 # --- 2. Layers and stretch (tutorial 1.1) -----------------------------------------------------------------
@@ -182,7 +194,7 @@ def apply_stretch(layers: np.ndarray, limits: dict, valid: np.ndarray) -> None:
     layers[~valid] = 0
 
 
-def write_quicklooks(scene: Scene, raw: np.ndarray, stretched: np.ndarray, limits: dict, valid: np.ndarray,
+def write_quicklooks(out: OutputSet, raw: np.ndarray, stretched: np.ndarray, limits: dict, valid: np.ndarray,
                      scene_shape: tuple) -> None:
     """Colour composites, index maps with colour bars and a histogram per layer (tutorial 1.1).
 
@@ -192,7 +204,7 @@ def write_quicklooks(scene: Scene, raw: np.ndarray, stretched: np.ndarray, limit
     plt = pyplot()
     for name, triplet in COMPOSITES.items():
         rgb = stretched[..., [LAYER_NAMES.index(n) for n in triplet]]
-        gdal_tif2rgb.save_png(scene.output(f"{name}.png"), gdal_tif2rgb.to_rgb8(rgb))
+        gdal_tif2rgb.save_png(out.path(f"{name}.png"), gdal_tif2rgb.to_rgb8(rgb))
     for name in INDEX_LAYERS:
         figure, axis = plt.subplots(figsize=(7, 6))
         shown = np.where(valid, raw[..., LAYER_NAMES.index(name)], np.nan)
@@ -200,7 +212,7 @@ def write_quicklooks(scene: Scene, raw: np.ndarray, stretched: np.ndarray, limit
         figure.colorbar(image, ax=axis, label=name.upper())
         axis.set_title(f"{name.upper()} (colour scale: 1st-99th percentile)")
         axis.set_axis_off()
-        gdal_tif2rgb.save_png(scene.output(f"{name}.png"), figure)
+        gdal_tif2rgb.save_png(out.path(f"{name}.png"), figure)
     for i, name in enumerate(LAYER_NAMES):
         figure, axis = plt.subplots(figsize=(6, 3.5))
         counts, edges = np.histogram(raw[..., i][valid], bins=200)
@@ -210,7 +222,7 @@ def write_quicklooks(scene: Scene, raw: np.ndarray, stretched: np.ndarray, limit
         axis.set_title(f"{name}: histogram, dashed lines = stretch limits (1 %, 99 %)")
         axis.set_xlabel("value in the image's units" if name not in INDEX_LAYERS else "index value")
         axis.set_ylabel("pixels" + (" (preview)" if raw.shape[:2] != scene_shape else ""))
-        gdal_tif2rgb.save_png(scene.output(f"histogram_{name}.png"), figure)
+        gdal_tif2rgb.save_png(out.path(f"histogram_{name}.png"), figure)
 
 
 # --- 3. Superpixels (tutorial 2.1) ---------------------------------------------------------------------------
@@ -484,8 +496,9 @@ def tiled_split(read_owners, windows, shape: tuple, centroids: np.ndarray, label
 
 # --- Driver 1: the whole scene in memory ---------------------------------------------------------------------
 
-def prepare_whole_scene(scene: Scene, timings: dict) -> PreparedScene:
-    """Step 0 on the whole scene in memory: layers, quicklooks, SLIC, sampling, split, then the writes."""
+def prepare_whole_scene(scene: Scene, out: OutputSet, record: dict, timings: dict) -> PreparedScene:
+    """Step 0 on the whole scene in memory: layers, quicklooks, SLIC, sampling, split, then the writes into
+    ``out``; ``record`` is the run's provenance."""
     p = scene.params
     with cli.timed("read image and reference", timings):
         grid = check_grids(scene)
@@ -501,7 +514,7 @@ def prepare_whole_scene(scene: Scene, timings: dict) -> PreparedScene:
         del raw
     step = grids.display_stride(*valid.shape)
     with cli.timed("quicklooks", timings):
-        write_quicklooks(scene, preview, layers[::step, ::step], limits, preview_valid, valid.shape)
+        write_quicklooks(out, preview, layers[::step, ::step], limits, preview_valid, valid.shape)
     del preview
     with cli.timed(f"SLIC (n_segments={p.n_segments}, compactness={p.compactness})", timings):
         segments = segment_superpixels(layers, p.slic_layers, p.n_segments, p.compactness, valid)
@@ -511,14 +524,15 @@ def prepare_whole_scene(scene: Scene, timings: dict) -> PreparedScene:
         sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p.patch_width,
                                          p.block_size, p.test_fraction, np.random.default_rng(p.seed))
     with cli.timed("write layers, reference, segments and samples", timings):
-        gdal_tif2rgb.write_geotiff(scene.output(contract.LAYERS_TIF), np.moveaxis(layers, -1, 0), grid,
-                                   band_names=LAYER_NAMES)
-        with reference_writer(scene, grid) as write_reference:
+        stamp = {contract.STEP0_RUN_ITEM: record["run"]}
+        gdal_tif2rgb.write_geotiff(out.path(contract.LAYERS_TIF), np.moveaxis(layers, -1, 0), grid,
+                                   band_names=LAYER_NAMES, metadata=stamp)
+        with reference_writer(scene, out, grid, stamp) as write_reference:
             write_reference(codes)
-        contract.save(contract.SEGMENTS, scene.workdir, {"segments": segments})
-        gdal_tif2rgb.write_geotiff(scene.output(contract.SEGMENTS_TIF), segments, grid)
-        contract.save(contract.SAMPLES, scene.workdir, {**sampled, "class_names": scene.class_names,
-                                                         "layer_names": LAYER_NAMES})
+        contract.save(contract.SEGMENTS, out.staging, {"segments": segments, contract.PROVENANCE: record})
+        gdal_tif2rgb.write_geotiff(out.path(contract.SEGMENTS_TIF), segments, grid, metadata=stamp)
+        contract.save(contract.SAMPLES, out.staging, {**sampled, "class_names": scene.class_names,
+                                                       "layer_names": LAYER_NAMES, contract.PROVENANCE: record})
     return PreparedScene(labels=sampled["labels"], split=sampled["split"], purity=sampled["purity"],
                          invalid_pixels=int(valid.size - valid.sum()), preview_layers=layers[::step, ::step],
                          preview_segments=segments[::step, ::step],
@@ -536,11 +550,11 @@ def stretched_layers(raw: dict, valid: np.ndarray):
     return layers, preview, preview_valid, limits
 
 
-def reference_writer(scene: Scene, grid: gdal_tif2rgb.Grid):
+def reference_writer(scene: Scene, out: OutputSet, grid: gdal_tif2rgb.Grid, metadata: dict):
     """Writer of ``reference.tif`` (see :func:`gdal_tif2rgb.geotiff_writer`): the reference as class codes
     (255 = unlabelled) with the class colours and names."""
-    return gdal_tif2rgb.geotiff_writer(scene.output(contract.REFERENCE_TIF), grid, 1, np.uint8, nodata=UNLABELLED,
-                                       class_names=scene.class_names,
+    return gdal_tif2rgb.geotiff_writer(out.path(contract.REFERENCE_TIF), grid, 1, np.uint8, nodata=UNLABELLED,
+                                       class_names=scene.class_names, metadata=metadata,
                                        class_colours=gdal_tif2rgb.class_palette(scene.class_names))
 
 
@@ -580,9 +594,10 @@ def prepare_tile(scene: Scene, limits: dict, window: tuple, shape: tuple, n_stri
             "reference_values": present, "invalid": int((~valid[core]).sum()), **sampled}
 
 
-def prepare_tiled(scene: Scene, client, timings: dict) -> PreparedScene:
+def prepare_tiled(scene: Scene, out: OutputSet, record: dict, client, timings: dict) -> PreparedScene:
     """Step 0 tile by tile on the Dask ``client``'s cluster, memory bounded by the tile size: layers, reference
-    and segments go to GeoTIFF window by window, the hand-offs to MATLAB 7.3 files tile by tile."""
+    and segments go to GeoTIFF window by window, the hand-offs to MATLAB 7.3 files tile by tile, into ``out``;
+    ``record`` is the run's provenance."""
     p = scene.params
     grid = check_grids(scene)
     if p.tile_size < p.patch_width:
@@ -595,13 +610,15 @@ def prepare_tiled(scene: Scene, client, timings: dict) -> PreparedScene:
         limits = stretch_limits(preview, preview_valid)
         stretched = preview.copy()
         apply_stretch(stretched, limits, preview_valid)
-        write_quicklooks(scene, preview, stretched, limits, preview_valid, shape)
+        write_quicklooks(out, preview, stretched, limits, preview_valid, shape)
     with cli.timed(f"tiles: layers, SLIC (n_segments={p.n_segments}), sampling, writes, split", timings):
         log.info("%d tiles of up to %d px on %s", len(windows), p.tile_size, client)
         tiles = cluster.map_in_order(client, prepare_tile, ((scene, limits, window, shape) for window in windows))
         with contextlib.ExitStack() as stack:
-            outputs = TiledOutputs.open(scene, grid, stack)
+            outputs = TiledOutputs.open(scene, out, grid, {contract.STEP0_RUN_ITEM: record["run"]}, stack)
             kept = write_tiles(scene, outputs, tiles, shape, len(windows))
+            for mat in (outputs.segments_mat, outputs.samples_mat):
+                mat.put(contract.PROVENANCE, contract.as_text(record))
             split = tiled_split(lambda window: outputs.segments_mat.read_window("segments", *window), windows,
                                 shape, kept["centroids"], kept["labels"], p.patch_width, p.block_size,
                                 p.test_fraction, np.random.default_rng(p.seed))
@@ -609,7 +626,7 @@ def prepare_tiled(scene: Scene, client, timings: dict) -> PreparedScene:
     return PreparedScene(
         labels=kept["labels"], split=split, purity=kept["purity"], invalid_pixels=kept["invalid"],
         preview_layers=stretched, preview_segments=kept["segments_preview"], tiles=len(windows),
-        read_patches=lambda indices: contract.load_rows(contract.SAMPLES, scene.workdir, ["samples"],
+        read_patches=lambda indices: contract.load_rows(contract.SAMPLES, out.staging, ["samples"],
                                                         indices)["samples"])
 
 
@@ -624,15 +641,17 @@ class TiledOutputs:
     samples_mat: gdal_tif2rgb.MatV73
 
     @classmethod
-    def open(cls, scene: Scene, grid: gdal_tif2rgb.Grid, stack: contextlib.ExitStack) -> "TiledOutputs":
+    def open(cls, scene: Scene, out: OutputSet, grid: gdal_tif2rgb.Grid, stamp: dict,
+             stack: contextlib.ExitStack) -> "TiledOutputs":
         return cls(
             write_layers=stack.enter_context(gdal_tif2rgb.geotiff_writer(
-                scene.output(contract.LAYERS_TIF), grid, len(LAYER_NAMES), np.float32, band_names=LAYER_NAMES)),
+                out.path(contract.LAYERS_TIF), grid, len(LAYER_NAMES), np.float32, band_names=LAYER_NAMES,
+                metadata=stamp)),
             write_segments=stack.enter_context(gdal_tif2rgb.geotiff_writer(
-                scene.output(contract.SEGMENTS_TIF), grid, 1, np.int32)),
-            write_reference=stack.enter_context(reference_writer(scene, grid)),
-            segments_mat=stack.enter_context(gdal_tif2rgb.mat_v73_writer(contract.SEGMENTS.path(scene.workdir))),
-            samples_mat=stack.enter_context(gdal_tif2rgb.mat_v73_writer(contract.SAMPLES.path(scene.workdir))))
+                out.path(contract.SEGMENTS_TIF), grid, 1, np.int32, metadata=stamp)),
+            write_reference=stack.enter_context(reference_writer(scene, out, grid, stamp)),
+            segments_mat=stack.enter_context(gdal_tif2rgb.mat_v73_writer(contract.SEGMENTS.path(out.staging))),
+            samples_mat=stack.enter_context(gdal_tif2rgb.mat_v73_writer(contract.SAMPLES.path(out.staging))))
 
 
 def write_tiles(scene: Scene, outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int) -> dict:
@@ -684,28 +703,28 @@ def summarise(labels: np.ndarray, split: np.ndarray, purity: np.ndarray, class_n
     return {"counts": counts, "table": table}
 
 
-def finish(scene: Scene, prepared: PreparedScene, timings: dict) -> None:
+def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, timings: dict) -> None:
     """What every driver ends with: superpixel boundaries, example patches, the summary and ``run.json``."""
     if prepared.invalid_pixels:
         log.warning("%d pixels are NaN or nodata in %s: they are masked", prepared.invalid_pixels, scene.image.name)
-    gdal_tif2rgb.save_png(scene.output("segments_boundaries.png"),
+    gdal_tif2rgb.save_png(out.path("segments_boundaries.png"),
                           boundary_image(to_rgb_display(prepared.preview_layers), prepared.preview_segments))
     chosen = example_indices(prepared.labels, len(scene.classes), np.random.default_rng(scene.params.seed))
     patches = prepared.read_patches(np.concatenate(chosen).astype(np.int64))
-    gdal_tif2rgb.save_png(scene.output("example_patches.png"), plot_example_patches(chosen, patches,
-                                                                                   scene.class_names))
+    gdal_tif2rgb.save_png(out.path("example_patches.png"), plot_example_patches(chosen, patches, scene.class_names))
     summary = summarise(prepared.labels, prepared.split, prepared.purity, scene.class_names)
     for line in summary["table"]:
         log.info(line)
-    cli.record_run(scene, "Step0_Data_Preparation", {
+    cli.record_run(scene, out.path("run.json"), "Step0_Data_Preparation", {
         "timings_s": timings, "superpixels": len(prepared.labels), "invalid_pixels": prepared.invalid_pixels,
-        "classes": summary["counts"], "tiles": prepared.tiles}, inputs=(scene.image, scene.reference))
+        "classes": summary["counts"], "tiles": prepared.tiles, "run": record["run"]},
+        inputs={fp["path"]: fp["sha256"] for fp in record["inputs"].values()})
     log.info("outputs in %s (total %.1f s)", scene.workdir, sum(timings.values()))
 
 
 # --- Driver 3: explore SLIC's parameters (tutorial 2.1) ---------------------------------------------------------
 
-def explore_slic(scene: Scene, crop_size: int = 200) -> None:
+def explore_slic(scene: Scene, out: OutputSet, crop_size: int = 200) -> None:
     """Grid of SLIC boundaries on a central crop over compactness 0.01..100 and three superpixel counts."""
     check_grids(scene)
     raw, valid = read_image(scene)
@@ -728,22 +747,32 @@ def explore_slic(scene: Scene, crop_size: int = 200) -> None:
             axes[i][j].set_axis_off()
     figure.suptitle(f"SLIC on a {size}x{size} px crop at row {top}, col {left} "
                     f"(counts scaled from n_segments={scene.params.n_segments} for the whole scene)")
-    gdal_tif2rgb.save_png(scene.output("explore_slic.png"), figure)
-    log.info("wrote %s: pick n_segments and compactness, then run without --explore", scene.output("explore_slic.png"))
+    gdal_tif2rgb.save_png(out.path("explore_slic.png"), figure)
+    log.info("wrote explore_slic.png in %s: pick n_segments and compactness, then run without --explore",
+             scene.workdir)
 
 
 def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = None, explore: bool = False) -> None:
     """Step 0 with the driver the scene's ``tile_size`` asks for, then the shared finishing path (or, with
-    ``explore``, only the SLIC exploration)."""
+    ``explore``, only the SLIC exploration); its outputs are committed as one set."""
     timings = {}
+    inputs = (scene.image, scene.reference, scene.config_path)
     if explore:
-        return explore_slic(scene)
-    if scene.params.tile_size:
-        with cluster.dask_client(scheduler, workers) as client:
-            prepared = prepare_tiled(scene, client, timings)
-    else:
-        prepared = prepare_whole_scene(scene, timings)
-    finish(scene, prepared, timings)
+        with open_outputs(scene.workdir, EXPLORE_OUTPUTS, inputs) as out:
+            return explore_slic(scene, out)
+    tiled = bool(scene.params.tile_size)
+    if tiled:
+        cluster.check_settings(scheduler, workers)
+    with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
+        with cli.timed("checksums of the image and reference", timings):
+            record = contract.step0_provenance(scene, contract.fingerprint(scene.image),
+                                               contract.fingerprint(scene.reference))
+        if tiled:
+            with cluster.dask_client(scheduler, workers) as client:
+                prepared = prepare_tiled(scene, out, record, client, timings)
+        else:
+            prepared = prepare_whole_scene(scene, out, record, timings)
+        finish(scene, out, prepared, record, timings)
 
 
 def build_parser():

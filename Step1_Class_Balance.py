@@ -18,8 +18,9 @@ import numpy as np
 
 from pipeline import cli, contract
 from pipeline.config import Scene
-from pipeline.contract import LAYER_NAMES, STEP0, TRAIN, UNLABELLED
+from pipeline.contract import LAYER_NAMES, STEP0, STEP1, TRAIN, UNLABELLED
 from pipeline.errors import InputDataError
+from pipeline.outputs import open_outputs
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +52,36 @@ def class_counts(labels: np.ndarray, class_names) -> dict:
 
 
 def balance(scene: Scene) -> None:
-    """Step 1: draw the balanced set from Step 0's training superpixels and write it."""
+    """Step 1: draw the balanced set from Step 0's training superpixels and write it (with the run.json record)."""
     timings = {}
     p = scene.params
-    with cli.timed("read samples_labels.mat", timings):
-        step0, _ = contract.load_step0(scene.workdir, scene.class_names, ["labels", "split"])
-    before = class_counts(contract.train_labels(step0["labels"], step0["split"]), scene.class_names)
-    log.info("training superpixels before balancing: %s", before)
-    with cli.timed("draw balanced set", timings):
-        index, with_replacement = balance_classes(step0["labels"], step0["split"], scene.class_names, p.per_class,
-                                                  np.random.default_rng(p.seed))
-    for name in with_replacement:
-        log.warning("class '%s' has fewer than %d training superpixels: drawn with replacement", name, p.per_class)
-    labels = step0["labels"][index]
-    log.info("after balancing: %s", class_counts(labels, scene.class_names))
+    contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
     path = contract.BALANCED.path(scene.workdir, per_class=p.per_class)
-    with cli.timed(f"gather the drawn patches, write {path.name}", timings):
-        rows = contract.load_rows(contract.SAMPLES, scene.workdir, ["samples", "masks"], index)
-        contract.save(contract.BALANCED, scene.workdir, {
-            "images": rows["samples"], "masks": rows["masks"], "labels": labels, "index": index,
-            "class_names": scene.class_names, "layer_names": LAYER_NAMES}, per_class=p.per_class)
-    cli.record_run(scene, "Step1_Class_Balance", {"timings_s": timings, "drawn_with_replacement": with_replacement,
-                                                  "counts_before": before})
+    inputs = (scene.config_path, contract.SAMPLES.path(scene.workdir), contract.SEGMENTS.path(scene.workdir))
+    with open_outputs(scene.workdir, (path.name, "run.json"), inputs) as out:
+        with cli.timed("read samples_labels.mat", timings):
+            step0, _ = contract.load_step0(scene, ["labels", "split"])
+        before = class_counts(contract.train_labels(step0["labels"], step0["split"]), scene.class_names)
+        log.info("training superpixels before balancing: %s", before)
+        with cli.timed("draw balanced set", timings):
+            index, with_replacement = balance_classes(step0["labels"], step0["split"], scene.class_names,
+                                                      p.per_class, np.random.default_rng(p.seed))
+        for name in with_replacement:
+            log.warning("class '%s' has fewer than %d training superpixels: drawn with replacement", name,
+                        p.per_class)
+        labels = step0["labels"][index]
+        log.info("after balancing: %s", class_counts(labels, scene.class_names))
+        record = contract.new_run(STEP1, step0_run=step0[contract.PROVENANCE]["run"],
+                                  parameters={"per_class": p.per_class, "seed": p.seed})
+        with cli.timed(f"gather the drawn patches, write {path.name}", timings):
+            rows = contract.load_rows(contract.SAMPLES, scene.workdir, ["samples", "masks"], index)
+            contract.save(contract.BALANCED, out.staging, {
+                "images": rows["samples"], "masks": rows["masks"], "labels": labels, "index": index,
+                "class_names": scene.class_names, "layer_names": LAYER_NAMES, contract.PROVENANCE: record},
+                per_class=p.per_class)
+        cli.record_run(scene, out.path("run.json"), "Step1_Class_Balance", {
+            "timings_s": timings, "drawn_with_replacement": with_replacement, "counts_before": before,
+            "run": record["run"]})
 
 
 def main(argv=None) -> int:

@@ -27,14 +27,18 @@ import numpy as np
 import gdal_tif2rgb
 from pipeline import cli, cluster, contract, grids
 from pipeline.config import RUNS_DIR, Parameters, Scene
-from pipeline.contract import LAYER_NAMES, MASK_CHANNEL, STEP0, UNLABELLED
-from pipeline.errors import InputDataError
+from pipeline.contract import LAYER_NAMES, MASK_CHANNEL, STEP0, STEP2, UNLABELLED
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.figures import plot_class_map, pyplot
+from pipeline.outputs import OutputSet, open_outputs
 
 log = logging.getLogger(__name__)
 #: Points shown in each TensorBoard projector embedding (spread evenly over the classes).
 PROJECTOR_POINTS = 1000
 PREDICT_CHUNK = 8192
+#: Every file Step 2 writes in the work folder (committed together with the TensorBoard run).
+OUTPUTS = (contract.MODEL_FILE, "learning_curve.png", contract.PRED_LABELS.filename, contract.PRED_PROB.filename,
+           contract.PRED_MAP.filename, "predMap.png", "predMap.tif", "run.json")
 
 
 def model_inputs(patches: np.ndarray, masks: np.ndarray, channels) -> np.ndarray:
@@ -210,42 +214,44 @@ def correct_priors(probabilities: np.ndarray, train_labels: np.ndarray) -> np.nd
     return (weighted / weighted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def train(scene: Scene, runs_dir: Path, timings: dict):
-    """Train the CNN on Step 1's balanced set, save ``model.keras`` and the learning curve, and write the
-    TensorBoard run (scalars, graph, histograms, projector). Returns the model and its history."""
+def check_validation_split(index: np.ndarray, fraction: float) -> None:
+    """Refuse a ``validation_fraction`` that leaves no distinct superpixel of the balanced set to train on."""
+    distinct = np.unique(index).size
+    if distinct - int(round(fraction * distinct)) < 1:
+        raise ConfigError(f"validation_fraction = {fraction} leaves none of the {distinct} distinct superpixels of "
+                          f"the balanced set to train on; lower it or raise per_class")
+
+
+def train(scene: Scene, out: OutputSet, balanced: dict, run_dir: Path, timings: dict):
+    """Train the CNN on Step 1's ``balanced`` set, save ``model.keras`` and the learning curve into ``out``, and
+    write the TensorBoard run (scalars, graph, histograms, projector) into ``run_dir``. Returns the model and its
+    history."""
     p = scene.params
-    n = len(contract.load(contract.SAMPLES, scene.workdir, ["labels"])["labels"])
-    with cli.timed("read balanced set", timings):
-        balanced = contract.load_balanced(scene.workdir, p.per_class, scene.class_names,
-                                          ["images", "masks", "labels", "index"], n, p.patch_width)
     inputs = model_inputs(balanced["images"], balanced["masks"], p.train_layers)
-    run_dir = runs_dir / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with cli.timed(f"training ({p.epochs} epochs)", timings):
         model, history = train_model(inputs, balanced["labels"], balanced["index"], len(scene.classes), p, run_dir)
     timings["per_epoch"] = round(timings[f"training ({p.epochs} epochs)"] / p.epochs, 3)
-    with gdal_tif2rgb.atomic_output(scene.output(contract.MODEL_FILE)) as temporary:
+    with gdal_tif2rgb.atomic_output(out.path(contract.MODEL_FILE)) as temporary:
         model.save(temporary)
-    gdal_tif2rgb.save_png(scene.output("learning_curve.png"), plot_learning_curve(history))
+    gdal_tif2rgb.save_png(out.path("learning_curve.png"), plot_learning_curve(history))
     with cli.timed("projector embeddings", timings):
         write_embeddings(run_dir, model, inputs, balanced["images"], balanced["labels"], scene.class_names,
                          p.projector_layers, np.random.default_rng(p.seed))
-    return model, history, run_dir
+    return model, history
 
 
-def predict_and_map(scene: Scene, grid: gdal_tif2rgb.Grid, model, client, timings: dict) -> np.ndarray:
+def predict_and_map(scene: Scene, out: OutputSet, model, client, step0: dict, record: dict,
+                    timings: dict) -> np.ndarray:
     """Classify every superpixel, in memory or (with a Dask ``client``) chunk by chunk on the cluster, and write
-    ``predLabels.mat``, ``predProb.mat`` and the map (``predMap.tif``, ``.png`` and, in memory, ``.mat``)."""
+    ``predLabels.mat``, ``predProb.mat`` and the map (``predMap.tif``, ``.png`` and, in memory, ``.mat``) into
+    ``out``. ``step0`` holds Step 0's labels, split, valid fraction, segments and grid."""
     p = scene.params
-    step0 = contract.load(contract.SAMPLES, scene.workdir, ["labels", "split", "valid_fraction"])
     n = len(step0["labels"])
     with cli.timed(f"predict {n} superpixels", timings):
         if client is not None:
-            probabilities = predict_on_cluster(scene, client, n, p.train_layers)
+            probabilities = predict_on_cluster(scene, out.path(contract.MODEL_FILE), client, n, p.train_layers)
         else:
-            samples, segments = contract.load_step0(scene.workdir, scene.class_names, ["samples", "masks"])
-            if segments.shape != (grid.rows, grid.cols):
-                raise InputDataError(f"{contract.SEGMENTS.path(scene.workdir)}: {segments.shape} does not match "
-                                     f"layers.tif; rerun {STEP0}")
+            samples = contract.load(contract.SAMPLES, scene.workdir, ["samples", "masks"])
             probabilities = predict_superpixels(model, samples["samples"], samples["masks"], p.train_layers)
             del samples
     if p.prior_correction:
@@ -253,46 +259,73 @@ def predict_and_map(scene: Scene, grid: gdal_tif2rgb.Grid, model, client, timing
     pred_labels = probabilities.argmax(axis=1).astype(np.uint8)
     pred_labels[step0["valid_fraction"] == 0] = UNLABELLED
     with cli.timed("paint and write the map", timings):
-        contract.save(contract.PRED_LABELS, scene.workdir, {"predLabels": pred_labels})
-        contract.save(contract.PRED_PROB, scene.workdir, {"predProb": probabilities})
+        contract.save(contract.PRED_LABELS, out.staging, {"predLabels": pred_labels, contract.PROVENANCE: record})
+        contract.save(contract.PRED_PROB, out.staging, {"predProb": probabilities, contract.PROVENANCE: record})
         if client is not None:
-            write_map(scene, grid, painted_windows(scene, grid, pred_labels))
+            write_map(scene, out, step0["grid"], painted_windows(scene, step0["grid"], pred_labels))
         else:
-            pred_map = grids.paint_map(pred_labels, segments)
-            contract.save(contract.PRED_MAP, scene.workdir, {"predMap": pred_map})
-            write_map(scene, grid, [(pred_map, 0, 0)])
+            pred_map = grids.paint_map(pred_labels, step0["segments"])
+            contract.save(contract.PRED_MAP, out.staging, {"predMap": pred_map, contract.PROVENANCE: record})
+            write_map(scene, out, step0["grid"], [(pred_map, 0, 0)])
     return pred_labels
+
+
+def read_step0_and_1(scene: Scene) -> tuple[dict, dict]:
+    """Step 0's labels, split, valid fraction, segments and grid, and Step 1's balanced set, checked to belong
+    together and to the scene."""
+    step0, segments = contract.load_step0(scene, ["labels", "split", "valid_fraction"])
+    layers_path = scene.output(contract.LAYERS_TIF)
+    contract.check_raster_run(layers_path, step0[contract.PROVENANCE]["run"])
+    grid, _ = gdal_tif2rgb.read_grid(layers_path)
+    if segments.shape != (grid.rows, grid.cols):
+        raise InputDataError(f"{contract.SEGMENTS.path(scene.workdir)}: {segments.shape} does not match "
+                             f"layers.tif; rerun {STEP0}")
+    balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE]["run"])
+    return {**step0, "segments": segments, "grid": grid}, balanced
 
 
 def train_and_map(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | None = None,
                   workers: int | None = None) -> None:
-    """Step 2: train, then map every superpixel (on a Dask cluster when the scene's ``tile_size`` asks)."""
-    timings = {}
-    grid, _ = gdal_tif2rgb.read_grid(contract.existing(scene.output(contract.LAYERS_TIF), STEP0))
-    model, history, run_dir = train(scene, runs_dir, timings)
-    with (cluster.dask_client(scheduler, workers) if scene.params.tile_size else contextlib.nullcontext()) as client:
-        pred_labels = predict_and_map(scene, grid, model, client, timings)
-    counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(scene.class_names)}
-    log.info("predicted superpixels per class: %s", counts)
-    final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
-    log.info("final epoch: %s; TensorBoard: tensorboard --logdir %s", final, runs_dir)
-    cli.record_run(scene, "Step2_Model_Training", {"timings_s": timings, "run_dir": str(run_dir),
-                                                   "final_epoch": final, "predicted_superpixels": counts})
+    """Step 2: train, then map every superpixel (on a Dask cluster when the scene's ``tile_size`` asks); the
+    outputs and the TensorBoard run are committed together."""
+    timings, p = {}, scene.params
+    if p.tile_size:
+        cluster.check_settings(scheduler, workers)
+    contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
+    inputs = (scene.config_path, scene.output(contract.LAYERS_TIF), contract.SAMPLES.path(scene.workdir),
+              contract.SEGMENTS.path(scene.workdir), contract.BALANCED.path(scene.workdir, per_class=p.per_class))
+    with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
+        with cli.timed("read Step 0 and Step 1 outputs", timings):
+            step0, balanced = read_step0_and_1(scene)
+        check_validation_split(balanced["index"], p.validation_fraction)
+        run_dir = out.new_folder(Path(runs_dir) / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        model, history = train(scene, out, balanced, run_dir, timings)
+        record = contract.new_run(STEP2, step0_run=step0[contract.PROVENANCE]["run"],
+                                  step1_run=balanced[contract.PROVENANCE]["run"], parameters=p.as_dict())
+        with cluster.dask_client(scheduler, workers) if p.tile_size else contextlib.nullcontext() as client:
+            pred_labels = predict_and_map(scene, out, model, client, step0, record, timings)
+        counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(scene.class_names)}
+        log.info("predicted superpixels per class: %s", counts)
+        final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
+        log.info("final epoch: %s; TensorBoard: tensorboard --logdir %s", final, runs_dir)
+        cli.record_run(scene, out.path("run.json"), "Step2_Model_Training", {
+            "timings_s": timings, "run_dir": str(out.extra_folders[run_dir]), "final_epoch": final,
+            "predicted_superpixels": counts, "run": record["run"]})
 
 
-def write_map(scene: Scene, grid: gdal_tif2rgb.Grid, blocks) -> None:
+def write_map(scene: Scene, out: OutputSet, grid: gdal_tif2rgb.Grid, blocks) -> None:
     """``predMap.tif`` (class codes, colour table, class names, nodata 255) from ``blocks``, an iterable of
     (map block, row, col), and ``predMap.png`` with a legend from a preview built up block by block."""
     class_names = scene.class_names
     step = grids.display_stride(grid.rows, grid.cols)
     preview = np.full((-(-grid.rows // step), -(-grid.cols // step)), UNLABELLED, dtype=np.uint8)
-    with gdal_tif2rgb.geotiff_writer(scene.output("predMap.tif"), grid, 1, np.uint8, nodata=UNLABELLED,
+    with gdal_tif2rgb.geotiff_writer(out.path("predMap.tif"), grid, 1, np.uint8, nodata=UNLABELLED,
                                      class_names=class_names,
                                      class_colours=gdal_tif2rgb.class_palette(class_names)) as write:
         for block, row, col in blocks:
             write(block, row, col)
             grids.place_in_preview(preview, block, row, col, step)
-    gdal_tif2rgb.save_png(scene.output("predMap.png"), plot_class_map(preview, class_names, "Predicted land cover"))
+    gdal_tif2rgb.save_png(out.path("predMap.png"), plot_class_map(preview, class_names, "Predicted land cover"))
 
 
 # --- Tiled mode: prediction on the Dask cluster, the map painted window by window -------------------------------
@@ -316,9 +349,10 @@ def predict_rows(model_path: Path, samples_path: Path, start: int, stop: int, ch
     return model.predict(model_inputs(rows["samples"], rows["masks"], channels), batch_size=512, verbose=0)
 
 
-def predict_on_cluster(scene: Scene, client, n: int, channels) -> np.ndarray:
-    """Probabilities (n, classes) of every superpixel, chunk by chunk on the Dask ``client``'s cluster."""
-    chunks = [(scene.output(contract.MODEL_FILE), contract.SAMPLES.path(scene.workdir), start,
+def predict_on_cluster(scene: Scene, model_path: Path, client, n: int, channels) -> np.ndarray:
+    """Probabilities (n, classes) of every superpixel, chunk by chunk on the Dask ``client``'s cluster, by the
+    model saved at ``model_path``."""
+    chunks = [(model_path, contract.SAMPLES.path(scene.workdir), start,
                min(start + PREDICT_CHUNK, n), channels) for start in range(0, n, PREDICT_CHUNK)]
     parts = []
     for part in cluster.map_in_order(client, predict_rows, chunks):
@@ -346,7 +380,8 @@ def build_parser():
 def main(argv=None) -> int:
     """Step 2 from the command line (``--help`` lists the flags)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the log
-    return cli.run_step(build_parser(), argv, train_and_map, "runs_dir", "scheduler", "workers")
+    with cli.native_stderr_silenced():
+        return cli.run_step(build_parser(), argv, train_and_map, "runs_dir", "scheduler", "workers")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,15 @@ from pipeline.contract import LAYER_NAMES, STEP0, TEST, UNLABELLED
 from pipeline.errors import InputDataError
 from pipeline.figures import plot_class_map, pyplot
 from pipeline.grids import paint_map
+from pipeline.outputs import OutputSet, open_outputs
 
 log = logging.getLogger(__name__)
 AXES_NOTE = "confusion matrix rows = reference, columns = prediction"
+ASSESSMENTS = ("superpixel_test", "superpixel_all_labelled", "pixel_test", "segmentation_ceiling",
+               "random_forest_superpixel_test")
+#: Every file Step 3 writes (committed together).
+OUTPUTS = ("metrics.json", "report.html", "reference_maps.png", *(f"confusion_{name}.png" for name in ASSESSMENTS),
+           "run.json")
 
 
 def assess(reference: np.ndarray, predicted: np.ndarray, class_names, unit: str) -> dict:
@@ -154,7 +160,7 @@ def summary_lines(metrics: dict) -> list[str]:
     return lines
 
 
-def write_report(scene: Scene, metrics: dict) -> None:
+def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
     """One-page ``report.html`` with the composites, the maps, the confusion matrices and the figures."""
     def table(result):
         head = "".join(f"<th>{html.escape(n)}</th>" for n in result["class_names"])
@@ -185,55 +191,62 @@ Confusion matrices: rows = reference, columns = prediction. Image: {html.escape(
 <img src="reference_maps.png" alt="reference and predicted maps"><img src="learning_curve.png" alt="learning curve">
 {sections}
 <p>Full figures: metrics.json. Parameters and input checksums: run.json.</p></body></html>"""
-    with gdal_tif2rgb.atomic_output(scene.output("report.html")) as temporary:
+    with gdal_tif2rgb.atomic_output(out.path("report.html")) as temporary:
         temporary.write_text(page)
 
 
 def read_hand_offs(scene: Scene) -> dict:
     """Everything Step 3 reads: reference codes, Step 0's labels, split, segments and layers, Step 1's balanced
-    set and Step 2's labels, checked to describe the same superpixels and grid."""
-    step0, segments = contract.load_step0(scene.workdir, scene.class_names, ["labels", "split"])
-    n = len(step0["labels"])
-    codes, grid, _ = gdal_tif2rgb.read_labels(contract.existing(scene.output(contract.REFERENCE_TIF), STEP0))
+    set and Step 2's labels, checked to come from one chain of runs on the scene as it is now."""
+    step0, segments = contract.load_step0(scene, ["labels", "split"])
+    step0_run = step0[contract.PROVENANCE]["run"]
+    for raster in (contract.REFERENCE_TIF, contract.LAYERS_TIF):
+        contract.check_raster_run(scene.output(raster), step0_run)
+    codes, grid, _ = gdal_tif2rgb.read_labels(scene.output(contract.REFERENCE_TIF))
     if segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{scene.workdir}: segments.mat and reference.tif disagree in size; rerun {STEP0}")
-    layers, _, _ = gdal_tif2rgb.read_bands(contract.existing(scene.output(contract.LAYERS_TIF), STEP0),
-                                           list(range(1, len(LAYER_NAMES) + 1)))
+    layers, _, _ = gdal_tif2rgb.read_bands(scene.output(contract.LAYERS_TIF), list(range(1, len(LAYER_NAMES) + 1)))
+    balanced = contract.load_balanced(scene, ["labels"], step0_run)
+    pred_labels = contract.load_pred_labels(scene, step0_run, balanced[contract.PROVENANCE]["run"])
     return {"codes": codes.astype(np.uint8), "segments": segments, "labels": step0["labels"], "split": step0["split"],
-            "pred_labels": contract.load_pred_labels(scene.workdir, n), "layers": np.moveaxis(layers, 0, -1),
-            "balanced": contract.load_balanced(scene.workdir, scene.params.per_class, scene.class_names, ["labels"], n)}
+            "pred_labels": pred_labels, "layers": np.moveaxis(layers, 0, -1), "balanced": balanced}
 
 
 def assess_run(scene: Scene) -> None:
-    """Step 3: every assessment, the figures, ``metrics.json`` and ``report.html``."""
+    """Step 3: every assessment, the figures, ``metrics.json`` and ``report.html``, committed as one set."""
     timings = {}
     class_names = scene.class_names
-    with cli.timed("read reference, Step 0, 1 and 2 outputs", timings):
-        data = read_hand_offs(scene)
-    pred_map = paint_map(data["pred_labels"], data["segments"])
-    with cli.timed("random forest baseline on superpixel means", timings):
-        trained = np.unique(data["balanced"]["index"])
-        forest_labels = random_forest_predictions(superpixel_means(data["layers"], data["segments"]), trained,
-                                                  data["labels"][trained], scene.params.seed)
-    with cli.timed("assessments", timings):
-        metrics = {"note": AXES_NOTE, "class_names": class_names,
-                   "assessments": assessments(data["segments"], data["codes"], data["labels"], data["split"],
-                                              data["pred_labels"], pred_map, forest_labels, class_names)}
-    with cli.timed("figures, metrics.json and report.html", timings):
-        superpixel_reference = paint_map(data["labels"], data["segments"])
-        gdal_tif2rgb.save_png(scene.output("reference_maps.png"),
-                              plot_maps(data["codes"], superpixel_reference, pred_map, class_names))
-        for name, result in metrics["assessments"].items():
-            gdal_tif2rgb.save_png(scene.output(f"confusion_{name}.png"), plot_confusion(result, name))
-        cli.write_json(scene.output("metrics.json"), metrics)
-        write_report(scene, metrics)
-    for line in summary_lines(metrics):
-        log.info(line)
-    headline = metrics["assessments"]["superpixel_test"]
-    log.info("\nheadline (held-out test superpixels): OA %s, kappa %s; report: %s", headline["overall_accuracy"],
-             headline["kappa"], scene.output("report.html"))
-    cli.record_run(scene, "Step3_Accuracy_Assessment", {
-        "timings_s": timings, "overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}})
+    inputs = (scene.config_path, *(scene.output(name) for name in (
+        contract.REFERENCE_TIF, contract.LAYERS_TIF, contract.SEGMENTS.filename, contract.SAMPLES.filename,
+        contract.PRED_LABELS.filename, contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class).name)))
+    with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
+        with cli.timed("read reference, Step 0, 1 and 2 outputs", timings):
+            data = read_hand_offs(scene)
+        pred_map = paint_map(data["pred_labels"], data["segments"])
+        with cli.timed("random forest baseline on superpixel means", timings):
+            trained = np.unique(data["balanced"]["index"])
+            forest_labels = random_forest_predictions(superpixel_means(data["layers"], data["segments"]), trained,
+                                                      data["labels"][trained], scene.params.seed)
+        with cli.timed("assessments", timings):
+            metrics = {"note": AXES_NOTE, "class_names": class_names,
+                       "assessments": assessments(data["segments"], data["codes"], data["labels"], data["split"],
+                                                  data["pred_labels"], pred_map, forest_labels, class_names)}
+        with cli.timed("figures, metrics.json and report.html", timings):
+            superpixel_reference = paint_map(data["labels"], data["segments"])
+            gdal_tif2rgb.save_png(out.path("reference_maps.png"),
+                                  plot_maps(data["codes"], superpixel_reference, pred_map, class_names))
+            for name, result in metrics["assessments"].items():
+                gdal_tif2rgb.save_png(out.path(f"confusion_{name}.png"), plot_confusion(result, name))
+            cli.write_json(out.path("metrics.json"), metrics)
+            write_report(scene, out, metrics)
+        for line in summary_lines(metrics):
+            log.info(line)
+        headline = metrics["assessments"]["superpixel_test"]
+        log.info("\nheadline (held-out test superpixels): OA %s, kappa %s; report: %s", headline["overall_accuracy"],
+                 headline["kappa"], scene.output("report.html"))
+        cli.record_run(scene, out.path("run.json"), "Step3_Accuracy_Assessment", {
+            "timings_s": timings,
+            "overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}})
 
 
 def main(argv=None) -> int:

@@ -30,7 +30,10 @@ CLASS_COLOURS = {
     "water": (31, 59, 255),
 }
 #: Colours for class names the tutorial does not have, taken in turn.
-EXTRA_COLOURS = ((148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127), (23, 190, 207))
+EXTRA_COLOURS = ((148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127), (23, 190, 207),
+                 (188, 189, 34), (214, 39, 40), (44, 160, 44), (255, 187, 120), (174, 199, 232),
+                 (152, 223, 138), (196, 156, 148), (219, 219, 141), (158, 218, 229), (247, 182, 210),
+                 (99, 99, 99), (57, 59, 121), (132, 60, 57), (123, 65, 115), (82, 84, 163))
 #: Largest variable scipy.io writes in a MATLAB v5 file; bigger hand-offs go to v7.3 (HDF5).
 MAT_V5_LIMIT_BYTES = 2**31 - 1
 
@@ -74,8 +77,8 @@ def _open_raster(path: Path):
     from osgeo import gdal
 
     gdal.UseExceptions()
-    path = Path(path)
-    if not path.is_file():
+    virtual = str(path).startswith("/vsi")  # GDAL virtual file systems: /vsizip/, /vsicurl/, ...
+    if not (gdal.VSIStatL(str(path)) is not None if virtual else Path(path).is_file()):
         raise InputFileError(f"{path}: file not found")
     try:
         dataset = gdal.Open(str(path))
@@ -166,7 +169,7 @@ CLASS_NAME_ITEM = "CLASS_"
 
 @contextlib.contextmanager
 def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=None, nodata=None,
-                   class_names=None, class_colours=None):
+                   class_names=None, class_colours=None, metadata=None):
     """Yield ``write(array, row=0, col=0)``, which writes a (rows, cols) or (bands, rows, cols) block of a
     compressed Cloud-Optimized GeoTIFF on ``grid``; the file appears at ``path`` only when the block exits
     cleanly.
@@ -176,7 +179,8 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     file is removed in every case. ``class_names`` and ``class_colours`` (RGB tuples indexed by class
     value) add a colour table and category names to band 1, which QGIS shows as a legend. GeoTIFF keeps
     category names only in the ``.aux.xml`` side file, so they are also written inside the file as band 1
-    metadata items ``CLASS_<value>=<name>`` (:func:`read_class_names` reads either).
+    metadata items ``CLASS_<value>=<name>`` (:func:`read_class_names` reads either). ``metadata`` (a dict of
+    str) is stored as the file's own metadata items (:func:`read_metadata`).
     """
     from osgeo import gdal, gdal_array
 
@@ -193,6 +197,8 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
                                                        options)
         try:
             _describe_bands(dataset, grid, band_names, nodata, class_names, class_colours)
+            for key, value in (metadata or {}).items():
+                dataset.SetMetadataItem(key, str(value))
 
             def write(array: np.ndarray, row: int = 0, col: int = 0) -> None:
                 array = array[np.newaxis] if array.ndim == 2 else array
@@ -268,6 +274,11 @@ def _translate_to_cog(source: Path, target: Path, is_float: bool) -> None:
         raise InputFileError(f"{target}: GDAL could not write the Cloud-Optimized GeoTIFF")
     result.FlushCache()
     result = None
+
+
+def read_metadata(path: Path) -> dict:
+    """The file-level metadata items of a raster (key -> str)."""
+    return dict(_open_raster(path).GetMetadata() or {})
 
 
 def read_class_names(path: Path) -> list[str]:

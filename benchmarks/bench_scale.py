@@ -98,20 +98,24 @@ def predict_and_paint(config: Path, workdir: Path, tile_size: int, workers: int)
     import Step2_Model_Training as step2
     from pipeline import cluster
     from pipeline.config import Parameters
+    from pipeline.outputs import open_outputs
 
     scene = load_scene(config, workdir, {"tile_size": tile_size})
     channels = Parameters().train_layers
     n = len(gdal_tif2rgb.load_mat(scene.output("samples_labels.mat"), ["labels"], made_by="Step0")["labels"])
     model = step2.build_cnn((scene.params.patch_width, scene.params.patch_width, len(channels)), len(scene.classes))
-    with gdal_tif2rgb.atomic_output(scene.output("model.keras")) as temporary:
+    model_path = scene.output("model.keras")
+    with gdal_tif2rgb.atomic_output(model_path) as temporary:
         model.save(temporary)
     start = time.perf_counter()
     with cluster.dask_client(None, workers) as client:
-        probabilities = step2.predict_on_cluster(scene, client, n, channels)
+        probabilities = step2.predict_on_cluster(scene, model_path, client, n, channels)
     predict_s = time.perf_counter() - start
     grid, _ = gdal_tif2rgb.read_grid(scene.output("layers.tif"))
     start = time.perf_counter()
-    step2.write_map(scene, grid, step2.painted_windows(scene, grid, probabilities.argmax(axis=1).astype(np.uint8)))
+    with open_outputs(scene.workdir, ("predMap.tif", "predMap.png")) as out:
+        step2.write_map(scene, out, grid, step2.painted_windows(scene, grid,
+                                                                probabilities.argmax(axis=1).astype(np.uint8)))
     print(json.dumps({"superpixels": n, "predict_s": round(predict_s, 1), "paint_s": round(time.perf_counter() - start, 1)}))
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
+import os
 import platform
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,10 +25,21 @@ from pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser that reports a malformed command line in one line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see --help\n")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the step is, so that it cleans up as after Ctrl-C."""
+
+
 def build_parser(description: str, parameter_names=()) -> argparse.ArgumentParser:
     """Argument parser with the common flags plus one flag per named parameter (default: configuration)."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                          allow_abbrev=False)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help=f"scene TOML (default: {DEFAULT_CONFIG.relative_to(PROJECT_ROOT)})")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -64,20 +77,72 @@ def scene_from_args(args: argparse.Namespace) -> Scene:
 
 def run_step(parser: argparse.ArgumentParser, argv, driver, *flags: str) -> int:
     """Parse ``argv``, build the scene and call ``driver(scene, *values of flags)``: the parsed command line goes
-    no further. A pipeline error or unreadable input is reported as one line on stderr, exit code 1."""
+    no further. A pipeline error or unreadable input is reported as one line on stderr, exit code 1; Ctrl-C and
+    SIGTERM stop the step with its earlier outputs as they were (exit codes 130 and 143)."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    try:
-        driver(scene_from_args(args), *(getattr(args, flag) for flag in flags))
-    except (PipelineError, InputFileError) as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: earlier outputs are left as they were", file=sys.stderr)
-        return 130
+    with terminate_as_interrupt():
+        try:
+            driver(scene_from_args(args), *(getattr(args, flag) for flag in flags))
+        except (PipelineError, InputFileError) as error:
+            if args.debug:
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        except OSError as error:  # the system's: a full disk, a folder taken away; outputs are as they were
+            if args.debug:
+                raise
+            where = f"{error.filename}: " if error.filename else ""
+            print(f"error: {where}{error.strerror or error}; earlier outputs are left as they were", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as interrupt:
+            print("interrupted: earlier outputs are left as they were", file=sys.stderr)
+            return 143 if isinstance(interrupt, Terminated) else 130
     return 0
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Within the block, SIGTERM raises :class:`Terminated` (in the main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send what C/C++ libraries write straight to file descriptor 2 (TensorFlow's start-up and graph messages,
+    which its log-level settings no longer hold back) to /dev/null for the block. Python's own ``sys.stderr``
+    (warnings, error lines) still reaches the terminal."""
+    try:
+        python_on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced, e.g. by a test's capture
+        python_on_fd2 = False
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    previous = sys.stderr
+    if python_on_fd2:
+        sys.stderr = open(os.dup(saved), "w", buffering=1, encoding=previous.encoding, errors="backslashreplace")
+    try:
+        yield
+    finally:
+        if python_on_fd2:
+            sys.stderr.close()
+            sys.stderr = previous
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager
@@ -92,15 +157,6 @@ def timed(label: str, timings: dict | None = None):
     log.info("%s: %.2f s", label, seconds)
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 8 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def package_versions() -> dict:
     """Versions of Python and of the packages the pipeline depends on."""
     from importlib import metadata
@@ -113,18 +169,18 @@ def package_versions() -> dict:
     return versions
 
 
-def record_run(scene: Scene, step: str, details: dict, inputs: tuple = ()) -> None:
-    """Add this step's parameters, timings and results to ``run.json`` in the work folder, with the SHA-256
-    of ``inputs`` (the files the step read)."""
-    path = scene.output("run.json")
+def record_run(scene: Scene, path: Path, step: str, details: dict, inputs: dict | None = None) -> None:
+    """Write to ``path`` the work folder's ``run.json`` with this step's parameters, timings and results added,
+    and ``inputs`` (input path -> SHA-256 as read), if given."""
     record = {}
-    if path.is_file():
-        with contextlib.suppress(json.JSONDecodeError):
-            record = json.loads(path.read_text())
-    record.update({"scene": scene.name, "config": str(scene.config_path), "config_text": scene.config_path.read_text(),
-                   "packages": package_versions()})
+    with contextlib.suppress(OSError, json.JSONDecodeError, UnicodeDecodeError):
+        record = json.loads(scene.output("run.json").read_text())
+    if not isinstance(record, dict):
+        record = {}
+    record.update({"scene": scene.name, "config": str(scene.config_path),
+                   "config_text": scene.config_path.read_text(encoding="utf-8-sig"), "packages": package_versions()})
     if inputs:
-        record["inputs_sha256"] = {str(p): file_sha256(p) for p in inputs}
+        record["inputs_sha256"] = inputs
     record.setdefault("steps", {})[step] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                             "parameters": scene.params.as_dict(), **details}
     write_json(path, record)

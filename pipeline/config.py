@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,10 @@ RUNS_DIR = PROJECT_ROOT / "runs"
 SCENE_KEYS = ("name", "image", "reference", "bands", "classes")
 #: Older parameter names still accepted in the TOML.
 RENAMED = {"window": "patch_width"}
+#: A scene name is a plain folder name: it becomes data/<name>/ and runs/<name>-<time>/.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Class names: printable, no leading or trailing blanks, no tabs or newlines (they label maps, tables, metadata).
+CLASS_NAME_PATTERN = re.compile(r"[^\s\x00-\x1f\x7f](?:[^\t\n\r\x00-\x1f\x7f]{0,62}[^\s\x00-\x1f\x7f])?")
 
 
 @dataclass(frozen=True)
@@ -146,8 +151,8 @@ class Scene:
 
     name: str
     config_path: Path
-    image: Path
-    reference: Path
+    image: Path | str  # a str for GDAL virtual paths (/vsizip/...)
+    reference: Path | str
     bands: dict  # layer name -> 1-based band number in ``image``
     classes: dict  # class name -> list of reference values; order gives codes 0, 1, ...
     params: Parameters
@@ -172,20 +177,39 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
     base = config_path.resolve().parent
     params = Parameters().replaced(_section_values(config, config_path), str(config_path))
     params = params.replaced(overrides or {}, "command line")
-    name = str(config["name"])
-    return Scene(name=name, config_path=config_path, image=(base / config["image"]).resolve(),
-                 reference=(base / config["reference"]).resolve(), bands=_check_bands(config["bands"], config_path),
+    name = _check_name(config["name"], config_path)
+    return Scene(name=name, config_path=config_path, image=input_path(base, config["image"], "image", config_path),
+                 reference=input_path(base, config["reference"], "reference", config_path),
+                 bands=_check_bands(config["bands"], config_path),
                  classes=_check_classes(config["classes"], config_path), params=params,
                  workdir=Path(workdir) if workdir else PROJECT_ROOT / "data" / name)
+
+
+def _check_name(name, config_path: Path) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"{config_path}: name = {name!r} must be a plain folder name (letters, digits, '-', "
+                          f"'_', '.'; 1 to 64 characters; not '.' or '..')")
+    return name
+
+
+def input_path(base: Path, value, key: str, config_path: Path) -> Path | str:
+    """An input path of the TOML, relative to the TOML's folder; GDAL virtual paths (``/vsizip/...``) as given."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{config_path}: {key} = {value!r} must be a file path")
+    if value.startswith("/vsi"):
+        return value
+    return (base / value).resolve()
 
 
 def _read_toml(config_path: Path) -> dict:
     if not config_path.is_file():
         raise InputFileError(f"{config_path}: configuration file not found")
     try:
-        return tomllib.loads(config_path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        return tomllib.loads(config_path.read_text(encoding="utf-8-sig"))  # a byte-order mark is allowed
+    except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{config_path}: not valid TOML ({error})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{config_path}: not UTF-8 text; save it as UTF-8") from None
 
 
 def _section_values(config: dict, config_path: Path) -> dict:
@@ -228,6 +252,9 @@ def _check_classes(classes, config_path: Path) -> dict:
         raise ConfigError(f"{config_path}: [classes] may hold at most 254 classes")
     seen, checked = {}, {}
     for name, values in classes.items():
+        if not CLASS_NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"{config_path}: class name {name!r} must be 1 to 64 printable characters without "
+                              f"leading or trailing blanks, tabs or newlines")
         values = [values] if isinstance(values, int) else values
         if not isinstance(values, list) or not values or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):

@@ -20,16 +20,26 @@ file                             made by    keys (dtype)
 
 Rasters handed on: ``layers.tif`` (8 float32 bands in :data:`LAYER_NAMES` order), ``segments.tif`` and
 ``reference.tif`` (uint8 class codes, :data:`UNLABELLED` where there is no label), all on the image's grid.
+
+Provenance: every ``.mat`` hand-off holds ``provenance``, a JSON text naming the step and its run id, the runs
+of the hand-offs it was made from, and the parameters that shaped it; Step 0's also holds the size, time and
+SHA-256 of the image and the reference as they were read, and its rasters carry its run id in their metadata
+(``STEP0_RUN``). The checked loaders refuse hand-offs that do not belong together or to the current
+configuration, naming the files and the step to rerun.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline.errors import InputDataError
+from pipeline.errors import ConfigError, InputDataError
 
 #: The tutorial's 8 layers, in the order of ``layers.tif`` and of every patch's last axis.
 LAYER_NAMES = ("blue", "green", "red", "nir", "swir", "ndvi", "ndwi", "ndbi")
@@ -45,6 +55,11 @@ TRAIN, TEST, UNUSED = 0, 1, 2
 STEP0, STEP1, STEP2, STEP3 = ("Step0_Data_Preparation.py", "Step1_Class_Balance.py", "Step2_Model_Training.py",
                               "Step3_Accuracy_Assessment.py")
 TEXT = "text"
+PROVENANCE = "provenance"
+#: Metadata item of Step 0's rasters naming the Step 0 run that wrote them.
+STEP0_RUN_ITEM = "STEP0_RUN"
+#: Parameters that shape Step 0's hand-offs; a later step refuses hand-offs made with other values.
+STEP0_PARAMETERS = ("seed", "n_segments", "compactness", "slic_layers", "patch_width", "test_fraction", "block_size")
 
 LAYERS_TIF, SEGMENTS_TIF, REFERENCE_TIF = "layers.tif", "segments.tif", "reference.tif"
 MODEL_FILE = "model.keras"
@@ -62,16 +77,16 @@ class HandOff:
         return Path(workdir) / self.filename.format(**fields)
 
 
-SEGMENTS = HandOff("segments.mat", STEP0, {"segments": np.int32})
+SEGMENTS = HandOff("segments.mat", STEP0, {"segments": np.int32, PROVENANCE: TEXT})
 SAMPLES = HandOff("samples_labels.mat", STEP0, {
     "samples": np.float32, "masks": np.uint8, "labels": np.uint8, "centroids": np.int32, "purity": np.float32,
-    "split": np.uint8, "valid_fraction": np.float32, "class_names": TEXT, "layer_names": TEXT})
+    "split": np.uint8, "valid_fraction": np.float32, "class_names": TEXT, "layer_names": TEXT, PROVENANCE: TEXT})
 BALANCED = HandOff("Samples_classBalanced_{per_class}.mat", STEP1, {
     "images": np.float32, "masks": np.uint8, "labels": np.uint8, "index": np.int32, "class_names": TEXT,
-    "layer_names": TEXT})
-PRED_LABELS = HandOff("predLabels.mat", STEP2, {"predLabels": np.uint8})
-PRED_PROB = HandOff("predProb.mat", STEP2, {"predProb": np.float32})
-PRED_MAP = HandOff("predMap.mat", STEP2, {"predMap": np.uint8})
+    "layer_names": TEXT, PROVENANCE: TEXT})
+PRED_LABELS = HandOff("predLabels.mat", STEP2, {"predLabels": np.uint8, PROVENANCE: TEXT})
+PRED_PROB = HandOff("predProb.mat", STEP2, {"predProb": np.float32, PROVENANCE: TEXT})
+PRED_MAP = HandOff("predMap.mat", STEP2, {"predMap": np.uint8, PROVENANCE: TEXT})
 
 
 def typed(handoff: HandOff, arrays: dict) -> dict:
@@ -80,8 +95,17 @@ def typed(handoff: HandOff, arrays: dict) -> dict:
     extra = set(arrays) - set(handoff.keys)
     if missing or extra:
         raise ValueError(f"{handoff.filename}: keys missing {sorted(missing)}, unexpected {sorted(extra)}")
-    return {key: np.array(list(value), dtype=str) if dtype == TEXT else np.asarray(value, dtype=dtype)
-            for key, value in arrays.items() for dtype in (handoff.keys[key],)}
+    return {key: as_text(value) if handoff.keys[key] == TEXT else np.asarray(value, dtype=handoff.keys[key])
+            for key, value in arrays.items()}
+
+
+def as_text(value) -> np.ndarray:
+    """Text as an array of str: a dict becomes one JSON string, a str one string, a sequence one per item."""
+    if isinstance(value, dict):
+        value = [json.dumps(value, sort_keys=True)]
+    elif isinstance(value, str):
+        value = [value]
+    return np.array(list(value), dtype=str)
 
 
 def save(handoff: HandOff, workdir: Path, arrays: dict, **fields) -> Path:
@@ -109,18 +133,119 @@ def existing(path: Path, made_by: str) -> Path:
     return Path(path)
 
 
-def load_step0(workdir: Path, class_names, keys) -> tuple[dict, np.ndarray]:
-    """Step 0's ``samples_labels.mat`` (``keys``) and ``segments``, checked to describe the same superpixels
-    and the scene's classes and layers."""
-    segments = load(SEGMENTS, workdir, ["segments"])["segments"]
-    samples = load(SAMPLES, workdir, {*keys, "class_names", "layer_names"})
-    check_names(SAMPLES.path(workdir), samples, class_names, STEP0)
+def load_step0(scene, keys) -> tuple[dict, np.ndarray]:
+    """Step 0's ``samples_labels.mat`` (``keys``) and ``segments``, checked to come from one Step 0 run on the
+    scene's current image, reference, classes, layers and Step-0 parameters, and to describe the same
+    superpixels. The contents hold the Step 0 run's provenance under ``"provenance"`` (a dict)."""
+    segments_file = load(SEGMENTS, scene.workdir, ["segments", PROVENANCE])
+    samples = load(SAMPLES, scene.workdir, {*keys, "class_names", "layer_names", PROVENANCE})
+    samples[PROVENANCE] = provenance_of(samples, SAMPLES.path(scene.workdir), STEP0)
+    if provenance_of(segments_file, SEGMENTS.path(scene.workdir), STEP0)["run"] != samples[PROVENANCE]["run"]:
+        raise InputDataError(f"{SEGMENTS.path(scene.workdir)} and samples_labels.mat come from different runs of "
+                             f"{STEP0}; rerun {STEP0}")
+    check_step0_provenance(scene, samples[PROVENANCE], SAMPLES.path(scene.workdir))
+    check_names(SAMPLES.path(scene.workdir), samples, scene.class_names, STEP0)
+    segments = segments_file["segments"]
     n = int(segments.max()) + 1
     for key in keys:
         if SAMPLES.keys[key] != TEXT and len(samples[key]) != n:
-            raise InputDataError(f"{SAMPLES.path(workdir)}: {key} has {len(samples[key])} rows but segments.mat "
-                                 f"has {n} superpixels; rerun {STEP0}")
+            raise InputDataError(f"{SAMPLES.path(scene.workdir)}: {key} has {len(samples[key])} rows but "
+                                 f"segments.mat has {n} superpixels; rerun {STEP0}")
     return samples, segments
+
+
+def provenance_of(contents: dict, path: Path, made_by: str) -> dict:
+    """The provenance dict of a loaded hand-off."""
+    try:
+        return json.loads("".join(contents[PROVENANCE]))
+    except (json.JSONDecodeError, TypeError):
+        raise InputDataError(f"{path}: its provenance record is damaged; rerun {made_by}") from None
+
+
+def new_run(step: str, **fields) -> dict:
+    """A provenance record of a new run of ``step``."""
+    return {"step": step, "run": uuid.uuid4().hex, **fields}
+
+
+def step0_parameters(scene) -> dict:
+    """What shapes Step 0's hand-offs: bands, classes and the Step-0 parameters of ``scene``."""
+    params = scene.params.as_dict()
+    return {"bands": dict(scene.bands), "classes": {k: list(v) for k, v in scene.classes.items()},
+            **{name: list(params[name]) if isinstance(params[name], tuple) else params[name]
+               for name in STEP0_PARAMETERS}}
+
+
+def step0_provenance(scene, image_fingerprint: dict, reference_fingerprint: dict) -> dict:
+    """Provenance of a new Step 0 run on ``scene`` whose inputs had these fingerprints when read."""
+    return new_run(STEP0, inputs={"image": image_fingerprint, "reference": reference_fingerprint},
+                   parameters=step0_parameters(scene))
+
+
+def check_step0_provenance(scene, record: dict, path: Path) -> None:
+    """Refuse Step 0 hand-offs made from other inputs or other Step-0 parameters than the scene's now."""
+    for role in ("image", "reference"):
+        if not matches(record["inputs"][role], getattr(scene, role)):
+            raise InputDataError(f"{path}: made from {record['inputs'][role]['path']}, which is not the {role} "
+                                 f"{getattr(scene, role)} of {scene.config_path.name} as it is now; rerun {STEP0}")
+    current = step0_parameters(scene)
+    changed = [name for name in current if record["parameters"].get(name) != current[name]]
+    if changed:
+        details = ", ".join(f"{n} {record['parameters'].get(n)!r} -> {current[n]!r}" for n in changed)
+        raise InputDataError(f"{path}: made with other settings than {scene.config_path.name} now ({details}); "
+                             f"rerun {STEP0}")
+
+
+def fingerprint(path) -> dict:
+    """Path, size, modification time and SHA-256 of an input file (GDAL virtual paths included)."""
+    try:
+        size, mtime_ns = _stat(path)
+        digest = hashlib.sha256()
+        for chunk in _chunks(path):
+            digest.update(chunk)
+    except FileNotFoundError:
+        raise gdal_tif2rgb.InputFileError(f"{path}: file not found") from None
+    except OSError as error:
+        raise gdal_tif2rgb.InputFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+    return {"path": str(path), "size": size, "mtime_ns": mtime_ns, "sha256": digest.hexdigest()}
+
+
+def matches(recorded: dict, path) -> bool:
+    """Whether the file at ``path`` is the one ``recorded``: the same path, size and time, or the same SHA-256."""
+    try:
+        if recorded["path"] == str(path) and list(_stat(path)) == [recorded["size"], recorded["mtime_ns"]]:
+            return True
+        return fingerprint(path)["sha256"] == recorded["sha256"]
+    except OSError:
+        return False
+
+
+def _stat(path) -> tuple[int, int]:
+    if str(path).startswith("/vsi"):
+        from osgeo import gdal
+
+        stat = gdal.VSIStatL(str(path))
+        if stat is None:
+            raise FileNotFoundError(path)
+        return stat.size, int(stat.mtime) * 10**9
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _chunks(path, size: int = 8 << 20):
+    """The bytes of a file (or a GDAL virtual path) in chunks."""
+    if not str(path).startswith("/vsi"):
+        with open(path, "rb") as file:
+            while chunk := file.read(size):
+                yield chunk
+        return
+    from osgeo import gdal
+
+    handle = gdal.VSIFOpenL(str(path), "rb")
+    try:
+        while chunk := gdal.VSIFReadL(1, size, handle):
+            yield chunk
+    finally:
+        gdal.VSIFCloseL(handle)
 
 
 def check_names(path: Path, contents: dict, class_names, made_by: str) -> None:
@@ -132,28 +257,53 @@ def check_names(path: Path, contents: dict, class_names, made_by: str) -> None:
         raise InputDataError(f"{path}: made for layers {list(contents['layer_names'])}; rerun {made_by}")
 
 
-def load_balanced(workdir: Path, per_class: int, class_names, keys, n_superpixels: int,
-                  patch_width: int | None = None) -> dict:
-    """Step 1's balanced set (``keys``), checked against Step 0's superpixel count and patch width."""
-    contents = load(BALANCED, workdir, {*keys, "index", "class_names", "layer_names"}, per_class=per_class)
-    path = BALANCED.path(workdir, per_class=per_class)
-    check_names(path, contents, class_names, STEP1)
-    wrong_width = patch_width is not None and "images" in contents and contents["images"].shape[1] != patch_width
-    if contents["index"].max(initial=0) >= n_superpixels or wrong_width:
-        raise InputDataError(f"{path}: does not match samples_labels.mat (another scene or patch width?); "
-                             f"rerun {STEP1}")
+def load_balanced(scene, keys, step0_run: str) -> dict:
+    """Step 1's balanced set (``keys``) for the scene's ``per_class``, checked to be drawn from the Step 0 run
+    ``step0_run`` with the scene's seed; its provenance is under ``"provenance"``."""
+    per_class, patch_width = scene.params.per_class, scene.params.patch_width
+    path = BALANCED.path(scene.workdir, per_class=per_class)
+    contents = load(BALANCED, scene.workdir, {*keys, "index", "class_names", "layer_names", PROVENANCE},
+                    per_class=per_class)
+    contents[PROVENANCE] = record = provenance_of(contents, path, STEP1)
+    check_names(path, contents, scene.class_names, STEP1)
+    if record.get("step0_run") != step0_run or record["parameters"].get("seed") != scene.params.seed:
+        raise InputDataError(f"{path}: drawn from another run of {STEP0} or with another seed than "
+                             f"{scene.config_path.name} now; rerun {STEP1}")
+    if "images" in contents and contents["images"].shape[1] != patch_width:
+        raise InputDataError(f"{path}: patches of {contents['images'].shape[1]} px, not {patch_width}; rerun {STEP1}")
     return contents
 
 
-def load_pred_labels(workdir: Path, n_superpixels: int) -> np.ndarray:
-    """Step 2's ``predLabels``, checked to hold one label per superpixel of Step 0."""
-    pred_labels = load(PRED_LABELS, workdir, ["predLabels"])["predLabels"]
-    if len(pred_labels) != n_superpixels:
-        raise InputDataError(f"{PRED_LABELS.path(workdir)}: {len(pred_labels)} labels for {n_superpixels} "
-                             f"superpixels of segments.mat; rerun {STEP2}")
-    return pred_labels
+def load_pred_labels(scene, step0_run: str, step1_run: str) -> np.ndarray:
+    """Step 2's ``predLabels``, checked to come from the model trained on the Step 1 run ``step1_run`` and to
+    label the superpixels of the Step 0 run ``step0_run``."""
+    contents = load(PRED_LABELS, scene.workdir, ["predLabels", PROVENANCE])
+    path = PRED_LABELS.path(scene.workdir)
+    record = provenance_of(contents, path, STEP2)
+    if record.get("step0_run") != step0_run or record.get("step1_run") != step1_run:
+        raise InputDataError(f"{path}: predicted for other Step 0 or Step 1 outputs than those in {scene.workdir}; "
+                             f"rerun {STEP2}")
+    return contents["predLabels"]
+
+
+def check_raster_run(path: Path, step0_run: str) -> None:
+    """Refuse one of Step 0's rasters written by another Step 0 run than ``step0_run``."""
+    if gdal_tif2rgb.read_metadata(existing(path, STEP0)).get(STEP0_RUN_ITEM) != step0_run:
+        raise InputDataError(f"{path}: written by another run of {STEP0} than samples_labels.mat; rerun {STEP0}")
 
 
 def train_labels(labels: np.ndarray, split: np.ndarray) -> np.ndarray:
     """Labels of the training superpixels (split TRAIN, labelled)."""
     return labels[(split == TRAIN) & (labels != UNLABELLED)]
+
+
+def check_balanced_set_fits(per_class: int, n_classes: int, patch_width: int, share: float = 0.5) -> None:
+    """Refuse a balanced set that would take more than ``share`` of the memory free now (Steps 1 and 2 hold it
+    whole, and the CNN's input is a second copy)."""
+    import psutil
+
+    needed = 2 * per_class * n_classes * patch_width ** 2 * (4 * len(LAYER_NAMES) + 1)
+    free = psutil.virtual_memory().available
+    if needed > share * free:
+        raise ConfigError(f"per_class = {per_class}: the balanced set would need about {needed / 2**30:.1f} GiB, "
+                          f"more than half the {free / 2**30:.1f} GiB of memory free; choose a smaller per_class")

@@ -13,7 +13,7 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from conftest import write_config, write_tif
-from pipeline.cli import file_sha256
+
 
 TINY = """
 [superpixels]
@@ -172,7 +172,7 @@ class TestStepOrder:
         segments = scene["workdir"] / "segments.mat"
         scipy.io.savemat(segments, {"segments": np.zeros((64, 64), np.int32)})  # a segmentation of one superpixel
         fails_with_one_line(step1.main, ["--config", str(scene["config"]), "--workdir", str(scene["workdir"])],
-                            capsys, "samples_labels.mat", "segments.mat has 1 superpixels")
+                            capsys, "segments.mat", "rerun Step0_Data_Preparation.py")
 
     def test_debug_shows_the_traceback(self, scene, tmp_path):
         with pytest.raises(gdal_tif2rgb.InputFileError):
@@ -241,7 +241,7 @@ class TestReproducibility:
         assert record["steps"]["Step0_Data_Preparation"]["parameters"]["seed"] == 42
         assert {"numpy", "scikit-image", "GDAL"} <= set(record["packages"])
         image = scene["folder"] / "image.tif"
-        assert record["inputs_sha256"][str(image.resolve())] == file_sha256(image)
+        assert record["inputs_sha256"][str(image.resolve())] == hashlib.sha256(image.read_bytes()).hexdigest()
 
 
 class TestMatFiles:

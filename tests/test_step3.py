@@ -89,10 +89,16 @@ class TestEndToEnd:
             assert (workdir / image).is_file(), image
         assert "OA" in capsys.readouterr().out
 
-    def test_step3_before_step2_says_what_to_run(self, step0_workdir, subset_config, tmp_path, capsys):
+    def test_step3_too_early_names_the_first_step_to_run(self, step0_workdir, subset_config, tmp_path, capsys):
         import shutil
+
+        import Step1_Class_Balance as step1
 
         for name in ("segments.mat", "samples_labels.mat", "layers.tif", "reference.tif"):
             shutil.copy(step0_workdir / name, tmp_path / name)
-        assert step3.main(["--config", str(subset_config), "--workdir", str(tmp_path)]) == 1
+        arguments = ["--config", str(subset_config), "--workdir", str(tmp_path)]
+        assert step3.main(arguments) == 1
+        assert "run Step1_Class_Balance.py first" in capsys.readouterr().err
+        assert step1.main(arguments) == 0
+        assert step3.main(arguments) == 1
         assert "run Step2_Model_Training.py first" in capsys.readouterr().err

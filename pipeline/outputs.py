@@ -1,0 +1,181 @@
+"""A step's outputs as one set: checked before the work, staged while it runs, committed together at the end.
+
+A step opens its work folder with :func:`open_outputs`, which
+
+1. takes the folder's lock (an exclusive ``flock`` on the folder itself; no lock file), so two runs on one work
+   folder are refused rather than interleaved;
+2. checks that the folder is a writable folder, that no output name is taken by a folder, and that no output
+   path resolves to one of the step's inputs (the image, the reference, the configuration, the hand-offs it
+   reads): inputs are never overwritten;
+3. yields an :class:`OutputSet` whose :meth:`~OutputSet.path` points into a staging folder beside the outputs.
+
+When the step's block ends cleanly, :meth:`OutputSet.commit` moves the staged files into place while SIGINT and
+SIGTERM wait, removing outputs of the step's set that this run did not make, and restores the previous set if a
+move fails. Any failure or signal before that leaves the previous set exactly as it was and removes the staging
+folder, so no temporary file is left behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import signal
+import uuid
+from pathlib import Path
+
+from pipeline.errors import ConfigError, InputDataError
+
+STAGING_PREFIX = ".staging-"
+
+
+class OutputSet:
+    """The outputs of one step run, staged in ``staging`` until :meth:`commit` moves them to ``folder``."""
+
+    def __init__(self, folder: Path, names, staging: Path):
+        self.folder = folder
+        self.names = tuple(names)
+        self.staging = staging
+        self.extra_folders: dict[Path, Path] = {}
+
+    def path(self, name: str) -> Path:
+        """Where to write output ``name`` during the run."""
+        return self.staging / name
+
+    def new_folder(self, final: Path) -> Path:
+        """A staging folder for a whole new output folder (e.g. a TensorBoard run) that appears at ``final``
+        when the set is committed; ``final`` must not exist yet."""
+        if final.exists():
+            raise InputDataError(f"{final}: exists already; remove it or wait a second before rerunning")
+        staging = final.parent / f"{STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        _make_folder(final.parent)
+        staging.mkdir()
+        self.extra_folders[staging] = final
+        return staging
+
+    def commit(self) -> list[str]:
+        """Move the staged files into place as one set (signals wait); returns the names committed."""
+        made = sorted(p.name for p in self.staging.iterdir())  # files, and folders of files (e.g. sources/)
+        backup = self.staging / ".previous"
+        backup.mkdir()
+        moved = []
+        with signals_deferred():
+            try:
+                for name in {*made, *self.names, *(f"{n}.aux.xml" for n in self.names)}:
+                    if (self.folder / name).is_file() or (self.folder / name).is_dir():
+                        os.replace(self.folder / name, backup / name)
+                        moved.append(name)
+                for name in made:
+                    os.replace(self.staging / name, self.folder / name)
+                for staging, final in self.extra_folders.items():
+                    os.replace(staging, final)
+            except OSError:
+                for name in made:
+                    if (self.folder / name).exists() and not (self.staging / name).exists():
+                        os.replace(self.folder / name, self.staging / name)
+                for name in moved:
+                    os.replace(backup / name, self.folder / name)
+                raise
+        return made
+
+    def discard(self) -> None:
+        """Remove everything staged (the previous outputs stay as they were)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        for staging in self.extra_folders:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def open_outputs(folder: Path, names, inputs=()):
+    """Lock ``folder``, check it and the output ``names`` against ``inputs``, and yield an :class:`OutputSet`
+    committed when the block ends cleanly and discarded otherwise (see the module docstring)."""
+    folder = Path(folder)
+    _make_folder(folder)
+    with folder_lock(folder):
+        remove_stale_staging(folder)
+        check_outputs(folder, names, inputs)
+        staging = folder / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            staging.mkdir()
+        except OSError as error:
+            raise ConfigError(f"{folder}: cannot write in this work folder ({error.strerror})") from None
+        outputs = OutputSet(folder, names, staging)
+        try:
+            yield outputs
+            outputs.commit()
+        finally:
+            outputs.discard()
+
+
+def _make_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: is a file, not a folder; choose another folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{folder}: cannot make this folder ({error.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{folder}: this folder is not writable; choose another one")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """Hold an exclusive lock on ``folder`` (the folder itself, so no file is left) for the block; refuse at once
+    if another run holds it."""
+    try:
+        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        raise ConfigError(f"{folder}: cannot open this work folder ({error.strerror})") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise InputDataError(f"{folder}: another run is using this work folder; wait for it to finish "
+                                     f"or choose another --workdir") from None
+            raise
+        yield
+    finally:
+        os.close(handle)
+
+
+def remove_stale_staging(folder: Path) -> None:
+    """Remove staging folders left by a run that was killed outright (SIGKILL, power loss); the lock is held."""
+    for stale in folder.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def check_outputs(folder: Path, names, inputs) -> None:
+    """Refuse output names taken by folders, and outputs that would overwrite an input."""
+    for name in names:
+        target = folder / name
+        if target.is_dir():
+            raise ConfigError(f"{target}: is a folder, but this step writes a file of that name; move it away")
+        for source in inputs:
+            if same_file(target, source):
+                raise ConfigError(f"{source}: is an input of this step and would be overwritten by its output "
+                                  f"{name}; move it out of {folder} or choose another --workdir")
+
+
+def same_file(output: Path, source) -> bool:
+    """Whether ``output`` and the input ``source`` are one file (same path after links, or the same inode)."""
+    source = str(source)
+    if source.startswith("/vsi"):
+        return False
+    if os.path.realpath(output) == os.path.realpath(source):
+        return True
+    with contextlib.suppress(OSError):
+        return os.path.samefile(output, source)
+    return False
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM back for the block (they are delivered after it)."""
+    signals = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
