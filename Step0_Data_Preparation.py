@@ -28,6 +28,7 @@ in the same finishing path. ``--explore`` instead renders SLIC boundaries for a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -38,10 +39,10 @@ from typing import Callable
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import cli, cluster, contract, grids
+from pipeline import cli, cluster, contract, grids, sources
 from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
-from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, TEST, TRAIN, UNLABELLED, UNUSED
+from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS, TEST, TRAIN, UNLABELLED, UNUSED
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.figures import pyplot
 
@@ -57,7 +58,7 @@ SAMPLED_KEYS = ("samples", "masks", "labels", "centroids", "purity", "valid_frac
 OUTPUTS = (contract.LAYERS_TIF, contract.REFERENCE_TIF, contract.SEGMENTS_TIF, contract.SEGMENTS.filename,
            contract.SAMPLES.filename, *(f"{name}.png" for name in (*COMPOSITES, *INDEX_LAYERS)),
            *(f"histogram_{name}.png" for name in LAYER_NAMES), "segments_boundaries.png", "example_patches.png",
-           "run.json")
+           "run.json", f"{sources.FOLDER}/")
 EXPLORE_OUTPUTS = ("explore_slic.png",)
 
 
@@ -85,13 +86,12 @@ def read_image(scene: Scene, window: tuple | None = None) -> tuple[dict, np.ndar
     return dict(zip(names, data)), valid
 
 
-def read_reference_codes(scene: Scene, valid: np.ndarray, window: tuple | None = None):
+def read_reference_codes(scene: Scene, valid: np.ndarray, window: tuple | None = None) -> np.ndarray:
     """The reference, whole or a ``window``, as class codes 0..K-1 (uint8; 255 where unlabelled or not
-    ``valid``), and its distinct values (for error messages)."""
-    reference = gdal_tif2rgb.read_labels(scene.reference, window=window)[0]
-    codes = reference_to_codes(reference, scene.classes)
+    ``valid``)."""
+    codes = reference_to_codes(gdal_tif2rgb.read_labels(scene.reference, window=window)[0], scene.classes)
     codes[~valid] = UNLABELLED
-    return codes, np.unique(reference)
+    return codes
 
 
 def check_grids(scene: Scene) -> gdal_tif2rgb.Grid:
@@ -104,21 +104,20 @@ def check_grids(scene: Scene) -> gdal_tif2rgb.Grid:
     return grid
 
 
-def check_class_pixels(scene: Scene, pixels_per_class: np.ndarray, present_values: np.ndarray) -> None:
-    """Refuse a reference in which no configured class, or one of them, has any pixel."""
-    if not pixels_per_class.any():
-        present = present_values[:10].tolist()
-        raise InputDataError(f"{scene.reference}: none of its values {present} is listed in [classes] of "
-                             f"{scene.config_path.name}")
-    for name, count in zip(scene.classes, pixels_per_class):
-        if count == 0:
-            raise InputDataError(f"{scene.reference}: class '{name}' (values {scene.classes[name]}) has no pixel; "
-                                 f"fix [classes] in {scene.config_path.name}")
-
-
-def class_pixel_counts(codes: np.ndarray, n_classes: int) -> np.ndarray:
-    """Pixels of each class code 0..n_classes-1 in ``codes``."""
-    return np.bincount(codes.ravel(), minlength=256)[:n_classes]
+def on_work_grid(scene: Scene, out: OutputSet) -> tuple[Scene, dict]:
+    """The scene with its image and reference prepared on one work grid by GDAL (the tutorial's SNAP work):
+    a Sentinel-2 product's bands stacked at 10 m as reflectance, the image cut to the ``aoi``, the reference
+    resampled or rasterized onto the grid as class codes (see ``pipeline/sources.py``). Returns the scene to
+    read (its classes are now the codes) and what was used, for ``run.json``."""
+    prepared = sources.prepare_sources(scene.image, scene.bands, scene.reference, scene.classes,
+                                       out.path(sources.FOLDER), aoi=scene.aoi, reference_field=scene.reference_field)
+    missing = [role for role in SPECTRAL_BANDS if role not in prepared.bands]
+    if missing:
+        raise ConfigError(f"{scene.config_path}: [bands] lacks {', '.join(missing)} (needed for an image that is "
+                          f"not a Sentinel-2 product)")
+    work = dataclasses.replace(scene, image=prepared.image, bands=prepared.bands, reference=prepared.reference,
+                               classes={name: [code] for code, name in enumerate(scene.classes)}, aoi=None)
+    return work, prepared.sources
 
 
 def reference_to_codes(reference: np.ndarray, classes: dict) -> np.ndarray:
@@ -503,10 +502,9 @@ def prepare_whole_scene(scene: Scene, out: OutputSet, record: dict, timings: dic
     with cli.timed("read image and reference", timings):
         grid = check_grids(scene)
         raw, valid = read_image(scene)
-        codes, present = read_reference_codes(scene, valid)
+        codes = read_reference_codes(scene, valid)
     if not valid.any():
         raise InputDataError(f"{scene.image}: every pixel is NaN or nodata")
-    check_class_pixels(scene, class_pixel_counts(codes, len(scene.classes)), present)
     log.info("scene %s: %d x %d px, %d classes %s", scene.name, grid.cols, grid.rows, len(scene.classes),
              scene.class_names)
     with cli.timed("layers and stretch", timings):
@@ -585,13 +583,13 @@ def prepare_tile(scene: Scene, limits: dict, window: tuple, shape: tuple, n_stri
     del raw
     apply_stretch(layers, limits, valid)
     core = (slice(row - top, row - top + rows), slice(col - left, col - left + cols))
-    codes, present = read_reference_codes(scene, valid[core], window)
+    codes = read_reference_codes(scene, valid[core], window)
     n_segments = max(1, round(p.n_segments * rows * cols / (shape[0] * shape[1])))
     segments = segment_superpixels(layers[core], p.slic_layers, n_segments, p.compactness, valid[core], n_strips)
     sampled = sample_superpixels(layers, segments, codes, valid[core], p.patch_width, len(scene.classes), shape,
                                  (top, left), (row, col))
     return {"window": window, "layers": np.ascontiguousarray(layers[core]), "segments": segments, "codes": codes,
-            "reference_values": present, "invalid": int((~valid[core]).sum()), **sampled}
+            "invalid": int((~valid[core]).sum()), **sampled}
 
 
 def prepare_tiled(scene: Scene, out: OutputSet, record: dict, client, timings: dict) -> PreparedScene:
@@ -661,7 +659,7 @@ def write_tiles(scene: Scene, outputs: TiledOutputs, tiles, shape: tuple, n_tile
     step = grids.display_stride(*shape)
     segments_preview = np.zeros((-(-shape[0] // step), -(-shape[1] // step)), dtype=np.int32)
     kept = {key: [] for key in ("centroids", "labels", "purity")}
-    class_pixels, present, invalid, offset = 0, set(), 0, 0
+    invalid, offset = 0, 0
     for number, tile in enumerate(tiles, 1):
         row, col, rows, cols = tile["window"]
         ids = tile["segments"] + offset
@@ -674,12 +672,9 @@ def write_tiles(scene: Scene, outputs: TiledOutputs, tiles, shape: tuple, n_tile
             outputs.samples_mat.append(key, tile[key])
         for key in kept:
             kept[key].append(tile[key])
-        class_pixels = class_pixels + class_pixel_counts(tile["codes"], len(scene.classes))
-        present.update(tile["reference_values"].tolist())
         invalid += tile["invalid"]
         offset += len(tile["labels"])
         log.info("  tile %d / %d at row %d, col %d: %d superpixels", number, n_tiles, row, col, len(tile["labels"]))
-    check_class_pixels(scene, class_pixels, np.array(sorted(present)))
     outputs.samples_mat.put("class_names", np.array(scene.class_names))
     outputs.samples_mat.put("layer_names", np.array(LAYER_NAMES))
     return {**{key: np.concatenate(values) for key, values in kept.items()}, "invalid": invalid,
@@ -703,8 +698,9 @@ def summarise(labels: np.ndarray, split: np.ndarray, purity: np.ndarray, class_n
     return {"counts": counts, "table": table}
 
 
-def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, timings: dict) -> None:
-    """What every driver ends with: superpixel boundaries, example patches, the summary and ``run.json``."""
+def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, details: dict) -> None:
+    """What every driver ends with: superpixel boundaries, example patches, the summary and ``run.json``
+    (with ``details``: timings and the sources used)."""
     if prepared.invalid_pixels:
         log.warning("%d pixels are NaN or nodata in %s: they are masked", prepared.invalid_pixels, scene.image.name)
     gdal_tif2rgb.save_png(out.path("segments_boundaries.png"),
@@ -716,10 +712,10 @@ def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, 
     for line in summary["table"]:
         log.info(line)
     cli.record_run(scene, out.path("run.json"), "Step0_Data_Preparation", {
-        "timings_s": timings, "superpixels": len(prepared.labels), "invalid_pixels": prepared.invalid_pixels,
+        **details, "superpixels": len(prepared.labels), "invalid_pixels": prepared.invalid_pixels,
         "classes": summary["counts"], "tiles": prepared.tiles, "run": record["run"]},
         inputs={fp["path"]: fp["sha256"] for fp in record["inputs"].values()})
-    log.info("outputs in %s (total %.1f s)", scene.workdir, sum(timings.values()))
+    log.info("outputs in %s (total %.1f s)", scene.workdir, sum(details["timings_s"].values()))
 
 
 # --- Driver 3: explore SLIC's parameters (tutorial 2.1) ---------------------------------------------------------
@@ -759,7 +755,7 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
     inputs = (scene.image, scene.reference, scene.config_path)
     if explore:
         with open_outputs(scene.workdir, EXPLORE_OUTPUTS, inputs) as out:
-            return explore_slic(scene, out)
+            return explore_slic(on_work_grid(scene, out)[0], out)
     tiled = bool(scene.params.tile_size)
     if tiled:
         cluster.check_settings(scheduler, workers)
@@ -767,12 +763,14 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
         with cli.timed("checksums of the image and reference", timings):
             record = contract.step0_provenance(scene, contract.fingerprint(scene.image),
                                                contract.fingerprint(scene.reference))
+        with cli.timed("image and reference on the work grid", timings):
+            work, used = on_work_grid(scene, out)
         if tiled:
             with cluster.dask_client(scheduler, workers) as client:
-                prepared = prepare_tiled(scene, out, record, client, timings)
+                prepared = prepare_tiled(work, out, record, client, timings)
         else:
-            prepared = prepare_whole_scene(scene, out, record, timings)
-        finish(scene, out, prepared, record, timings)
+            prepared = prepare_whole_scene(work, out, record, timings)
+        finish(scene, out, prepared, record, {"timings_s": timings, "sources": used})
 
 
 def build_parser():

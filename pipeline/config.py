@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdal_tif2rgb import InputFileError
-from pipeline.contract import LAYER_NAMES, MASK_CHANNEL, SPECTRAL_BANDS
+from pipeline.contract import LAYER_NAMES, MASK_CHANNEL
 from pipeline.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "data" / "aberystwyth.toml"
 RUNS_DIR = PROJECT_ROOT / "runs"
-#: Keys of the TOML's top level that are not parameter sections.
-SCENE_KEYS = ("name", "image", "reference", "bands", "classes")
+#: Keys of the TOML's top level that are not parameter sections, and those of them a scene must have.
+SCENE_KEYS = ("name", "image", "reference", "bands", "classes", "aoi", "reference_field")
+REQUIRED_KEYS = ("name", "image", "reference", "classes")
 #: Older parameter names still accepted in the TOML.
 RENAMED = {"window": "patch_width"}
 #: A scene name is a plain folder name: it becomes data/<name>/ and runs/<name>-<time>/.
@@ -151,12 +152,14 @@ class Scene:
 
     name: str
     config_path: Path
-    image: Path | str  # a str for GDAL virtual paths (/vsizip/...)
-    reference: Path | str
-    bands: dict  # layer name -> 1-based band number in ``image``
+    image: Path | str  # a raster, a Sentinel-2 product (.SAFE folder, .zip, folder of band files); str: /vsi...
+    reference: Path | str  # a raster on any grid, or a vector file
+    bands: dict  # layer name -> 1-based band number or band description (rasters), band name "B02" (products)
     classes: dict  # class name -> list of reference values; order gives codes 0, 1, ...
     params: Parameters
     workdir: Path
+    aoi: dict | Path | None = None  # {"bbox": [xmin, ymin, xmax, ymax], "crs": ...} or a vector file
+    reference_field: str | None = None  # attribute of a vector reference holding the class values
 
     @property
     def class_names(self) -> list[str]:
@@ -171,7 +174,7 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
     """Read and check a scene TOML; apply command-line ``overrides`` (name -> value, None = not given)."""
     config_path = Path(config_path)
     config = _read_toml(config_path)
-    for key in SCENE_KEYS:
+    for key in REQUIRED_KEYS:
         if key not in config:
             raise ConfigError(f"{config_path}: missing key '{key}'")
     base = config_path.resolve().parent
@@ -180,9 +183,11 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
     name = _check_name(config["name"], config_path)
     return Scene(name=name, config_path=config_path, image=input_path(base, config["image"], "image", config_path),
                  reference=input_path(base, config["reference"], "reference", config_path),
-                 bands=_check_bands(config["bands"], config_path),
+                 bands=_check_bands(config.get("bands", {}), config_path),
                  classes=_check_classes(config["classes"], config_path), params=params,
-                 workdir=Path(workdir) if workdir else PROJECT_ROOT / "data" / name)
+                 workdir=Path(workdir) if workdir else PROJECT_ROOT / "data" / name,
+                 aoi=_check_aoi(config.get("aoi"), base, config_path),
+                 reference_field=_check_field(config.get("reference_field"), config_path))
 
 
 def _check_name(name, config_path: Path) -> str:
@@ -231,18 +236,34 @@ def _section_values(config: dict, config_path: Path) -> dict:
 
 
 def _check_bands(bands, config_path: Path) -> dict:
+    """Layer name -> 1-based band number or band name; roles left out are taken from a Sentinel-2 product's
+    defaults (B02, B03, B04, B08, B11) and must be given for an ordinary raster (checked in Step 0)."""
     if not isinstance(bands, dict):
-        raise ConfigError(f"{config_path}: [bands] must map layer names to band numbers")
+        raise ConfigError(f"{config_path}: [bands] must map layer names to band numbers or band names")
     unknown = [name for name in bands if name not in LAYER_NAMES]
     if unknown:
         raise ConfigError(f"{config_path}: unknown band name(s) {unknown} in [bands]; use {', '.join(LAYER_NAMES)}")
-    missing = [name for name in SPECTRAL_BANDS if name not in bands]
-    if missing:
-        raise ConfigError(f"{config_path}: [bands] lacks {', '.join(missing)}")
-    for name, number in bands.items():
-        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-            raise ConfigError(f"{config_path}: [bands] {name} = {number!r} must be a 1-based band number")
+    for name, band in bands.items():
+        if isinstance(band, bool) or not (isinstance(band, int) and band >= 1 or isinstance(band, str) and band):
+            raise ConfigError(f"{config_path}: [bands] {name} = {band!r} must be a 1-based band number or a band "
+                              f"name (e.g. \"B11\" or a band description)")
     return dict(bands)
+
+
+def _check_aoi(aoi, base: Path, config_path: Path):
+    """None, a {bbox, crs} table, or a vector file path relative to the TOML."""
+    if aoi is None or isinstance(aoi, dict):
+        return aoi
+    if isinstance(aoi, str) and aoi:
+        return input_path(base, aoi, "aoi", config_path)
+    raise ConfigError(f"{config_path}: aoi = {aoi!r} must be a table {{bbox = [xmin, ymin, xmax, ymax], "
+                      f"crs = \"EPSG:4326\"}} or a vector file path")
+
+
+def _check_field(field, config_path: Path) -> str | None:
+    if field is None or isinstance(field, str) and field:
+        return field
+    raise ConfigError(f"{config_path}: reference_field = {field!r} must be the name of an attribute")
 
 
 def _check_classes(classes, config_path: Path) -> dict:
@@ -255,10 +276,11 @@ def _check_classes(classes, config_path: Path) -> dict:
         if not CLASS_NAME_PATTERN.fullmatch(name):
             raise ConfigError(f"{config_path}: class name {name!r} must be 1 to 64 printable characters without "
                               f"leading or trailing blanks, tabs or newlines")
-        values = [values] if isinstance(values, int) else values
+        values = [values] if isinstance(values, (int, str)) else values
         if not isinstance(values, list) or not values or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-            raise ConfigError(f"{config_path}: [classes] {name} = {values!r} must list reference values (integers >= 0)")
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 or isinstance(v, str) and v for v in values):
+            raise ConfigError(f"{config_path}: [classes] {name} = {values!r} must list reference values (integers "
+                              f">= 0, or attribute values of a vector reference)")
         for value in values:
             if value in seen:
                 raise ConfigError(f"{config_path}: reference value {value} is given to both {seen[value]} and {name}")

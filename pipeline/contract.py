@@ -196,7 +196,8 @@ def check_step0_provenance(scene, record: dict, path: Path) -> None:
 
 
 def fingerprint(path) -> dict:
-    """Path, size, modification time and SHA-256 of an input file (GDAL virtual paths included)."""
+    """Path, size, modification time and SHA-256 of an input file (GDAL virtual paths included); of a folder
+    (a Sentinel-2 product), the SHA-256 of its files' relative paths, sizes and times."""
     try:
         size, mtime_ns = _stat(path)
         digest = hashlib.sha256()
@@ -212,7 +213,8 @@ def fingerprint(path) -> dict:
 def matches(recorded: dict, path) -> bool:
     """Whether the file at ``path`` is the one ``recorded``: the same path, size and time, or the same SHA-256."""
     try:
-        if recorded["path"] == str(path) and list(_stat(path)) == [recorded["size"], recorded["mtime_ns"]]:
+        same_stat = list(_stat(path)) == [recorded["size"], recorded["mtime_ns"]]
+        if recorded["path"] == str(path) and same_stat and not Path(path).is_dir():
             return True
         return fingerprint(path)["sha256"] == recorded["sha256"]
     except OSError:
@@ -227,12 +229,21 @@ def _stat(path) -> tuple[int, int]:
         if stat is None:
             raise FileNotFoundError(path)
         return stat.size, int(stat.mtime) * 10**9
+    if Path(path).is_dir():
+        stats = [file.stat() for file in Path(path).rglob("*") if file.is_file()]
+        return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
     stat = os.stat(path)
     return stat.st_size, stat.st_mtime_ns
 
 
 def _chunks(path, size: int = 8 << 20):
-    """The bytes of a file (or a GDAL virtual path) in chunks."""
+    """The bytes of a file (or a GDAL virtual path) in chunks; of a folder, its listing with sizes and times."""
+    if Path(path).is_dir():
+        for file in sorted(Path(path).rglob("*")):
+            if file.is_file():
+                stat = file.stat()
+                yield f"{file.relative_to(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode()
+        return
     if not str(path).startswith("/vsi"):
         with open(path, "rb") as file:
             while chunk := file.read(size):

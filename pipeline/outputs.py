@@ -35,12 +35,13 @@ class OutputSet:
 
     def __init__(self, folder: Path, names, staging: Path):
         self.folder = folder
-        self.names = tuple(names)
+        self.names = tuple(name.rstrip("/") for name in names)
         self.staging = staging
         self.extra_folders: dict[Path, Path] = {}
 
     def path(self, name: str) -> Path:
-        """Where to write output ``name`` during the run."""
+        """Where to write output ``name`` during the run (a name that is not an output of the set is scratch,
+        discarded at the end)."""
         return self.staging / name
 
     def new_folder(self, final: Path) -> Path:
@@ -55,14 +56,16 @@ class OutputSet:
         return staging
 
     def commit(self) -> list[str]:
-        """Move the staged files into place as one set (signals wait); returns the names committed."""
-        made = sorted(p.name for p in self.staging.iterdir())  # files, and folders of files (e.g. sources/)
+        """Move the staged outputs into place as one set (signals wait); returns the names committed. Staged
+        entries that are not outputs of the set (scratch files) are discarded with the staging folder."""
+        declared = {*self.names, *(f"{n}.aux.xml" for n in self.names)}
+        made = sorted(p.name for p in self.staging.iterdir() if p.name in declared)  # files, and folders
         backup = self.staging / ".previous"
         backup.mkdir()
         moved = []
         with signals_deferred():
             try:
-                for name in {*made, *self.names, *(f"{n}.aux.xml" for n in self.names)}:
+                for name in declared:
                     if (self.folder / name).is_file() or (self.folder / name).is_dir():
                         os.replace(self.folder / name, backup / name)
                         moved.append(name)
@@ -147,15 +150,26 @@ def remove_stale_staging(folder: Path) -> None:
 
 
 def check_outputs(folder: Path, names, inputs) -> None:
-    """Refuse output names taken by folders, and outputs that would overwrite an input."""
+    """Refuse output names taken by the other kind (a folder where the step writes a file; names ending in "/"
+    are output folders), and outputs that would overwrite an input (or, for a folder, hold one)."""
     for name in names:
-        target = folder / name
-        if target.is_dir():
+        target = folder / name.rstrip("/")
+        if name.endswith("/") and target.exists() and not target.is_dir():
+            raise ConfigError(f"{target}: is a file, but this step writes a folder of that name; move it away")
+        if not name.endswith("/") and target.is_dir():
             raise ConfigError(f"{target}: is a folder, but this step writes a file of that name; move it away")
         for source in inputs:
-            if same_file(target, source):
+            if same_file(target, source) or name.endswith("/") and inside(source, target):
                 raise ConfigError(f"{source}: is an input of this step and would be overwritten by its output "
                                   f"{name}; move it out of {folder} or choose another --workdir")
+
+
+def inside(source, folder: Path) -> bool:
+    """Whether the input ``source`` lies in ``folder`` (after links)."""
+    path = str(source)
+    if path.startswith("/vsi"):
+        path = path.split("/", 2)[-1]  # /vsizip//data/a.zip/b.tif -> /data/a.zip/b.tif
+    return os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
 
 
 def same_file(output: Path, source) -> bool:

@@ -39,6 +39,8 @@ from pipeline.errors import ConfigError, InputDataError
 
 #: Class code of unlabelled pixels in ``reference.tif`` (also its nodata value).
 UNLABELLED = 255
+#: Folder of the work folder that holds what Step 0 prepared (image.vrt, the reference's codes, ...).
+FOLDER = "sources"
 #: Product band names in the order of the ``band_id`` attributes of the product metadata.
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 #: Bands of a product used for the roles the scene's [bands] table does not name.
@@ -104,7 +106,7 @@ def prepare_sources(image: Path, bands: dict, reference: Path | None, classes: d
     from osgeo import gdal
 
     gdal.UseExceptions()
-    image, out_dir = Path(image), Path(out_dir)
+    image, out_dir = _as_path(image), Path(out_dir)
     class_values = _check_classes(classes)
     out_dir.mkdir(parents=True, exist_ok=True)
     if _is_product(image):
@@ -118,7 +120,7 @@ def prepare_sources(image: Path, bands: dict, reference: Path | None, classes: d
     info.update(image=str(image), prepared_image=str(prepared), aoi=aoi_info, work_grid=grid.describe())
     ref_path = None
     if reference is not None:
-        ref_path, ref_info = _prepare_reference(Path(reference), class_values, grid, out_dir, reference_field)
+        ref_path, ref_info = _prepare_reference(_as_path(reference), class_values, grid, out_dir, reference_field)
         info["reference"] = ref_info
     else:
         info["reference"] = None
@@ -237,7 +239,7 @@ def _finish_image(stack, full: _Grid, window, scaling, out_dir: Path) -> Path:
 
     whole = window == (0, 0, full.width, full.height)
     if scaling is None and whole:
-        return Path(stack)
+        return _as_path(stack)
     options = {"format": "VRT", "srcWin": list(window)}
     if scaling is not None:
         dataset = gdal.Open(str(stack), gdal.GA_Update)
@@ -299,8 +301,13 @@ def _window_grid(grid: _Grid, window) -> _Grid:
 
 # --------------------------------------------------------------------------------- Sentinel-2 products
 
-def _is_product(path: Path) -> bool:
-    return path.is_dir() or path.suffix.lower() == ".zip"
+def _as_path(path):
+    """A Path, but GDAL virtual paths (/vsizip//data/a.zip/b.tif) as given: Path would fold their '//'."""
+    return path if str(path).startswith("/vsi") else Path(path)
+
+
+def _is_product(path) -> bool:
+    return isinstance(path, Path) and (path.is_dir() or path.suffix.lower() == ".zip")
 
 
 def _product_root(path: Path) -> str:
@@ -459,7 +466,7 @@ def _prepare_reference(path: Path, class_values: list, grid: _Grid, out_dir: Pat
     """Write reference.tif (codes, 255 unlabelled) on the work grid; return its path and a description."""
     from osgeo import gdal
 
-    if not path.exists():
+    if not (gdal.VSIStatL(str(path)) if str(path).startswith("/vsi") else path.exists()):
         raise InputFileError(f"{path}: file not found")
     try:
         dataset = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_VECTOR)
@@ -499,6 +506,19 @@ def _raster_codes(path: Path, band, class_values: list) -> np.ndarray:
     return result
 
 
+def _check_every_class_occurs(path: Path, band, codes: np.ndarray, class_values: list) -> None:
+    """Refuse a reference in which no class, or one of them, has a pixel; name the values it holds."""
+    counts = np.bincount(codes.ravel(), minlength=UNLABELLED + 1)[:len(class_values)]
+    if counts.all():
+        return
+    values, pixels = np.unique(band.ReadAsArray(), return_counts=True)
+    present = ", ".join(f"{value} ({count} px)" for value, count in zip(values[:12].tolist(), pixels[:12].tolist()))
+    if not counts.any():
+        raise InputDataError(f"{path}: none of its values is listed in [classes]; values present: {present}")
+    missing = ", ".join(f"'{name}' (values {listed})" for (name, listed), n in zip(class_values, counts) if n == 0)
+    raise InputDataError(f"{path}: class {missing} has no pixel (values present: {present}); fix [classes]")
+
+
 def _reference_from_raster(path: Path, dataset, class_values, grid: _Grid, target: Path) -> dict:
     """Map reference values to codes, then warp the codes onto the work grid (nearest or mode)."""
     from osgeo import gdal
@@ -512,6 +532,7 @@ def _reference_from_raster(path: Path, dataset, class_values, grid: _Grid, targe
                              f"(reference {tuple(round(v, 2) for v in ref_bounds)}, work grid "
                              f"{tuple(round(v, 2) for v in grid.bounds)}, both in the image CRS)")
     codes = _raster_codes(path, dataset.GetRasterBand(1), class_values)
+    _check_every_class_occurs(path, dataset.GetRasterBand(1), codes, class_values)
     area = (ref_bounds[2] - ref_bounds[0]) * (ref_bounds[3] - ref_bounds[1])
     ref_pixel = math.sqrt(area / (ref_grid.width * ref_grid.height))
     resampling = "nearest" if ref_pixel >= 0.99 * grid.geotransform[1] else "mode"

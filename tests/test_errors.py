@@ -92,17 +92,19 @@ class TestBadInputs:
                      "not a readable raster")
 
     def test_fewer_bands_than_configured(self, scene, capsys):
-        self.run_bad(scene, capsys, self.good_text(scene, **{"swir = 9": "swir = 12"}), "image.tif", "has 10 bands",
-                     "[12]")
+        self.run_bad(scene, capsys, self.good_text(scene, **{"swir = 9": "swir = 12"}), "image.tif", "swir = 12",
+                     "1..10")
 
-    def test_grid_size_differs(self, scene, capsys):
-        write_tif(scene["folder"] / "small.tif", scene["reference"][:50])
-        self.run_bad(scene, capsys, self.good_text(scene, **{"reference.tif": "small.tif"}), "small.tif", "grid")
+    def test_reference_that_does_not_overlap_the_image(self, scene, capsys):
+        far = (900000.0, 10.0, 0.0, 6000000.0, 0.0, -10.0)  # 400 km east of the image
+        write_tif(scene["folder"] / "far.tif", scene["reference"], geotransform=far)
+        self.run_bad(scene, capsys, self.good_text(scene, **{"reference.tif": "far.tif"}), "far.tif",
+                     "does not overlap")
 
     def test_reference_without_any_configured_class(self, scene, capsys):
         write_tif(scene["folder"] / "other.tif", np.full((64, 64), 7, np.uint8))
         self.run_bad(scene, capsys, self.good_text(scene, **{"reference.tif": "other.tif"}), "other.tif",
-                     "none of its values [7]")
+                     "none of its values is listed", "7 (")
 
     def test_class_without_pixels(self, scene, capsys):
         self.run_bad(scene, capsys, self.good_text(scene, **{"water = [4]": "water = [4]\nsnow = [9]"}),

@@ -408,13 +408,13 @@ def test_uint32_reference_with_top_nodata_costs_no_lookup_table(tmp_path, crop, 
     big[:10] = 4_294_967_295
     path = tmp_path / "u32.tif"
     gdal.GetDriverByName("GTiff").CreateCopy(str(path), _mem(big, scene["geotransform"], scene["wkt"], 4_294_967_295))
-    classes = {"forest": [1], "urban": [4_000_000_001], "nodata_listed": [4_294_967_295]}
+    classes = {"forest": [1], "urban": [4_000_000_001], "nodata_listed": [2, 4_294_967_295]}
     tracemalloc.start()
     prepared = prepare_sources(image, {}, path, classes, tmp_path / "out")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 40 * SIZE * SIZE, peak          # a few bytes per pixel, not a table of 4e9 entries
     codes = _read(prepared.reference)[0]
-    expected = np.select([labels == 1, labels == 3], [0, 1], 255)
+    expected = np.select([labels == 1, labels == 3, labels == 2], [0, 1, 2], 255)
     expected[:10] = 255                            # nodata wins over a class that lists the nodata value
     assert np.array_equal(codes, expected)

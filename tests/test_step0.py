@@ -10,8 +10,6 @@ import gdal_tif2rgb
 import Step0_Data_Preparation as step0
 from conftest import SUBSET, write_config, write_tif
 from pipeline.contract import LAYER_NAMES
-from pipeline.config import load_scene
-from pipeline.errors import InputDataError
 
 
 class TestLayers:
@@ -226,23 +224,6 @@ class TestLayerChoice:
 
 
 class TestRefusals:
-    def test_grid_mismatch_is_refused_with_one_line(self, tmp_path, capsys):
-        image = write_tif(tmp_path / "image.tif", np.ones((10, 20, 20), np.uint16))
-        shifted = (500010.0, 10.0, 0.0, 6000000.0, 0.0, -10.0)
-        reference = write_tif(tmp_path / "reference.tif", np.ones((20, 20), np.uint8), geotransform=shifted)
-        config = write_config(tmp_path / "scene.toml", image, reference)
-        assert step0.main(["--config", str(config), "--workdir", str(tmp_path / "out")]) == 1
-        error = capsys.readouterr().err
-        assert error.count("\n") == 1 and "reference.tif" in error and "grid" in error
-        assert not (tmp_path / "out" / "layers.tif").exists()
-
-    def test_other_crs_is_refused(self, tmp_path):
-        image = write_tif(tmp_path / "image.tif", np.ones((10, 20, 20), np.uint16))
-        reference = write_tif(tmp_path / "reference.tif", np.ones((20, 20), np.uint8), epsg=32631)
-        config = write_config(tmp_path / "scene.toml", image, reference)
-        with pytest.raises(InputDataError, match="differs from the image"):
-            step0.check_grids(load_scene(config))
-
     def test_help(self, capsys):
         with pytest.raises(SystemExit) as exit_info:
             step0.main(["--help"])

@@ -127,4 +127,3 @@ class TestTilePreparation:
         expected_codes = np.where(reference[:24, :20] == 3, 0, UNLABELLED)
         assert np.array_equal(tile["codes"], expected_codes)
         assert (tile["labels"][tile["purity"] > 0.6] == 0).all()
-        assert sorted(tile["reference_values"].tolist()) == [0, 3]
