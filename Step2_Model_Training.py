@@ -8,8 +8,8 @@ Reads ``Samples_classBalanced_<per_class>.mat`` (Step 1), ``samples_labels.mat``
 (Step 0) and the grid of ``layers.tif``. Writes, in the work folder: ``model.keras``,
 ``learning_curve.png``, ``predLabels.mat`` (``predLabels``: n uint8, 255 for superpixels without valid
 pixels), ``predProb.mat`` (``predProb``: n x classes float32), ``predMap.mat`` (``predMap``: rows x cols
-uint8; not in tiled mode), ``predMap.png`` and ``predMap.tif`` (georeferenced class codes with a colour table and
-class names, nodata 255). With ``--tile-size`` (as in Step 0), prediction runs chunk by chunk on a Dask cluster
+uint8; not in tiled mode), ``predMap.png``, ``predMap.tif`` (a Cloud-Optimized GeoTIFF of class codes with a colour
+table and class names, nodata 255) and ``predMap.qml`` (its QGIS style). With ``--tile-size`` (as in Step 0), prediction runs chunk by chunk on a Dask cluster
 and the map is painted window by window. The TensorBoard run goes to ``runs/<name>-<timestamp>/``: ``tensorboard --logdir runs``.
 """
 from __future__ import annotations
