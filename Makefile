@@ -1,6 +1,6 @@
 # make setup : system GDAL (libgdal-dev) if missing, .venv with requirements.txt and matching GDAL bindings
 # make demo  : setup, then every step on the demo scene (data/aberystwyth.toml)
-# make test  : setup, then the test suite
+# make test  : setup, Chromium and gdal-bin for the report and COG tests (test-setup), then the test suite
 # make bench : setup, then the tutorial-size performance benchmark
 # make bench-scale : setup, then a 10980 x 10980 px scene through tiled Steps 0 and 2 on a Dask LocalCluster
 PYTHON ?= python3
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STEPS := $(wildcard Step0_*.py Step1_*.py Step2_*.py Step3_*.py)
 
-.PHONY: setup demo test bench bench-scale
+.PHONY: setup test-setup demo test bench bench-scale
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -25,7 +25,12 @@ $(VENV)/.installed: requirements.txt
 demo: setup
 	@set -e; for step in $(STEPS); do echo "== $$step"; $(PY) $$step; done
 
-test: setup
+# headless Chromium renders report.html in the tests; gdalinfo reports the COG layout (make demo needs neither)
+test-setup: setup
+	@command -v chromium >/dev/null && command -v gdalinfo >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium gdal-bin; }
+
+test: test-setup
 	$(PY) -m pytest -q
 
 bench: setup

@@ -8,8 +8,8 @@ Reads ``Samples_classBalanced_<per_class>.mat`` (Step 1), ``samples_labels.mat``
 (Step 0) and the grid of ``layers.tif``. Writes, in the work folder: ``model.keras``,
 ``learning_curve.png``, ``predLabels.mat`` (``predLabels``: n uint8, 255 for superpixels without valid
 pixels), ``predProb.mat`` (``predProb``: n x classes float32), ``predMap.mat`` (``predMap``: rows x cols
-uint8; not in tiled mode), ``predMap.png`` and ``predMap.tif`` (georeferenced class codes with a colour table and
-class names, nodata 255). With ``--tile-size`` (as in Step 0), prediction runs chunk by chunk on a Dask cluster
+uint8; not in tiled mode), ``predMap.png``, ``predMap.tif`` (a Cloud-Optimized GeoTIFF of class codes with a colour
+table and class names, nodata 255) and ``predMap.qml`` (its QGIS style). With ``--tile-size`` (as in Step 0), prediction runs chunk by chunk on a Dask cluster
 and the map is painted window by window. The TensorBoard run goes to ``runs/<name>-<timestamp>/``: ``tensorboard --logdir runs``.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ PROJECTOR_POINTS = 1000
 PREDICT_CHUNK = 8192
 #: Every file Step 2 writes in the work folder (committed together with the TensorBoard run).
 OUTPUTS = (contract.MODEL_FILE, "learning_curve.png", contract.PRED_LABELS.filename, contract.PRED_PROB.filename,
-           contract.PRED_MAP.filename, "predMap.png", "predMap.tif", "run.json")
+           contract.PRED_MAP.filename, "predMap.png", "predMap.tif", "predMap.qml", "run.json")
 
 
 def model_inputs(patches: np.ndarray, masks: np.ndarray, channels) -> np.ndarray:
@@ -314,14 +314,16 @@ def train_and_map(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | None
 
 
 def write_map(scene: Scene, out: OutputSet, grid: gdal_tif2rgb.Grid, blocks) -> None:
-    """``predMap.tif`` (class codes, colour table, class names, nodata 255) from ``blocks``, an iterable of
-    (map block, row, col), and ``predMap.png`` with a legend from a preview built up block by block."""
+    """``predMap.tif`` (a Cloud-Optimized GeoTIFF of class codes with colour table, class names and nodata 255)
+    from ``blocks``, an iterable of (map block, row, col), its QGIS style ``predMap.qml``, and ``predMap.png``
+    with a legend from a preview built up block by block."""
     class_names = scene.class_names
+    colours = gdal_tif2rgb.class_palette(class_names)
     step = grids.display_stride(grid.rows, grid.cols)
     preview = np.full((-(-grid.rows // step), -(-grid.cols // step)), UNLABELLED, dtype=np.uint8)
+    gdal_tif2rgb.write_qml(out.path("predMap.qml"), class_names, colours, nodata=UNLABELLED)
     with gdal_tif2rgb.geotiff_writer(out.path("predMap.tif"), grid, 1, np.uint8, nodata=UNLABELLED,
-                                     class_names=class_names,
-                                     class_colours=gdal_tif2rgb.class_palette(class_names)) as write:
+                                     class_names=class_names, class_colours=colours) as write:
         for block, row, col in blocks:
             write(block, row, col)
             grids.place_in_preview(preview, block, row, col, step)

@@ -13,23 +13,30 @@ columns = prediction):
 - ``random_forest_superpixel_test``: a random forest on each superpixel's mean of the 8 layers, trained on
   the CNN's balanced set and scored like the headline, to show whether the CNN earns its cost.
 
+Besides, ``area_estimates``: the area of every class in hectares and the user's, producer's and overall
+accuracy, each with a 95 % confidence interval, by the stratified estimators of Olofsson et al. (2014), with
+the map classes as strata and the test superpixels, weighted by their pixel counts, as the sample.
+
 Writes ``metrics.json`` (sorted keys; per assessment: ``confusion_matrix``, ``class_names``,
 ``overall_accuracy``, ``kappa``, ``precision``, ``recall``, ``f1``, ``support``, ``weighted_f1``,
-``n_samples``, ``unit``; undefined values are null), ``reference_maps.png`` (pixel and superpixel reference
-beside the prediction), ``confusion_<assessment>.png`` and ``report.html``.
+``n_samples``, ``unit``; then ``area_estimates``; undefined values are null), ``reference_maps.png`` (pixel
+and superpixel reference beside the prediction), ``disagreement_map.png``, ``split_map.png``,
+``confusion_<assessment>.png`` and ``report.html``, one self-contained file with every image inside it.
 """
 from __future__ import annotations
 
+import base64
 import html
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 
 import gdal_tif2rgb
 from pipeline import cli, contract
 from pipeline.config import Scene
-from pipeline.contract import LAYER_NAMES, STEP0, TEST, UNLABELLED
+from pipeline.contract import LAYER_NAMES, STEP0, TEST, TRAIN, UNLABELLED, UNUSED
 from pipeline.errors import InputDataError
 from pipeline.figures import plot_class_map, pyplot
 from pipeline.grids import paint_map
@@ -40,8 +47,24 @@ AXES_NOTE = "confusion matrix rows = reference, columns = prediction"
 ASSESSMENTS = ("superpixel_test", "superpixel_all_labelled", "pixel_test", "segmentation_ceiling",
                "random_forest_superpixel_test")
 #: Every file Step 3 writes (committed together).
-OUTPUTS = ("metrics.json", "report.html", "reference_maps.png", *(f"confusion_{name}.png" for name in ASSESSMENTS),
-           "run.json")
+OUTPUTS = ("metrics.json", "report.html", "reference_maps.png", "disagreement_map.png", "split_map.png",
+           *(f"confusion_{name}.png" for name in ASSESSMENTS), "run.json")
+#: Categories of the disagreement map (codes 0, 1, 2) and their colours.
+AGREEMENT = ("map agrees with the reference", "map disagrees", "no reference label")
+AGREEMENT_COLOURS = ((26, 152, 80), (215, 48, 39), (225, 225, 225))
+#: Categories of the split map: Step 0's split codes, then unlabelled superpixels.
+SPLIT_CATEGORIES = {TRAIN: "train", TEST: "test (held out)", UNUSED: "unused (its patch sees test pixels)",
+                    UNUSED + 1: "unlabelled"}
+SPLIT_COLOURS = ((69, 117, 180), (253, 174, 97), (140, 140, 140), (235, 235, 235))
+OLOFSSON_2014 = ("Olofsson, P., Foody, G. M., Herold, M., Stehman, S. V., Woodcock, C. E., Wulder, M. A. (2014). "
+                 "Good practices for estimating area and assessing accuracy of land change. "
+                 "Remote Sensing of Environment 148, 42-57. doi:10.1016/j.rse.2014.02.015")
+AREA_FORMULA = ("A_i: map area of class i, A = sum_i A_i, W_i = A_i / A; n_ij: pixels of the test superpixels of "
+                "map class i and reference class j, q_ij = n_ij / sum_j n_ij; u_i: test superpixels of map class i. "
+                "Estimated area of class j = A * sum_i W_i q_ij, SE = A * sqrt(sum_i W_i^2 q_ij (1 - q_ij) / (u_i - 1)); "
+                "user's accuracy of i = q_ii; producer's accuracy of j = W_j q_jj / sum_i W_i q_ij; overall "
+                "accuracy = sum_i W_i q_ii; 95 % confidence interval = +-1.96 SE")
+SQUARE_METRES_PER_HECTARE = 10_000.0
 
 
 def assess(reference: np.ndarray, predicted: np.ndarray, class_names, unit: str) -> dict:
@@ -93,6 +116,166 @@ def random_forest_predictions(features: np.ndarray, train_index: np.ndarray, tra
     forest.fit(features[train_index], train_labels)
     return forest.predict(features).astype(np.uint8)
 
+
+# --- Area estimates: Olofsson et al. (2014), stratified by map class ----------------------------------------
+
+def class_areas_ha(pred_map_counts: np.ndarray, pixel_area_m2: float) -> np.ndarray:
+    """Area in hectares of each map class from its pixel count.
+
+    Parameters
+    ----------
+    pred_map_counts : array of int, shape (K,)
+        Number of map pixels of each class (e.g. ``np.bincount(pred_map.ravel(), minlength=K)[:K]``).
+    pixel_area_m2 : float
+        Area of one pixel in square metres (100 for Sentinel-2's 10 m bands).
+
+    >>> class_areas_ha(np.array([100, 2500, 0]), 100.0).tolist()
+    [1.0, 25.0, 0.0]
+    """
+    return np.asarray(pred_map_counts, dtype=np.float64) * (float(pixel_area_m2) / SQUARE_METRES_PER_HECTARE)
+
+
+def _stratum_terms(by_map: np.ndarray, weights: np.ndarray, units: np.ndarray):
+    """Within-stratum proportions ``q`` (map rows) and variance terms ``W_i^2 q (1 - q) / (n_i - 1)``.
+
+    Rows of strata without weight are 0; rows of weighted strata without samples are NaN.
+    """
+    totals = by_map.sum(axis=1, keepdims=True)
+    weighted = weights[:, None] > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(totals > 0, by_map / totals, np.nan)
+        q = np.where(weighted, q, 0.0)
+        terms = weights[:, None] ** 2 * q * (1 - q) / (units[:, None] - 1)
+    terms = np.where(weighted, np.where(units[:, None] > 1, terms, np.nan), 0.0)
+    return q, terms
+
+
+def _estimates(by_map: np.ndarray, weights: np.ndarray, units: np.ndarray) -> dict:
+    """Point estimates and standard errors as arrays (NaN where undefined)."""
+    q, terms = _stratum_terms(by_map, weights, units)
+    p = weights[:, None] * q
+    area_share = p.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        users = np.where(weights > 0, np.diag(q), np.nan)
+        users_var = users * (1 - users) / np.where(units > 1, units - 1, np.nan)
+        producers = np.where(area_share > 0, np.diag(p) / area_share, np.nan)
+        others = terms.sum(axis=0) - np.diag(terms)
+        own = weights ** 2 * (1 - producers) ** 2 * users_var
+        own = np.where(weights > 0, own, 0.0)
+        producers_var = (own + producers ** 2 * others) / area_share ** 2
+    return {"area_share": area_share, "area_share_se": np.sqrt(terms.sum(axis=0)),
+            "users": users, "users_se": np.sqrt(users_var),
+            "producers": producers, "producers_se": np.sqrt(producers_var),
+            "overall": np.trace(p), "overall_se": np.sqrt(np.trace(terms))}
+
+
+def _value(x) -> float | None:
+    """A JSON-able float, or None for NaN and infinities."""
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _with_ci(name: str, value, se, z: float) -> dict:
+    """``{name: value, name_se: se, name_ci95: z * se}`` with undefined values as None."""
+    return {name: _value(value), f"{name}_se": _value(se), f"{name}_ci95": _value(z * se)}
+
+
+def area_weighted_accuracy(confusion: np.ndarray, map_area: np.ndarray, class_names, z: float = 1.96, *,
+                           sample_units: np.ndarray | None = None) -> dict:
+    """Stratified area estimates, user's, producer's and overall accuracy with standard errors (Olofsson et al.
+    2014, with the map classes as strata; see :data:`AREA_FORMULA`). Confusion matrices here have reference
+    rows and map columns (the paper's tables are transposed). Values that cannot be estimated (a map class
+    without samples, a class without map area, a variance from a single sample) are None.
+
+    Parameters
+    ----------
+    confusion : array, shape (K, K)
+        Sample counts, or area-weighted counts, with rows = reference class, columns = map class.
+    map_area : array, shape (K,)
+        Area of each map class in hectares (see :func:`class_areas_ha`).
+    class_names : sequence of K str
+    z : float
+        Normal quantile of the intervals (1.96 for 95 %); ``*_ci95`` values are half-widths ``z * SE``.
+    sample_units : array of int, shape (K,), optional
+        Number of sampling units (superpixels) in each map class, used in the variances when
+        ``confusion`` holds area-weighted counts. Default: the column sums of ``confusion``.
+
+    Returns
+    -------
+    dict
+        JSON-able: ``overall_accuracy`` (+ ``_se``, ``_ci95``), ``total_area_ha``, ``n_samples``,
+        ``reference``, and ``classes``: per class name ``map_area_ha``, ``estimated_area_ha``,
+        ``area_se_ha``, ``area_ci95_ha``, ``users_accuracy``, ``producers_accuracy`` (each + ``_se``,
+        ``_ci95``). Undefined values are None.
+    """
+    by_map = np.asarray(confusion, dtype=np.float64).T
+    areas = np.asarray(map_area, dtype=np.float64)
+    k = len(class_names)
+    if by_map.shape != (k, k) or areas.shape != (k,):
+        raise ValueError(f"confusion must be {k}x{k} and map_area of length {k} for {k} class names; "
+                         f"got {by_map.shape} and {areas.shape}")
+    if (by_map < 0).any() or (areas < 0).any():
+        raise ValueError("confusion counts and map areas must not be negative")
+    units = by_map.sum(axis=1) if sample_units is None else np.asarray(sample_units, dtype=np.float64)
+    total = float(areas.sum())
+    weights = areas / total if total > 0 else np.zeros_like(areas)
+    est = _estimates(by_map, weights, units)
+    classes = {}
+    for i, name in enumerate(class_names):
+        classes[str(name)] = {
+            "map_area_ha": float(areas[i]),
+            "estimated_area_ha": _value(est["area_share"][i] * total) if total > 0 else None,
+            "area_se_ha": _value(est["area_share_se"][i] * total) if total > 0 else None,
+            "area_ci95_ha": _value(z * est["area_share_se"][i] * total) if total > 0 else None,
+            **_with_ci("users_accuracy", est["users"][i], est["users_se"][i], z),
+            **_with_ci("producers_accuracy", est["producers"][i], est["producers_se"][i], z),
+        }
+    overall = _with_ci("overall_accuracy", est["overall"], est["overall_se"], z) if total > 0 else \
+        {"overall_accuracy": None, "overall_accuracy_se": None, "overall_accuracy_ci95": None}
+    return {**overall, "total_area_ha": total, "n_samples": int(round(float(units.sum()))), "z": float(z),
+            "reference": OLOFSSON_2014, "classes": classes}
+
+
+def area_estimates(segments, labels, split, pred_labels, pred_map, class_names, pixel_area_m2: float) -> dict:
+    """:func:`area_weighted_accuracy` of the map from the labelled test superpixels.
+
+    Strata are the map classes, with areas from the pixel counts of ``pred_map`` (rows, cols) times
+    ``pixel_area_m2``. Superpixels differ in size and the strata are areas, so each test superpixel counts
+    with its pixel count in the confusion matrix; the variances use the number of test superpixels per map
+    class, since superpixels, not pixels, were sampled (and they are clustered samples: the SE is approximate).
+
+    >>> segments = np.array([[0, 0, 0, 1], [2, 2, 3, 3]])
+    >>> result = area_estimates(segments, np.array([0, 1, 1, 0], np.uint8), np.array([1, 1, 1, 1], np.uint8),
+    ...                         np.array([0, 1, 1, 1], np.uint8), np.array([[0, 0, 0, 1], [1, 1, 1, 1]]),
+    ...                         ["a", "b"], 100.0)
+    >>> result["confusion_matrix_pixels"], result["classes"]["b"]["test_superpixels"]
+    ([[3, 2], [0, 3]], 3)
+    """
+    k = len(class_names)
+    test = (labels != UNLABELLED) & (split == TEST) & (pred_labels < k)
+    pixels = np.bincount(segments.ravel(), minlength=len(labels))
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels[test], pred_labels[test]), pixels[test])
+    units = np.bincount(pred_labels[test], minlength=k)[:k]
+    map_area = class_areas_ha(np.bincount(pred_map.ravel(), minlength=k)[:k], pixel_area_m2)
+    result = area_weighted_accuracy(confusion, map_area, class_names, sample_units=units)
+    for name, count in zip(class_names, units):
+        result["classes"][str(name)]["test_superpixels"] = int(count)
+    return {**result, "pixel_area_m2": float(pixel_area_m2), "confusion_matrix_pixels": confusion.tolist(),
+            "formula": AREA_FORMULA, "unit": "hectares; test superpixels weighted by their pixel counts"}
+
+
+def pixel_area(grid: gdal_tif2rgb.Grid, path: Path) -> float:
+    """Area of one pixel of ``grid`` in square metres; a missing or geographic CRS is an error."""
+    area = grid.pixel_area_m2()
+    if area is None:
+        raise InputDataError(f"{path}: its CRS is {'geographic (degrees)' if grid.crs_wkt else 'missing'}, but "
+                             f"area estimates need a projected CRS in metres; reproject the image and the "
+                             f"reference (e.g. gdalwarp -t_srs EPSG:32630) and rerun {STEP0}")
+    return area
+
+
+# --- Assessments, figures and the report ---------------------------------------------------------------
 
 def assessments(segments, codes, labels, split, pred_labels, pred_map, forest_labels, class_names) -> dict:
     """All assessments of Step 3, keyed by name (see the module docstring)."""
@@ -157,42 +340,138 @@ def summary_lines(metrics: dict) -> list[str]:
                      f"weighted F1 {result['weighted_f1']}")
         for i, row in enumerate(result["confusion_matrix"]):
             lines.append(f"{result['class_names'][i]:>12} " + " ".join(f"{v:>8}" for v in row))
-    return lines
+    area = metrics["area_estimates"]
+    lines.append(f"\narea estimates (Olofsson et al. 2014; ha, +- 95 % CI): overall accuracy "
+                 f"{with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}")
+    for name, c in area["classes"].items():
+        lines.append(f"{name:>12}  map {c['map_area_ha']:,.1f}  estimated "
+                     f"{with_interval(c['estimated_area_ha'], c['area_ci95_ha'], 1)}")
+    return [line.replace("&ndash;", "-") for line in lines]
+
+
+def disagreement_codes(codes: np.ndarray, pred_map: np.ndarray) -> np.ndarray:
+    """Per pixel: 0 where the map agrees with the reference, 1 where it disagrees, 2 where there is no label.
+
+    >>> disagreement_codes(np.array([[0, 1, 255]], np.uint8), np.array([[0, 2, 1]], np.uint8)).tolist()
+    [[0, 1, 2]]
+    """
+    return np.where(codes == UNLABELLED, 2, np.where(pred_map == codes, 0, 1)).astype(np.uint8)
+
+
+def split_codes(labels: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """Per superpixel: its split code (train, test, unused), or the code after them where it is unlabelled."""
+    return np.where(labels == UNLABELLED, UNUSED + 1, split).astype(np.uint8)
+
+
+def plot_disagreement(codes: np.ndarray, pred_map: np.ndarray):
+    """Where the map agrees and disagrees with the reference (every labelled pixel); returns the Figure."""
+    share = np.mean(codes[codes != UNLABELLED] != pred_map[codes != UNLABELLED]) if (codes != UNLABELLED).any() else 0
+    return plot_class_map(disagreement_codes(codes, pred_map), AGREEMENT,
+                          f"Map vs reference, every labelled pixel: {share:.1%} disagree", colours=AGREEMENT_COLOURS)
+
+
+def plot_split(labels: np.ndarray, split: np.ndarray, segments: np.ndarray, block_size: int):
+    """Step 0's spatial split, painted on the superpixels; returns the Figure."""
+    return plot_class_map(paint_map(split_codes(labels, split), segments), list(SPLIT_CATEGORIES.values()),
+                          f"Spatial split: held-out test superpixels in {block_size} px blocks",
+                          colours=SPLIT_COLOURS)
+
+
+def data_uri(path: Path) -> str:
+    """The PNG at ``path`` as a ``data:`` URI, so the report carries it inside."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def image_tag(path: Path, alt: str) -> str:
+    """An <img> holding the PNG at ``path`` (titled by its file name), or a note where the file is missing."""
+    if not Path(path).is_file():
+        return f"<p>({html.escape(Path(path).name)} not found)</p>"
+    return f"<img src='{data_uri(path)}' alt='{html.escape(alt)}' title='{html.escape(Path(path).name)}'>"
+
+
+def confusion_tables(result: dict) -> str:
+    """HTML tables of an assessment's confusion matrix and per-class scores."""
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in result["class_names"])
+    rows = "".join(f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+                   for n, row in zip(result["class_names"], result["confusion_matrix"]))
+    scores = "".join(f"<tr><th>{k}</th>" + "".join(f"<td>{'&ndash;' if v is None else v}</td>"
+                                                   for v in result[k]) + "</tr>"
+                     for k in ("precision", "recall", "f1", "support"))
+    return (f"<table><tr><th>reference \\ prediction</th>{head}</tr>{rows}</table>"
+            f"<table><tr><th></th>{head}</tr>{scores}</table>")
+
+
+def with_interval(value, half_width, digits: int) -> str:
+    """``value ± half_width`` with ``digits`` decimals and thousands separators; a dash where undefined.
+
+    >>> with_interval(21158.4, 6158.04, 1), with_interval(0.88, None, 3), with_interval(None, 1.0, 1)
+    ('21,158.4 ± 6,158.0', '0.880', '&ndash;')
+    """
+    if value is None:
+        return "&ndash;"
+    return f"{value:,.{digits}f}" + ("" if half_width is None else f" ± {half_width:,.{digits}f}")
+
+
+def area_table(area: dict) -> str:
+    """HTML table of the area estimates: per class map area, estimated area, user's and producer's accuracy
+    (each ± its 95 % confidence interval), then the overall accuracy."""
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{with_interval(c['map_area_ha'], None, 1)}</td>"
+        f"<td>{with_interval(c['estimated_area_ha'], c['area_ci95_ha'], 1)}</td>"
+        f"<td>{with_interval(c['users_accuracy'], c['users_accuracy_ci95'], 3)}</td>"
+        f"<td>{with_interval(c['producers_accuracy'], c['producers_accuracy_ci95'], 3)}</td>"
+        f"<td>{c['test_superpixels']}</td></tr>" for name, c in area["classes"].items())
+    return (f"<table class='area'><tr><th>class</th><th>map area (ha)</th><th>estimated area (ha) ± 95 % CI</th>"
+            f"<th>user's accuracy ± 95 % CI</th><th>producer's accuracy ± 95 % CI</th><th>test superpixels</th></tr>"
+            f"{rows}<tr><th>all</th><td>{with_interval(area['total_area_ha'], None, 1)}</td><td></td>"
+            f"<td colspan='2'>overall accuracy {with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}"
+            f"</td><td>{area['n_samples']}</td></tr></table>")
+
+
+def area_section(area: dict) -> str:
+    """The report's section on area estimates: the table, how it was computed and the reference."""
+    return (f"<h2>Class areas and area-adjusted accuracy</h2>{area_table(area)}<p>Stratified estimators of "
+            f"Olofsson et al. (2014), with the map classes as strata (map areas from the pixel counts of the map x "
+            f"{area['pixel_area_m2']:g} m² per pixel) and the labelled test superpixels as the sample, each weighted "
+            f"by its pixel count; the variances count superpixels, which are clustered samples, so the intervals "
+            f"are approximate.</p><p><code>{html.escape(area['formula'])}</code></p>"
+            f"<p>{html.escape(area['reference'])}</p>")
 
 
 def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
-    """One-page ``report.html`` with the composites, the maps, the confusion matrices and the figures."""
-    def table(result):
-        head = "".join(f"<th>{html.escape(n)}</th>" for n in result["class_names"])
-        rows = "".join(f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
-                       for n, row in zip(result["class_names"], result["confusion_matrix"]))
-        scores = "".join(f"<tr><th>{k}</th>" + "".join(f"<td>{'&ndash;' if v is None else v}</td>"
-                                                       for v in result[k]) + "</tr>"
-                         for k in ("precision", "recall", "f1", "support"))
-        return (f"<table><tr><th>reference \\ prediction</th>{head}</tr>{rows}</table>"
-                f"<table><tr><th></th>{head}</tr>{scores}</table>")
+    """``report.html``: one self-contained page (every image inside it, no links to files or paths) with the
+    composites, the maps, the area estimates, the confusion matrices and the figures."""
+    def earlier(name: str) -> Path:
+        return scene.output(name)
 
     headline = metrics["assessments"]["superpixel_test"]
     sections = "".join(
         f"<section><h3>{name}</h3><p>{html.escape(result['unit'])}: {result['n_samples']}. "
         f"OA <b>{result['overall_accuracy']}</b>, kappa {result['kappa']}, weighted F1 {result['weighted_f1']}</p>"
-        f"<img src='confusion_{name}.png' alt='confusion matrix'>{table(result)}</section>"
+        f"{image_tag(out.path(f'confusion_{name}.png'), 'confusion matrix')}{confusion_tables(result)}</section>"
         for name, result in metrics["assessments"].items())
+    composites = "".join(image_tag(earlier(name), alt) for name, alt in (
+        ("rgb.png", "RGB"), ("nir_green_blue.png", "NIR-G-B"), ("segments_boundaries.png", "superpixels")))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(scene.name)}: land-cover report</title>
 <style>body{{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}} img{{max-width:100%}}
 table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #bbb;padding:2px 8px;text-align:right}}
-section{{display:inline-block;vertical-align:top;width:45%;margin:1em}} .row img{{width:32%}}</style></head><body>
+section{{display:inline-block;vertical-align:top;width:45%;margin:1em}} .row img{{width:32%}} .pair img{{width:49%}}
+</style></head><body>
 <h1>Land-cover map of {html.escape(scene.name)}</h1>
-<p>Held-out test superpixels: overall accuracy <b>{headline['overall_accuracy']}</b>, kappa {headline['kappa']}
+<p>Held-out test superpixels: overall accuracy <b id="headline">{headline['overall_accuracy']}</b>, kappa {headline['kappa']}
 (random forest baseline {metrics['assessments']['random_forest_superpixel_test']['overall_accuracy']};
 segmentation ceiling {metrics['assessments']['segmentation_ceiling']['overall_accuracy']}).
-Confusion matrices: rows = reference, columns = prediction. Image: {html.escape(str(scene.image))}.</p>
-<div class="row"><img src="rgb.png" alt="RGB"><img src="nir_green_blue.png" alt="NIR-G-B"><img src="segments_boundaries.png" alt="superpixels"></div>
-<img src="reference_maps.png" alt="reference and predicted maps"><img src="learning_curve.png" alt="learning curve">
+Confusion matrices: rows = reference, columns = prediction. Image: {html.escape(Path(str(scene.image)).name)};
+reference: {html.escape(Path(str(scene.reference)).name)}.</p>
+<div class="row">{composites}</div>
+{image_tag(out.path("reference_maps.png"), "reference and predicted maps")}
+<div class="pair">{image_tag(out.path("disagreement_map.png"), "disagreement map")}{image_tag(out.path("split_map.png"), "spatial split")}</div>
+{area_section(metrics["area_estimates"])}
+{image_tag(earlier("learning_curve.png"), "learning curve")}
 {sections}
 <p>Full figures: metrics.json. Parameters and input checksums: run.json.</p></body></html>"""
     with gdal_tif2rgb.atomic_output(out.path("report.html")) as temporary:
-        temporary.write_text(page)
+        temporary.write_text(page, encoding="utf-8")
 
 
 def read_hand_offs(scene: Scene) -> dict:
@@ -205,11 +484,26 @@ def read_hand_offs(scene: Scene) -> dict:
     codes, grid, _ = gdal_tif2rgb.read_labels(scene.output(contract.REFERENCE_TIF))
     if segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{scene.workdir}: segments.mat and reference.tif disagree in size; rerun {STEP0}")
+    pixel_area_m2 = pixel_area(grid, scene.output(contract.REFERENCE_TIF))
     layers, _, _ = gdal_tif2rgb.read_bands(scene.output(contract.LAYERS_TIF), list(range(1, len(LAYER_NAMES) + 1)))
     balanced = contract.load_balanced(scene, ["labels"], step0_run)
     pred_labels = contract.load_pred_labels(scene, step0_run, balanced[contract.PROVENANCE]["run"])
     return {"codes": codes.astype(np.uint8), "segments": segments, "labels": step0["labels"], "split": step0["split"],
-            "pred_labels": pred_labels, "layers": np.moveaxis(layers, 0, -1), "balanced": balanced}
+            "pred_labels": pred_labels, "layers": np.moveaxis(layers, 0, -1), "balanced": balanced,
+            "pixel_area_m2": pixel_area_m2}
+
+
+def write_figures(out: OutputSet, data: dict, pred_map: np.ndarray, metrics: dict, block_size: int) -> None:
+    """Step 3's PNGs: the maps, the disagreement map, the split map and every confusion matrix."""
+    class_names = metrics["class_names"]
+    superpixel_reference = paint_map(data["labels"], data["segments"])
+    gdal_tif2rgb.save_png(out.path("reference_maps.png"),
+                          plot_maps(data["codes"], superpixel_reference, pred_map, class_names))
+    gdal_tif2rgb.save_png(out.path("disagreement_map.png"), plot_disagreement(data["codes"], pred_map))
+    gdal_tif2rgb.save_png(out.path("split_map.png"),
+                          plot_split(data["labels"], data["split"], data["segments"], block_size))
+    for name, result in metrics["assessments"].items():
+        gdal_tif2rgb.save_png(out.path(f"confusion_{name}.png"), plot_confusion(result, name))
 
 
 def assess_run(scene: Scene) -> None:
@@ -230,13 +524,12 @@ def assess_run(scene: Scene) -> None:
         with cli.timed("assessments", timings):
             metrics = {"note": AXES_NOTE, "class_names": class_names,
                        "assessments": assessments(data["segments"], data["codes"], data["labels"], data["split"],
-                                                  data["pred_labels"], pred_map, forest_labels, class_names)}
+                                                  data["pred_labels"], pred_map, forest_labels, class_names),
+                       "area_estimates": area_estimates(data["segments"], data["labels"], data["split"],
+                                                        data["pred_labels"], pred_map, class_names,
+                                                        data["pixel_area_m2"])}
         with cli.timed("figures, metrics.json and report.html", timings):
-            superpixel_reference = paint_map(data["labels"], data["segments"])
-            gdal_tif2rgb.save_png(out.path("reference_maps.png"),
-                                  plot_maps(data["codes"], superpixel_reference, pred_map, class_names))
-            for name, result in metrics["assessments"].items():
-                gdal_tif2rgb.save_png(out.path(f"confusion_{name}.png"), plot_confusion(result, name))
+            write_figures(out, data, pred_map, metrics, scene.params.block_size)
             cli.write_json(out.path("metrics.json"), metrics)
             write_report(scene, out, metrics)
         for line in summary_lines(metrics):

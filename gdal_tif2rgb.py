@@ -63,6 +63,16 @@ class Grid:
             return self.crs_wkt == other.crs_wkt
         return bool(osr.SpatialReference(self.crs_wkt).IsSame(osr.SpatialReference(other.crs_wkt)))
 
+    def pixel_area_m2(self) -> float | None:
+        """Area of one pixel in square metres; None when the CRS is missing or not projected (degrees)."""
+        from osgeo import osr
+
+        crs = osr.SpatialReference(self.crs_wkt) if self.crs_wkt else None
+        if crs is None or not crs.IsProjected():
+            return None
+        gt = self.geotransform
+        return abs(gt[1] * gt[5] - gt[2] * gt[4]) * crs.GetLinearUnits() ** 2
+
     def describe(self) -> str:
         """Short text of size, origin, pixel size and CRS, for error messages."""
         from osgeo import osr
@@ -539,14 +549,17 @@ def class_palette(class_names) -> list[tuple[int, int, int]]:
     return [CLASS_COLOURS.get(name, None) or next(extras) for name in class_names]
 
 
-def colourise(codes: np.ndarray, class_names) -> np.ndarray:
+def colourise(codes: np.ndarray, class_names, colours=None) -> np.ndarray:
     """Turn class codes 0..K-1 of shape (rows, cols) into an RGB uint8 image; other codes are black.
+    ``colours`` (K RGB tuples) replaces the class palette.
 
     >>> colourise(np.array([[0, 255]], np.uint8), ["water"]).tolist()
     [[[31, 59, 255], [0, 0, 0]]]
+    >>> colourise(np.array([[0]], np.uint8), ["agree"], [(0, 128, 0)]).tolist()
+    [[[0, 128, 0]]]
     """
     lookup = np.zeros((256, 3), dtype=np.uint8)
-    lookup[: len(class_names)] = class_palette(class_names)
+    lookup[: len(class_names)] = class_palette(class_names) if colours is None else colours
     return lookup[codes]
 
 

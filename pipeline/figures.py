@@ -18,21 +18,22 @@ def pyplot():
     return plt
 
 
-def legend_handles(class_names):
-    """Matplotlib patches naming each class in its colour, for map legends."""
+def legend_handles(class_names, colours=None):
+    """Matplotlib patches naming each class in its colour (default: the class palette), for map legends."""
     from matplotlib.patches import Patch
 
-    colours = gdal_tif2rgb.class_palette(class_names)
+    colours = gdal_tif2rgb.class_palette(class_names) if colours is None else colours
     return [Patch(color=np.array(colour) / 255, label=name) for name, colour in zip(class_names, colours)]
 
 
-def plot_class_map(codes: np.ndarray, class_names, title: str, axis=None):
-    """Plot class codes (rows, cols) in the class colours (black = no class) with a legend; returns the Figure."""
+def plot_class_map(codes: np.ndarray, class_names, title: str, axis=None, colours=None):
+    """Plot class codes (rows, cols) in the class colours, or in ``colours`` (one RGB tuple per code), black
+    = no class, with a legend; returns the Figure."""
     if axis is None:
         _, axis = pyplot().subplots(figsize=(8, 7))
     step = display_stride(*codes.shape)
-    axis.imshow(gdal_tif2rgb.colourise(codes[::step, ::step], class_names), interpolation="nearest")
+    axis.imshow(gdal_tif2rgb.colourise(codes[::step, ::step], class_names, colours), interpolation="nearest")
     axis.set_title(title)
     axis.set_axis_off()
-    axis.legend(handles=legend_handles(class_names), loc="lower right", fontsize=8, framealpha=0.9)
+    axis.legend(handles=legend_handles(class_names, colours), loc="lower right", fontsize=8, framealpha=0.9)
     return axis.figure

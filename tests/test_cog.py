@@ -130,3 +130,28 @@ def test_qml_style(tmp_path):
     assert (transparent.get("min"), transparent.get("max"), transparent.get("percentTransparent")) == \
         ("255", "255", "100")
     assert [p.name for p in tmp_path.iterdir()] == ["predMap.qml"]
+
+
+def qml_classes(path) -> list[tuple[str, str, str]]:
+    """(value, label, colour) of every palette entry of a QGIS raster style."""
+    renderer = ET.parse(path).getroot().find("pipe/rasterrenderer")
+    assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
+    return [(e.get("value"), e.get("label"), e.get("color")) for e in renderer.findall("colorPalette/paletteEntry")]
+
+
+def assert_cog(path, overviews: bool) -> None:
+    """``path`` is a Cloud-Optimized GeoTIFF, with overviews where asked (GDAL makes them for rasters over 512 px)."""
+    report = _gdalinfo(path)
+    assert "LAYOUT=COG" in report, path.name
+    assert ("Overviews:" in report) == overviews, path.name
+
+
+def test_step0_and_step2_rasters_are_cogs_and_the_map_has_its_style(step2_workdir):
+    """A real whole-scene run on the 324 x 339 px subset: COGs (one 512 px block each, so no overviews; the demo
+    scene's overviews are checked in test_tiled.py), and predMap.qml beside predMap.tif."""
+    workdir = step2_workdir[0]
+    for name in ("layers.tif", "reference.tif", "segments.tif", "predMap.tif"):
+        assert_cog(workdir / name, overviews=False)
+    assert qml_classes(workdir / "predMap.qml") == [
+        (str(value), name, "#{:02x}{:02x}{:02x}".format(*colour)) for value, (name, colour) in enumerate(zip(NAMES, COLOURS))]
+    assert gdal_tif2rgb.read_class_names(workdir / "predMap.tif") == NAMES

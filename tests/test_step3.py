@@ -72,6 +72,34 @@ class TestAssessments:
         assert step3.superpixel_means(layers, segments).tolist() == [[2.0, 3.0], [5.0, 6.0]]
 
 
+class TestAreaEstimates:
+    def test_test_superpixels_weighted_by_pixel_count_with_superpixels_as_sampling_units(self):
+        segments, _, labels, split = toy_scene()  # superpixels 2 and 3 are test, 8 pixels each
+        predicted = np.array([2, 2, 2, 2], np.uint8)  # all vegetation: superpixel 3 (water) is wrong
+        result = step3.area_estimates(segments, labels, split, predicted, predicted[segments], NAMES, 100.0)
+        assert result["confusion_matrix_pixels"] == [[0] * 4, [0] * 4, [0, 0, 8, 0], [0, 0, 8, 0]]
+        # 32 px of vegetation at 100 m2 = 0.01 ha per pixel
+        assert [c["map_area_ha"] for c in result["classes"].values()] == [0.0, 0.0, 0.32, 0.0]
+        vegetation, water = result["classes"]["vegetation"], result["classes"]["water"]
+        assert vegetation["test_superpixels"] == 2 and vegetation["users_accuracy"] == 0.5
+        assert water["estimated_area_ha"] == pytest.approx(0.16)  # half the vegetation stratum is water
+        # the variance counts 2 superpixels (n - 1 = 1), not 16 pixels: SE(UA) = sqrt(0.5 * 0.5 / 1)
+        assert vegetation["users_accuracy_se"] == pytest.approx(0.5)
+        assert result["classes"]["urban"]["users_accuracy"] is None  # no map area, no test superpixel
+
+    def test_geographic_crs_is_a_one_line_error(self):
+        from osgeo import osr
+
+        crs = osr.SpatialReference()
+        crs.ImportFromEPSG(4326)
+        grid = step3.gdal_tif2rgb.Grid(10, 10, (-4.1, 0.0001, 0, 52.4, 0, -0.0001), crs.ExportToWkt())
+        with pytest.raises(ValueError, match="reference.tif: its CRS is geographic .* projected CRS in metres"):
+            step3.pixel_area(grid, "reference.tif")
+        crs.ImportFromEPSG(27700)
+        projected = step3.gdal_tif2rgb.Grid(10, 10, (257060.0, 10.0, 0, 285730.0, 0, -10.0), crs.ExportToWkt())
+        assert step3.pixel_area(projected, "reference.tif") == 100.0
+
+
 class TestEndToEnd:
     def test_metrics_json_report_and_figures(self, step2_workdir, capsys):
         workdir, _, arguments = step2_workdir
@@ -84,10 +112,18 @@ class TestEndToEnd:
                     "weighted_f1", "n_samples", "support"} <= set(result)
             assert np.sum(result["confusion_matrix"]) == result["n_samples"] > 0
         assert "rows = reference" in metrics["note"]
-        report = (workdir / "report.html").read_text()
-        for image in re.findall(r"src=['\"]([^'\"]+)['\"]", report):
-            assert (workdir / image).is_file(), image
-        assert "OA" in capsys.readouterr().out
+        area = metrics["area_estimates"]
+        assert "Olofsson" in area["reference"] and "sum_i W_i q_ij" in area["formula"]
+        assert area["pixel_area_m2"] == 100.0  # Sentinel-2's 10 m pixels
+        assert area["total_area_ha"] == pytest.approx(324 * 339 / 100)  # every pixel of the 324 x 339 px subset is mapped
+        assert area["n_samples"] == metrics["assessments"]["superpixel_test"]["n_samples"]
+        assert sum(c["estimated_area_ha"] for c in area["classes"].values()) == pytest.approx(area["total_area_ha"])
+        for name in ("disagreement_map.png", "split_map.png", "reference_maps.png"):
+            assert (workdir / name).is_file(), name
+        report = (workdir / "report.html").read_text(encoding="utf-8")
+        assert all(src.startswith("data:image/png;base64,") for src in re.findall(r"src=['\"]([^'\"]+)['\"]", report))
+        output = capsys.readouterr().out
+        assert "OA" in output and "area estimates (Olofsson et al. 2014" in output
 
     def test_step3_too_early_names_the_first_step_to_run(self, step0_workdir, subset_config, tmp_path, capsys):
         import shutil

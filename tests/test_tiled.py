@@ -14,6 +14,7 @@ import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
 from pipeline.grids import tile_windows
+from test_cog import assert_cog, qml_classes
 
 QUICK = ["--per-class", "1000", "--epochs", "6"]
 TILE = 400  # the demo scene is 930 x 947 px: 9 tiles
@@ -80,6 +81,16 @@ def test_tiled_hand_offs_are_matlab_73_and_the_map_is_georeferenced(runs):
     segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
     labels = gdal_tif2rgb.load_mat(runs["tiled"] / "predLabels.mat", ["predLabels"], made_by="Step2")["predLabels"]
     assert np.array_equal(predicted.GetRasterBand(1).ReadAsArray(), labels[segments])
+
+
+def test_rasters_are_cogs_with_overviews_and_the_map_has_its_style(runs):
+    """Whole-scene and tiled (written window by window through the same writer): COGs with overviews."""
+    expected = qml_classes(runs["whole"] / "predMap.qml")
+    assert [label for _, label, _ in expected] == ["urban", "crop", "vegetation", "water"]
+    for mode, folder in runs.items():
+        for name in ("layers.tif", "reference.tif", "segments.tif", "predMap.tif"):
+            assert_cog(folder / name, overviews=True)
+        assert qml_classes(folder / "predMap.qml") == expected, mode
 
 
 def test_tiles_run_on_a_cluster_given_by_its_scheduler_address(runs, tmp_path, subset_config):
