@@ -34,6 +34,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -88,20 +89,12 @@ def read_image(scene: Scene, window: tuple | None = None) -> tuple[dict, np.ndar
 
 def read_reference_codes(scene: Scene, valid: np.ndarray, window: tuple | None = None) -> np.ndarray:
     """The reference, whole or a ``window``, as class codes 0..K-1 (uint8; 255 where unlabelled or not
-    ``valid``)."""
+    ``valid``); all 255 for a scene without a reference (one to map with a trained model)."""
+    if scene.reference is None:
+        return np.full(valid.shape, UNLABELLED, dtype=np.uint8)
     codes = reference_to_codes(gdal_tif2rgb.read_labels(scene.reference, window=window)[0], scene.classes)
     codes[~valid] = UNLABELLED
     return codes
-
-
-def check_grids(scene: Scene) -> gdal_tif2rgb.Grid:
-    """The image's grid; refuse a reference whose grid (size, geotransform, CRS) differs from it."""
-    grid, _ = gdal_tif2rgb.read_grid(scene.image)
-    reference_grid, _ = gdal_tif2rgb.read_grid(scene.reference)
-    if not grid.same_as(reference_grid):
-        raise InputDataError(f"{scene.reference}: grid ({reference_grid.describe()}) differs from the image "
-                             f"{scene.image.name} ({grid.describe()}); resample one onto the other")
-    return grid
 
 
 def on_work_grid(scene: Scene, out: OutputSet) -> tuple[Scene, dict]:
@@ -500,7 +493,7 @@ def prepare_whole_scene(scene: Scene, out: OutputSet, record: dict, timings: dic
     ``out``; ``record`` is the run's provenance."""
     p = scene.params
     with cli.timed("read image and reference", timings):
-        grid = check_grids(scene)
+        grid = gdal_tif2rgb.read_grid(scene.image)[0]
         raw, valid = read_image(scene)
         codes = read_reference_codes(scene, valid)
     if not valid.any():
@@ -508,7 +501,8 @@ def prepare_whole_scene(scene: Scene, out: OutputSet, record: dict, timings: dic
     log.info("scene %s: %d x %d px, %d classes %s", scene.name, grid.cols, grid.rows, len(scene.classes),
              scene.class_names)
     with cli.timed("layers and stretch", timings):
-        layers, preview, preview_valid, limits = stretched_layers(raw, valid)
+        layers, preview, preview_valid, limits = stretched_layers(raw, valid, record["stretch"]["limits"])
+        record["stretch"]["limits"] = limits
         del raw
     step = grids.display_stride(*valid.shape)
     with cli.timed("quicklooks", timings):
@@ -525,8 +519,9 @@ def prepare_whole_scene(scene: Scene, out: OutputSet, record: dict, timings: dic
         stamp = {contract.STEP0_RUN_ITEM: record["run"]}
         gdal_tif2rgb.write_geotiff(out.path(contract.LAYERS_TIF), np.moveaxis(layers, -1, 0), grid,
                                    band_names=LAYER_NAMES, metadata=stamp)
-        with reference_writer(scene, out, grid, stamp) as write_reference:
-            write_reference(codes)
+        if scene.reference is not None:
+            with reference_writer(scene, out, grid, stamp) as write_reference:
+                write_reference(codes)
         contract.save(contract.SEGMENTS, out.staging, {"segments": segments, contract.PROVENANCE: record})
         gdal_tif2rgb.write_geotiff(out.path(contract.SEGMENTS_TIF), segments, grid, metadata=stamp)
         contract.save(contract.SAMPLES, out.staging, {**sampled, "class_names": scene.class_names,
@@ -537,13 +532,13 @@ def prepare_whole_scene(scene: Scene, out: OutputSet, record: dict, timings: dic
                          read_patches=lambda indices: sampled["samples"][indices])
 
 
-def stretched_layers(raw: dict, valid: np.ndarray):
-    """The 8 layers stretched in place with limits from the preview; also the unstretched preview, its mask
-    and the limits (for the quicklooks)."""
+def stretched_layers(raw: dict, valid: np.ndarray, limits: dict | None = None):
+    """The 8 layers stretched in place with ``limits`` (default: from the preview); also the unstretched preview,
+    its mask and the limits (for the quicklooks)."""
     layers = build_layers(raw, valid)
     step = grids.display_stride(*valid.shape)
     preview, preview_valid = layers[::step, ::step].copy(), valid[::step, ::step]
-    limits = stretch_limits(preview, preview_valid)
+    limits = limits or stretch_limits(preview, preview_valid)
     apply_stretch(layers, limits, valid)
     return layers, preview, preview_valid, limits
 
@@ -597,7 +592,7 @@ def prepare_tiled(scene: Scene, out: OutputSet, record: dict, client, timings: d
     and segments go to GeoTIFF window by window, the hand-offs to MATLAB 7.3 files tile by tile, into ``out``;
     ``record`` is the run's provenance."""
     p = scene.params
-    grid = check_grids(scene)
+    grid = gdal_tif2rgb.read_grid(scene.image)[0]
     if p.tile_size < p.patch_width:
         raise ConfigError(f"tile_size = {p.tile_size} must be at least the patch width ({p.patch_width} px)")
     shape = (grid.rows, grid.cols)
@@ -605,7 +600,8 @@ def prepare_tiled(scene: Scene, out: OutputSet, record: dict, client, timings: d
     step = grids.display_stride(*shape)
     with cli.timed("preview, stretch limits and quicklooks", timings):
         preview, preview_valid = read_preview(scene, shape, step)
-        limits = stretch_limits(preview, preview_valid)
+        limits = record["stretch"]["limits"] or stretch_limits(preview, preview_valid)
+        record["stretch"]["limits"] = limits
         stretched = preview.copy()
         apply_stretch(stretched, limits, preview_valid)
         write_quicklooks(out, preview, stretched, limits, preview_valid, shape)
@@ -647,7 +643,8 @@ class TiledOutputs:
                 metadata=stamp)),
             write_segments=stack.enter_context(gdal_tif2rgb.geotiff_writer(
                 out.path(contract.SEGMENTS_TIF), grid, 1, np.int32, metadata=stamp)),
-            write_reference=stack.enter_context(reference_writer(scene, out, grid, stamp)),
+            write_reference=stack.enter_context(reference_writer(scene, out, grid, stamp))
+            if scene.reference is not None else lambda block, row, col: None,
             segments_mat=stack.enter_context(gdal_tif2rgb.mat_v73_writer(contract.SEGMENTS.path(out.staging))),
             samples_mat=stack.enter_context(gdal_tif2rgb.mat_v73_writer(contract.SAMPLES.path(out.staging))))
 
@@ -714,7 +711,7 @@ def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, 
     cli.record_run(scene, out.path("run.json"), "Step0_Data_Preparation", {
         **details, "superpixels": len(prepared.labels), "invalid_pixels": prepared.invalid_pixels,
         "classes": summary["counts"], "tiles": prepared.tiles, "run": record["run"]},
-        inputs={fp["path"]: fp["sha256"] for fp in record["inputs"].values()})
+        inputs={fp["path"]: fp["sha256"] for fp in record["inputs"].values() if fp})
     log.info("outputs in %s (total %.1f s)", scene.workdir, sum(details["timings_s"].values()))
 
 
@@ -722,7 +719,6 @@ def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, 
 
 def explore_slic(scene: Scene, out: OutputSet, crop_size: int = 200) -> None:
     """Grid of SLIC boundaries on a central crop over compactness 0.01..100 and three superpixel counts."""
-    check_grids(scene)
     raw, valid = read_image(scene)
     layers = stretched_layers(raw, valid)[0]
     rows, cols = valid.shape
@@ -748,11 +744,22 @@ def explore_slic(scene: Scene, out: OutputSet, crop_size: int = 200) -> None:
              scene.workdir)
 
 
+def stretch_from_model(scene: Scene) -> dict:
+    """The stretch of the scene: the limits of the training scene of the model ``scene.stretch_from`` (so a
+    model sees its inputs scaled as in training), or None to take them from this scene."""
+    if scene.stretch_from is None:
+        return {"limits": None, "from_model_run": None}
+    card = contract.read_model_card(scene.stretch_from)
+    log.info("stretching with the limits of the model %s trained on scene %s", scene.stretch_from, card["scene"])
+    return {"limits": {name: tuple(card["stretch_limits"][name]) for name in LAYER_NAMES},
+            "from_model_run": card["model_run"], "from_model": str(scene.stretch_from)}
+
+
 def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = None, explore: bool = False) -> None:
     """Step 0 with the driver the scene's ``tile_size`` asks for, then the shared finishing path (or, with
     ``explore``, only the SLIC exploration); its outputs are committed as one set."""
     timings = {}
-    inputs = (scene.image, scene.reference, scene.config_path)
+    inputs = tuple(path for path in (scene.image, scene.reference, scene.config_path, scene.stretch_from) if path)
     if explore:
         with open_outputs(scene.workdir, EXPLORE_OUTPUTS, inputs) as out:
             return explore_slic(on_work_grid(scene, out)[0], out)
@@ -761,8 +768,9 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
         cluster.check_settings(scheduler, workers)
     with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
         with cli.timed("checksums of the image and reference", timings):
-            record = contract.step0_provenance(scene, contract.fingerprint(scene.image),
+            record = contract.step0_provenance(scene, contract.fingerprint(scene.image), scene.reference and
                                                contract.fingerprint(scene.reference))
+        record["stretch"] = stretch_from_model(scene)
         with cli.timed("image and reference on the work grid", timings):
             work, used = on_work_grid(scene, out)
         if tiled:
@@ -777,6 +785,10 @@ def build_parser():
     parser = cli.build_parser(__doc__, ["n_segments", "compactness", "slic_layers", "patch_width",
                                         "test_fraction", "block_size", "tile_size"])
     cli.add_cluster_flags(parser)
+    parser.add_argument("--stretch-from", type=Path, default=None, metavar="MODEL",
+                        help="model.keras of a trained model: stretch the layers with its training scene's limits, "
+                             "so that it sees this scene's inputs scaled as in training (default: the TOML's "
+                             "stretch_from, else this scene's own 1-99 %% limits)")
     parser.add_argument("--explore", action="store_true",
                         help="only render SLIC boundaries for several compactness and n_segments values on a crop")
     return parser

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,8 +38,9 @@ log = logging.getLogger(__name__)
 PROJECTOR_POINTS = 1000
 PREDICT_CHUNK = 8192
 #: Every file Step 2 writes in the work folder (committed together with the TensorBoard run).
-OUTPUTS = (contract.MODEL_FILE, "learning_curve.png", contract.PRED_LABELS.filename, contract.PRED_PROB.filename,
-           contract.PRED_MAP.filename, "predMap.png", "predMap.tif", "predMap.qml", "run.json")
+APPLY_OUTPUTS = (contract.PRED_LABELS.filename, contract.PRED_PROB.filename, contract.PRED_MAP.filename,
+                 "predMap.png", "predMap.tif", "predMap.qml", "uncertainty.tif", "uncertainty.png", "run.json")
+OUTPUTS = (contract.MODEL_FILE, contract.MODEL_CARD, "learning_curve.png", *APPLY_OUTPUTS)
 
 
 def model_inputs(patches: np.ndarray, masks: np.ndarray, channels) -> np.ndarray:
@@ -201,15 +203,14 @@ def predict_superpixels(model, samples: np.ndarray, masks: np.ndarray, channels,
     return np.concatenate(chunks).astype(np.float32)
 
 
-def correct_priors(probabilities: np.ndarray, train_labels: np.ndarray) -> np.ndarray:
-    """Undo the balanced set's equal class priors: weight each class probability by its share among the
-    training superpixels and renormalise (Saerens et al. 2002). Raises overall accuracy on scenes whose
+def correct_priors(probabilities: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Undo the balanced set's equal class priors: weight each class probability by the class's ``shares``
+    among the training superpixels and renormalise (Saerens et al. 2002). Raises overall accuracy on scenes whose
     classes are unequal, at some cost in the recall of rare classes.
 
-    >>> correct_priors(np.array([[0.5, 0.5]]), np.array([0, 0, 0, 1])).round(2).tolist()
+    >>> correct_priors(np.array([[0.5, 0.5]]), np.array([0.75, 0.25])).round(2).tolist()
     [[0.75, 0.25]]
     """
-    shares = np.bincount(train_labels, minlength=probabilities.shape[1]) / len(train_labels)
     weighted = probabilities * shares
     return (weighted / weighted.sum(axis=1, keepdims=True)).astype(np.float32)
 
@@ -240,39 +241,73 @@ def train(scene: Scene, out: OutputSet, balanced: dict, run_dir: Path, timings: 
     return model, history
 
 
-def predict_and_map(scene: Scene, out: OutputSet, model, client, step0: dict, record: dict,
+def model_card(scene: Scene, step0: dict, balanced: dict, record: dict) -> dict:
+    """What applying the model elsewhere needs (``model.json`` beside ``model.keras``): layers and channels,
+    patch width, classes and colours, the training scene's stretch limits, the class shares among its training
+    superpixels (the priors of :func:`correct_priors`) and the runs it came from."""
+    p = scene.params
+    train_labels = contract.train_labels(step0["labels"], step0["split"])
+    shares = np.bincount(train_labels, minlength=len(scene.classes))[:len(scene.classes)] / max(1, len(train_labels))
+    return {"model_run": record["run"], "scene": scene.name, "layer_names": list(LAYER_NAMES),
+            "train_layers": list(p.train_layers), "patch_width": p.patch_width, "class_names": scene.class_names,
+            "class_colours": [list(c) for c in gdal_tif2rgb.class_palette(scene.class_names)],
+            "stretch_limits": step0[contract.PROVENANCE]["stretch"]["limits"], "prior_shares": shares.tolist(),
+            "prior_correction": p.prior_correction, "step0_run": record["step0_run"],
+            "step1_run": record["step1_run"], "parameters": p.as_dict()}
+
+
+def check_model_fits(card: dict, model_path: Path, scene: Scene, step0: dict) -> None:
+    """Refuse, in one line, a model whose classes, layers, channels or patch width this scene cannot provide."""
+    step0_width = step0[contract.PROVENANCE]["parameters"]["patch_width"]
+    unknown = [name for name in card["train_layers"] if name not in (*LAYER_NAMES, MASK_CHANNEL)]
+    if unknown or list(card["layer_names"]) != list(LAYER_NAMES):
+        raise InputDataError(f"{model_path}: the model needs layer(s) {unknown or card['layer_names']} that this "
+                             f"scene's patches do not have (layers: {', '.join(LAYER_NAMES)}, {MASK_CHANNEL})")
+    if card["patch_width"] != step0_width:
+        raise InputDataError(f"{model_path}: the model takes {card['patch_width']} px patches, this scene's are "
+                             f"{step0_width} px; rerun {STEP0} with --patch-width {card['patch_width']}")
+    if list(card["class_names"]) != scene.class_names:
+        raise InputDataError(f"{model_path}: the model's classes {card['class_names']} differ from "
+                             f"{scene.class_names} of {scene.config_path.name}; list the model's classes in [classes]")
+
+
+def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step0: dict, record: dict,
                     timings: dict) -> np.ndarray:
     """Classify every superpixel, in memory or (with a Dask ``client``) chunk by chunk on the cluster, and write
-    ``predLabels.mat``, ``predProb.mat`` and the map (``predMap.tif``, ``.png`` and, in memory, ``.mat``) into
-    ``out``. ``step0`` holds Step 0's labels, split, valid fraction, segments and grid."""
-    p = scene.params
+    ``predLabels.mat``, ``predProb.mat``, the map (``predMap.tif``, ``.png``, ``.qml`` and, in memory, ``.mat``)
+    and the uncertainty map into ``out``. ``classifier`` holds the model (and its file), its channels and the
+    class shares of its priors; ``step0`` holds Step 0's labels, split, valid fraction, segments and grid."""
     n = len(step0["labels"])
     with cli.timed(f"predict {n} superpixels", timings):
         if client is not None:
-            probabilities = predict_on_cluster(scene, out.path(contract.MODEL_FILE), client, n, p.train_layers)
+            probabilities = predict_on_cluster(scene, classifier["path"], client, n, classifier["channels"])
         else:
             samples = contract.load(contract.SAMPLES, scene.workdir, ["samples", "masks"])
-            probabilities = predict_superpixels(model, samples["samples"], samples["masks"], p.train_layers)
+            probabilities = predict_superpixels(classifier["model"], samples["samples"], samples["masks"],
+                                                classifier["channels"])
             del samples
-    if p.prior_correction:
-        probabilities = correct_priors(probabilities, contract.train_labels(step0["labels"], step0["split"]))
+    if classifier["prior_shares"] is not None:
+        probabilities = correct_priors(probabilities, classifier["prior_shares"])
     pred_labels = probabilities.argmax(axis=1).astype(np.uint8)
-    pred_labels[step0["valid_fraction"] == 0] = UNLABELLED
-    with cli.timed("paint and write the map", timings):
+    invalid = step0["valid_fraction"] == 0
+    pred_labels[invalid] = UNLABELLED
+    uncertainty = np.where(invalid, np.nan, 1 - probabilities.max(axis=1)).astype(np.float32)
+    with cli.timed("paint and write the maps", timings):
         contract.save(contract.PRED_LABELS, out.staging, {"predLabels": pred_labels, contract.PROVENANCE: record})
         contract.save(contract.PRED_PROB, out.staging, {"predProb": probabilities, contract.PROVENANCE: record})
         if client is not None:
-            write_map(scene, out, step0["grid"], painted_windows(scene, step0["grid"], pred_labels))
+            write_maps(scene, out, step0["grid"], painted_windows(scene, step0["grid"], pred_labels, uncertainty))
         else:
             pred_map = grids.paint_map(pred_labels, step0["segments"])
             contract.save(contract.PRED_MAP, out.staging, {"predMap": pred_map, contract.PROVENANCE: record})
-            write_map(scene, out, step0["grid"], [(pred_map, 0, 0)])
+            write_maps(scene, out, step0["grid"],
+                       [(pred_map, grids.paint_map(uncertainty, step0["segments"]), 0, 0)])
     return pred_labels
 
 
-def read_step0_and_1(scene: Scene) -> tuple[dict, dict]:
-    """Step 0's labels, split, valid fraction, segments and grid, and Step 1's balanced set, checked to belong
-    together and to the scene."""
+def read_step0(scene: Scene) -> dict:
+    """Step 0's labels, split, valid fraction, provenance, segments and grid, checked to belong together and to
+    the scene."""
     step0, segments = contract.load_step0(scene, ["labels", "split", "valid_fraction"])
     layers_path = scene.output(contract.LAYERS_TIF)
     contract.check_raster_run(layers_path, step0[contract.PROVENANCE]["run"])
@@ -280,14 +315,16 @@ def read_step0_and_1(scene: Scene) -> tuple[dict, dict]:
     if segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{contract.SEGMENTS.path(scene.workdir)}: {segments.shape} does not match "
                              f"layers.tif; rerun {STEP0}")
-    balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE]["run"])
-    return {**step0, "segments": segments, "grid": grid}, balanced
+    return {**step0, "segments": segments, "grid": grid}
 
 
 def train_and_map(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | None = None,
-                  workers: int | None = None) -> None:
+                  workers: int | None = None, model: Path | None = None) -> None:
     """Step 2: train, then map every superpixel (on a Dask cluster when the scene's ``tile_size`` asks); the
-    outputs and the TensorBoard run are committed together."""
+    outputs and the TensorBoard run are committed together. With ``model`` (a trained ``model.keras``), apply
+    that model instead of training (see :func:`apply_model`)."""
+    if model is not None:
+        return apply_model(scene, model, scheduler, workers)
     timings, p = {}, scene.params
     if p.tile_size:
         cluster.check_settings(scheduler, workers)
@@ -296,38 +333,102 @@ def train_and_map(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | None
               contract.SEGMENTS.path(scene.workdir), contract.BALANCED.path(scene.workdir, per_class=p.per_class))
     with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
         with cli.timed("read Step 0 and Step 1 outputs", timings):
-            step0, balanced = read_step0_and_1(scene)
+            step0 = read_step0(scene)
+            balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE]["run"])
         check_validation_split(balanced["index"], p.validation_fraction)
         run_dir = out.new_folder(Path(runs_dir) / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        model, history = train(scene, out, balanced, run_dir, timings)
+        trained, history = train(scene, out, balanced, run_dir, timings)
         record = contract.new_run(STEP2, step0_run=step0[contract.PROVENANCE]["run"],
                                   step1_run=balanced[contract.PROVENANCE]["run"], parameters=p.as_dict())
+        card = model_card(scene, step0, balanced, record)
+        cli.write_json(out.path(contract.MODEL_CARD), card)
+        for name in (contract.MODEL_FILE, contract.MODEL_CARD):  # the model travels with its TensorBoard run too
+            shutil.copy2(out.path(name), run_dir / name)
+        classifier = {"model": trained, "path": out.path(contract.MODEL_FILE), "channels": p.train_layers,
+                      "prior_shares": np.array(card["prior_shares"]) if p.prior_correction else None}
         with cluster.dask_client(scheduler, workers) if p.tile_size else contextlib.nullcontext() as client:
-            pred_labels = predict_and_map(scene, out, model, client, step0, record, timings)
-        counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(scene.class_names)}
-        log.info("predicted superpixels per class: %s", counts)
+            pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
         final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
         log.info("final epoch: %s; TensorBoard: tensorboard --logdir %s", final, runs_dir)
-        cli.record_run(scene, out.path("run.json"), "Step2_Model_Training", {
-            "timings_s": timings, "run_dir": str(out.extra_folders[run_dir]), "final_epoch": final,
-            "predicted_superpixels": counts, "run": record["run"]})
+        record_map(scene, out, pred_labels, record, {"timings_s": timings, "run_dir": str(out.extra_folders[run_dir]),
+                                                     "final_epoch": final})
 
 
-def write_map(scene: Scene, out: OutputSet, grid: gdal_tif2rgb.Grid, blocks) -> None:
+def apply_model(scene: Scene, model_path: Path, scheduler: str | None, workers: int | None) -> None:
+    """Step 2 with a model trained elsewhere (``--model``): no balanced set, no training; the model's card
+    (``model.json`` beside it) gives its channels, patch width, classes and priors, checked against the scene."""
+    timings, p = {}, scene.params
+    if p.tile_size:
+        cluster.check_settings(scheduler, workers)
+    card = contract.read_model_card(model_path)
+    inputs = (scene.config_path, scene.output(contract.LAYERS_TIF), contract.SAMPLES.path(scene.workdir),
+              contract.SEGMENTS.path(scene.workdir), model_path, Path(model_path).with_name(contract.MODEL_CARD))
+    with open_outputs(scene.workdir, APPLY_OUTPUTS, inputs) as out:
+        with cli.timed("read Step 0 outputs and the model", timings):
+            step0 = read_step0(scene)
+            check_model_fits(card, model_path, scene, step0)
+            if step0[contract.PROVENANCE]["stretch"].get("from_model_run") != card["model_run"]:
+                log.warning("warning: this scene was stretched with its own limits, not the model's training scene's; "
+                            "rerun %s with --stretch-from %s so the model sees inputs scaled as in training",
+                            STEP0, model_path)
+            classifier = {"model": None if p.tile_size else load_model(model_path), "path": Path(model_path),
+                          "channels": card["train_layers"],
+                          "prior_shares": np.array(card["prior_shares"]) if card["prior_correction"] else None}
+        record = contract.new_run(STEP2, step0_run=step0[contract.PROVENANCE]["run"], step1_run=None,
+                                  model_run=card["model_run"], model_scene=card["scene"], parameters=card["parameters"])
+        with cluster.dask_client(scheduler, workers) if p.tile_size else contextlib.nullcontext() as client:
+            pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
+        record_map(scene, out, pred_labels, record, {"timings_s": timings, "applied_model": str(model_path),
+                                                     "model_scene": card["scene"]})
+
+
+def load_model(path: Path):
+    """A saved Keras model."""
+    from tensorflow import keras
+
+    return keras.models.load_model(path)
+
+
+def record_map(scene: Scene, out: OutputSet, pred_labels: np.ndarray, record: dict, details: dict) -> None:
+    """Log the predicted classes and add the run to ``run.json``."""
+    counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(scene.class_names)}
+    log.info("predicted superpixels per class: %s", counts)
+    cli.record_run(scene, out.path("run.json"), "Step2_Model_Training", {
+        **details, "predicted_superpixels": counts, "run": record["run"]})
+
+
+def write_maps(scene: Scene, out: OutputSet, grid: gdal_tif2rgb.Grid, blocks) -> None:
     """``predMap.tif`` (a Cloud-Optimized GeoTIFF of class codes with colour table, class names and nodata 255)
-    from ``blocks``, an iterable of (map block, row, col), its QGIS style ``predMap.qml``, and ``predMap.png``
-    with a legend from a preview built up block by block."""
+    and ``uncertainty.tif`` (float32, NaN where no data) from ``blocks``, an iterable of (map block, uncertainty
+    block, row, col); the QGIS style ``predMap.qml``; ``predMap.png`` and ``uncertainty.png`` from previews
+    built up block by block."""
     class_names = scene.class_names
     colours = gdal_tif2rgb.class_palette(class_names)
     step = grids.display_stride(grid.rows, grid.cols)
-    preview = np.full((-(-grid.rows // step), -(-grid.cols // step)), UNLABELLED, dtype=np.uint8)
+    shape = (-(-grid.rows // step), -(-grid.cols // step))
+    preview, uncertainty_preview = np.full(shape, UNLABELLED, dtype=np.uint8), np.full(shape, np.nan, np.float32)
     gdal_tif2rgb.write_qml(out.path("predMap.qml"), class_names, colours, nodata=UNLABELLED)
     with gdal_tif2rgb.geotiff_writer(out.path("predMap.tif"), grid, 1, np.uint8, nodata=UNLABELLED,
-                                     class_names=class_names, class_colours=colours) as write:
-        for block, row, col in blocks:
-            write(block, row, col)
+                                     class_names=class_names, class_colours=colours) as write_map, \
+            gdal_tif2rgb.geotiff_writer(out.path("uncertainty.tif"), grid, 1, np.float32, nodata=np.nan,
+                                        band_names=["1 - max class probability"]) as write_uncertainty:
+        for block, uncertainty, row, col in blocks:
+            write_map(block, row, col)
+            write_uncertainty(uncertainty, row, col)
             grids.place_in_preview(preview, block, row, col, step)
+            grids.place_in_preview(uncertainty_preview, uncertainty, row, col, step)
     gdal_tif2rgb.save_png(out.path("predMap.png"), plot_class_map(preview, class_names, "Predicted land cover"))
+    gdal_tif2rgb.save_png(out.path("uncertainty.png"), plot_uncertainty(uncertainty_preview))
+
+
+def plot_uncertainty(uncertainty: np.ndarray):
+    """Map of 1 - max class probability per superpixel (0 = certain), with a colour bar; returns the Figure."""
+    figure, axis = pyplot().subplots(figsize=(8, 7))
+    image = axis.imshow(uncertainty, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    figure.colorbar(image, ax=axis, label="1 - max class probability", shrink=0.8)
+    axis.set_title("Uncertainty of the predicted class (per superpixel)")
+    axis.set_axis_off()
+    return figure
 
 
 # --- Tiled mode: prediction on the Dask cluster, the map painted window by window -------------------------------
@@ -363,11 +464,11 @@ def predict_on_cluster(scene: Scene, model_path: Path, client, n: int, channels)
     return np.concatenate(parts).astype(np.float32)
 
 
-def painted_windows(scene: Scene, grid: gdal_tif2rgb.Grid, pred_labels: np.ndarray):
-    """The map, (block, row, col) tile by tile, painted from the windows of ``segments.tif``."""
+def painted_windows(scene: Scene, grid: gdal_tif2rgb.Grid, pred_labels: np.ndarray, uncertainty: np.ndarray):
+    """The map and the uncertainty, (block, block, row, col) tile by tile, painted from ``segments.tif``."""
     for window in grids.tile_windows((grid.rows, grid.cols), scene.params.tile_size):
         segments = gdal_tif2rgb.read_labels(scene.output(contract.SEGMENTS_TIF), window=window)[0]
-        yield grids.paint_map(pred_labels, segments), window[0], window[1]
+        yield grids.paint_map(pred_labels, segments), grids.paint_map(uncertainty, segments), window[0], window[1]
 
 
 def build_parser():
@@ -376,6 +477,9 @@ def build_parser():
     cli.add_cluster_flags(parser)
     parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR,
                         help="folder of TensorBoard runs (default: runs/ in the project)")
+    parser.add_argument("--model", type=Path, default=None, metavar="MODEL",
+                        help="apply this trained model.keras (with its model.json beside it) instead of training: "
+                             "Steps 1 and training are skipped (default: train on this scene)")
     return parser
 
 
@@ -383,7 +487,7 @@ def main(argv=None) -> int:
     """Step 2 from the command line (``--help`` lists the flags)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the log
     with cli.native_stderr_silenced():
-        return cli.run_step(build_parser(), argv, train_and_map, "runs_dir", "scheduler", "workers")
+        return cli.run_step(build_parser(), argv, train_and_map, "runs_dir", "scheduler", "workers", "model")
 
 
 if __name__ == "__main__":

@@ -278,7 +278,8 @@ def pixel_area(grid: gdal_tif2rgb.Grid, path: Path) -> float:
 # --- Assessments, figures and the report ---------------------------------------------------------------
 
 def assessments(segments, codes, labels, split, pred_labels, pred_map, forest_labels, class_names) -> dict:
-    """All assessments of Step 3, keyed by name (see the module docstring)."""
+    """All assessments of Step 3, keyed by name (see the module docstring); the forest's only where
+    ``forest_labels`` is given (a model trained here)."""
     scored = labels != UNLABELLED
     test = scored & (split == TEST)
     test_pixels = test[segments] & (codes != UNLABELLED)
@@ -291,8 +292,8 @@ def assessments(segments, codes, labels, split, pred_labels, pred_map, forest_la
                              "labelled pixels of test superpixels"),
         "segmentation_ceiling": assess(codes[test_pixels], ceiling_map[test_pixels], class_names,
                                        "labelled pixels of test superpixels, each superpixel given its reference label"),
-        "random_forest_superpixel_test": assess(labels[test], forest_labels[test], class_names,
-                                                "test superpixels, random forest on superpixel means"),
+        **({} if forest_labels is None else {"random_forest_superpixel_test": assess(
+            labels[test], forest_labels[test], class_names, "test superpixels, random forest on superpixel means")}),
     }
 
 
@@ -445,6 +446,8 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
         return scene.output(name)
 
     headline = metrics["assessments"]["superpixel_test"]
+    forest = metrics["assessments"].get("random_forest_superpixel_test")
+    baseline = f"random forest baseline {forest['overall_accuracy']}; " if forest else ""
     sections = "".join(
         f"<section><h3>{name}</h3><p>{html.escape(result['unit'])}: {result['n_samples']}. "
         f"OA <b>{result['overall_accuracy']}</b>, kappa {result['kappa']}, weighted F1 {result['weighted_f1']}</p>"
@@ -459,15 +462,16 @@ section{{display:inline-block;vertical-align:top;width:45%;margin:1em}} .row img
 </style></head><body>
 <h1>Land-cover map of {html.escape(scene.name)}</h1>
 <p>Held-out test superpixels: overall accuracy <b id="headline">{headline['overall_accuracy']}</b>, kappa {headline['kappa']}
-(random forest baseline {metrics['assessments']['random_forest_superpixel_test']['overall_accuracy']};
-segmentation ceiling {metrics['assessments']['segmentation_ceiling']['overall_accuracy']}).
+({baseline}segmentation ceiling {metrics['assessments']['segmentation_ceiling']['overall_accuracy']}).
+{html.escape(metrics.get("applied_model_note", ""))}
 Confusion matrices: rows = reference, columns = prediction. Image: {html.escape(Path(str(scene.image)).name)};
 reference: {html.escape(Path(str(scene.reference)).name)}.</p>
 <div class="row">{composites}</div>
 {image_tag(out.path("reference_maps.png"), "reference and predicted maps")}
+{image_tag(earlier("uncertainty.png"), "uncertainty")}
 <div class="pair">{image_tag(out.path("disagreement_map.png"), "disagreement map")}{image_tag(out.path("split_map.png"), "spatial split")}</div>
 {area_section(metrics["area_estimates"])}
-{image_tag(earlier("learning_curve.png"), "learning curve")}
+{image_tag(earlier("learning_curve.png"), "learning curve") if earlier("learning_curve.png").is_file() else ""}
 {sections}
 <p>Full figures: metrics.json. Parameters and input checksums: run.json.</p></body></html>"""
     with gdal_tif2rgb.atomic_output(out.path("report.html")) as temporary:
@@ -475,22 +479,32 @@ reference: {html.escape(Path(str(scene.reference)).name)}.</p>
 
 
 def read_hand_offs(scene: Scene) -> dict:
-    """Everything Step 3 reads: reference codes, Step 0's labels, split, segments and layers, Step 1's balanced
-    set and Step 2's labels, checked to come from one chain of runs on the scene as it is now."""
+    """Everything Step 3 reads: Step 0's labels, split, segments, layers and reference codes (if the scene has a
+    reference), Step 2's labels and, for a model trained here, Step 1's balanced set; checked to come from one
+    chain of runs on the scene as it is now."""
     step0, segments = contract.load_step0(scene, ["labels", "split"])
     step0_run = step0[contract.PROVENANCE]["run"]
-    for raster in (contract.REFERENCE_TIF, contract.LAYERS_TIF):
-        contract.check_raster_run(scene.output(raster), step0_run)
-    codes, grid, _ = gdal_tif2rgb.read_labels(scene.output(contract.REFERENCE_TIF))
+    contract.check_raster_run(scene.output(contract.LAYERS_TIF), step0_run)
+    grid, _ = gdal_tif2rgb.read_grid(scene.output(contract.LAYERS_TIF))
     if segments.shape != (grid.rows, grid.cols):
-        raise InputDataError(f"{scene.workdir}: segments.mat and reference.tif disagree in size; rerun {STEP0}")
-    pixel_area_m2 = pixel_area(grid, scene.output(contract.REFERENCE_TIF))
-    layers, _, _ = gdal_tif2rgb.read_bands(scene.output(contract.LAYERS_TIF), list(range(1, len(LAYER_NAMES) + 1)))
-    balanced = contract.load_balanced(scene, ["labels"], step0_run)
-    pred_labels = contract.load_pred_labels(scene, step0_run, balanced[contract.PROVENANCE]["run"])
-    return {"codes": codes.astype(np.uint8), "segments": segments, "labels": step0["labels"], "split": step0["split"],
-            "pred_labels": pred_labels, "layers": np.moveaxis(layers, 0, -1), "balanced": balanced,
-            "pixel_area_m2": pixel_area_m2}
+        raise InputDataError(f"{scene.workdir}: segments.mat and layers.tif disagree in size; rerun {STEP0}")
+    pred_labels, prediction = contract.load_pred_labels(scene, step0_run)
+    data = {"segments": segments, "labels": step0["labels"], "split": step0["split"], "pred_labels": pred_labels,
+            "pixel_area_m2": pixel_area(grid, scene.output(contract.LAYERS_TIF)), "codes": None, "balanced": None,
+            "applied_from": prediction.get("model_scene")}
+    if step0[contract.PROVENANCE]["inputs"]["reference"] is not None:
+        contract.check_raster_run(scene.output(contract.REFERENCE_TIF), step0_run)
+        data["codes"] = gdal_tif2rgb.read_labels(scene.output(contract.REFERENCE_TIF))[0].astype(np.uint8)
+    if prediction.get("step1_run") is not None:  # trained here: the forest baseline uses the same balanced set
+        data["balanced"] = contract.load_balanced(scene, ["labels"], step0_run)
+        if data["balanced"][contract.PROVENANCE]["run"] != prediction["step1_run"]:
+            raise InputDataError(f"{contract.PRED_LABELS.path(scene.workdir)}: predicted by a model trained on "
+                                 f"another balanced set than the one in {scene.workdir}; rerun {STEP2}")
+        layers = gdal_tif2rgb.read_bands(scene.output(contract.LAYERS_TIF), list(range(1, len(LAYER_NAMES) + 1)))[0]
+        data["layers"] = np.moveaxis(layers, 0, -1)
+    else:  # an applied model was trained on none of this scene's superpixels: every labelled one is held out
+        data["split"] = np.where(data["labels"] != UNLABELLED, TEST, data["split"]).astype(np.uint8)
+    return data
 
 
 def write_figures(out: OutputSet, data: dict, pred_map: np.ndarray, metrics: dict, block_size: int) -> None:
@@ -506,40 +520,78 @@ def write_figures(out: OutputSet, data: dict, pred_map: np.ndarray, metrics: dic
         gdal_tif2rgb.save_png(out.path(f"confusion_{name}.png"), plot_confusion(result, name))
 
 
-def assess_run(scene: Scene) -> None:
-    """Step 3: every assessment, the figures, ``metrics.json`` and ``report.html``, committed as one set."""
-    timings = {}
+def assess_map(scene: Scene, out: OutputSet, data: dict, pred_map: np.ndarray, timings: dict) -> dict:
+    """Every assessment of the map against the reference, the figures, ``metrics.json`` and ``report.html``."""
     class_names = scene.class_names
-    inputs = (scene.config_path, *(scene.output(name) for name in (
-        contract.REFERENCE_TIF, contract.LAYERS_TIF, contract.SEGMENTS.filename, contract.SAMPLES.filename,
-        contract.PRED_LABELS.filename, contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class).name)))
-    with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
-        with cli.timed("read reference, Step 0, 1 and 2 outputs", timings):
-            data = read_hand_offs(scene)
-        pred_map = paint_map(data["pred_labels"], data["segments"])
+    forest_labels = None
+    if data["balanced"] is not None:
         with cli.timed("random forest baseline on superpixel means", timings):
             trained = np.unique(data["balanced"]["index"])
             forest_labels = random_forest_predictions(superpixel_means(data["layers"], data["segments"]), trained,
                                                       data["labels"][trained], scene.params.seed)
-        with cli.timed("assessments", timings):
-            metrics = {"note": AXES_NOTE, "class_names": class_names,
-                       "assessments": assessments(data["segments"], data["codes"], data["labels"], data["split"],
-                                                  data["pred_labels"], pred_map, forest_labels, class_names),
-                       "area_estimates": area_estimates(data["segments"], data["labels"], data["split"],
-                                                        data["pred_labels"], pred_map, class_names,
-                                                        data["pixel_area_m2"])}
-        with cli.timed("figures, metrics.json and report.html", timings):
-            write_figures(out, data, pred_map, metrics, scene.params.block_size)
-            cli.write_json(out.path("metrics.json"), metrics)
-            write_report(scene, out, metrics)
-        for line in summary_lines(metrics):
-            log.info(line)
-        headline = metrics["assessments"]["superpixel_test"]
-        log.info("\nheadline (held-out test superpixels): OA %s, kappa %s; report: %s", headline["overall_accuracy"],
-                 headline["kappa"], scene.output("report.html"))
-        cli.record_run(scene, out.path("run.json"), "Step3_Accuracy_Assessment", {
-            "timings_s": timings,
-            "overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}})
+    with cli.timed("assessments", timings):
+        metrics = {"note": AXES_NOTE, "class_names": class_names,
+                   "assessments": assessments(data["segments"], data["codes"], data["labels"], data["split"],
+                                              data["pred_labels"], pred_map, forest_labels, class_names),
+                   "area_estimates": area_estimates(data["segments"], data["labels"], data["split"],
+                                                    data["pred_labels"], pred_map, class_names, data["pixel_area_m2"])}
+        if data["applied_from"]:
+            metrics["applied_model_note"] = (f"The model was trained on scene {data['applied_from']}: every "
+                                             f"labelled superpixel of this scene is held out.")
+    with cli.timed("figures, metrics.json and report.html", timings):
+        write_figures(out, data, pred_map, metrics, scene.params.block_size)
+        cli.write_json(out.path("metrics.json"), metrics)
+        write_report(scene, out, metrics)
+    for line in summary_lines(metrics):
+        log.info(line)
+    headline = metrics["assessments"]["superpixel_test"]
+    log.info("\nheadline (held-out test superpixels): OA %s, kappa %s; report: %s", headline["overall_accuracy"],
+             headline["kappa"], scene.output("report.html"))
+    return {"overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}}
+
+
+def describe_map(scene: Scene, out: OutputSet, data: dict, pred_map: np.ndarray) -> dict:
+    """A scene without a reference: ``metrics.json`` with the class areas (hectares) and a report of the map,
+    its uncertainty and the areas."""
+    k = len(scene.class_names)
+    areas = class_areas_ha(np.bincount(pred_map.ravel(), minlength=k)[:k], data["pixel_area_m2"])
+    metrics = {"note": "no reference: the map's class areas only (no accuracy can be assessed)",
+               "class_names": scene.class_names, "class_areas_ha": dict(zip(scene.class_names, np.round(areas, 2))),
+               "total_area_ha": round(float(areas.sum()), 2), "model_scene": data["applied_from"]}
+    cli.write_json(out.path("metrics.json"), metrics)
+    rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{area:.2f}</td><td>{area / max(areas.sum(), 1e-9):.1%}</td></tr>"
+                   for name, area in zip(scene.class_names, areas))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(scene.name)}: land-cover map</title>
+<style>body{{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}} img{{max-width:49%}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #bbb;padding:2px 8px;text-align:right}}</style></head><body>
+<h1>Land-cover map of {html.escape(scene.name)}</h1>
+<p>No reference: accuracy cannot be assessed here. Model trained on scene {html.escape(str(data["applied_from"]))}.
+Image: {html.escape(Path(str(scene.image)).name)}.</p>
+{image_tag(scene.output("predMap.png"), "predicted land cover")}{image_tag(scene.output("uncertainty.png"), "uncertainty")}
+<h2>Class areas (map)</h2><table><tr><th>class</th><th>hectares</th><th>share</th></tr>{rows}
+<tr><th>total</th><td>{areas.sum():.2f}</td><td></td></tr></table></body></html>"""
+    with gdal_tif2rgb.atomic_output(out.path("report.html")) as temporary:
+        temporary.write_text(page, encoding="utf-8")
+    log.info("class areas (ha): %s; report: %s", metrics["class_areas_ha"], scene.output("report.html"))
+    return {"class_areas_ha": metrics["class_areas_ha"]}
+
+
+def assess_run(scene: Scene) -> None:
+    """Step 3: every assessment, the figures, ``metrics.json`` and ``report.html``, committed as one set (for a
+    scene without a reference: the map's class areas and a report of the map and its uncertainty)."""
+    timings = {}
+    inputs = (scene.config_path, *(scene.output(name) for name in (
+        contract.REFERENCE_TIF, contract.LAYERS_TIF, contract.SEGMENTS.filename, contract.SAMPLES.filename,
+        contract.PRED_LABELS.filename, contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class).name)))
+    with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
+        with cli.timed("read Step 0, 1 and 2 outputs", timings):
+            data = read_hand_offs(scene)
+        pred_map = paint_map(data["pred_labels"], data["segments"])
+        if data["codes"] is None:
+            results = describe_map(scene, out, data, pred_map)
+        else:
+            results = assess_map(scene, out, data, pred_map, timings)
+        cli.record_run(scene, out.path("run.json"), "Step3_Accuracy_Assessment", {"timings_s": timings, **results})
 
 
 def main(argv=None) -> int:

@@ -113,9 +113,9 @@ def predict_and_paint(config: Path, workdir: Path, tile_size: int, workers: int)
     predict_s = time.perf_counter() - start
     grid, _ = gdal_tif2rgb.read_grid(scene.output("layers.tif"))
     start = time.perf_counter()
-    with open_outputs(scene.workdir, ("predMap.tif", "predMap.png")) as out:
-        step2.write_map(scene, out, grid, step2.painted_windows(scene, grid,
-                                                                probabilities.argmax(axis=1).astype(np.uint8)))
+    with open_outputs(scene.workdir, step2.APPLY_OUTPUTS) as out:
+        step2.write_maps(scene, out, grid, step2.painted_windows(scene, grid, probabilities.argmax(axis=1).astype(
+            np.uint8), (1 - probabilities.max(axis=1)).astype(np.float32)))
     print(json.dumps({"superpixels": n, "predict_s": round(predict_s, 1), "paint_s": round(time.perf_counter() - start, 1)}))
 
 

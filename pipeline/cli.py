@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -72,7 +73,10 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
 def scene_from_args(args: argparse.Namespace) -> Scene:
     """The :class:`Scene` of parsed arguments, with flags overriding the configuration."""
     overrides = {name: getattr(args, name) for name in Parameters.rules() if hasattr(args, name)}
-    return load_scene(args.config, args.workdir, overrides)
+    scene = load_scene(args.config, args.workdir, overrides)
+    if getattr(args, "stretch_from", None) is not None:
+        scene = dataclasses.replace(scene, stretch_from=args.stretch_from.resolve())
+    return scene
 
 
 def run_step(parser: argparse.ArgumentParser, argv, driver, *flags: str) -> int:

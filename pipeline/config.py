@@ -21,8 +21,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "data" / "aberystwyth.toml"
 RUNS_DIR = PROJECT_ROOT / "runs"
 #: Keys of the TOML's top level that are not parameter sections, and those of them a scene must have.
-SCENE_KEYS = ("name", "image", "reference", "bands", "classes", "aoi", "reference_field")
-REQUIRED_KEYS = ("name", "image", "reference", "classes")
+SCENE_KEYS = ("name", "image", "reference", "bands", "classes", "aoi", "reference_field", "stretch_from")
+REQUIRED_KEYS = ("name", "image", "classes")
 #: Older parameter names still accepted in the TOML.
 RENAMED = {"window": "patch_width"}
 #: A scene name is a plain folder name: it becomes data/<name>/ and runs/<name>-<time>/.
@@ -153,13 +153,14 @@ class Scene:
     name: str
     config_path: Path
     image: Path | str  # a raster, a Sentinel-2 product (.SAFE folder, .zip, folder of band files); str: /vsi...
-    reference: Path | str  # a raster on any grid, or a vector file
+    reference: Path | str | None  # a raster on any grid, or a vector file; None: a scene to map, not to train on
     bands: dict  # layer name -> 1-based band number or band description (rasters), band name "B02" (products)
     classes: dict  # class name -> list of reference values; order gives codes 0, 1, ...
     params: Parameters
     workdir: Path
     aoi: dict | Path | None = None  # {"bbox": [xmin, ymin, xmax, ymax], "crs": ...} or a vector file
     reference_field: str | None = None  # attribute of a vector reference holding the class values
+    stretch_from: Path | None = None  # a trained model.keras whose training scene's stretch limits Step 0 uses
 
     @property
     def class_names(self) -> list[str]:
@@ -182,12 +183,15 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
     params = params.replaced(overrides or {}, "command line")
     name = _check_name(config["name"], config_path)
     return Scene(name=name, config_path=config_path, image=input_path(base, config["image"], "image", config_path),
-                 reference=input_path(base, config["reference"], "reference", config_path),
+                 reference=input_path(base, config["reference"], "reference", config_path)
+                 if "reference" in config else None,
                  bands=_check_bands(config.get("bands", {}), config_path),
                  classes=_check_classes(config["classes"], config_path), params=params,
                  workdir=Path(workdir) if workdir else PROJECT_ROOT / "data" / name,
                  aoi=_check_aoi(config.get("aoi"), base, config_path),
-                 reference_field=_check_field(config.get("reference_field"), config_path))
+                 reference_field=_check_field(config.get("reference_field"), config_path),
+                 stretch_from=input_path(base, config["stretch_from"], "stretch_from", config_path)
+                 if "stretch_from" in config else None)
 
 
 def _check_name(name, config_path: Path) -> str:
@@ -226,7 +230,8 @@ def _section_values(config: dict, config_path: Path) -> dict:
         if section in SCENE_KEYS:
             continue
         if section not in sections or not isinstance(table, dict):
-            raise ConfigError(f"{config_path}: unknown key '{section}'; sections are {', '.join(sorted(sections))}")
+            raise ConfigError(f"{config_path}: unknown key '{section}'; keys are {', '.join(SCENE_KEYS)} and the "
+                              f"sections {', '.join(sorted(sections))}")
         for key, value in table.items():
             name = RENAMED.get(key, key)
             if name not in rules or rules[name][0].section != section:

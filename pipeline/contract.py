@@ -62,7 +62,10 @@ STEP0_RUN_ITEM = "STEP0_RUN"
 STEP0_PARAMETERS = ("seed", "n_segments", "compactness", "slic_layers", "patch_width", "test_fraction", "block_size")
 
 LAYERS_TIF, SEGMENTS_TIF, REFERENCE_TIF = "layers.tif", "segments.tif", "reference.tif"
-MODEL_FILE = "model.keras"
+MODEL_FILE, MODEL_CARD = "model.keras", "model.json"
+#: What a trained model needs to be applied elsewhere; Step 2 writes it as model.json beside model.keras.
+MODEL_CARD_KEYS = ("model_run", "scene", "layer_names", "train_layers", "patch_width", "class_names",
+                   "class_colours", "stretch_limits", "prior_shares", "step0_run", "step1_run")
 
 
 @dataclass(frozen=True)
@@ -175,8 +178,9 @@ def step0_parameters(scene) -> dict:
                for name in STEP0_PARAMETERS}}
 
 
-def step0_provenance(scene, image_fingerprint: dict, reference_fingerprint: dict) -> dict:
-    """Provenance of a new Step 0 run on ``scene`` whose inputs had these fingerprints when read."""
+def step0_provenance(scene, image_fingerprint: dict, reference_fingerprint: dict | None) -> dict:
+    """Provenance of a new Step 0 run on ``scene`` whose inputs had these fingerprints when read (no reference:
+    None). Step 0 adds its ``stretch``: the limits, and the model they came from, if any."""
     return new_run(STEP0, inputs={"image": image_fingerprint, "reference": reference_fingerprint},
                    parameters=step0_parameters(scene))
 
@@ -184,7 +188,10 @@ def step0_provenance(scene, image_fingerprint: dict, reference_fingerprint: dict
 def check_step0_provenance(scene, record: dict, path: Path) -> None:
     """Refuse Step 0 hand-offs made from other inputs or other Step-0 parameters than the scene's now."""
     for role in ("image", "reference"):
-        if not matches(record["inputs"][role], getattr(scene, role)):
+        if (record["inputs"][role] is None) != (getattr(scene, role) is None):
+            raise InputDataError(f"{path}: made {'without' if record['inputs'][role] is None else 'with'} a {role}, "
+                                 f"unlike {scene.config_path.name} now; rerun {STEP0}")
+        if record["inputs"][role] is not None and not matches(record["inputs"][role], getattr(scene, role)):
             raise InputDataError(f"{path}: made from {record['inputs'][role]['path']}, which is not the {role} "
                                  f"{getattr(scene, role)} of {scene.config_path.name} as it is now; rerun {STEP0}")
     current = step0_parameters(scene)
@@ -285,16 +292,34 @@ def load_balanced(scene, keys, step0_run: str) -> dict:
     return contents
 
 
-def load_pred_labels(scene, step0_run: str, step1_run: str) -> np.ndarray:
-    """Step 2's ``predLabels``, checked to come from the model trained on the Step 1 run ``step1_run`` and to
-    label the superpixels of the Step 0 run ``step0_run``."""
+def load_pred_labels(scene, step0_run: str) -> tuple[np.ndarray, dict]:
+    """Step 2's ``predLabels`` and provenance, checked to label the superpixels of the Step 0 run ``step0_run``.
+    The provenance's ``step1_run`` names the balanced set the model was trained on here (None for a model
+    applied from elsewhere, whose run is ``model_run``)."""
     contents = load(PRED_LABELS, scene.workdir, ["predLabels", PROVENANCE])
     path = PRED_LABELS.path(scene.workdir)
     record = provenance_of(contents, path, STEP2)
-    if record.get("step0_run") != step0_run or record.get("step1_run") != step1_run:
-        raise InputDataError(f"{path}: predicted for other Step 0 or Step 1 outputs than those in {scene.workdir}; "
+    if record.get("step0_run") != step0_run:
+        raise InputDataError(f"{path}: predicted for other Step 0 outputs than those in {scene.workdir}; "
                              f"rerun {STEP2}")
-    return contents["predLabels"]
+    return contents["predLabels"], record
+
+
+def read_model_card(model_path: Path) -> dict:
+    """The card (``model.json``) beside a trained ``model.keras``: what applying the model needs."""
+    model_path = existing(model_path, STEP2)
+    card_path = Path(model_path).with_name(MODEL_CARD)
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise gdal_tif2rgb.InputFileError(f"{card_path}: not found beside {Path(model_path).name}; Step 2 writes it "
+                                          f"with the model (copy both files together)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise gdal_tif2rgb.InputFileError(f"{card_path}: unreadable ({type(error).__name__}); rerun {STEP2}") from None
+    missing = [key for key in MODEL_CARD_KEYS if not isinstance(card, dict) or key not in card]
+    if missing:
+        raise InputDataError(f"{card_path}: lacks {', '.join(missing)}; rerun {STEP2}")
+    return card
 
 
 def check_raster_run(path: Path, step0_run: str) -> None:

@@ -111,7 +111,8 @@ class TestBadInputs:
                      "class 'snow'", "has no pixel")
 
     @pytest.mark.parametrize("replace, fragments", [
-        ({'reference = ': 'ref = '}, ("missing key 'reference'",)),
+        ({'reference = ': 'ref = '}, ("unknown key 'ref'", "keys are name, image, reference")),
+        ({'image = ': 'img = '}, ("missing key 'image'",)),
         ({"nir = 7": "nirr = 7"}, ("unknown band name", "nirr")),
         ({"patch_width = 19": "patch_width = 20"}, ("patch_width = 20", "must be odd")),
         ({"patch_width = 19": "window = 20"}, ("window = 20", "must be odd")),  # the older name

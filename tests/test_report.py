@@ -83,7 +83,7 @@ def test_report_renders_alone_in_chromium_with_every_image(step3_workdir, tmp_pa
     assert "Olofsson, P., Foody, G. M." in dom
 
     total, loaded = images_loaded(render(report.replace("</body>", COUNT_IMAGES + "</body>"), tmp_path / "counted"))
-    assert total == loaded == 12  # 3 composites, maps, disagreement, split, learning curve, 5 confusion matrices
+    assert total == loaded == 13  # 3 composites, maps, uncertainty, disagreement, split, learning curve, 5 matrices
 
 
 @needs_chromium
@@ -92,4 +92,4 @@ def test_the_image_check_sees_a_broken_image(step3_workdir, tmp_path):
     report = (workdir / "report.html").read_text(encoding="utf-8")
     broken = re.sub(r"src='data:image/png;base64,[^']+'", "src='split_map.png'", report, count=1)
     total, loaded = images_loaded(render(broken.replace("</body>", COUNT_IMAGES + "</body>"), tmp_path / "broken"))
-    assert (total, loaded) == (12, 11)
+    assert (total, loaded) == (13, 12)

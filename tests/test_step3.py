@@ -134,7 +134,7 @@ class TestEndToEnd:
             shutil.copy(step0_workdir / name, tmp_path / name)
         arguments = ["--config", str(subset_config), "--workdir", str(tmp_path)]
         assert step3.main(arguments) == 1
-        assert "run Step1_Class_Balance.py first" in capsys.readouterr().err
+        assert "run Step2_Model_Training.py first" in capsys.readouterr().err  # which asks for Step 1 in turn
         assert step1.main(arguments) == 0
         assert step3.main(arguments) == 1
         assert "run Step2_Model_Training.py first" in capsys.readouterr().err
