@@ -113,7 +113,8 @@ def predict_and_paint(config: Path, workdir: Path, tile_size: int, workers: int)
     predict_s = time.perf_counter() - start
     grid, _ = gdal_tif2rgb.read_grid(scene.output("layers.tif"))
     start = time.perf_counter()
-    with open_outputs(scene.workdir, step2.APPLY_OUTPUTS) as out:
+    with open_outputs(scene.workdir, ("predMap.tif", "predMap.png", "predMap.qml", "uncertainty.tif",
+                                      "uncertainty.png")) as out:  # only what it writes: the set replaces those
         step2.write_maps(scene, out, grid, step2.painted_windows(scene, grid, probabilities.argmax(axis=1).astype(
             np.uint8), (1 - probabilities.max(axis=1)).astype(np.float32)))
     print(json.dumps({"superpixels": n, "predict_s": round(predict_s, 1), "paint_s": round(time.perf_counter() - start, 1)}))
@@ -144,12 +145,12 @@ def main(argv=None) -> int:
     results["step0"] = run_measured([sys.executable, str(BENCH_DIR.parent / "Step0_Data_Preparation.py"), "--config",
                                      str(config), "--workdir", str(workdir), "--n-segments", str(args.n_segments),
                                      "--tile-size", str(args.tile_size), "--workers", str(args.workers)])
+    record = json.loads((workdir / "run.json").read_text())["steps"]["Step0_Data_Preparation"]
     print("Step 2 prediction and painting, tiled, on a LocalCluster ...", flush=True)
     results["step2_predict"] = run_measured([sys.executable, __file__, "--predict-child", str(config), "--size",
                                              str(args.size), "--tile-size", str(args.tile_size), "--workers",
                                              str(args.workers), "--folder", str(args.folder)])
     results["step2_predict"].update(json.loads(results["step2_predict"]["log_tail"].strip().splitlines()[-1]))
-    record = json.loads((workdir / "run.json").read_text())["steps"]["Step0_Data_Preparation"]
     results["step0"].update(superpixels=record["superpixels"], parts_s=record["timings_s"])
     megapixels = results["megapixels"]
     for part in ("step0", "step2_predict"):
