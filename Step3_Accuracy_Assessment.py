@@ -371,10 +371,10 @@ def plot_disagreement(codes: np.ndarray, pred_map: np.ndarray):
                           f"Map vs reference, every labelled pixel: {share:.1%} disagree", colours=AGREEMENT_COLOURS)
 
 
-def plot_split(labels: np.ndarray, split: np.ndarray, segments: np.ndarray, block_size: int):
-    """Step 0's spatial split, painted on the superpixels; returns the Figure."""
-    return plot_class_map(paint_map(split_codes(labels, split), segments), list(SPLIT_CATEGORIES.values()),
-                          f"Spatial split: held-out test superpixels in {block_size} px blocks",
+def plot_split(labels: np.ndarray, split: np.ndarray, segments: np.ndarray, title: str):
+    """Step 0's spatial split (or, for a model trained elsewhere, every labelled superpixel held out), painted
+    on the superpixels; returns the Figure."""
+    return plot_class_map(paint_map(split_codes(labels, split), segments), list(SPLIT_CATEGORIES.values()), title,
                           colours=SPLIT_COLOURS)
 
 
@@ -515,7 +515,10 @@ def write_figures(out: OutputSet, data: dict, pred_map: np.ndarray, metrics: dic
                           plot_maps(data["codes"], superpixel_reference, pred_map, class_names))
     gdal_tif2rgb.save_png(out.path("disagreement_map.png"), plot_disagreement(data["codes"], pred_map))
     gdal_tif2rgb.save_png(out.path("split_map.png"),
-                          plot_split(data["labels"], data["split"], data["segments"], block_size))
+                          plot_split(data["labels"], data["split"], data["segments"],
+                                     f"Spatial split: held-out test superpixels in {block_size} px blocks"
+                                     if data["applied_from"] is None else
+                                     f"Every labelled superpixel held out (model trained on {data['applied_from']})"))
     for name, result in metrics["assessments"].items():
         gdal_tif2rgb.save_png(out.path(f"confusion_{name}.png"), plot_confusion(result, name))
 
