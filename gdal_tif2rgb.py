@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,18 +50,6 @@ class Grid:
     geotransform: tuple
     crs_wkt: str
 
-    def same_as(self, other: "Grid") -> bool:
-        """True when both grids have the same size, geotransform (to 1e-6 pixel) and CRS."""
-        from osgeo import osr
-
-        if (self.rows, self.cols) != (other.rows, other.cols):
-            return False
-        if not np.allclose(self.geotransform, other.geotransform, rtol=0, atol=1e-6 * abs(self.geotransform[1])):
-            return False
-        if not self.crs_wkt or not other.crs_wkt:
-            return self.crs_wkt == other.crs_wkt
-        return bool(osr.SpatialReference(self.crs_wkt).IsSame(osr.SpatialReference(other.crs_wkt)))
-
     def pixel_area_m2(self) -> float | None:
         """Area of one pixel in square metres; None when the CRS is missing or not projected (degrees)."""
         from osgeo import osr
@@ -72,15 +59,6 @@ class Grid:
             return None
         gt = self.geotransform
         return abs(gt[1] * gt[5] - gt[2] * gt[4]) * crs.GetLinearUnits() ** 2
-
-    def describe(self) -> str:
-        """Short text of size, origin, pixel size and CRS, for error messages."""
-        from osgeo import osr
-
-        gt = self.geotransform
-        crs = osr.SpatialReference(self.crs_wkt) if self.crs_wkt else None
-        crs_name = (crs.GetAuthorityCode(None) and f"EPSG:{crs.GetAuthorityCode(None)}") if crs else "no CRS"
-        return f"{self.cols}x{self.rows} px, origin ({gt[0]:.2f}, {gt[3]:.2f}), pixel {gt[1]:g} m, {crs_name or 'custom CRS'}"
 
 
 def _open_raster(path: Path):
@@ -162,8 +140,7 @@ def atomic_output(path: Path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix}"
-    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    temporary = _new_file_beside(path, f"partial{path.suffix}")
     try:
         yield temporary
         os.replace(temporary, path)
@@ -229,13 +206,20 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
             os.replace(sidecar, f"{path}.aux.xml")
 
 
+def _new_file_beside(path: Path, suffix: str) -> Path:
+    """Create an empty, hidden, uniquely named file ``.<stem>.<random>.<suffix>`` beside ``path`` (with the
+    permissions a plain ``open`` gives, i.e. the user's umask) and return its path."""
+    new = path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.{suffix}"
+    os.close(os.open(new, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    return new
+
+
 @contextlib.contextmanager
 def _staging_file(path: Path):
     """Yield a fresh temporary .tif path beside ``path``; remove it and its side file on exit, whatever happens."""
-    handle, staging = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".staging.tif", dir=path.parent)
-    os.close(handle)
+    staging = _new_file_beside(path, "staging.tif")
     try:
-        yield Path(staging)
+        yield staging
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(staging)
