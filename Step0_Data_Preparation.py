@@ -510,7 +510,8 @@ def prepare_whole_scene(scene: Scene, out: OutputSet, record: dict, timings: dic
     del preview
     with cli.timed(f"SLIC (n_segments={p.n_segments}, compactness={p.compactness})", timings):
         segments = segment_superpixels(layers, p.slic_layers, p.n_segments, p.compactness, valid)
-    log.info("%d superpixels, %.1f px each on average", segments.max() + 1, segments.size / (segments.max() + 1))
+    record["superpixels"] = int(segments.max()) + 1  # the row count every superpixel hand-off must have
+    log.info("%d superpixels, %.1f px each on average", record["superpixels"], segments.size / record["superpixels"])
     with cli.timed("sampling: centroids, patches, majority labels, split", timings):
         sampled = sample_superpixels(layers, segments, codes, valid, p.patch_width, len(scene.classes))
         sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p.patch_width,
@@ -611,6 +612,7 @@ def prepare_tiled(scene: Scene, out: OutputSet, record: dict, client, timings: d
         with contextlib.ExitStack() as stack:
             outputs = TiledOutputs.open(scene, out, grid, {contract.STEP0_RUN_ITEM: record["run"]}, stack)
             kept = write_tiles(scene, outputs, tiles, shape, len(windows))
+            record["superpixels"] = len(kept["labels"])
             for mat in (outputs.segments_mat, outputs.samples_mat):
                 mat.put(contract.PROVENANCE, contract.as_text(record))
             split = tiled_split(lambda window: outputs.segments_mat.read_window("segments", *window), windows,

@@ -60,7 +60,7 @@ def balance(scene: Scene) -> None:
     inputs = (scene.config_path, contract.SAMPLES.path(scene.workdir), contract.SEGMENTS.path(scene.workdir))
     with open_outputs(scene.workdir, (path.name, "run.json"), inputs) as out:
         with cli.timed("read samples_labels.mat", timings):
-            step0, _ = contract.load_step0(scene, ["labels", "split"])
+            step0, _ = contract.load_step0(scene, ["labels", "split"], with_segments=False)
         before = class_counts(contract.train_labels(step0["labels"], step0["split"]), scene.class_names)
         log.info("training superpixels before balancing: %s", before)
         with cli.timed("draw balanced set", timings):

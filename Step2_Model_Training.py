@@ -307,12 +307,14 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step
 
 def read_step0(scene: Scene) -> dict:
     """Step 0's labels, split, valid fraction, provenance, segments and grid, checked to belong together and to
-    the scene."""
-    step0, segments = contract.load_step0(scene, ["labels", "split", "valid_fraction"])
+    the scene. A tiled run paints from ``segments.tif`` window by window, so it reads no whole segments."""
+    tiled = bool(scene.params.tile_size)
+    step0, segments = contract.load_step0(scene, ["labels", "split", "valid_fraction"], with_segments=not tiled)
     layers_path = scene.output(contract.LAYERS_TIF)
-    contract.check_raster_run(layers_path, step0[contract.PROVENANCE]["run"])
+    for raster in (layers_path, scene.output(contract.SEGMENTS_TIF)) if tiled else (layers_path,):
+        contract.check_raster_run(raster, step0[contract.PROVENANCE]["run"])
     grid, _ = gdal_tif2rgb.read_grid(layers_path)
-    if segments.shape != (grid.rows, grid.cols):
+    if segments is not None and segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{contract.SEGMENTS.path(scene.workdir)}: {segments.shape} does not match "
                              f"layers.tif; rerun {STEP0}")
     return {**step0, "segments": segments, "grid": grid}

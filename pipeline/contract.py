@@ -136,24 +136,31 @@ def existing(path: Path, made_by: str) -> Path:
     return Path(path)
 
 
-def load_step0(scene, keys) -> tuple[dict, np.ndarray]:
-    """Step 0's ``samples_labels.mat`` (``keys``) and ``segments``, checked to come from one Step 0 run on the
-    scene's current image, reference, classes, layers and Step-0 parameters, and to describe the same
-    superpixels. The contents hold the Step 0 run's provenance under ``"provenance"`` (a dict)."""
-    segments_file = load(SEGMENTS, scene.workdir, ["segments", PROVENANCE])
+def load_step0(scene, keys, with_segments: bool = True) -> tuple[dict, np.ndarray | None]:
+    """Step 0's ``samples_labels.mat`` (``keys``) and, ``with_segments``, its ``segments`` (else None: a tiled
+    scene's segments can be as big as the image), checked to come from one Step 0 run on the scene's current
+    image, reference, classes, layers and Step-0 parameters, and to hold one row per superpixel of that run.
+    The contents hold the Step 0 run's provenance under ``"provenance"`` (a dict)."""
+    segments_file = load(SEGMENTS, scene.workdir, ["segments", PROVENANCE] if with_segments else [PROVENANCE])
     samples = load(SAMPLES, scene.workdir, {*keys, "class_names", "layer_names", PROVENANCE})
-    samples[PROVENANCE] = provenance_of(samples, SAMPLES.path(scene.workdir), STEP0)
-    if provenance_of(segments_file, SEGMENTS.path(scene.workdir), STEP0)["run"] != samples[PROVENANCE]["run"]:
+    path = SAMPLES.path(scene.workdir)
+    samples[PROVENANCE] = record = provenance_of(samples, path, STEP0)
+    if provenance_of(segments_file, SEGMENTS.path(scene.workdir), STEP0)["run"] != record["run"]:
         raise InputDataError(f"{SEGMENTS.path(scene.workdir)} and samples_labels.mat come from different runs of "
                              f"{STEP0}; rerun {STEP0}")
-    check_step0_provenance(scene, samples[PROVENANCE], SAMPLES.path(scene.workdir))
-    check_names(SAMPLES.path(scene.workdir), samples, scene.class_names, STEP0)
-    segments = segments_file["segments"]
-    n = int(segments.max()) + 1
+    check_step0_provenance(scene, record, path)
+    check_names(path, samples, scene.class_names, STEP0)
+    n = record.get("superpixels")
+    if n is None:
+        raise InputDataError(f"{path}: written by an older version of {STEP0}; rerun {STEP0}")
+    segments = segments_file["segments"] if with_segments else None
+    if segments is not None and int(segments.max()) + 1 != n:
+        raise InputDataError(f"{SEGMENTS.path(scene.workdir)}: {int(segments.max()) + 1} superpixels, but "
+                             f"samples_labels.mat describes {n}; rerun {STEP0}")
     for key in keys:
         if SAMPLES.keys[key] != TEXT and len(samples[key]) != n:
-            raise InputDataError(f"{SAMPLES.path(scene.workdir)}: {key} has {len(samples[key])} rows but "
-                                 f"segments.mat has {n} superpixels; rerun {STEP0}")
+            raise InputDataError(f"{path}: {key} has {len(samples[key])} rows but the Step 0 run made {n} "
+                                 f"superpixels; rerun {STEP0}")
     return samples, segments
 
 
