@@ -455,13 +455,7 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
         for name, result in metrics["assessments"].items())
     composites = "".join(image_tag(earlier(name), alt) for name, alt in (
         ("rgb.png", "RGB"), ("nir_green_blue.png", "NIR-G-B"), ("segments_boundaries.png", "superpixels")))
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(scene.name)}: land-cover report</title>
-<style>body{{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}} img{{max-width:100%}}
-table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #bbb;padding:2px 8px;text-align:right}}
-section{{display:inline-block;vertical-align:top;width:45%;margin:1em}} .row img{{width:32%}} .pair img{{width:49%}}
-</style></head><body>
-<h1>Land-cover map of {html.escape(scene.name)}</h1>
-<p>Held-out test superpixels: overall accuracy <b id="headline">{headline['overall_accuracy']}</b>, kappa {headline['kappa']}
+    write_page(scene, out, "land-cover report", f"""<p>Held-out test superpixels: overall accuracy <b id="headline">{headline['overall_accuracy']}</b>, kappa {headline['kappa']}
 ({baseline}segmentation ceiling {metrics['assessments']['segmentation_ceiling']['overall_accuracy']}).
 {html.escape(metrics.get("applied_model_note", ""))}
 Confusion matrices: rows = reference, columns = prediction. Image: {html.escape(Path(str(scene.image)).name)};
@@ -473,7 +467,18 @@ reference: {html.escape(Path(str(scene.reference)).name)}.</p>
 {area_section(metrics["area_estimates"])}
 {image_tag(earlier("learning_curve.png"), "learning curve") if earlier("learning_curve.png").is_file() else ""}
 {sections}
-<p>Full figures: metrics.json. Parameters and input checksums: run.json.</p></body></html>"""
+<p>Full figures: metrics.json. Parameters and input checksums: run.json.</p>""")
+
+
+def write_page(scene: Scene, out: OutputSet, title: str, body: str) -> None:
+    """``report.html``: ``body`` under the scene's heading, in the one style of Step 3's pages."""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(scene.name)}: {title}</title>
+<style>body{{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}} img{{max-width:100%}}
+table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #bbb;padding:2px 8px;text-align:right}}
+section{{display:inline-block;vertical-align:top;width:45%;margin:1em}} .row img{{width:32%}} .pair img{{width:49%}}
+</style></head><body>
+<h1>Land-cover map of {html.escape(scene.name)}</h1>
+{body}</body></html>"""
     with gdal_tif2rgb.atomic_output(out.path("report.html")) as temporary:
         temporary.write_text(page, encoding="utf-8")
 
@@ -564,17 +569,11 @@ def describe_map(scene: Scene, out: OutputSet, data: dict, pred_map: np.ndarray)
     cli.write_json(out.path("metrics.json"), metrics)
     rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{area:.2f}</td><td>{area / max(areas.sum(), 1e-9):.1%}</td></tr>"
                    for name, area in zip(scene.class_names, areas))
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(scene.name)}: land-cover map</title>
-<style>body{{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}} img{{max-width:49%}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #bbb;padding:2px 8px;text-align:right}}</style></head><body>
-<h1>Land-cover map of {html.escape(scene.name)}</h1>
-<p>No reference: accuracy cannot be assessed here. Model trained on scene {html.escape(str(data["applied_from"]))}.
+    write_page(scene, out, "land-cover map", f"""<p>No reference: accuracy cannot be assessed here. Model trained on scene {html.escape(str(data["applied_from"]))}.
 Image: {html.escape(Path(str(scene.image)).name)}.</p>
-{image_tag(scene.output("predMap.png"), "predicted land cover")}{image_tag(scene.output("uncertainty.png"), "uncertainty")}
+<div class="pair">{image_tag(scene.output("predMap.png"), "predicted land cover")}{image_tag(scene.output("uncertainty.png"), "uncertainty")}</div>
 <h2>Class areas (map)</h2><table><tr><th>class</th><th>hectares</th><th>share</th></tr>{rows}
-<tr><th>total</th><td>{areas.sum():.2f}</td><td></td></tr></table></body></html>"""
-    with gdal_tif2rgb.atomic_output(out.path("report.html")) as temporary:
-        temporary.write_text(page, encoding="utf-8")
+<tr><th>total</th><td>{areas.sum():.2f}</td><td></td></tr></table>""")
     log.info("class areas (ha): %s; report: %s", metrics["class_areas_ha"], scene.output("report.html"))
     return {"class_areas_ha": metrics["class_areas_ha"]}
 
