@@ -305,6 +305,12 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step
     return pred_labels
 
 
+def step0_inputs(scene: Scene) -> tuple:
+    """The files Step 2 reads whatever it does: the configuration and Step 0's hand-offs."""
+    return (scene.config_path, scene.output(contract.LAYERS_TIF), scene.output(contract.SEGMENTS_TIF),
+            contract.SAMPLES.path(scene.workdir), contract.SEGMENTS.path(scene.workdir))
+
+
 def read_step0(scene: Scene) -> dict:
     """Step 0's labels, split, valid fraction, provenance, segments and grid, checked to belong together and to
     the scene. A tiled run paints from ``segments.tif`` window by window, so it reads no whole segments."""
@@ -331,8 +337,7 @@ def train_and_map(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | None
     if p.tile_size:
         cluster.check_settings(scheduler, workers)
     contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
-    inputs = (scene.config_path, scene.output(contract.LAYERS_TIF), contract.SAMPLES.path(scene.workdir),
-              contract.SEGMENTS.path(scene.workdir), contract.BALANCED.path(scene.workdir, per_class=p.per_class))
+    inputs = (*step0_inputs(scene), contract.BALANCED.path(scene.workdir, per_class=p.per_class))
     with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
         with cli.timed("read Step 0 and Step 1 outputs", timings):
             step0 = read_step0(scene)
@@ -363,8 +368,7 @@ def apply_model(scene: Scene, model_path: Path, scheduler: str | None, workers: 
     if p.tile_size:
         cluster.check_settings(scheduler, workers)
     card = contract.read_model_card(model_path)
-    inputs = (scene.config_path, scene.output(contract.LAYERS_TIF), contract.SAMPLES.path(scene.workdir),
-              contract.SEGMENTS.path(scene.workdir), model_path, Path(model_path).with_name(contract.MODEL_CARD))
+    inputs = (*step0_inputs(scene), model_path, Path(model_path).with_name(contract.MODEL_CARD))
     with open_outputs(scene.workdir, APPLY_OUTPUTS, inputs) as out:
         with cli.timed("read Step 0 outputs and the model", timings):
             step0 = read_step0(scene)
