@@ -1,4 +1,4 @@
-"""Step 3's Olofsson et al. (2014) stratified estimators, checked against hand computations and the paper's
+"""The Olofsson et al. (2014) stratified estimators, checked against hand computations and the paper's
 example."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from Step3_Accuracy_Assessment import OLOFSSON_2014, area_weighted_accuracy, class_areas_ha
+from pipeline.area_estimates import OLOFSSON_2014, area_weighted_accuracy, class_areas_ha
 
 NAMES = ["deforestation", "forest gain", "stable forest", "stable non-forest"]
 # Olofsson et al. (2014), section 5, Table 8, in this project's layout: rows = REFERENCE, columns = MAP.

@@ -20,6 +20,7 @@ import pytest
 
 import Step3_Accuracy_Assessment as step3
 from conftest import PROJECT
+from pipeline.report import with_interval
 
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (make test-setup "
@@ -77,9 +78,9 @@ def test_report_renders_alone_in_chromium_with_every_image(step3_workdir, tmp_pa
     area = metrics["area_estimates"]
     for name, estimate in area["classes"].items():
         row = (f"<th>{html.escape(name)}</th><td>{estimate['map_area_ha']:,.1f}</td>"
-               f"<td>{step3.with_interval(estimate['estimated_area_ha'], estimate['area_ci95_ha'], 1)}</td>")
+               f"<td>{with_interval(estimate['estimated_area_ha'], estimate['area_ci95_ha'], 1)}</td>")
         assert row in dom, name
-    assert f"overall accuracy {step3.with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}" in dom
+    assert f"overall accuracy {with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}" in dom
     assert "Olofsson, P., Foody, G. M." in dom
 
     total, loaded = images_loaded(render(report.replace("</body>", COUNT_IMAGES + "</body>"), tmp_path / "counted"))

@@ -7,7 +7,10 @@ import re
 import numpy as np
 import pytest
 
+import gdal_tif2rgb
 import Step3_Accuracy_Assessment as step3
+from pipeline import accuracy
+from pipeline.area_estimates import area_estimates, pixel_area
 
 NAMES = ["urban", "crop", "vegetation", "water"]
 
@@ -17,7 +20,7 @@ class TestMetrics:
         #            reference:  0  0  0  0  1  1  1  2  2  3
         reference = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3])
         predicted = np.array([0, 0, 0, 1, 1, 1, 2, 2, 0, 3])
-        result = step3.assess(reference, predicted, NAMES, "superpixels")
+        result = accuracy.assess(reference, predicted, NAMES, "superpixels")
         assert result["confusion_matrix"] == [[3, 1, 0, 0], [0, 2, 1, 0], [1, 0, 1, 0], [0, 0, 0, 1]]
         assert result["overall_accuracy"] == 0.7  # 7 of 10 on the diagonal
         # chance agreement: sum(row_i * col_i) / 100 = (4*4 + 3*3 + 2*2 + 1*1) / 100 = 0.30
@@ -28,12 +31,12 @@ class TestMetrics:
         assert result["weighted_f1"] == round((4 * 0.75 + 3 * 2 / 3 + 2 * 0.5 + 1 * 1) / 10, 3)
 
     def test_a_class_never_predicted_has_undefined_precision(self):
-        result = step3.assess(np.array([0, 1, 1]), np.array([0, 0, 0]), ["a", "b"], "superpixels")
+        result = accuracy.assess(np.array([0, 1, 1]), np.array([0, 0, 0]), ["a", "b"], "superpixels")
         assert result["precision"][1] is None and result["recall"][1] == 0.0
 
     def test_nothing_to_assess_is_an_error(self):
         with pytest.raises(ValueError, match="no test superpixels to assess"):
-            step3.assess(np.array([], int), np.array([], int), NAMES, "test superpixels")
+            accuracy.assess(np.array([], int), np.array([], int), NAMES, "test superpixels")
 
 
 def toy_scene():
@@ -49,7 +52,7 @@ class TestAssessments:
     def test_headline_uses_test_superpixels_only(self):
         segments, codes, labels, split = toy_scene()
         predicted = np.where(split == 0, labels, (labels + 1) % 4).astype(np.uint8)  # right on train, wrong on test
-        result = step3.assessments(segments, codes, labels, split, predicted, predicted[segments], predicted, NAMES)
+        result = accuracy.assessments(segments, codes, labels, split, predicted, predicted[segments], predicted, NAMES)
         assert result["superpixel_test"]["n_samples"] == 2
         assert result["superpixel_test"]["overall_accuracy"] == 0.0
         assert result["superpixel_all_labelled"]["overall_accuracy"] == 0.5
@@ -60,7 +63,7 @@ class TestAssessments:
         results = []
         for seed in range(3):
             predicted = np.random.default_rng(seed).integers(0, 4, size=4).astype(np.uint8)
-            results.append(step3.assessments(segments, codes, labels, split, predicted, predicted[segments],
+            results.append(accuracy.assessments(segments, codes, labels, split, predicted, predicted[segments],
                                              predicted, NAMES)["segmentation_ceiling"])
         assert results[0] == results[1] == results[2]
         # superpixel 2 (label 2) holds codes 2,2,2,0 and superpixel 3 (label 3) holds 3,3 labelled: 5 of 6 right
@@ -69,14 +72,27 @@ class TestAssessments:
     def test_superpixel_means(self):
         segments = np.array([[0, 0, 1]])
         layers = np.array([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]], np.float32)
-        assert step3.superpixel_means(layers, segments).tolist() == [[2.0, 3.0], [5.0, 6.0]]
+        assert accuracy.superpixel_means([(layers, segments)], 2).tolist() == [[2.0, 3.0], [5.0, 6.0]]
+
+    def test_superpixel_means_window_by_window_equal_the_whole_scene_means(self):
+        # 5 x 7 px: superpixel 0 is the left 3 columns, 1 the rest; layer 0 is the column, layer 1 the row
+        segments = np.where(np.arange(7) < 3, 0, 1)[None, :].repeat(5, axis=0)
+        rows, cols = np.indices((5, 7))
+        layers = np.stack([cols, rows], axis=-1).astype(np.float32)
+        expected = [[1.0, 2.0], [4.5, 2.0]]  # columns 0..2 and 3..6, rows 0..4 in both
+        whole = accuracy.superpixel_means([(layers, segments)], 2)
+        assert whole.tolist() == expected
+        for size in (1, 2, 3, 4, 1024):
+            windows = accuracy.layer_windows(
+                lambda w: layers[w[0]:w[0] + w[2], w[1]:w[1] + w[3]], segments, size)
+            assert accuracy.superpixel_means(windows, 2).tolist() == expected, size
 
 
 class TestAreaEstimates:
     def test_test_superpixels_weighted_by_pixel_count_with_superpixels_as_sampling_units(self):
         segments, _, labels, split = toy_scene()  # superpixels 2 and 3 are test, 8 pixels each
         predicted = np.array([2, 2, 2, 2], np.uint8)  # all vegetation: superpixel 3 (water) is wrong
-        result = step3.area_estimates(segments, labels, split, predicted, predicted[segments], NAMES, 100.0)
+        result = area_estimates(segments, labels, split, predicted, predicted[segments], NAMES, 100.0)
         assert result["confusion_matrix_pixels"] == [[0] * 4, [0] * 4, [0, 0, 8, 0], [0, 0, 8, 0]]
         # 32 px of vegetation at 100 m2 = 0.01 ha per pixel
         assert [c["map_area_ha"] for c in result["classes"].values()] == [0.0, 0.0, 0.32, 0.0]
@@ -92,12 +108,20 @@ class TestAreaEstimates:
 
         crs = osr.SpatialReference()
         crs.ImportFromEPSG(4326)
-        grid = step3.gdal_tif2rgb.Grid(10, 10, (-4.1, 0.0001, 0, 52.4, 0, -0.0001), crs.ExportToWkt())
+        grid = gdal_tif2rgb.Grid(10, 10, (-4.1, 0.0001, 0, 52.4, 0, -0.0001), crs.ExportToWkt())
         with pytest.raises(ValueError, match="reference.tif: its CRS is geographic .* projected CRS in metres"):
-            step3.pixel_area(grid, "reference.tif")
+            pixel_area(grid, "reference.tif")
         crs.ImportFromEPSG(27700)
-        projected = step3.gdal_tif2rgb.Grid(10, 10, (257060.0, 10.0, 0, 285730.0, 0, -10.0), crs.ExportToWkt())
-        assert step3.pixel_area(projected, "reference.tif") == 100.0
+        projected = gdal_tif2rgb.Grid(10, 10, (257060.0, 10.0, 0, 285730.0, 0, -10.0), crs.ExportToWkt())
+        assert pixel_area(projected, "reference.tif") == 100.0
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        step3.main(["--help"])
+    assert exit_info.value.code == 0
+    output = capsys.readouterr().out
+    assert output.startswith("usage:") and "--per-class" in output
 
 
 class TestEndToEnd:
@@ -124,6 +148,33 @@ class TestEndToEnd:
         assert all(src.startswith("data:image/png;base64,") for src in re.findall(r"src=['\"]([^'\"]+)['\"]", report))
         output = capsys.readouterr().out
         assert "OA" in output and "area estimates (Olofsson et al. 2014" in output
+
+    def test_the_map_read_is_the_map_step2_painted(self, step2_workdir):
+        from pipeline import contract
+        from pipeline.grids import paint_map
+
+        workdir, _, _ = step2_workdir
+        segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
+        pred_labels = contract.load(contract.PRED_LABELS, workdir, ["predLabels"])["predLabels"]
+        pred_map = gdal_tif2rgb.read_labels(workdir / step3.PRED_MAP_TIF)[0]
+        assert pred_map.dtype == np.uint8
+        np.testing.assert_array_equal(pred_map, paint_map(pred_labels, segments))
+
+    def test_forest_means_window_by_window_equal_the_whole_scene_means(self, step2_workdir):
+        from pipeline import contract
+
+        workdir, _, _ = step2_workdir
+        segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
+        path = workdir / contract.LAYERS_TIF
+        bands = list(range(1, len(contract.LAYER_NAMES) + 1))
+
+        def read_layers(window=None):
+            return np.moveaxis(gdal_tif2rgb.read_bands(path, bands, window=window)[0], 0, -1)
+
+        n = int(segments.max()) + 1
+        whole = accuracy.superpixel_means([(read_layers(), segments)], n)
+        windowed = accuracy.superpixel_means(accuracy.layer_windows(read_layers, segments, 100), n)
+        np.testing.assert_array_equal(windowed, whole)
 
     def test_step3_too_early_names_the_first_step_to_run(self, step0_workdir, subset_config, tmp_path, capsys):
         import shutil

@@ -1,0 +1,157 @@
+"""Step 3's pages: ``report.html``, one self-contained file (every image inside it as a data URI, no link to a
+file or a path), of the accuracy assessment or, for a scene without a reference, of the map alone; and the
+same figures as lines of text for the log."""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+
+import gdal_tif2rgb
+from pipeline.accuracy import AXES_NOTE
+from pipeline.config import Scene
+from pipeline.outputs import OutputSet
+
+
+def data_uri(path: Path) -> str:
+    """The PNG at ``path`` as a ``data:`` URI, so the report carries it inside."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def image_tag(path: Path, alt: str) -> str:
+    """An <img> holding the PNG at ``path`` (titled by its file name), or a note where the file is missing."""
+    if not Path(path).is_file():
+        return f"<p>({html.escape(Path(path).name)} not found)</p>"
+    return f"<img src='{data_uri(path)}' alt='{html.escape(alt)}' title='{html.escape(Path(path).name)}'>"
+
+
+def confusion_tables(result: dict) -> str:
+    """HTML tables of an assessment's confusion matrix and per-class scores."""
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in result["class_names"])
+    rows = "".join(f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+                   for n, row in zip(result["class_names"], result["confusion_matrix"]))
+    scores = "".join(f"<tr><th>{k}</th>" + "".join(f"<td>{'&ndash;' if v is None else v}</td>"
+                                                   for v in result[k]) + "</tr>"
+                     for k in ("precision", "recall", "f1", "support"))
+    return (f"<table><tr><th>reference \\ prediction</th>{head}</tr>{rows}</table>"
+            f"<table><tr><th></th>{head}</tr>{scores}</table>")
+
+
+def with_interval(value, half_width, digits: int) -> str:
+    """``value ± half_width`` with ``digits`` decimals and thousands separators; a dash where undefined.
+
+    >>> with_interval(21158.4, 6158.04, 1), with_interval(0.88, None, 3), with_interval(None, 1.0, 1)
+    ('21,158.4 ± 6,158.0', '0.880', '&ndash;')
+    """
+    if value is None:
+        return "&ndash;"
+    return f"{value:,.{digits}f}" + ("" if half_width is None else f" ± {half_width:,.{digits}f}")
+
+
+def area_table(area: dict) -> str:
+    """HTML table of the area estimates: per class map area, estimated area, user's and producer's accuracy
+    (each ± its 95 % confidence interval), then the overall accuracy."""
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{with_interval(c['map_area_ha'], None, 1)}</td>"
+        f"<td>{with_interval(c['estimated_area_ha'], c['area_ci95_ha'], 1)}</td>"
+        f"<td>{with_interval(c['users_accuracy'], c['users_accuracy_ci95'], 3)}</td>"
+        f"<td>{with_interval(c['producers_accuracy'], c['producers_accuracy_ci95'], 3)}</td>"
+        f"<td>{c['test_superpixels']}</td></tr>" for name, c in area["classes"].items())
+    return (f"<table class='area'><tr><th>class</th><th>map area (ha)</th><th>estimated area (ha) ± 95 % CI</th>"
+            f"<th>user's accuracy ± 95 % CI</th><th>producer's accuracy ± 95 % CI</th><th>test superpixels</th></tr>"
+            f"{rows}<tr><th>all</th><td>{with_interval(area['total_area_ha'], None, 1)}</td><td></td>"
+            f"<td colspan='2'>overall accuracy {with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}"
+            f"</td><td>{area['n_samples']}</td></tr></table>")
+
+
+def area_section(area: dict) -> str:
+    """The report's section on area estimates: the table, how it was computed and the reference."""
+    return (f"<h2>Class areas and area-adjusted accuracy</h2>{area_table(area)}<p>Stratified estimators of "
+            f"Olofsson et al. (2014), with the map classes as strata (map areas from the pixel counts of the map x "
+            f"{area['pixel_area_m2']:g} m² per pixel) and the labelled test superpixels as the sample, each weighted "
+            f"by its pixel count; the variances count superpixels, which are clustered samples, so the intervals "
+            f"are approximate.</p><p><code>{html.escape(area['formula'])}</code></p>"
+            f"<p>{html.escape(area['reference'])}</p>")
+
+
+def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
+    """``report.html``: one self-contained page (every image inside it, no links to files or paths) with the
+    composites, the maps, the area estimates, the confusion matrices and the figures."""
+    def earlier(name: str) -> Path:
+        return scene.output(name)
+
+    headline = metrics["assessments"]["superpixel_test"]
+    forest = metrics["assessments"].get("random_forest_superpixel_test")
+    baseline = f"random forest baseline {forest['overall_accuracy']}; " if forest else ""
+    sections = "".join(
+        f"<section><h3>{name}</h3><p>{html.escape(result['unit'])}: {result['n_samples']}. "
+        f"OA <b>{result['overall_accuracy']}</b>, kappa {result['kappa']}, weighted F1 {result['weighted_f1']}</p>"
+        f"{image_tag(out.path(f'confusion_{name}.png'), 'confusion matrix')}{confusion_tables(result)}</section>"
+        for name, result in metrics["assessments"].items())
+    composites = "".join(image_tag(earlier(name), alt) for name, alt in (
+        ("rgb.png", "RGB"), ("nir_green_blue.png", "NIR-G-B"), ("segments_boundaries.png", "superpixels")))
+    write_page(scene, out, "land-cover report", f"""<p>Held-out test superpixels: overall accuracy <b id="headline">{headline['overall_accuracy']}</b>, kappa {headline['kappa']}
+({baseline}segmentation ceiling {metrics['assessments']['segmentation_ceiling']['overall_accuracy']}).
+{html.escape(metrics.get("applied_model_note", ""))}
+Confusion matrices: rows = reference, columns = prediction. Image: {html.escape(Path(str(scene.image)).name)};
+reference: {html.escape(Path(str(scene.reference)).name)}.</p>
+<div class="row">{composites}</div>
+{image_tag(out.path("reference_maps.png"), "reference and predicted maps")}
+{image_tag(earlier("uncertainty.png"), "uncertainty")}
+<div class="pair">{image_tag(out.path("disagreement_map.png"), "disagreement map")}{image_tag(out.path("split_map.png"), "spatial split")}</div>
+{area_section(metrics["area_estimates"])}
+{image_tag(earlier("learning_curve.png"), "learning curve") if earlier("learning_curve.png").is_file() else ""}
+{sections}
+<p>Full figures: metrics.json. Parameters and input checksums: run.json.</p>""")
+
+
+def write_page(scene: Scene, out: OutputSet, title: str, body: str) -> None:
+    """``report.html``: ``body`` under the scene's heading, in the one style of Step 3's pages."""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(scene.name)}: {title}</title>
+<style>body{{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}} img{{max-width:100%}}
+table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #bbb;padding:2px 8px;text-align:right}}
+section{{display:inline-block;vertical-align:top;width:45%;margin:1em}} .row img{{width:32%}} .pair img{{width:49%}}
+</style></head><body>
+<h1>Land-cover map of {html.escape(scene.name)}</h1>
+{body}</body></html>"""
+    with gdal_tif2rgb.atomic_output(out.path("report.html")) as temporary:
+        temporary.write_text(page, encoding="utf-8")
+
+
+def write_map_page(scene: Scene, out: OutputSet, areas: np.ndarray, model_scene) -> None:
+    """``report.html`` of a scene without a reference: the map, its uncertainty and the class ``areas`` (K,)
+    in hectares, for a model trained on scene ``model_scene``."""
+    rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{area:.2f}</td><td>{area / max(areas.sum(), 1e-9):.1%}</td></tr>"
+                   for name, area in zip(scene.class_names, areas))
+    write_page(scene, out, "land-cover map", f"""<p>No reference: accuracy cannot be assessed here. Model trained on scene {html.escape(str(model_scene))}.
+Image: {html.escape(Path(str(scene.image)).name)}.</p>
+<div class="pair">{image_tag(scene.output("predMap.png"), "predicted land cover")}{image_tag(scene.output("uncertainty.png"), "uncertainty")}</div>
+<h2>Class areas (map)</h2><table><tr><th>class</th><th>hectares</th><th>share</th></tr>{rows}
+<tr><th>total</th><td>{areas.sum():.2f}</td><td></td></tr></table>""")
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """A readable summary of ``metrics`` (as in ``metrics.json``) like the tutorial's Fig 5.4: per assessment
+    and class precision, recall and F1, then OA, kappa and the confusion matrix; then the area estimates."""
+    lines = []
+    for name, result in metrics["assessments"].items():
+        lines.append(f"\n{name}: {result['unit']} ({result['n_samples']}); {AXES_NOTE}")
+        lines.append(f"{'':>12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+        for i, class_name in enumerate(result["class_names"]):
+            cells = [result[k][i] for k in ("precision", "recall", "f1")]
+            lines.append(f"{class_name:>12}" + "".join(f"{'-' if c is None else c:>10}" for c in cells)
+                         + f"{result['support'][i]:>10}")
+        lines.append(f"{'OA':>12}{result['overall_accuracy']:>10}   kappa {result['kappa']}   "
+                     f"weighted F1 {result['weighted_f1']}")
+        for i, row in enumerate(result["confusion_matrix"]):
+            lines.append(f"{result['class_names'][i]:>12} " + " ".join(f"{v:>8}" for v in row))
+    area = metrics["area_estimates"]
+    lines.append(f"\narea estimates (Olofsson et al. 2014; ha, +- 95 % CI): overall accuracy "
+                 f"{with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}")
+    for name, c in area["classes"].items():
+        lines.append(f"{name:>12}  map {c['map_area_ha']:,.1f}  estimated "
+                     f"{with_interval(c['estimated_area_ha'], c['area_ci95_ha'], 1)}")
+    return [line.replace("&ndash;", "-") for line in lines]
+
