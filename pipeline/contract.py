@@ -1,7 +1,7 @@
 """The hand-off contract between the steps: file names, keys and dtypes, codes, layer names, loaders and savers.
 
-Every step reads what an earlier step wrote only through :func:`load` and the checked loaders below, and writes
-its hand-offs only through :func:`save`, so a missing, truncated or foreign file is reported with the step to
+Every step reads what an earlier step wrote only through :func:`load`, :func:`read_raster` and the checked
+loaders below, and writes its hand-offs only through :func:`save` and :func:`raster_writer`, so a missing, truncated or foreign file is reported with the step to
 rerun, and a hand-off always holds every key of its declared type.
 
 ===============================  =========  ==========================================================
@@ -18,14 +18,24 @@ file                             made by    keys (dtype)
 ``predMap.mat``                  Step 2     ``predMap`` (rows x cols uint8; whole-scene runs only)
 ===============================  =========  ==========================================================
 
-Rasters handed on: ``layers.tif`` (8 float32 bands in :data:`LAYER_NAMES` order), ``segments.tif`` and
-``reference.tif`` (uint8 class codes, :data:`UNLABELLED` where there is no label), all on the image's grid.
+================================  =========  =========================================================
+raster (Cloud-Optimized GeoTIFF)  made by    bands (dtype), nodata
+================================  =========  =========================================================
+``layers.tif``                   Step 0     8 float32 bands in :data:`LAYER_NAMES` order, stretched to [0, 1]
+``segments.tif``                 Step 0     superpixel ids (int32), as ``segments.mat``
+``reference.tif``                Step 0     class codes (uint8), nodata :data:`UNLABELLED`
+``predMap.tif``                  Step 2     predicted class codes (uint8), nodata :data:`UNLABELLED`
+``uncertainty.tif``              Step 2     1 - the highest class probability (float32), nodata NaN
+================================  =========  =========================================================
+
+All rasters lie on the work grid (the image's grid, cut to the aoi) and carry the id of the run that wrote them
+in the metadata item ``STEP0_RUN`` or ``STEP2_RUN``; :func:`raster_writer` writes them and :func:`read_raster`
+and :func:`raster_grid` read them, checking that stamp, the dtype and the band count.
 
 Provenance: every ``.mat`` hand-off holds ``provenance``, a JSON text naming the step and its run id, the runs
 of the hand-offs it was made from, and the parameters that shaped it; Step 0's also holds the size, time and
-SHA-256 of the image and the reference as they were read, and its rasters carry its run id in their metadata
-(``STEP0_RUN``). The checked loaders refuse hand-offs that do not belong together or to the current
-configuration, naming the files and the step to rerun.
+SHA-256 of the image and the reference as they were read. The checked loaders refuse hand-offs that do not
+belong together or to the current configuration, naming the files and the step to rerun.
 """
 from __future__ import annotations
 
