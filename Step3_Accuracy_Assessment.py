@@ -45,7 +45,7 @@ from pipeline.accuracy import ASSESSMENTS, AXES_NOTE
 from pipeline.accuracy_figures import plot_confusion, plot_disagreement, plot_maps, plot_split
 from pipeline.area_estimates import area_estimates, class_areas_ha, pixel_area
 from pipeline.config import Scene
-from pipeline.contract import LAYER_NAMES, STEP0, STEP2, TEST, UNLABELLED
+from pipeline.contract import STEP0, STEP2, TEST, UNLABELLED
 from pipeline.errors import InputDataError
 from pipeline.grids import paint_map
 from pipeline.outputs import OutputSet, open_outputs
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 #: Every file Step 3 writes (committed together).
 OUTPUTS = ("metrics.json", "report.html", "reference_maps.png", "disagreement_map.png", "split_map.png",
            *(f"confusion_{name}.png" for name in ASSESSMENTS), "run.json")
-PRED_MAP_TIF = "predMap.tif"
 
 
 def read_hand_offs(scene: Scene) -> dict:
@@ -64,19 +63,18 @@ def read_hand_offs(scene: Scene) -> dict:
     as it is now. For an applied model, every labelled superpixel's split is ``TEST``."""
     step0, segments = contract.load_step0(scene, ["labels", "split"])
     step0_run = step0[contract.PROVENANCE]["run"]
-    contract.check_raster_run(scene.output(contract.LAYERS_TIF), step0_run)
-    grid, _ = gdal_tif2rgb.read_grid(scene.output(contract.LAYERS_TIF))
+    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0_run)
     if segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{scene.workdir}: segments.mat and layers.tif disagree in size; rerun {STEP0}")
     pred_labels, prediction = contract.load_pred_labels(scene, step0_run)
-    pred_map = gdal_tif2rgb.read_labels(contract.existing(scene.output(PRED_MAP_TIF), STEP2))[0]
+    # predMap.tif carries no run stamp until Step 2 writes it through contract.raster_writer
+    pred_map = gdal_tif2rgb.read_labels(contract.existing(contract.PRED_MAP_RASTER.path(scene.workdir), STEP2))[0]
     data = {"segments": segments, "labels": step0["labels"], "split": step0["split"], "pred_labels": pred_labels,
-            "pred_map": pred_map,
-            "pixel_area_m2": pixel_area(grid, scene.output(contract.LAYERS_TIF)), "codes": None, "balanced": None,
+            "pred_map": pred_map, "step0_run": step0_run, "codes": None, "balanced": None,
+            "pixel_area_m2": pixel_area(grid, contract.LAYERS.path(scene.workdir)),
             "applied_from": prediction.get("model_scene")}
     if step0[contract.PROVENANCE]["inputs"]["reference"] is not None:
-        contract.check_raster_run(scene.output(contract.REFERENCE_TIF), step0_run)
-        data["codes"] = gdal_tif2rgb.read_labels(scene.output(contract.REFERENCE_TIF))[0].astype(np.uint8)
+        data["codes"] = contract.read_raster(contract.REFERENCE, scene.workdir, step0_run)
     if prediction.get("step1_run") is not None:  # trained here: the forest baseline uses the same balanced set
         data["balanced"] = contract.load_balanced(scene, ["labels"], step0_run)
         if data["balanced"][contract.PROVENANCE]["run"] != prediction["step1_run"]:
@@ -90,10 +88,8 @@ def read_hand_offs(scene: Scene) -> dict:
 def forest_labels(scene: Scene, data: dict) -> np.ndarray:
     """Class of every superpixel by the random forest baseline on the superpixels' mean layers, trained on the
     superpixels of the balanced set; the means are summed window by window of ``layers.tif``."""
-    path, bands = scene.output(contract.LAYERS_TIF), list(range(1, len(LAYER_NAMES) + 1))
-
     def read_layers(window):
-        return np.moveaxis(gdal_tif2rgb.read_bands(path, bands, window=window)[0], 0, -1)
+        return contract.read_raster(contract.LAYERS, scene.workdir, data["step0_run"], window)
 
     means = accuracy.superpixel_means(accuracy.layer_windows(read_layers, data["segments"]), len(data["labels"]))
     trained = np.unique(data["balanced"]["index"])
@@ -164,8 +160,8 @@ def assess_run(scene: Scene) -> None:
     scene without a reference: the map's class areas and a report of the map and its uncertainty)."""
     timings = {}
     inputs = (scene.config_path, *(scene.output(name) for name in (
-        contract.REFERENCE_TIF, contract.LAYERS_TIF, contract.SEGMENTS.filename, contract.SAMPLES.filename,
-        contract.PRED_LABELS.filename, PRED_MAP_TIF, contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class).name)))
+        contract.REFERENCE.filename, contract.LAYERS.filename, contract.SEGMENTS.filename, contract.SAMPLES.filename,
+        contract.PRED_LABELS.filename, contract.PRED_MAP_RASTER.filename, contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class).name)))
     with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
         with cli.timed("read Step 0, 1 and 2 outputs", timings):
             data = read_hand_offs(scene)

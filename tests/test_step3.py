@@ -156,7 +156,7 @@ class TestEndToEnd:
         workdir, _, _ = step2_workdir
         segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
         pred_labels = contract.load(contract.PRED_LABELS, workdir, ["predLabels"])["predLabels"]
-        pred_map = gdal_tif2rgb.read_labels(workdir / step3.PRED_MAP_TIF)[0]
+        pred_map = gdal_tif2rgb.read_labels(contract.PRED_MAP_RASTER.path(workdir))[0]
         assert pred_map.dtype == np.uint8
         np.testing.assert_array_equal(pred_map, paint_map(pred_labels, segments))
 
@@ -164,12 +164,11 @@ class TestEndToEnd:
         from pipeline import contract
 
         workdir, _, _ = step2_workdir
-        segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
-        path = workdir / contract.LAYERS_TIF
-        bands = list(range(1, len(contract.LAYER_NAMES) + 1))
+        step0 = contract.load(contract.SEGMENTS, workdir, ["segments", contract.PROVENANCE])
+        segments, run = step0["segments"], contract.provenance_of(step0, workdir, contract.STEP0)["run"]
 
         def read_layers(window=None):
-            return np.moveaxis(gdal_tif2rgb.read_bands(path, bands, window=window)[0], 0, -1)
+            return contract.read_raster(contract.LAYERS, workdir, run, window)
 
         n = int(segments.max()) + 1
         whole = accuracy.superpixel_means([(read_layers(), segments)], n)
