@@ -159,9 +159,10 @@ def assess_run(scene: Scene) -> None:
     """Step 3: every assessment, the figures, ``metrics.json`` and ``report.html``, committed as one set (for a
     scene without a reference: the map's class areas and a report of the map and its uncertainty)."""
     timings = {}
-    inputs = (scene.config_path, *(scene.output(name) for name in (
-        contract.REFERENCE.filename, contract.LAYERS.filename, contract.SEGMENTS.filename, contract.SAMPLES.filename,
-        contract.PRED_LABELS.filename, contract.PRED_MAP_RASTER.filename, contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class).name)))
+    balanced = contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class)
+    inputs = (scene.config_path, balanced, *(handoff.path(scene.workdir) for handoff in (
+        contract.REFERENCE, contract.LAYERS, contract.SEGMENTS, contract.SAMPLES, contract.PRED_LABELS,
+        contract.PRED_MAP_RASTER)))
     with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
         with cli.timed("read Step 0, 1 and 2 outputs", timings):
             data = read_hand_offs(scene)

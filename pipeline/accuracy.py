@@ -19,7 +19,9 @@ from pipeline.contract import TEST, UNLABELLED
 from pipeline.errors import InputDataError
 from pipeline.grids import paint_map, tile_windows
 
+#: How to read every confusion matrix here (also in ``metrics.json`` and the log).
 AXES_NOTE = "confusion matrix rows = reference, columns = prediction"
+#: Names of the assessments, in the order of the module docstring.
 ASSESSMENTS = ("superpixel_test", "superpixel_all_labelled", "pixel_test", "segmentation_ceiling",
                "random_forest_superpixel_test")
 #: Side in pixels of the square windows over which superpixel means are summed: a window of the 8 float32

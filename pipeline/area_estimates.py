@@ -11,9 +11,11 @@ import gdal_tif2rgb
 from pipeline.contract import STEP0, TEST, UNLABELLED
 from pipeline.errors import InputDataError
 
+#: The paper the estimators follow, cited in ``metrics.json`` and the report.
 OLOFSSON_2014 = ("Olofsson, P., Foody, G. M., Herold, M., Stehman, S. V., Woodcock, C. E., Wulder, M. A. (2014). "
                  "Good practices for estimating area and assessing accuracy of land change. "
                  "Remote Sensing of Environment 148, 42-57. doi:10.1016/j.rse.2014.02.015")
+#: The estimators in one line of text, as ``metrics.json`` and the report state them.
 AREA_FORMULA = ("A_i: map area of class i, A = sum_i A_i, W_i = A_i / A; n_ij: pixels of the test superpixels of "
                 "map class i and reference class j, q_ij = n_ij / sum_j n_ij; u_i: test superpixels of map class i. "
                 "Estimated area of class j = A * sum_i W_i q_ij, SE = A * sqrt(sum_i W_i^2 q_ij (1 - q_ij) / (u_i - 1)); "
