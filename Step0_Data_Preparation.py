@@ -69,8 +69,8 @@ class PreparedScene:
     split: np.ndarray  # (n,) uint8 split codes
     purity: np.ndarray  # (n,) float32
     invalid_pixels: int
-    preview_layers: np.ndarray  # stretched layers of the preview grid (every s-th row and column)
-    preview_segments: np.ndarray  # superpixel ids on the preview grid
+    preview_layers: np.ndarray  # stretched layers (rows', cols', 8) of the preview: every s-th row and column
+    preview_segments: np.ndarray  # superpixel ids (rows', cols') on the preview
     read_patches: Callable[[np.ndarray], np.ndarray]  # superpixel indices -> their patches (m, w, w, 8)
     tiles: int = 1
 

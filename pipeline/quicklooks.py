@@ -1,5 +1,5 @@
 """Step 0's figures and PNGs: colour composites, index maps, histograms, superpixel boundaries, example patches
-and the SLIC exploration grid (tutorial sections 1.1, 2.1 and 2.2).
+and the SLIC exploration figure (tutorial sections 1.1, 2.1 and 2.2).
 
 Layers are stretched (or, for index maps and histograms, raw) float32 stacks (rows, cols, 8) in the order of
 ``contract.LAYER_NAMES``; figures are returned and written by ``gdal_tif2rgb.save_png``.
