@@ -31,8 +31,9 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 
 import gdal_tif2rgb  # noqa: E402
 import Step0_Data_Preparation as step0  # noqa: E402
-from pipeline import contract  # noqa: E402
+from pipeline import contract, superpixels  # noqa: E402
 from pipeline.grids import paint_map  # noqa: E402
+from pipeline.sampling import extract_patches, majority_labels  # noqa: E402
 from tutorial_scene import build_scene  # noqa: E402
 
 
@@ -70,9 +71,9 @@ def our_sampling(segments, layers, codes, n_classes, window, repeats: int = 3) -
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        centroids = step0.superpixel_centroids(segments)
-        samples = step0.extract_patches(layers, centroids, window)
-        step0.majority_labels(segments, codes, n_classes)
+        centroids = superpixels.centroids(segments)
+        samples = extract_patches(layers, centroids, window)
+        majority_labels(segments, codes, n_classes)
         best = min(best, time.perf_counter() - start)
         del samples
     return best

@@ -13,7 +13,7 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from conftest import write_config, write_tif
-from pipeline import contract, matfile
+from pipeline import contract, matfile, sampling
 
 
 TINY = """
@@ -205,7 +205,7 @@ class TestInterruptedWrites:
         def interrupt(*args, **kwargs):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(step0, "extract_patches", interrupt)
+        monkeypatch.setattr(sampling, "extract_patches", interrupt)
         assert step0.main(["--config", str(scene["config"]), "--workdir", str(scene["workdir"]), "--n-segments",
                            "30"]) == 130
         assert "interrupted" in capsys.readouterr().err

@@ -8,15 +8,18 @@ from osgeo import gdal
 
 import Step0_Data_Preparation as step0
 from conftest import SUBSET, write_config, write_tif
-from pipeline import contract
+from pipeline import contract, superpixels
 from pipeline.contract import LAYER_NAMES
+from pipeline.layers import apply_stretch, build_layers, normalized_difference, stretch_limits
+from pipeline.sampling import extract_patches, majority_labels
+from pipeline.split import spatial_split
 
 
 class TestLayers:
     def test_indices_follow_the_tutorial_formulas(self):
         raw = {"blue": np.array([[10.0]]), "green": np.array([[30.0]]), "red": np.array([[20.0]]),
                "nir": np.array([[60.0]]), "swir": np.array([[40.0]])}
-        layers = step0.build_layers(raw, np.ones((1, 1), bool))
+        layers = build_layers(raw, np.ones((1, 1), bool))
         ndvi, ndwi, ndbi = layers[0, 0, 5:]
         assert ndvi == pytest.approx((60 - 20) / (60 + 20))
         assert ndwi == pytest.approx((30 - 40) / (30 + 40))
@@ -24,20 +27,20 @@ class TestLayers:
         assert layers.dtype == np.float32 and layers.shape == (1, 1, 8)
 
     def test_zero_denominator_gives_zero_not_nan(self):
-        result = step0.normalized_difference(np.zeros((2, 2)), np.zeros((2, 2)))
+        result = normalized_difference(np.zeros((2, 2)), np.zeros((2, 2)))
         assert np.array_equal(result, np.zeros((2, 2))) and result.dtype == np.float32
 
     def test_given_index_bands_are_used_as_they_are(self):
         raw = {name: np.full((1, 1), 7.0) for name in ("blue", "green", "red", "nir", "swir")}
         raw["ndvi"] = np.full((1, 1), 0.25)
-        layers = step0.build_layers(raw, np.ones((1, 1), bool))
+        layers = build_layers(raw, np.ones((1, 1), bool))
         assert layers[0, 0, 5] == pytest.approx(0.25) and layers[0, 0, 6] == 0
 
     def test_stretch_maps_1st_and_99th_percentiles_to_0_and_1(self):
         values = np.random.default_rng(0).normal(100, 20, size=(200, 300)).astype(np.float32)
         layers = np.repeat(values[..., None], 8, axis=2)
-        limits = step0.stretch_limits(layers, np.ones(values.shape, bool))
-        step0.apply_stretch(layers, limits, np.ones(values.shape, bool))
+        limits = stretch_limits(layers, np.ones(values.shape, bool))
+        apply_stretch(layers, limits, np.ones(values.shape, bool))
         low, high = np.percentile(values, [1, 99])
         assert limits["red"] == pytest.approx((low, high), rel=1e-5)
         expected = np.clip((values - low) / (high - low), 0, 1)
@@ -48,8 +51,8 @@ class TestLayers:
         values = np.arange(100, dtype=np.float32).reshape(10, 10)
         valid = values < 50
         layers = np.repeat(values[..., None], 8, axis=2)
-        limits = step0.stretch_limits(layers, valid)
-        step0.apply_stretch(layers, limits, valid)
+        limits = stretch_limits(layers, valid)
+        apply_stretch(layers, limits, valid)
         assert limits["blue"][1] < 50 and (layers[~valid] == 0).all()
 
 
@@ -57,7 +60,7 @@ class TestSuperpixels:
     def test_slic_ids_are_consecutive_from_zero(self):
         rng = np.random.default_rng(1)
         layers = rng.random((60, 70, 8), dtype=np.float32)
-        segments = step0.segment_superpixels(layers, ["red", "green", "blue"], 40, 10, np.ones((60, 70), bool))
+        segments = superpixels.segment(layers, ["red", "green", "blue"], 40, 10, np.ones((60, 70), bool))
         assert segments.dtype == np.int32 and segments.shape == (60, 70)
         assert np.array_equal(np.unique(segments), np.arange(segments.max() + 1))
 
@@ -65,7 +68,7 @@ class TestSuperpixels:
         layers = np.zeros((40, 40, 8), np.float32)
         layers[:20, 20:, 2] = 1  # top-right red
         layers[20:, :20, 1] = 1  # bottom-left green
-        segments = step0.segment_superpixels(layers, ["red", "green", "blue"], 4, 1, np.ones((40, 40), bool))
+        segments = superpixels.segment(layers, ["red", "green", "blue"], 4, 1, np.ones((40, 40), bool))
         quadrants = [segments[:20, :20], segments[:20, 20:], segments[20:, :20], segments[20:, 20:]]
         assert all(np.unique(q).size == 1 for q in quadrants[1:3])
         assert not set(np.unique(quadrants[1])) & set(np.unique(quadrants[2]))
@@ -75,19 +78,19 @@ class TestSuperpixels:
 
         layers = np.random.default_rng(3).random((80, 90, 8), dtype=np.float32)
         layers[0, 0, :3], layers[0, 1, :3] = 0, 1  # full [0, 1] range, as after the stretch
-        ours = step0.segment_superpixels(layers, ["red", "green", "blue"], 60, 20, np.ones((80, 90), bool), 1)
+        ours = superpixels.segment(layers, ["red", "green", "blue"], 60, 20, np.ones((80, 90), bool), 1)
         reference = slic(layers[..., [2, 1, 0]], n_segments=60, compactness=20, channel_axis=-1, start_label=0)
-        assert np.array_equal(ours, step0.consecutive_ids(reference))
+        assert np.array_equal(ours, superpixels.consecutive_ids(reference))
 
     def test_strips_give_unique_ids_that_stop_at_strip_boundaries(self):
         layers = np.random.default_rng(4).random((100, 60, 8), dtype=np.float32)
-        segments = step0.segment_superpixels(layers, ["nir", "swir", "ndvi"], 40, 10, np.ones((100, 60), bool), 2)
+        segments = superpixels.segment(layers, ["nir", "swir", "ndvi"], 40, 10, np.ones((100, 60), bool), 2)
         assert not set(np.unique(segments[:50])) & set(np.unique(segments[50:]))
         assert np.array_equal(np.unique(segments), np.arange(segments.max() + 1))
 
     def test_centroids_are_rounded_mean_positions(self):
         segments = np.array([[0, 0, 1], [0, 2, 1], [2, 2, 1]])
-        centroids = step0.superpixel_centroids(segments)
+        centroids = superpixels.centroids(segments)
         assert centroids.tolist() == [[0, 0], [1, 2], [2, 1]]
 
 
@@ -105,9 +108,9 @@ def slow_majority(segments, codes, n_classes):
 class TestMajorityLabels:
     def test_matches_slow_computation_on_random_labels(self):
         rng = np.random.default_rng(2)
-        segments = step0.consecutive_ids(rng.integers(0, 50, size=(40, 40)))
+        segments = superpixels.consecutive_ids(rng.integers(0, 50, size=(40, 40)))
         codes = rng.choice([0, 1, 2, 3, 255], size=(40, 40), p=[0.2, 0.1, 0.1, 0.1, 0.5]).astype(np.uint8)
-        labels, purity = step0.majority_labels(segments, codes, 4)
+        labels, purity = majority_labels(segments, codes, 4)
         expected_labels, expected_purity = slow_majority(segments, codes, 4)
         assert np.array_equal(labels, expected_labels)
         np.testing.assert_allclose(purity, expected_purity, rtol=1e-6)
@@ -116,7 +119,7 @@ class TestMajorityLabels:
     def test_half_labelled_is_kept_and_less_is_unlabelled(self):
         segments = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
         codes = np.array([[2, 2, 3, 255], [255, 255, 255, 255]], np.uint8)
-        labels, purity = step0.majority_labels(segments, codes, 4)
+        labels, purity = majority_labels(segments, codes, 4)
         assert labels.tolist() == [2, 255]
         assert purity.tolist() == [0.5, 0.25]
 
@@ -124,7 +127,7 @@ class TestMajorityLabels:
 class TestPatches:
     def test_mirrored_window_at_borders(self):
         layers = np.arange(5 * 6, dtype=np.float32).reshape(5, 6, 1)
-        patch = step0.extract_patches(layers, np.array([[0, 0]]), 3)[0, ..., 0]
+        patch = extract_patches(layers, np.array([[0, 0]]), 3)[0, ..., 0]
         assert patch.tolist() == [[7, 6, 7], [1, 0, 1], [7, 6, 7]]
 
     def test_every_patch_equals_layers_tif_window_at_its_centroid(self, step0_workdir):
@@ -170,9 +173,9 @@ class TestSplit:
 
     def test_split_is_spatial_blocks(self):
         segments = np.arange(64 * 64).reshape(64, 64) // 64  # one superpixel per row
-        centroids = step0.superpixel_centroids(segments)
+        centroids = superpixels.centroids(segments)
         labels = np.zeros(64, np.uint8)
-        split = step0.spatial_split(segments, centroids, labels, 3, 16, 0.25, np.random.default_rng(0))
+        split = spatial_split(segments, centroids, labels, 3, 16, 0.25, np.random.default_rng(0))
         test_rows = np.flatnonzero(split == 1)
         assert test_rows.size == 16 and np.ptp(test_rows) == 15  # one 16-row block
         unused = np.flatnonzero(split == 2)

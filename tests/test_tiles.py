@@ -7,9 +7,12 @@ import pytest
 
 import Step0_Data_Preparation as step0
 from conftest import write_config, write_tif
-from pipeline import grids
+from pipeline import grids, superpixels
 from pipeline.config import load_scene
 from pipeline.contract import TEST, TRAIN, UNLABELLED, UNUSED
+from pipeline.layers import stretched_layers
+from pipeline.sampling import extract_patches
+from pipeline.split import spatial_split, tiled_split
 
 
 def block_segments(rows: int, cols: int, side: int) -> np.ndarray:
@@ -51,11 +54,11 @@ class TestTiledSplit:
         segments = block_segments(16, 16, 4)  # 16 superpixels of 4 x 4 px; centroids at 2, 6, 10, 14
         labels = np.zeros(16, np.uint8)
         labels[15] = UNLABELLED
-        return segments, step0.superpixel_centroids(segments), labels
+        return segments, superpixels.centroids(segments), labels
 
     def test_one_block_of_four_superpixels_is_held_out(self, scene):
         segments, centroids, labels = scene
-        split = step0.spatial_split(segments, centroids, labels, 7, 8, 0.2, np.random.default_rng(0))
+        split = spatial_split(segments, centroids, labels, 7, 8, 0.2, np.random.default_rng(0))
         test = np.flatnonzero(split == TEST)
         assert len(test) == 4 and len({(r // 8, c // 8) for r, c in centroids[test]}) == 1
         assert split[15] == UNUSED  # unlabelled: never train, never test
@@ -63,7 +66,7 @@ class TestTiledSplit:
     @pytest.mark.parametrize("patch_width, seed", [(3, 0), (7, 0), (7, 1), (9, 2), (11, 3)])
     def test_unused_are_exactly_the_train_patches_that_see_a_test_pixel(self, scene, patch_width, seed):
         segments, centroids, labels = scene
-        split = step0.spatial_split(segments, centroids, labels, patch_width, 8, 0.2, np.random.default_rng(seed))
+        split = spatial_split(segments, centroids, labels, patch_width, 8, 0.2, np.random.default_rng(seed))
         test = split == TEST
         labelled_train = np.flatnonzero((labels != UNLABELLED) & ~test)
         expected = brute_force_unused(segments, centroids, test, labelled_train, patch_width)
@@ -72,16 +75,16 @@ class TestTiledSplit:
 
     def test_with_patch_width_3_nothing_next_to_a_block_is_lost(self, scene):
         segments, centroids, labels = scene  # a 3 px patch around (2, 2) stays inside its own 4 px square
-        split = step0.spatial_split(segments, centroids, labels, 3, 8, 0.2, np.random.default_rng(0))
+        split = spatial_split(segments, centroids, labels, 3, 8, 0.2, np.random.default_rng(0))
         assert ((split == UNUSED) == (labels == UNLABELLED)).all()
 
     @pytest.mark.parametrize("tile_size", [5, 8, 16])
     def test_split_over_tiles_equals_the_whole_scene_split(self, scene, tile_size):
         segments, centroids, labels = scene
-        whole = step0.spatial_split(segments, centroids, labels, 7, 8, 0.3, np.random.default_rng(4))
+        whole = spatial_split(segments, centroids, labels, 7, 8, 0.3, np.random.default_rng(4))
         windows = grids.tile_windows(segments.shape, tile_size)
         read = lambda window: segments[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]  # noqa
-        tiled = step0.tiled_split(read, windows, segments.shape, centroids, labels, 7, 8, 0.3,
+        tiled = tiled_split(read, windows, segments.shape, centroids, labels, 7, 8, 0.3,
                                   np.random.default_rng(4))
         assert np.array_equal(tiled, whole)
 
@@ -103,7 +106,7 @@ class TestTilePreparation:
 
     def whole_layers(self, scene):
         raw, valid = step0.read_image(scene)
-        return step0.stretched_layers(raw, valid)
+        return stretched_layers(raw, valid)
 
     def test_tile_with_halo_gives_the_whole_scene_layers_and_patches(self, scene):
         scene, _, reference = scene
@@ -115,7 +118,7 @@ class TestTilePreparation:
         n = tile["segments"].max() + 1
         assert len(tile["labels"]) == len(tile["centroids"]) == len(tile["samples"]) == n
         assert (tile["centroids"] >= [24, 20]).all() and (tile["centroids"] < [48, 40]).all()
-        expected = step0.extract_patches(layers, tile["centroids"], 19)
+        expected = extract_patches(layers, tile["centroids"], 19)
         assert np.array_equal(tile["samples"], expected)  # the halo lets patches see across the tile's edge
         assert (tile["labels"] == 3).all()  # reference value 4 is the fourth class, water
         assert tile["invalid"] == 0

@@ -1,0 +1,122 @@
+"""The tutorial's 8 layers (section 1.1): spectral bands and normalized-difference indices, stretched to [0, 1].
+
+Layers are float32 arrays (rows, cols, 8), channels last in the order of ``contract.LAYER_NAMES``; ``valid``
+masks are bool (rows, cols), False at NaN or nodata pixels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import gdal_tif2rgb
+from pipeline import grids
+from pipeline.contract import LAYER_NAMES
+
+
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a - b) / (a + b) as float32, 0 where a + b == 0.
+
+    >>> normalized_difference(np.array([3.0, 0.0]), np.array([1.0, 0.0])).tolist()
+    [0.5, 0.0]
+    """
+    a = a.astype(np.float32, copy=False)
+    b = b.astype(np.float32, copy=False)
+    total = a + b
+    result = np.subtract(a, b, dtype=np.float32)
+    np.divide(result, total, out=result, where=total != 0)
+    result[total == 0] = 0
+    return result
+
+
+def build_layers(raw: dict, valid: np.ndarray) -> np.ndarray:
+    """Stack the tutorial's 8 layers, channels last, in the order of ``LAYER_NAMES`` (not yet stretched).
+
+    NDVI = (NIR-Red)/(NIR+Red), NDWI = (Green-SWIR)/(Green+SWIR), NDBI = (SWIR-NIR)/(SWIR+NIR), unless
+    ``raw`` (layer name -> array (rows, cols) in the image's units) already holds them. Pixels outside
+    ``valid`` are set to 0 in every layer.
+
+    Returns float32 array of shape (rows, cols, 8).
+    """
+    formulas = {"ndvi": ("nir", "red"), "ndwi": ("green", "swir"), "ndbi": ("swir", "nir")}
+    rows, cols = valid.shape
+    layers = np.empty((rows, cols, len(LAYER_NAMES)), dtype=np.float32)
+    for i, name in enumerate(LAYER_NAMES):
+        layers[..., i] = raw[name] if name in raw else normalized_difference(*(raw[n] for n in formulas[name]))
+    layers[~valid] = 0
+    return layers
+
+
+def stretch_limits(layers: np.ndarray, valid: np.ndarray, low: float = 1.0, high: float = 99.0) -> dict:
+    """Layer name -> (``low``, ``high``) percentile of the valid pixels of ``layers`` (rows, cols, 8).
+
+    The 1-99 % interval is the tutorial's 98 % stretch. Step 0 takes the percentiles from the preview (every
+    pixel of scenes up to 2000 px, every s-th row and column of bigger ones), in tiled mode too, so both
+    modes stretch alike.
+    """
+    return {name: gdal_tif2rgb.percentile_limits(layers[..., i], valid, low, high)
+            for i, name in enumerate(LAYER_NAMES)}
+
+
+def apply_stretch(layers: np.ndarray, limits: dict, valid: np.ndarray) -> None:
+    """Map each layer of ``layers`` (rows, cols, 8) in place to [0, 1] between its ``limits`` (layer name ->
+    (low, high)); invalid pixels become 0."""
+    for i, name in enumerate(LAYER_NAMES):
+        layers[..., i] = gdal_tif2rgb.rescale_to_unit(layers[..., i], *limits[name])
+    layers[~valid] = 0
+
+
+def stretched_layers(raw: dict, valid: np.ndarray, limits: dict | None = None):
+    """The 8 layers of ``raw`` (see :func:`build_layers`), stretched with ``limits`` (default: from the preview,
+    every ``grids.display_stride``-th row and column).
+
+    Returns
+    -------
+    layers : float32 array (rows, cols, 8), stretched
+    preview : float32 array (ceil(rows / s), ceil(cols / s), 8), the preview before the stretch (for the
+        quicklooks)
+    preview_valid : bool array (ceil(rows / s), ceil(cols / s))
+    limits : dict, layer name -> (low, high), the limits used
+    """
+    layers = build_layers(raw, valid)
+    step = grids.display_stride(*valid.shape)
+    preview, preview_valid = layers[::step, ::step].copy(), valid[::step, ::step]
+    limits = limits or stretch_limits(preview, preview_valid)
+    apply_stretch(layers, limits, valid)
+    return layers, preview, preview_valid, limits
+
+
+def read_preview(image: Path, bands: dict, shape: tuple, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unstretched layers of every ``step``-th row and column of ``image`` (a scene of ``shape``), read in
+    strips of rows so memory stays bounded.
+
+    ``bands`` maps layer names to the image's band numbers (1-based). Returns the layers, float32
+    (ceil(rows / step), ceil(cols / step), 8), and their valid mask, bool (ceil(rows / step), ceil(cols / step)).
+    """
+    names = list(bands)
+    strip = step * max(1, 4096 // step)
+    parts, masks = [], []
+    for row in range(0, shape[0], strip):
+        data, _, valid = gdal_tif2rgb.read_bands(image, [bands[n] for n in names],
+                                                 window=(row, 0, min(strip, shape[0] - row), shape[1]))
+        parts.append(build_layers(dict(zip(names, data[:, ::step, ::step])), valid[::step, ::step]))
+        masks.append(valid[::step, ::step])
+    return np.concatenate(parts), np.concatenate(masks)
+
+
+def stretched_preview(image: Path, bands: dict, shape: tuple, step: int, limits: dict | None = None):
+    """The preview of ``image`` (see :func:`read_preview`) before and after the stretch with ``limits``
+    (default: the preview's own, :func:`stretch_limits`): the whole-scene preview of a scene read tile by tile.
+
+    Returns
+    -------
+    preview : float32 array (ceil(rows / step), ceil(cols / step), 8), before the stretch
+    stretched : float32 array of the same shape, stretched to [0, 1]
+    preview_valid : bool array (ceil(rows / step), ceil(cols / step))
+    limits : dict, layer name -> (low, high), the limits used
+    """
+    preview, preview_valid = read_preview(image, bands, shape, step)
+    limits = limits or stretch_limits(preview, preview_valid)
+    stretched = preview.copy()
+    apply_stretch(stretched, limits, preview_valid)
+    return preview, stretched, preview_valid, limits

@@ -1,0 +1,135 @@
+"""Patches and labels of superpixels (tutorial section 2.2): the layers cut around each superpixel's centroid.
+
+A *patch* is the ``patch_width`` x ``patch_width`` stack of layers (w, w, 8) centred on a superpixel's centroid,
+mirrored at the scene's borders; the hand-off keeps them under the tutorial's key ``samples``. Arrays may cover
+only a part of the scene (a tile with its halo): ``shape`` is then the scene's (rows, cols) and ``origin`` the
+scene pixel (row, col) of the array's top-left pixel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import superpixels
+from pipeline.contract import UNLABELLED
+from pipeline.errors import InputDataError
+
+
+def mirrored_indices(centres: np.ndarray, patch_width: int, length: int) -> np.ndarray:
+    """Indices (n, w) of a ``patch_width``-wide run centred on each of ``centres`` (n,), mirrored at 0 and
+    ``length``-1.
+
+    >>> mirrored_indices(np.array([0, 4]), 3, 5).tolist()
+    [[1, 0, 1], [3, 4, 3]]
+    """
+    half = patch_width // 2
+    index = centres[:, None] + np.arange(-half, half + 1)
+    index = np.abs(index)
+    return np.where(index >= length, 2 * (length - 1) - index, index)
+
+
+def patch_indices(centroids: np.ndarray, patch_width: int, shape: tuple,
+                  origin: tuple = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """Row (n, w, 1) and column (n, 1, w) indices of the patch at each centroid (n, 2), mirrored at the borders
+    of a scene of ``shape``, relative to ``origin`` (the top-left pixel of the array indexed).
+
+    >>> rows, cols = patch_indices(np.array([[0, 2]]), 3, (4, 5), origin=(0, 1))
+    >>> rows[0, :, 0].tolist(), cols[0, 0].tolist()
+    ([1, 0, 1], [0, 1, 2])
+    """
+    rows, cols = shape[:2]
+    if patch_width // 2 >= min(rows, cols):
+        raise InputDataError(f"patch width {patch_width} px is too large for a {cols}x{rows} px image")
+    return (mirrored_indices(centroids[:, 0], patch_width, rows)[:, :, None] - origin[0],
+            mirrored_indices(centroids[:, 1], patch_width, cols)[:, None, :] - origin[1])
+
+
+def extract_patches(layers: np.ndarray, centroids: np.ndarray, patch_width: int, shape: tuple | None = None,
+                    origin: tuple = (0, 0)) -> np.ndarray:
+    """The ``patch_width`` x ``patch_width`` patch of ``layers`` (rows, cols, c) centred on each centroid (n, 2).
+
+    The scene is mirrored at its borders. ``layers`` may be a window of a scene of ``shape`` whose top-left
+    pixel is ``origin`` (a tile with its halo). Returns an array (n, w, w, c) of the dtype of ``layers``.
+    """
+    return layers[patch_indices(centroids, patch_width, shape or layers.shape, origin)]
+
+
+def superpixel_masks(owners: np.ndarray, centroids: np.ndarray, patch_width: int, shape: tuple | None = None,
+                     origin: tuple = (0, 0)) -> np.ndarray:
+    """For each superpixel i, its patch with 1 where the pixel belongs to i, else 0: uint8 (n, w, w).
+
+    ``owners`` (rows, cols) holds superpixel ids (or -1) on the same pixels as ``layers`` in
+    :func:`extract_patches`. Tells the CNN which of the patch's pixels are the superpixel it labels (the centre
+    may be all it has in a patch of many small superpixels).
+    """
+    ids = np.arange(len(centroids), dtype=owners.dtype)[:, None, None]
+    return (owners[patch_indices(centroids, patch_width, shape or owners.shape, origin)] == ids).astype(np.uint8)
+
+
+def majority_labels(segments: np.ndarray, codes: np.ndarray, n_classes: int):
+    """Majority reference class of each superpixel of ``segments`` (rows, cols), and its purity.
+
+    ``codes`` (rows, cols) are class codes, any value >= ``n_classes`` unlabelled. A superpixel of which fewer
+    than half the pixels carry a class gets 255. Purity is the share of all its pixels that carry the majority
+    class.
+
+    Returns
+    -------
+    labels : uint8 array (n,)
+    purity : float32 array (n,)
+
+    >>> labels, purity = majority_labels(np.array([[0, 0, 1]]), np.array([[2, 255, 255]]), 3)
+    >>> labels.tolist(), purity.tolist()
+    ([2, 255], [0.5, 0.0])
+    """
+    flat = segments.ravel()
+    n = int(flat.max()) + 1
+    codes = codes.ravel()
+    labelled = codes < n_classes
+    counts = np.bincount(flat[labelled].astype(np.int64) * n_classes + codes[labelled],
+                         minlength=n * n_classes).reshape(n, n_classes)
+    sizes = np.bincount(flat, minlength=n)
+    majority = counts.argmax(axis=1)
+    enough = 2 * counts.sum(axis=1) >= sizes
+    labels = np.where(enough & (counts.sum(axis=1) > 0), majority, UNLABELLED).astype(np.uint8)
+    purity = (counts[np.arange(n), majority] / sizes).astype(np.float32)
+    return labels, purity
+
+
+def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarray, valid: np.ndarray,
+                       patch_width: int, n_classes: int, shape: tuple | None = None, origin: tuple = (0, 0),
+                       core: tuple = (0, 0)) -> dict:
+    """Tutorial 2.2 for every superpixel of ``segments``: centroid, patch, mask, majority label, purity.
+
+    ``segments``, ``codes`` and ``valid`` (rows, cols) cover the part of the scene (of ``shape``) starting at
+    scene pixel ``core``; ``layers`` (rows', cols', 8) covers it plus a halo, starting at ``origin`` (for the
+    whole scene: all three the same).
+
+    Returns the superpixel-sized arrays under their ``samples_labels.mat`` keys: ``centroids`` (n, 2) int32 in
+    scene pixels, ``samples`` (the patches, n x w x w x 8 float32), ``masks`` (n, w, w) uint8, ``labels`` (n,)
+    uint8, ``purity`` (n,) float32 and ``valid_fraction`` (n,) float32, the share of valid pixels.
+    """
+    n = int(segments.max()) + 1
+    centroids = superpixels.centroids(segments) + np.array(core, dtype=np.int32)
+    if layers.shape[:2] == segments.shape:
+        owners = segments
+    else:
+        owners = np.full(layers.shape[:2], -1, dtype=np.int32)
+        owners[core[0] - origin[0]:core[0] - origin[0] + segments.shape[0],
+               core[1] - origin[1]:core[1] - origin[1] + segments.shape[1]] = segments
+    labels, purity = majority_labels(segments, codes, n_classes)
+    sizes = np.bincount(segments.ravel(), minlength=n)
+    return {"centroids": centroids, "samples": extract_patches(layers, centroids, patch_width, shape, origin),
+            "masks": superpixel_masks(owners, centroids, patch_width, shape, origin), "labels": labels,
+            "purity": purity, "valid_fraction": (np.bincount(segments.ravel(), weights=valid.ravel(), minlength=n)
+                                                 / sizes).astype(np.float32)}
+
+
+def example_indices(labels: np.ndarray, n_classes: int, rng: np.random.Generator, per_class: int = 6) -> list:
+    """Up to ``per_class`` random superpixels of each class code 0..``n_classes``-1 among ``labels`` (n,):
+    a list of ``n_classes`` index arrays."""
+    chosen = []
+    for code in range(n_classes):
+        members = np.flatnonzero(labels == code)
+        chosen.append(rng.choice(members, size=min(per_class, members.size), replace=False) if members.size
+                      else np.zeros(0, dtype=int))
+    return chosen

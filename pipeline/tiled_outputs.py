@@ -1,0 +1,82 @@
+"""The files a tiled Step 0 writes tile by tile: layers, reference and segments GeoTIFFs window by window, the
+hand-offs ``segments.mat`` and ``samples_labels.mat`` as MATLAB 7.3 files appended to superpixel by superpixel.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import gdal_tif2rgb
+from pipeline import contract, grids, matfile
+from pipeline.contract import LAYER_NAMES
+from pipeline.outputs import OutputSet
+
+log = logging.getLogger(__name__)
+
+#: Superpixel-sized keys of ``samples_labels.mat`` that the tiled driver appends tile by tile.
+SAMPLED_KEYS = ("samples", "masks", "labels", "centroids", "purity", "valid_fraction")
+
+
+@dataclass
+class TiledOutputs:
+    """The writers a tiled run fills tile by tile; every file appears only when the run's block exits cleanly."""
+
+    write_layers: Callable
+    write_segments: Callable
+    write_reference: Callable
+    segments_mat: matfile.MatV73
+    samples_mat: matfile.MatV73
+
+    @classmethod
+    def open(cls, out: OutputSet, grid: gdal_tif2rgb.Grid, stamp: dict, stack: contextlib.ExitStack,
+             reference_writer=None) -> "TiledOutputs":
+        """The writers of ``out``'s files on ``grid``, entered on ``stack``; GeoTIFFs carry the metadata
+        ``stamp``. ``reference_writer`` is the not yet entered writer of ``reference.tif``, or None for a
+        scene without a reference (its blocks are then dropped)."""
+        return cls(
+            write_layers=stack.enter_context(gdal_tif2rgb.geotiff_writer(
+                out.path(contract.LAYERS_TIF), grid, len(LAYER_NAMES), np.float32, band_names=LAYER_NAMES,
+                metadata=stamp)),
+            write_segments=stack.enter_context(gdal_tif2rgb.geotiff_writer(
+                out.path(contract.SEGMENTS_TIF), grid, 1, np.int32, metadata=stamp)),
+            write_reference=stack.enter_context(reference_writer)
+            if reference_writer is not None else lambda block, row, col: None,
+            segments_mat=stack.enter_context(matfile.mat_v73_writer(contract.SEGMENTS.path(out.staging))),
+            samples_mat=stack.enter_context(matfile.mat_v73_writer(contract.SAMPLES.path(out.staging))))
+
+
+def write_tiles(outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int, class_names) -> dict:
+    """Write each of ``tiles`` (dicts of a tile's window, layers, class codes, segments and sampled arrays) of a
+    scene of ``shape`` as they arrive: layers, reference codes, segments (ids made unique in tile order) and
+    samples; then the ``class_names`` and layer names.
+
+    Returns the superpixels' ``centroids`` (n, 2), ``labels`` and ``purity`` (n,), the ``invalid`` pixel count
+    and ``segments_preview``, the segments (int32) on every ``grids.display_stride``-th row and column.
+    """
+    step = grids.display_stride(*shape)
+    segments_preview = np.zeros((-(-shape[0] // step), -(-shape[1] // step)), dtype=np.int32)
+    kept = {key: [] for key in ("centroids", "labels", "purity")}
+    invalid, offset = 0, 0
+    for number, tile in enumerate(tiles, 1):
+        row, col, rows, cols = tile["window"]
+        ids = tile["segments"] + offset
+        outputs.write_layers(np.moveaxis(tile["layers"], -1, 0), row, col)
+        outputs.write_segments(ids, row, col)
+        outputs.write_reference(tile["codes"], row, col)
+        outputs.segments_mat.write_window("segments", ids, row, col, shape)
+        grids.place_in_preview(segments_preview, ids, row, col, step)
+        for key in SAMPLED_KEYS:
+            outputs.samples_mat.append(key, tile[key])
+        for key in kept:
+            kept[key].append(tile[key])
+        invalid += tile["invalid"]
+        offset += len(tile["labels"])
+        log.info("  tile %d / %d at row %d, col %d: %d superpixels", number, n_tiles, row, col, len(tile["labels"]))
+    outputs.samples_mat.put("class_names", np.array(class_names))
+    outputs.samples_mat.put("layer_names", np.array(LAYER_NAMES))
+    return {**{key: np.concatenate(values) for key, values in kept.items()}, "invalid": invalid,
+            "segments_preview": segments_preview}
