@@ -102,8 +102,8 @@ def read_reference_codes(codes: np.ndarray | None, valid: np.ndarray) -> np.ndar
 def on_work_grid(scene: Scene, out: OutputSet) -> sources.PreparedSources:
     """The scene's image and reference prepared on one work grid by GDAL (the tutorial's SNAP work): a
     Sentinel-2 product's bands stacked at 10 m as reflectance, the image cut to the ``aoi``, the reference
-    resampled or rasterized onto the grid as class codes (see ``pipeline/sources.py``); the VRTs go to
-    ``sources/`` in ``out``."""
+    resampled or rasterized onto the grid as class codes, in memory (see ``pipeline/sources.py``); the VRTs go
+    to ``sources/`` in ``out``."""
     prepared = sources.prepare_sources(scene.image, scene.bands, scene.reference, scene.classes,
                                        out.path(sources.FOLDER), aoi=scene.aoi, reference_field=scene.reference_field)
     missing = [role for role in SPECTRAL_BANDS if role not in prepared.bands]
@@ -593,9 +593,8 @@ def prepare_tiled(scene: Scene, work: sources.PreparedSources, out: OutputSet, r
         codes = work.reference_codes
         image_only = dataclasses.replace(work, reference_codes=None)  # each tile gets only its window's codes
         tiles = cluster.map_in_order(client, prepare_tile, (
-            (scene, image_only, limits, window, shape,
-             None if codes is None else codes[window[0]:window[0] + window[2], window[1]:window[1] + window[3]])
-            for window in windows))
+            (scene, image_only, limits, (row, col, rows, cols), shape,
+             None if codes is None else codes[row:row + rows, col:col + cols]) for row, col, rows, cols in windows))
         with contextlib.ExitStack() as stack:
             outputs = TiledOutputs.open(scene, out, grid, {contract.STEP0_RUN_ITEM: record["run"]}, stack)
             kept = write_tiles(scene, outputs, tiles, shape, len(windows))

@@ -66,10 +66,10 @@ class Grid:
         xs, ys = (x0, x0 + dx * self.cols), (y0, y0 + dy * self.rows)
         return min(xs), min(ys), max(xs), max(ys)
 
-    def window(self, window: tuple) -> "Grid":
+    def subgrid(self, window: tuple) -> "Grid":
         """The grid of a ``window`` (row, col, rows, cols) of this grid, in pixels.
 
-        >>> Grid(5, 5, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "").window((1, 2, 3, 2)).geotransform
+        >>> Grid(5, 5, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "").subgrid((1, 2, 3, 2)).geotransform
         (120.0, 10.0, 0.0, 490.0, 0.0, -10.0)
         """
         row, col, rows, cols = window
@@ -107,7 +107,7 @@ def spatial_reference(text: str):
 
 
 def crs_name(wkt: str) -> str | None:
-    """"AUTHORITY:CODE" of a CRS (its PROJ string when it has no code); None for an empty WKT."""
+    """The name of a CRS as "AUTHORITY:CODE" (its PROJ string when it has no code); None for an empty WKT."""
     if not wkt:
         return None
     srs = spatial_reference(wkt)

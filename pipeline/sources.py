@@ -85,7 +85,7 @@ def prepare_sources(image: Path, bands: dict, reference: Path | None, classes: d
         unit = _raster_unit(stack, band_map)
     full = north_up_grid(open_raster(stack), stack)
     window, aoi_info = _aoi_window(full, aoi, image)
-    grid = full.window(window)
+    grid = full.subgrid(window)
     prepared = _finish_image(stack, full, window, scaling, out_dir)
     info.update(image=str(image), prepared_image=str(prepared), aoi=aoi_info, work_grid=grid.describe(), unit=unit)
     codes, info["reference"] = None, None
