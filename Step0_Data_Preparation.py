@@ -77,73 +77,53 @@ class PreparedScene:
 
 # --- 1. Inputs ---------------------------------------------------------------------------------------------
 
-def read_image(scene: Scene, window: tuple | None = None) -> tuple[dict, np.ndarray]:
-    """The bands the scene names, whole or a ``window`` (row, col, rows, cols): layer name -> float32 array
-    (rows, cols) in the image's units, and the valid mask (False at NaN or nodata pixels of any read band)."""
-    names = list(scene.bands)
-    data, _, valid = gdal_tif2rgb.read_bands(scene.image, [scene.bands[n] for n in names], window=window)
+def read_image(work: sources.PreparedSources, window: tuple | None = None) -> tuple[dict, np.ndarray]:
+    """The bands of the image on the work grid, whole or a ``window`` (row, col, rows, cols): layer name ->
+    float32 array (rows, cols) in ``work.unit``, and the valid mask (False at NaN or nodata pixels of any read
+    band)."""
+    names = list(work.bands)
+    data, _, valid = gdal_tif2rgb.read_bands(work.image, [work.bands[n] for n in names], window=window)
     return dict(zip(names, data)), valid
 
 
-def read_reference_codes(scene: Scene, valid: np.ndarray, window: tuple | None = None) -> np.ndarray:
-    """The reference, whole or a ``window``, as class codes 0..K-1 (uint8; 255 where unlabelled or not
-    ``valid``); all 255 for a scene without a reference (one to map with a trained model)."""
-    if scene.reference is None:
+def read_reference_codes(codes: np.ndarray | None, valid: np.ndarray) -> np.ndarray:
+    """A copy of the class codes ``codes`` (uint8 of the work grid or of a tile of it; None without a reference)
+    with 255 where the image is not ``valid`` (bool, same shape); all 255 for a scene without a reference (one to
+    map with a trained model)."""
+    if codes is None:
         return np.full(valid.shape, UNLABELLED, dtype=np.uint8)
-    codes = reference_to_codes(gdal_tif2rgb.read_labels(scene.reference, window=window)[0], scene.classes)
+    codes = codes.copy()
     codes[~valid] = UNLABELLED
     return codes
 
 
-def on_work_grid(scene: Scene, out: OutputSet) -> tuple[Scene, dict]:
-    """The scene with its image and reference prepared on one work grid by GDAL (the tutorial's SNAP work):
-    a Sentinel-2 product's bands stacked at 10 m as reflectance, the image cut to the ``aoi``, the reference
-    resampled or rasterized onto the grid as class codes (see ``pipeline/sources.py``). Returns the scene to
-    read (its classes are now the codes) and what was used, for ``run.json``."""
+def on_work_grid(scene: Scene, out: OutputSet) -> sources.PreparedSources:
+    """The scene's image and reference prepared on one work grid by GDAL (the tutorial's SNAP work): a
+    Sentinel-2 product's bands stacked at 10 m as reflectance, the image cut to the ``aoi``, the reference
+    resampled or rasterized onto the grid as class codes, in memory (see ``pipeline/sources.py``); the VRTs go
+    to ``sources/`` in ``out``."""
     prepared = sources.prepare_sources(scene.image, scene.bands, scene.reference, scene.classes,
                                        out.path(sources.FOLDER), aoi=scene.aoi, reference_field=scene.reference_field)
     missing = [role for role in SPECTRAL_BANDS if role not in prepared.bands]
     if missing:
         raise ConfigError(f"{scene.config_path}: [bands] lacks {', '.join(missing)} (needed for an image that is "
                           f"not a Sentinel-2 product)")
-    work = dataclasses.replace(scene, image=prepared.image, bands=prepared.bands, reference=prepared.reference,
-                               classes={name: [code] for code, name in enumerate(scene.classes)}, aoi=None)
-    return work, prepared.sources
-
-
-def reference_to_codes(reference: np.ndarray, classes: dict) -> np.ndarray:
-    """Map reference values to class codes 0..K-1 in the order of ``classes``; other values to 255.
-
-    Works for values of any integer type and range in memory proportional to the pixels (a search in the
-    sorted class values, no lookup table as long as the value range).
-
-    >>> reference_to_codes(np.array([[0, 3], [2, 9]]), {"urban": [3], "crop": [2, 9]}).tolist()
-    [[255, 0], [1, 1]]
-    """
-    values = np.array([v for vs in classes.values() for v in vs], dtype=np.int64)
-    codes_of = np.array([code for code, vs in enumerate(classes.values()) for _ in vs], dtype=np.uint8)
-    order = np.argsort(values)
-    values, codes_of = values[order], codes_of[order]
-    flat = reference.ravel()
-    if flat.dtype.kind == "u" and flat.dtype.itemsize == 8:  # uint64 beyond int64's range cannot be a class
-        flat = np.where(flat > np.iinfo(np.int64).max, -1, flat).astype(np.int64)
-    position = np.minimum(np.searchsorted(values, flat), len(values) - 1)
-    found = values[position] == flat
-    return np.where(found, codes_of[position], UNLABELLED).astype(np.uint8).reshape(reference.shape)
+    return prepared
 
 
 # --- Driver 1: the whole scene in memory (tutorial 1.1, 2.1, 2.2) ----------------------------------------------
 
-def prepare_whole_scene(scene: Scene, out: OutputSet, record: dict, timings: dict) -> PreparedScene:
+def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: OutputSet, record: dict,
+                        timings: dict) -> PreparedScene:
     """Step 0 on the whole scene in memory: layers, quicklooks, SLIC, sampling, split, then the writes into
-    ``out``; ``record`` is the run's provenance."""
+    ``out``; ``work`` is the scene's inputs on the work grid, ``record`` the run's provenance."""
     p = scene.params
     with cli.timed("read image and reference", timings):
-        grid = gdal_tif2rgb.read_grid(scene.image)[0]
-        raw, valid = read_image(scene)
-        codes = read_reference_codes(scene, valid)
+        grid = work.grid
+        raw, valid = read_image(work)
+        codes = read_reference_codes(work.reference_codes, valid)
     if not valid.any():
-        raise InputDataError(f"{scene.image}: every pixel is NaN or nodata")
+        raise InputDataError(f"{work.image}: every pixel is NaN or nodata")
     log.info("scene %s: %d x %d px, %d classes %s", scene.name, grid.cols, grid.rows, len(scene.classes),
              scene.class_names)
     with cli.timed("layers and stretch", timings):
@@ -189,20 +169,22 @@ def reference_writer(scene: Scene, out: OutputSet, grid: gdal_tif2rgb.Grid, meta
 
 # --- Driver 2: tiles with a halo on a Dask cluster -----------------------------------------------------------
 
-def prepare_tile(scene: Scene, limits: dict, window: tuple, shape: tuple, n_strips: int = 1) -> dict:
+def prepare_tile(scene: Scene, work: sources.PreparedSources, limits: dict, window: tuple, shape: tuple,
+                 codes: np.ndarray | None, n_strips: int = 1) -> dict:
     """Step 0 on one tile (runs on a Dask worker): read the ``window`` (row, col, rows, cols) of a scene of
-    ``shape`` with a halo of w/2 pixels, stretch with the scene's ``limits``, segment the tile itself (ids from
-    0, in ``n_strips`` strips), and sample its superpixels with patches that see the real neighbours in the
-    halo. Superpixels end at the tile's edges. Returns what ``tiled_outputs.write_tiles`` writes of a tile."""
+    ``shape`` from ``work`` with a halo of w/2 pixels, stretch with the scene's ``limits``, segment the tile
+    itself (ids from 0, in ``n_strips`` strips), and sample its superpixels with patches that see the real
+    neighbours in the halo, labelled by ``codes`` (the reference codes of the ``window``, or None). Superpixels
+    end at the tile's edges. Returns what ``tiled_outputs.write_tiles`` writes of a tile."""
     p = scene.params
     row, col, rows, cols = window
     top, left, *_ = haloed = grids.with_halo(window, p.patch_width // 2, shape)
-    raw, valid = read_image(scene, haloed)
+    raw, valid = read_image(work, haloed)
     layers = build_layers(raw, valid)
     del raw
     apply_stretch(layers, limits, valid)
     core = (slice(row - top, row - top + rows), slice(col - left, col - left + cols))
-    codes = read_reference_codes(scene, valid[core], window)
+    codes = read_reference_codes(codes, valid[core])
     n_segments = max(1, round(p.n_segments * rows * cols / (shape[0] * shape[1])))
     segments = superpixels.segment(layers[core], p.slic_layers, n_segments, p.compactness, valid[core], n_strips)
     sampled = sample_superpixels(layers, segments, codes, valid[core], p.patch_width, len(scene.classes), shape,
@@ -211,25 +193,30 @@ def prepare_tile(scene: Scene, limits: dict, window: tuple, shape: tuple, n_stri
             "invalid": int((~valid[core]).sum()), **sampled}
 
 
-def prepare_tiled(scene: Scene, out: OutputSet, record: dict, client, timings: dict) -> PreparedScene:
+def prepare_tiled(scene: Scene, work: sources.PreparedSources, out: OutputSet, record: dict, client,
+                  timings: dict) -> PreparedScene:
     """Step 0 tile by tile on the Dask ``client``'s cluster, memory bounded by the tile size: layers, reference
     and segments go to GeoTIFF window by window, the hand-offs to MATLAB 7.3 files tile by tile, into ``out``;
-    ``record`` is the run's provenance."""
+    ``work`` is the scene's inputs on the work grid, ``record`` the run's provenance."""
     p = scene.params
-    grid = gdal_tif2rgb.read_grid(scene.image)[0]
+    grid = work.grid
     if p.tile_size < p.patch_width:
         raise ConfigError(f"tile_size = {p.tile_size} must be at least the patch width ({p.patch_width} px)")
     shape = (grid.rows, grid.cols)
     windows = grids.tile_windows(shape, p.tile_size)
     step = grids.display_stride(*shape)
     with cli.timed("preview, stretch limits and quicklooks", timings):
-        preview, stretched, preview_valid, limits = stretched_preview(scene.image, scene.bands, shape, step,
+        preview, stretched, preview_valid, limits = stretched_preview(work.image, work.bands, shape, step,
                                                                       record["stretch"]["limits"])
         record["stretch"]["limits"] = limits
         quicklooks.write_quicklooks(out, preview, stretched, limits, preview_valid, shape)
     with cli.timed(f"tiles: layers, SLIC (n_segments={p.n_segments}), sampling, writes, split", timings):
         log.info("%d tiles of up to %d px on %s", len(windows), p.tile_size, client)
-        tiles = cluster.map_in_order(client, prepare_tile, ((scene, limits, window, shape) for window in windows))
+        codes = work.reference_codes
+        image_only = dataclasses.replace(work, reference_codes=None)  # each tile gets only its window's codes
+        tiles = cluster.map_in_order(client, prepare_tile, (
+            (scene, image_only, limits, (row, col, rows, cols), shape,
+             None if codes is None else codes[row:row + rows, col:col + cols]) for row, col, rows, cols in windows))
         with contextlib.ExitStack() as stack:
             stamp = {contract.STEP0_RUN_ITEM: record["run"]}
             outputs = TiledOutputs.open(out, grid, stamp, stack, reference_writer(scene, out, grid, stamp)
@@ -274,10 +261,10 @@ def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, 
 
 # --- Driver 3: explore SLIC's parameters (tutorial 2.1) ---------------------------------------------------------
 
-def explore_slic(scene: Scene, out: OutputSet, crop_size: int = 200) -> None:
-    """Grid of SLIC boundaries on a central crop of ``crop_size`` px over compactness 0.01..100 and three
-    superpixel counts (see ``quicklooks.plot_slic_exploration``)."""
-    raw, valid = read_image(scene)
+def explore_slic(scene: Scene, work: sources.PreparedSources, out: OutputSet, crop_size: int = 200) -> None:
+    """Grid of SLIC boundaries on a central crop of ``crop_size`` px of the image on the work grid (``work``) over
+    compactness 0.01..100 and three superpixel counts (see ``quicklooks.plot_slic_exploration``)."""
+    raw, valid = read_image(work)
     figure = quicklooks.plot_slic_exploration(stretched_layers(raw, valid)[0], valid, scene.params.slic_layers,
                                               scene.params.n_segments, crop_size)
     gdal_tif2rgb.save_png(out.path("explore_slic.png"), figure)
@@ -285,15 +272,23 @@ def explore_slic(scene: Scene, out: OutputSet, crop_size: int = 200) -> None:
              scene.workdir)
 
 
-def stretch_from_model(scene: Scene) -> dict:
-    """The stretch of the scene: the limits of the training scene of the model ``scene.stretch_from`` (so a
-    model sees its inputs scaled as in training), or None to take them from this scene."""
+def stretch_from_model(scene: Scene, unit: str) -> dict:
+    """The stretch of the scene, whose image values are in ``unit``: the limits of the training scene of the
+    model ``scene.stretch_from`` (so a model sees its inputs scaled as in training), or None to take them from
+    this scene. A model whose limits are in another unit, or in an unrecorded one, is refused."""
     if scene.stretch_from is None:
-        return {"limits": None, "from_model_run": None}
+        return {"limits": None, "from_model_run": None, "unit": unit}
     card = contract.read_model_card(scene.stretch_from)
+    if "stretch_unit" not in card:
+        raise InputDataError(f"{scene.stretch_from}: trained before stretch units were recorded; retrain with "
+                             f"{contract.STEP2}")
+    if card["stretch_unit"] != unit:
+        raise InputDataError(f"{scene.stretch_from}: its stretch limits are in {card['stretch_unit']}, this scene's "
+                             f"image values in {unit}; give a scene of the model's kind of image, or train a model "
+                             f"on this kind with {contract.STEP2}")
     log.info("stretching with the limits of the model %s trained on scene %s", scene.stretch_from, card["scene"])
     return {"limits": {name: tuple(card["stretch_limits"][name]) for name in LAYER_NAMES},
-            "from_model_run": card["model_run"], "from_model": str(scene.stretch_from)}
+            "from_model_run": card["model_run"], "from_model": str(scene.stretch_from), "unit": unit}
 
 
 def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = None, explore: bool = False) -> None:
@@ -303,7 +298,7 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
     inputs = tuple(path for path in (scene.image, scene.reference, scene.config_path, scene.stretch_from) if path)
     if explore:
         with open_outputs(scene.workdir, EXPLORE_OUTPUTS, inputs) as out:
-            return explore_slic(on_work_grid(scene, out)[0], out)
+            return explore_slic(scene, on_work_grid(scene, out), out)
     tiled = bool(scene.params.tile_size)
     if tiled:
         cluster.check_settings(scheduler, workers)
@@ -311,15 +306,15 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
         with cli.timed("checksums of the image and reference", timings):
             record = contract.step0_provenance(scene, contract.fingerprint(scene.image), scene.reference and
                                                contract.fingerprint(scene.reference))
-        record["stretch"] = stretch_from_model(scene)
         with cli.timed("image and reference on the work grid", timings):
-            work, used = on_work_grid(scene, out)
+            work = on_work_grid(scene, out)
+        record["stretch"] = stretch_from_model(scene, work.unit)
         if tiled:
             with cluster.dask_client(scheduler, workers) as client:
-                prepared = prepare_tiled(work, out, record, client, timings)
+                prepared = prepare_tiled(scene, work, out, record, client, timings)
         else:
-            prepared = prepare_whole_scene(work, out, record, timings)
-        finish(scene, out, prepared, record, {"timings_s": timings, "sources": used})
+            prepared = prepare_whole_scene(scene, work, out, record, timings)
+        finish(scene, out, prepared, record, {"timings_s": timings, "sources": work.sources})
 
 
 def build_parser():

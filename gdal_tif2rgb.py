@@ -48,6 +48,41 @@ class Grid:
     geotransform: tuple
     crs_wkt: str
 
+    @classmethod
+    def of(cls, dataset) -> "Grid":
+        """The grid of an open GDAL dataset."""
+        return cls(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
+
+    @property
+    def bounds(self) -> tuple:
+        """(xmin, ymin, xmax, ymax) of a north-up grid, in its CRS units.
+
+        >>> Grid(2, 3, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "").bounds
+        (100.0, 480.0, 130.0, 500.0)
+        """
+        x0, dx, _, y0, _, dy = self.geotransform
+        xs, ys = (x0, x0 + dx * self.cols), (y0, y0 + dy * self.rows)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def subgrid(self, window: tuple) -> "Grid":
+        """The grid of a ``window`` (row, col, rows, cols) of this grid, in pixels.
+
+        >>> Grid(5, 5, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "").subgrid((1, 2, 3, 2)).geotransform
+        (120.0, 10.0, 0.0, 490.0, 0.0, -10.0)
+        """
+        row, col, rows, cols = window
+        x0, dx, rx, y0, ry, dy = self.geotransform
+        return Grid(rows, cols, (x0 + col * dx, dx, rx, y0 + row * dy, ry, dy), self.crs_wkt)
+
+    def describe(self) -> dict:
+        """JSON-able description: size, geotransform and CRS name (e.g. "EPSG:27700"; None without a CRS).
+
+        >>> Grid(2, 3, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "").describe()["width"]
+        3
+        """
+        return {"width": self.cols, "height": self.rows, "geotransform": list(self.geotransform),
+                "crs": crs_name(self.crs_wkt)}
+
     def pixel_area_m2(self) -> float | None:
         """Area of one pixel in square metres; None when the CRS is missing or not projected (degrees)."""
         from osgeo import osr
@@ -59,7 +94,34 @@ class Grid:
         return abs(gt[1] * gt[5] - gt[2] * gt[4]) * crs.GetLinearUnits() ** 2
 
 
-def _open_raster(path: Path):
+def spatial_reference(text: str):
+    """An ``osr.SpatialReference`` from WKT or a user string ("EPSG:4326"), in x/y (lon/lat) axis order."""
+    from osgeo import osr
+
+    srs = osr.SpatialReference()
+    srs.SetFromUserInput(text)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def crs_name(wkt: str) -> str | None:
+    """The name of a CRS as "AUTHORITY:CODE" (its PROJ string when it has no code); None for an empty WKT."""
+    if not wkt:
+        return None
+    srs = spatial_reference(wkt)
+    code = srs.GetAuthorityCode(None)
+    return f"{srs.GetAuthorityName(None)}:{code}" if code else srs.ExportToProj4().strip()
+
+
+def error_text(error: Exception) -> str:
+    """The first line of a GDAL error, for one-line messages."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "GDAL cannot open it"
+
+
+def open_raster(path):
+    """Open a raster read-only (a path or a GDAL virtual path such as ``/vsizip/...``); InputFileError when it
+    is missing or unreadable."""
     from osgeo import gdal
 
     gdal.UseExceptions()
@@ -69,15 +131,14 @@ def _open_raster(path: Path):
     try:
         dataset = gdal.Open(str(path))
     except RuntimeError as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else "GDAL cannot open it"
-        raise InputFileError(f"{path}: not a readable raster ({message})") from None
+        raise InputFileError(f"{path}: not a readable raster ({error_text(error)})") from None
     return dataset
 
 
 def read_grid(path: Path) -> tuple[Grid, int]:
     """Return the :class:`Grid` and band count of a raster without reading its pixels."""
-    dataset = _open_raster(path)
-    grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
+    dataset = open_raster(path)
+    grid = Grid.of(dataset)
     return grid, dataset.RasterCount
 
 
@@ -94,12 +155,12 @@ def read_bands(path: Path, bands: list[int], dtype=np.float32, window: tuple | N
     """
     from osgeo import gdal
 
-    dataset = _open_raster(path)
+    dataset = open_raster(path)
     count = dataset.RasterCount
     too_high = [b for b in bands if not 1 <= b <= count]
     if too_high:
         raise InputFileError(f"{path}: has {count} bands, but the configuration asks for band(s) {too_high}")
-    grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
+    grid = Grid.of(dataset)
     row, col, rows, cols = window or (0, 0, grid.rows, grid.cols)
     data = np.empty((len(bands), rows, cols), dtype=dtype)
     valid = np.ones((rows, cols), dtype=bool)
@@ -121,12 +182,12 @@ def read_bands(path: Path, bands: list[int], dtype=np.float32, window: tuple | N
 def read_labels(path: Path, window: tuple | None = None) -> tuple[np.ndarray, Grid, float | None]:
     """Read band 1 of an integer raster (a reference or a segmentation), whole or a ``window``
     (row, col, rows, cols), with the raster's grid and nodata value."""
-    dataset = _open_raster(path)
+    dataset = open_raster(path)
     band = dataset.GetRasterBand(1)
     values = band.ReadAsArray(*(window[1], window[0], window[3], window[2]) if window else ())
     if not np.issubdtype(values.dtype, np.integer):
         raise InputFileError(f"{path}: holds {values.dtype} values; a label raster must hold integer class values")
-    grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
+    grid = Grid.of(dataset)
     return values, grid, band.GetNoDataValue()
 
 
@@ -295,13 +356,13 @@ def _translate_to_cog(source: Path, target: Path, is_float: bool) -> None:
 
 def read_metadata(path: Path) -> dict:
     """The file-level metadata items of a raster (key -> str)."""
-    return dict(_open_raster(path).GetMetadata() or {})
+    return dict(open_raster(path).GetMetadata() or {})
 
 
 def read_class_names(path: Path) -> list[str]:
     """Class names of a class GeoTIFF, from its band 1 ``CLASS_<value>`` metadata or, failing that, from
     the category names GDAL reads from its ``.aux.xml`` side file; [] when it has neither."""
-    dataset = _open_raster(path)  # held: a band outlives no dataset
+    dataset = open_raster(path)  # held: a band outlives no dataset
     band = dataset.GetRasterBand(1)
     items = band.GetMetadata() or {}
     values = sorted(int(key[len(CLASS_NAME_ITEM):]) for key in items

@@ -34,6 +34,7 @@ import Step0_Data_Preparation as step0  # noqa: E402
 from pipeline import contract, superpixels  # noqa: E402
 from pipeline.grids import paint_map  # noqa: E402
 from pipeline.sampling import extract_patches, majority_labels  # noqa: E402
+from pipeline.reference import class_codes  # noqa: E402
 from tutorial_scene import build_scene  # noqa: E402
 
 
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     layers = np.ascontiguousarray(np.moveaxis(data, 0, -1))
     del data
     reference, _, _ = gdal_tif2rgb.read_labels(folder / "reference.tif")
-    codes = step0.reference_to_codes(reference, {"urban": [3], "crop": [2], "vegetation": [1], "water": [4]})
+    codes = class_codes(reference, {"urban": [3], "crop": [2], "vegetation": [1], "water": [4]})
     n = int(segments.max()) + 1
     print("sampling: Step 0 against the tutorial's loop ...", flush=True)
     ours = our_sampling(segments, layers, codes, 4, 25)

@@ -1,12 +1,15 @@
-"""Shared fixtures: the real 324x339 Aberystwyth subset with a reference cut to its grid, and tiny rasters."""
+"""Shared fixtures and builders: the real 324x339 Aberystwyth subset with a reference cut to its grid, tiny
+rasters, and Sentinel-2-like products, rasters and polygons made from a crop of the demo mosaic."""
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal, ogr, osr
+from scipy import ndimage
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
@@ -119,3 +122,157 @@ def step2_workdir(step0_workdir, subset_config, tmp_path_factory) -> tuple:
     assert step1.main(arguments) == 0
     assert step2.main([*arguments, "--runs-dir", str(runs)]) == 0
     return step0_workdir, runs, arguments
+
+
+# --- Products, rasters and polygons made from a crop of the demo mosaic -----------------------------------------
+
+MOSAIC = DATA / "sen2_20210527_aber_rebuilt.tif"
+CROP_COL, CROP_ROW, CROP_SIZE = 80, 300, 200          # crop of the mosaic: town, sea, grass and forest
+STACK_BANDS = {"B02": 1, "B03": 2, "B04": 3, "B08": 7, "B11": 9, "B12": 10}
+CLASS_VALUES = {"forest": [1], "grass": [2], "urban": [3], "water": [4]}
+CLASS_NAMES = {1: "forest", 2: "grass", 3: "urban", 4: "water"}
+STAMP = "T30UVD_20210527T113321"
+NODATA_BLOCK = (slice(0, 20), slice(0, 40))   # whole 20 m pixels set to DN 0 in every band
+
+
+@pytest.fixture(scope="session")
+def crop_scene():
+    """Reflectance (x1000 in the demo stack) of the crop, its grid, and the reference labels cut to it."""
+    stack = gdal.Open(str(MOSAIC))
+    values = {name: stack.GetRasterBand(n).ReadAsArray(CROP_COL, CROP_ROW, CROP_SIZE, CROP_SIZE).astype(np.int64)
+              for name, n in STACK_BANDS.items()}
+    gt = stack.GetGeoTransform()
+    geotransform = (gt[0] + CROP_COL * gt[1], gt[1], 0.0, gt[3] + CROP_ROW * gt[5], 0.0, gt[5])
+    labels = gdal.Open(str(REFERENCE_930)).ReadAsArray(CROP_COL, CROP_ROW, CROP_SIZE, CROP_SIZE)
+    return {"values": values, "geotransform": geotransform, "wkt": stack.GetProjection(), "labels": labels}
+
+
+def mem_raster(array, geotransform, wkt, nodata=None):
+    """A one-band GDAL MEM dataset holding a uint8, uint16 or uint32 ``array``."""
+    types = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.uint16): gdal.GDT_UInt16,
+             np.dtype(np.uint32): gdal.GDT_UInt32}
+    dataset = gdal.GetDriverByName("MEM").Create("", array.shape[1], array.shape[0], 1, types[array.dtype])
+    dataset.SetGeoTransform(geotransform)
+    dataset.SetProjection(wkt)
+    dataset.GetRasterBand(1).WriteArray(array)
+    if nodata is not None:
+        dataset.GetRasterBand(1).SetNoDataValue(nodata)
+    return dataset
+
+
+def write_jp2(path: Path, dn: np.ndarray, geotransform, wkt) -> None:
+    """Write DN as a lossless uint16 JPEG 2000 band file, as in a product."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gdal.GetDriverByName("JP2OpenJPEG").CreateCopy(str(path), mem_raster(dn.astype(np.uint16), geotransform, wkt),
+                                                   options=["QUALITY=100", "REVERSIBLE=YES"])
+
+
+def band_dn(crop_scene, name, add):
+    """DN of a band: reflectance * 10000 + add; 20 m bands as 2x2 block means; DN 0 in the nodata block."""
+    values = crop_scene["values"][name] * 10           # x1000 -> x10000
+    if name in ("B11", "B12"):
+        values = np.rint(values.reshape(CROP_SIZE // 2, 2, CROP_SIZE // 2, 2).mean(axis=(1, 3))).astype(np.int64)
+        dn = values + add
+        rows, cols = NODATA_BLOCK
+        dn[rows.start // 2:rows.stop // 2, cols.start // 2:cols.stop // 2] = 0
+        return dn
+    dn = values + add
+    dn[NODATA_BLOCK] = 0
+    return dn
+
+
+def product_metadata(level: str, offset: int) -> str:
+    """Text of an MTD_MSIL1C.xml or MTD_MSIL2A.xml (baseline 04.00, quantification 10000, ``offset`` per band)."""
+    l2 = level == "L2A"
+    quant = "BOA_QUANTIFICATION_VALUE" if l2 else "QUANTIFICATION_VALUE"
+    tag = "BOA_ADD_OFFSET" if l2 else "RADIO_ADD_OFFSET"
+    offsets = "".join(f'<{tag} band_id="{i}">{offset}</{tag}>' for i in range(13))
+    return (f'<?xml version="1.0" encoding="UTF-8"?><n1:Level-{level[1:]}_User_Product xmlns:n1="https://psd-14">'
+            f"<n1:General_Info><Product_Info><PROCESSING_BASELINE>04.00</PROCESSING_BASELINE>"
+            f"<PRODUCT_TYPE>S2MSI{level[1:]}</PRODUCT_TYPE></Product_Info><Product_Image_Characteristics>"
+            f'<{quant} unit="none">10000</{quant}><Offsets>{offsets}</Offsets>'
+            f"</Product_Image_Characteristics></n1:General_Info></n1:Level-{level[1:]}_User_Product>")
+
+
+def write_product(root: Path, crop_scene, level: str | None, names=tuple(STACK_BANDS)) -> Path:
+    """Write a product-like folder: L1C or L2A layout with metadata (offset -1000), or None: plain folder."""
+    gt10 = crop_scene["geotransform"]
+    gt20 = (gt10[0], 20.0, 0.0, gt10[3], 0.0, -20.0)
+    add = 1000 if level else 0
+    granule = root / "GRANULE" / f"{level}_T30UVD_A031000_20210527T113321" / "IMG_DATA" if level else root
+    for name in names:
+        coarse = name in ("B11", "B12")
+        if level == "L2A":
+            path = granule / ("R20m" if coarse else "R10m") / f"{STAMP}_{name}_{20 if coarse else 10}m.jp2"
+        else:
+            path = granule / f"{STAMP}_{name}.jp2"
+        write_jp2(path, band_dn(crop_scene, name, add), gt20 if coarse else gt10, crop_scene["wkt"])
+    if level == "L2A":   # a coarser copy of B02 the reader must not prefer over the 10 m file
+        b02 = band_dn(crop_scene, "B02", add).reshape(CROP_SIZE // 2, 2, CROP_SIZE // 2, 2).mean(axis=(1, 3))
+        write_jp2(granule / "R20m" / f"{STAMP}_B02_20m.jp2", np.rint(b02), gt20, crop_scene["wkt"])
+    if level:
+        (root / f"MTD_MSI{level}.xml").write_text(product_metadata(level, -1000))
+    return root
+
+
+def zip_folder(folder: Path) -> Path:
+    """Zip ``folder`` (stored, with the folder as the top entry) beside it; returns the zip."""
+    target = folder.with_suffix(".zip")
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(folder.rglob("*")):
+            archive.write(path, Path(folder.name) / path.relative_to(folder))
+    return target
+
+
+@pytest.fixture(scope="session")
+def crop_files(tmp_path_factory, crop_scene):
+    """The 10-band crop as a GeoTIFF with band descriptions, and its reference labels (values 1..4)."""
+    folder = tmp_path_factory.mktemp("crop")
+    image = folder / "crop.tif"
+    gdal.Translate(str(image), str(MOSAIC), srcWin=[CROP_COL, CROP_ROW, CROP_SIZE, CROP_SIZE])
+    dataset = gdal.Open(str(image), gdal.GA_Update)
+    for name, number in STACK_BANDS.items():
+        dataset.GetRasterBand(number).SetDescription(name)
+    dataset = None
+    reference = folder / "labels.tif"
+    gdal.Translate(str(reference), str(REFERENCE_930), srcWin=[CROP_COL, CROP_ROW, CROP_SIZE, CROP_SIZE])
+    return image, reference
+
+
+def codes_of(labels):
+    """The class codes Step 0 makes of the demo labels 1..4 with CLASS_VALUES: value - 1, 0 -> 255."""
+    return np.where(labels > 0, labels.astype(np.int64) - 1, 255)
+
+
+def interior(labels, radius):
+    """Pixels whose (2 radius + 1)^2 neighbourhood has one class: away from class edges."""
+    size = 2 * radius + 1
+    return ndimage.maximum_filter(labels, size) == ndimage.minimum_filter(labels, size)
+
+
+def polygonize(path: Path, reference: Path, *, per_class_layers=False, srs=None) -> Path:
+    """Polygonize the labels: one layer with a string field 'landcover', or one layer per class name."""
+    dataset = gdal.Open(str(reference))
+    band = dataset.GetRasterBand(1)
+    memory = ogr.GetDriverByName("Memory").CreateDataSource("")
+    layer = memory.CreateLayer("all", dataset.GetSpatialRef(), ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    gdal.Polygonize(band, band.GetMaskBand(), layer, 0)
+    target_srs = srs or dataset.GetSpatialRef()
+    transform = osr.CoordinateTransformation(dataset.GetSpatialRef(), target_srs)
+    out = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layers = {}
+    for feature in layer:
+        name = CLASS_NAMES[feature.GetField("value")]
+        key = name if per_class_layers else "landcover"
+        if key not in layers:
+            layers[key] = out.CreateLayer(key, target_srs, ogr.wkbPolygon)
+            layers[key].CreateField(ogr.FieldDefn("landcover", ogr.OFTString))
+        geometry = feature.GetGeometryRef().Clone()
+        geometry.Transform(transform)
+        new = ogr.Feature(layers[key].GetLayerDefn())
+        new.SetField("landcover", name)
+        new.SetGeometry(geometry)
+        layers[key].CreateFeature(new)
+    out = None
+    return path

@@ -127,6 +127,23 @@ class TestBadInputs:
     def test_bad_configuration(self, scene, capsys, replace, fragments):
         self.run_bad(scene, capsys, self.good_text(scene, **replace), "bad.toml", *fragments)
 
+    @pytest.mark.parametrize("unit, fragments", [
+        ("reflectance", ("stretch limits are in reflectance", "image values in raster values (UInt16)", "Step2")),
+        (None, ("trained before stretch units were recorded", "retrain with Step2"))],
+        ids=["another unit", "no unit recorded"])
+    def test_stretch_from_a_model_of_another_unit(self, scene, capsys, unit, fragments):
+        model = scene["folder"] / "model" / "model.keras"
+        model.parent.mkdir()
+        model.write_bytes(b"")  # Step 0 reads only the card beside it
+        card = {"model_run": "m1", "scene": "other", "layer_names": list(step0.LAYER_NAMES),
+                "train_layers": list(step0.LAYER_NAMES), "patch_width": 19, "class_names": ["a", "b"],
+                "class_colours": [[0, 0, 0], [1, 1, 1]], "prior_shares": [0.5, 0.5], "prior_correction": True,
+                "stretch_limits": {name: [0.0, 1.0] for name in step0.LAYER_NAMES}, "parameters": {},
+                "step0_run": "s0", "step1_run": "s1", **({"stretch_unit": unit} if unit else {})}
+        (model.parent / "model.json").write_text(json.dumps(card))
+        self.run_bad(scene, capsys, scene["config"].read_text(), "model.keras", *fragments,
+                     extra=["--stretch-from", str(model)])
+
     def test_unknown_layer_flag(self, scene, capsys):
         self.run_bad(scene, capsys, scene["config"].read_text(), "command line", "unknown layer", "['nir2']",
                      main=step2.main, extra=["--train-layers", "red", "nir2"])

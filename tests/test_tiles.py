@@ -7,8 +7,11 @@ import pytest
 
 import Step0_Data_Preparation as step0
 from conftest import write_config, write_tif
+from gdal_tif2rgb import read_grid
 from pipeline import grids, superpixels
 from pipeline.config import load_scene
+from pipeline.reference import class_codes
+from pipeline.sources import PreparedSources
 from pipeline.contract import TEST, TRAIN, UNLABELLED, UNUSED
 from pipeline.layers import stretched_layers
 from pipeline.sampling import extract_patches
@@ -92,7 +95,8 @@ class TestTiledSplit:
 class TestTilePreparation:
     @pytest.fixture
     def scene(self, tmp_path):
-        """A 48 x 40 px, 10-band image whose left half is bright and right half dark, and its reference."""
+        """A 48 x 40 px, 10-band image whose left half is bright and right half dark, and its reference: the scene,
+        its inputs on the work grid (its own) and the reference values."""
         rng = np.random.default_rng(0)
         image = rng.integers(900, 1100, size=(10, 48, 40)).astype(np.uint16)
         image[:, :, 20:] //= 4
@@ -102,17 +106,21 @@ class TestTilePreparation:
         config = write_config(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image),
                               write_tif(tmp_path / "reference.tif", reference),
                               "[superpixels]\nn_segments = 24\n[sampling]\npatch_width = 19\n")
-        return load_scene(config), image, reference
+        scene = load_scene(config)
+        work = PreparedSources(image=scene.image, bands=scene.bands, grid=read_grid(scene.image)[0],
+                               unit="raster values (UInt16)", reference_codes=class_codes(reference, scene.classes),
+                               sources={})
+        return scene, work, reference
 
-    def whole_layers(self, scene):
-        raw, valid = step0.read_image(scene)
+    def whole_layers(self, work):
+        raw, valid = step0.read_image(work)
         return stretched_layers(raw, valid)
 
     def test_tile_with_halo_gives_the_whole_scene_layers_and_patches(self, scene):
-        scene, _, reference = scene
-        layers, _, _, limits = self.whole_layers(scene)
+        scene, work, reference = scene
+        layers, _, _, limits = self.whole_layers(work)
         window = (24, 20, 24, 20)  # bottom-right tile of 2 x 2
-        tile = step0.prepare_tile(scene, limits, window, (48, 40))
+        tile = step0.prepare_tile(scene, work, limits, window, (48, 40), work.reference_codes[24:, 20:])
         assert np.array_equal(tile["layers"], layers[24:, 20:])
         assert tile["segments"].shape == (24, 20) and tile["segments"].min() == 0
         n = tile["segments"].max() + 1
@@ -124,9 +132,9 @@ class TestTilePreparation:
         assert tile["invalid"] == 0
 
     def test_tile_labels_and_codes_come_from_its_own_window(self, scene):
-        scene, _, reference = scene
-        _, _, _, limits = self.whole_layers(scene)
-        tile = step0.prepare_tile(scene, limits, (0, 0, 24, 20), (48, 40))
+        scene, work, reference = scene
+        _, _, _, limits = self.whole_layers(work)
+        tile = step0.prepare_tile(scene, work, limits, (0, 0, 24, 20), (48, 40), work.reference_codes[:24, :20])
         expected_codes = np.where(reference[:24, :20] == 3, 0, UNLABELLED)
         assert np.array_equal(tile["codes"], expected_codes)
         assert (tile["labels"][tile["purity"] > 0.6] == 0).all()
