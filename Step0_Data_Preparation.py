@@ -40,7 +40,7 @@ from typing import Callable
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import cli, cluster, contract, grids, sources
+from pipeline import cli, cluster, contract, grids, model_card, sources
 from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS, TEST, TRAIN, UNLABELLED, UNUSED
@@ -751,10 +751,10 @@ def stretch_from_model(scene: Scene) -> dict:
     model sees its inputs scaled as in training), or None to take them from this scene."""
     if scene.stretch_from is None:
         return {"limits": None, "from_model_run": None}
-    card = contract.read_model_card(scene.stretch_from)
-    log.info("stretching with the limits of the model %s trained on scene %s", scene.stretch_from, card["scene"])
-    return {"limits": {name: tuple(card["stretch_limits"][name]) for name in LAYER_NAMES},
-            "from_model_run": card["model_run"], "from_model": str(scene.stretch_from)}
+    card = model_card.read(scene.stretch_from)
+    log.info("stretching with the limits of the model %s trained on scene %s", scene.stretch_from, card.scene)
+    return {"limits": {name: tuple(card.stretch_limits[name]) for name in LAYER_NAMES},
+            "from_model_run": card.model_run, "from_model": str(scene.stretch_from)}
 
 
 def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = None, explore: bool = False) -> None:
@@ -775,6 +775,7 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
         record["stretch"] = stretch_from_model(scene)
         with cli.timed("image and reference on the work grid", timings):
             work, used = on_work_grid(scene, out)
+        record["stretch"]["unit"] = "raster values" if used.get("kind") == "raster" else "reflectance"
         if tiled:
             with cluster.dask_client(scheduler, workers) as client:
                 prepared = prepare_tiled(work, out, record, client, timings)

@@ -16,6 +16,7 @@ import gdal_tif2rgb
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from conftest import SUBSET
+from pipeline import cnn
 from pipeline.errors import InputDataError
 
 CLASSES = ["urban", "crop", "vegetation", "water"]
@@ -54,14 +55,14 @@ class TestBalance:
 
 class TestModel:
     def test_output_shape_is_one_probability_per_class(self):
-        model = step2.build_cnn((25, 25, 8), 4)
+        model = cnn.build_cnn((25, 25, 8), 4)
         assert model.output_shape == (None, 4)
         probabilities = model.predict(np.zeros((3, 25, 25, 8), np.float32), verbose=0)
         np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
 
     def test_augmentation_only_turns_and_mirrors(self):
         patches = np.random.default_rng(0).random((64, 5, 5, 2)).astype(np.float32)
-        turned = step2.random_dihedral(patches, np.random.default_rng(1))
+        turned = cnn.random_dihedral(patches, np.random.default_rng(1))
         for original, result in zip(patches, turned):
             variants = [np.rot90(original, k) for k in range(4)]
             variants += [v[:, ::-1] for v in variants]
@@ -69,7 +70,7 @@ class TestModel:
 
     def test_validation_holds_out_whole_superpixels(self):
         index = np.array([1, 1, 2, 3, 3, 3, 4, 5, 6, 7])
-        held = step2.validation_mask(index, 0.5, np.random.default_rng(0))
+        held = cnn.validation_mask(index, 0.5, np.random.default_rng(0))
         assert not set(index[held]) & set(index[~held])
 
 
