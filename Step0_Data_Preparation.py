@@ -40,7 +40,11 @@ from typing import Callable
 import numpy as np
 
 import gdal_tif2rgb
+<<<<<<< HEAD
 from pipeline import cli, cluster, contract, grids, model_card, sources
+=======
+from pipeline import cli, cluster, contract, grids, matfile, sources
+>>>>>>> main
 from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS, TEST, TRAIN, UNLABELLED, UNUSED
@@ -633,8 +637,8 @@ class TiledOutputs:
     write_layers: Callable
     write_segments: Callable
     write_reference: Callable
-    segments_mat: gdal_tif2rgb.MatV73
-    samples_mat: gdal_tif2rgb.MatV73
+    segments_mat: matfile.MatV73
+    samples_mat: matfile.MatV73
 
     @classmethod
     def open(cls, scene: Scene, out: OutputSet, grid: gdal_tif2rgb.Grid, stamp: dict,
@@ -647,8 +651,8 @@ class TiledOutputs:
                 out.path(contract.SEGMENTS_TIF), grid, 1, np.int32, metadata=stamp)),
             write_reference=stack.enter_context(reference_writer(scene, out, grid, stamp))
             if scene.reference is not None else lambda block, row, col: None,
-            segments_mat=stack.enter_context(gdal_tif2rgb.mat_v73_writer(contract.SEGMENTS.path(out.staging))),
-            samples_mat=stack.enter_context(gdal_tif2rgb.mat_v73_writer(contract.SAMPLES.path(out.staging))))
+            segments_mat=stack.enter_context(matfile.mat_v73_writer(contract.SEGMENTS.path(out.staging))),
+            samples_mat=stack.enter_context(matfile.mat_v73_writer(contract.SAMPLES.path(out.staging))))
 
 
 def write_tiles(scene: Scene, outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int) -> dict:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 
 import gdal_tif2rgb  # noqa: E402
 import Step0_Data_Preparation as step0  # noqa: E402
+from pipeline import contract  # noqa: E402
 from pipeline.grids import paint_map  # noqa: E402
 from tutorial_scene import build_scene  # noqa: E402
 
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     print("Step 0 end to end ...", flush=True)
     results = {"scene_px": [args.size, args.size], "cpus": os.cpu_count(), "step0": run_step0(config, workdir)}
 
-    segments = gdal_tif2rgb.load_mat(workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
+    segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
     data, _, _ = gdal_tif2rgb.read_bands(workdir / "layers.tif", list(range(1, 9)))
     layers = np.ascontiguousarray(np.moveaxis(data, 0, -1))
     del data
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
     results["painting"] = {"ours_s": round(ours_paint, 4), "tutorial_s": round(tutorial_s, 3),
                            "speedup": round(tutorial_s / ours_paint)}
     print("Step 2: prediction throughput and a training epoch ...", flush=True)
-    step0_out = gdal_tif2rgb.load_mat(workdir / "samples_labels.mat", ["samples", "masks"], made_by="Step0")
+    step0_out = contract.load(contract.SAMPLES, workdir, ["samples", "masks"])
     results["step2"] = step2_throughput(step0_out["samples"], step0_out["masks"], args.train_samples, 0)
 
     print_table(results)

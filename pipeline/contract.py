@@ -1,7 +1,7 @@
 """The hand-off contract between the steps: file names, keys and dtypes, codes, layer names, loaders and savers.
 
-Every step reads what an earlier step wrote only through :func:`load` and the checked loaders below, and writes
-its hand-offs only through :func:`save`, so a missing, truncated or foreign file is reported with the step to
+Every step reads what an earlier step wrote only through :func:`load`, :func:`read_raster` and the checked
+loaders below, and writes its hand-offs only through :func:`save` and :func:`raster_writer`, so a missing, truncated or foreign file is reported with the step to
 rerun, and a hand-off always holds every key of its declared type.
 
 ===============================  =========  ==========================================================
@@ -18,17 +18,28 @@ file                             made by    keys (dtype)
 ``predMap.mat``                  Step 2     ``predMap`` (rows x cols uint8; whole-scene runs only)
 ===============================  =========  ==========================================================
 
-Rasters handed on: ``layers.tif`` (8 float32 bands in :data:`LAYER_NAMES` order), ``segments.tif`` and
-``reference.tif`` (uint8 class codes, :data:`UNLABELLED` where there is no label), all on the image's grid.
+================================  =========  =========================================================
+raster (Cloud-Optimized GeoTIFF)  made by    bands (dtype), nodata
+================================  =========  =========================================================
+``layers.tif``                   Step 0     8 float32 bands in :data:`LAYER_NAMES` order, stretched to [0, 1]
+``segments.tif``                 Step 0     superpixel ids (int32), as ``segments.mat``
+``reference.tif``                Step 0     class codes (uint8), nodata :data:`UNLABELLED`
+``predMap.tif``                  Step 2     predicted class codes (uint8), nodata :data:`UNLABELLED`
+``uncertainty.tif``              Step 2     1 - the highest class probability (float32), nodata NaN
+================================  =========  =========================================================
+
+All rasters lie on the work grid (the image's grid, cut to the aoi) and carry the id of the run that wrote them
+in the metadata item ``STEP0_RUN`` or ``STEP2_RUN``; :func:`raster_writer` writes them and :func:`read_raster`
+and :func:`raster_grid` read them, checking that stamp, the dtype and the band count.
 
 Provenance: every ``.mat`` hand-off holds ``provenance``, a JSON text naming the step and its run id, the runs
 of the hand-offs it was made from, and the parameters that shaped it; Step 0's also holds the size, time and
-SHA-256 of the image and the reference as they were read, and its rasters carry its run id in their metadata
-(``STEP0_RUN``). The checked loaders refuse hand-offs that do not belong together or to the current
-configuration, naming the files and the step to rerun.
+SHA-256 of the image and the reference as they were read. The checked loaders refuse hand-offs that do not
+belong together or to the current configuration, naming the files and the step to rerun.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 import gdal_tif2rgb
+from pipeline import matfile
 from pipeline.errors import ConfigError, InputDataError
 
 #: The tutorial's 8 layers, in the order of ``layers.tif`` and of every patch's last axis.
@@ -56,8 +68,8 @@ STEP0, STEP1, STEP2, STEP3 = ("Step0_Data_Preparation.py", "Step1_Class_Balance.
                               "Step3_Accuracy_Assessment.py")
 TEXT = "text"
 PROVENANCE = "provenance"
-#: Metadata item of Step 0's rasters naming the Step 0 run that wrote them.
-STEP0_RUN_ITEM = "STEP0_RUN"
+#: Metadata items of the raster hand-offs naming the run of the step that wrote them.
+STEP0_RUN_ITEM, STEP2_RUN_ITEM = "STEP0_RUN", "STEP2_RUN"
 #: Parameters that shape Step 0's hand-offs; a later step refuses hand-offs made with other values.
 STEP0_PARAMETERS = ("seed", "n_segments", "compactness", "slic_layers", "patch_width", "test_fraction", "block_size")
 
@@ -89,6 +101,30 @@ PRED_PROB = HandOff("predProb.mat", STEP2, {"predProb": np.float32, PROVENANCE: 
 PRED_MAP = HandOff("predMap.mat", STEP2, {"predMap": np.uint8, PROVENANCE: TEXT})
 
 
+
+@dataclass(frozen=True)
+class RasterHandOff:
+    """A GeoTIFF hand-off: file name, the step that makes it, pixel dtype, band count, nodata value, and the
+    metadata item in which it carries the id of the run that wrote it."""
+
+    filename: str
+    made_by: str
+    dtype: type
+    bands: int
+    nodata: float | None
+    run_item: str
+    band_names: tuple | None = None
+
+    def path(self, workdir: Path) -> Path:
+        return Path(workdir) / self.filename
+
+
+LAYERS = RasterHandOff("layers.tif", STEP0, np.float32, len(LAYER_NAMES), None, STEP0_RUN_ITEM, LAYER_NAMES)
+SEGMENTS_RASTER = RasterHandOff("segments.tif", STEP0, np.int32, 1, None, STEP0_RUN_ITEM)
+REFERENCE = RasterHandOff("reference.tif", STEP0, np.uint8, 1, UNLABELLED, STEP0_RUN_ITEM)
+PRED_MAP_RASTER = RasterHandOff("predMap.tif", STEP2, np.uint8, 1, UNLABELLED, STEP2_RUN_ITEM)
+UNCERTAINTY = RasterHandOff("uncertainty.tif", STEP2, np.float32, 1, float("nan"), STEP2_RUN_ITEM)
+
 def typed(handoff: HandOff, arrays: dict) -> dict:
     """``arrays`` with every key of ``handoff``, each in its declared dtype (text as an array of str)."""
     missing = set(handoff.keys) - set(arrays)
@@ -111,19 +147,19 @@ def as_text(value) -> np.ndarray:
 def save(handoff: HandOff, workdir: Path, arrays: dict, **fields) -> Path:
     """Write a complete hand-off atomically; returns its path."""
     path = handoff.path(workdir, **fields)
-    gdal_tif2rgb.save_mat(path, typed(handoff, arrays))
+    matfile.save_mat(path, typed(handoff, arrays))
     return path
 
 
 def load(handoff: HandOff, workdir: Path, keys, **fields) -> dict:
     """Read ``keys`` of a hand-off; a missing or damaged file names the step to rerun."""
-    return gdal_tif2rgb.load_mat(handoff.path(workdir, **fields), list(keys), made_by=handoff.made_by)
+    return matfile.load_mat(handoff.path(workdir, **fields), list(keys), made_by=handoff.made_by)
 
 
 def load_rows(handoff: HandOff, workdir: Path, keys, rows, **fields) -> dict:
     """Rows ``rows`` (slice or indices) of ``keys``; a MATLAB 7.3 file is read only at those rows."""
     path = existing(handoff.path(workdir, **fields), handoff.made_by)
-    return gdal_tif2rgb.load_mat_rows(path, list(keys), rows, made_by=handoff.made_by)
+    return matfile.load_mat_rows(path, list(keys), rows, made_by=handoff.made_by)
 
 
 def existing(path: Path, made_by: str) -> Path:
@@ -313,6 +349,49 @@ def check_raster_run(path: Path, step0_run: str) -> None:
     """Refuse one of Step 0's rasters written by another Step 0 run than ``step0_run``."""
     if gdal_tif2rgb.read_metadata(existing(path, STEP0)).get(STEP0_RUN_ITEM) != step0_run:
         raise InputDataError(f"{path}: written by another run of {STEP0} than samples_labels.mat; rerun {STEP0}")
+
+
+@contextlib.contextmanager
+def raster_writer(handoff: RasterHandOff, folder: Path, grid, run: str, **style):
+    """Yield ``write(block, row=0, col=0)`` filling the raster hand-off in ``folder`` on ``grid`` (a
+    :class:`gdal_tif2rgb.Grid`) block by block, stamped with the ``run`` that writes it; blocks are (rows, cols),
+    or (rows, cols, bands) channels last. ``style``: ``class_names`` and ``class_colours`` of a class raster.
+    The file appears only when the block exits cleanly (:func:`gdal_tif2rgb.geotiff_writer`)."""
+    with gdal_tif2rgb.geotiff_writer(handoff.path(folder), grid, handoff.bands, handoff.dtype,
+                                     nodata=handoff.nodata, band_names=handoff.band_names,
+                                     metadata={handoff.run_item: run}, **style) as write:
+        def write_block(block: np.ndarray, row: int = 0, col: int = 0) -> None:
+            write(np.moveaxis(block, -1, 0) if block.ndim == 3 else block, row, col)
+
+        yield write_block
+
+
+def write_raster(handoff: RasterHandOff, folder: Path, array: np.ndarray, grid, run: str, **style) -> None:
+    """Write a whole raster hand-off at once (see :func:`raster_writer`)."""
+    with raster_writer(handoff, folder, grid, run, **style) as write:
+        write(array)
+
+
+def raster_grid(handoff: RasterHandOff, workdir: Path, run: str):
+    """The :class:`gdal_tif2rgb.Grid` of a raster hand-off in ``workdir``, after checking that it exists, was
+    written by ``run`` (the run the other hand-offs name) and has the declared dtype and band count."""
+    path = existing(handoff.path(workdir), handoff.made_by)
+    grid, bands, dtype, metadata = gdal_tif2rgb.read_layout(path)
+    if metadata.get(handoff.run_item) != run:
+        raise InputDataError(f"{path}: written by another run of {handoff.made_by} than the hand-offs read with it "
+                             f"in {Path(workdir)}; rerun {handoff.made_by}")
+    if bands != handoff.bands or dtype != np.dtype(handoff.dtype):
+        raise InputDataError(f"{path}: {bands} band(s) of {dtype}, not {handoff.bands} of "
+                             f"{np.dtype(handoff.dtype)}; rerun {handoff.made_by}")
+    return grid
+
+
+def read_raster(handoff: RasterHandOff, workdir: Path, run: str, window: tuple | None = None) -> np.ndarray:
+    """A raster hand-off, whole or a ``window`` (row, col, rows, cols), checked as by :func:`raster_grid`:
+    (rows, cols) of its dtype for one band, (rows, cols, bands) channels last for several."""
+    raster_grid(handoff, workdir, run)
+    data = gdal_tif2rgb.read_window(handoff.path(workdir), handoff.bands, handoff.dtype, window)
+    return data[0] if handoff.bands == 1 else np.moveaxis(data, 0, -1)
 
 
 def train_labels(labels: np.ndarray, split: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from conftest import write_config, write_tif
+from pipeline import contract, matfile
 
 
 TINY = """
@@ -147,8 +148,8 @@ class TestMissingInvalidPixels:
         assert "596 pixels" in capsys.readouterr().out  # 400 NaN + 196 nodata
         layers = gdal_tif2rgb.read_bands(workdir / "layers.tif", list(range(1, 9)))[0]
         assert np.isfinite(layers).all() and layers.min() >= 0 and layers.max() <= 1
-        segments = gdal_tif2rgb.load_mat(workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
-        out = gdal_tif2rgb.load_mat(workdir / "samples_labels.mat", ["labels", "valid_fraction"], made_by="Step0")
+        segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
+        out = contract.load(contract.SAMPLES, workdir, ["labels", "valid_fraction"])
         invalid = np.isnan(image[0]) | (image[0] == -9999)
         only_invalid = np.unique(segments[invalid])
         assert not np.isin(only_invalid, segments[~invalid]).any()  # invalid pixels form their own superpixels
@@ -194,7 +195,7 @@ class TestInterruptedWrites:
 
         monkeypatch.setattr(scipy.io, "savemat", disk_full)
         with pytest.raises(OSError, match="No space left"):
-            gdal_tif2rgb.save_mat(path, {"segments": np.ones((3, 3), np.int32)})
+            matfile.save_mat(path, {"segments": np.ones((3, 3), np.int32)})
         assert path.read_bytes() == before
         assert sorted(p.name for p in scene["workdir"].iterdir() if "partial" in p.name) == []
 
@@ -225,17 +226,17 @@ class TestReproducibility:
         second = tmp_path / "second"
         arguments = ["--config", str(scene["config"])]
         assert step0.main([*arguments, "--workdir", str(second)]) == 0
-        for name, keys in (("segments.mat", ["segments"]),
-                           ("samples_labels.mat", ["samples", "labels", "centroids", "purity", "split"])):
-            first = gdal_tif2rgb.load_mat(scene["workdir"] / name, keys, made_by="Step0")
-            again = gdal_tif2rgb.load_mat(second / name, keys, made_by="Step0")
+        for handoff, keys in ((contract.SEGMENTS, ["segments"]),
+                              (contract.SAMPLES, ["samples", "labels", "centroids", "purity", "split"])):
+            first = contract.load(handoff, scene["workdir"], keys)
+            again = contract.load(handoff, second, keys)
             for key in keys:
                 assert np.array_equal(first[key], again[key]), key
         for folder in (scene["workdir"], second):
             assert step1.main([*arguments, "--workdir", str(folder)]) == 0
         keys = ["images", "labels", "index"]
-        first = gdal_tif2rgb.load_mat(scene["workdir"] / "Samples_classBalanced_20.mat", keys, made_by="Step1")
-        again = gdal_tif2rgb.load_mat(second / "Samples_classBalanced_20.mat", keys, made_by="Step1")
+        first = contract.load(contract.BALANCED, scene["workdir"], keys, per_class=20)
+        again = contract.load(contract.BALANCED, second, keys, per_class=20)
         assert all(np.array_equal(first[k], again[k]) for k in keys)
 
     def test_run_record_holds_configuration_seed_versions_and_checksums(self, scene):
@@ -252,8 +253,10 @@ class TestMatFiles:
         path = tmp_path / "big.mat"
         arrays = {"samples": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "labels": np.array([1, 255], np.uint8),
                   "class_names": np.array(["urban", "water"])}
-        gdal_tif2rgb._save_mat_v73(path, arrays)
+        with matfile.mat_v73_writer(path) as mat:
+            for name, value in arrays.items():
+                mat.put(name, value)
         assert path.read_bytes()[:19] == b"MATLAB 7.3 MAT-file"
-        loaded = gdal_tif2rgb.load_mat(path, list(arrays), made_by="Step0")
+        loaded = matfile.load_mat(path, list(arrays), made_by="Step0")
         for key, value in arrays.items():
             assert np.array_equal(loaded[key], value), key

@@ -37,7 +37,7 @@ import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
 from conftest import PROJECT, SUBSET, write_config, write_tif
-from pipeline import cli
+from pipeline import cli, matfile
 from pipeline.errors import ConfigError
 from test_errors import TINY, fails_with_one_line, quadrant_scene, snapshot
 
@@ -380,7 +380,7 @@ def subset_run(tmp_path_factory, subset_reference) -> dict:
 
 class TestOutputsAsOneSet:
     def test_step0_write_fails_midway(self, guard, copied, monkeypatch):
-        original, calls = gdal_tif2rgb.save_mat, []
+        original, calls = matfile.save_mat, []
 
         def disk_full_on_second_call(path, variables):
             calls.append(path)
@@ -388,7 +388,7 @@ class TestOutputsAsOneSet:
                 raise OSError(28, NO_SPACE)
             return original(path, variables)
 
-        monkeypatch.setattr(gdal_tif2rgb, "save_mat", disk_full_on_second_call)
+        monkeypatch.setattr(matfile, "save_mat", disk_full_on_second_call)
         guard.refused(step0.main, args(copied, "--n-segments", 30), NO_SPACE, work=copied["work"],
                       inputs=inputs(copied))
         assert len(calls) >= 2, "the disk-full error was never raised"

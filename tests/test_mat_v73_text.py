@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-import gdal_tif2rgb
+from pipeline import matfile
 
 hdf5storage = pytest.importorskip("hdf5storage")
 
@@ -15,7 +15,7 @@ CLASS_NAMES = ["urban", "crop", "vegetation", "water"]
 @pytest.fixture()
 def mat_file(tmp_path):
     path = tmp_path / "samples_labels.mat"
-    with gdal_tif2rgb.mat_v73_writer(path) as mat:
+    with matfile.mat_v73_writer(path) as mat:
         mat.put("class_names", np.array(CLASS_NAMES))
         mat.put("site", np.array(["forêt"]))
         mat.put("values", np.arange(12, dtype=np.float32).reshape(3, 4))
@@ -49,7 +49,7 @@ def test_hdf5storage_reads_the_text_and_numbers_back(mat_file):
 
 
 def test_load_mat_returns_lists_of_str(mat_file):
-    contents = gdal_tif2rgb.load_mat(mat_file, ["class_names", "site", "values"], made_by="Step0")
+    contents = matfile.load_mat(mat_file, ["class_names", "site", "values"], made_by="Step0")
     assert contents["class_names"] == CLASS_NAMES
     assert contents["site"] == ["forêt"]
     np.testing.assert_array_equal(contents["values"], np.arange(12, dtype=np.float32).reshape(3, 4))
@@ -57,17 +57,17 @@ def test_load_mat_returns_lists_of_str(mat_file):
 
 def test_characters_outside_the_basic_plane_and_empty_text(tmp_path):
     path = tmp_path / "odd.mat"
-    with gdal_tif2rgb.mat_v73_writer(path) as mat:
+    with matfile.mat_v73_writer(path) as mat:
         mat.put("names", np.array(["a\U0001F332", "ß"]))  # a surrogate pair in UTF-16
         mat.put("nothing", np.array([], dtype=str))
-    assert gdal_tif2rgb.load_mat(path, ["names", "nothing"], made_by="Step0") == {"names": ["a\U0001F332", "ß"],
+    assert matfile.load_mat(path, ["names", "nothing"], made_by="Step0") == {"names": ["a\U0001F332", "ß"],
                                                                         "nothing": []}
     assert np.asarray(hdf5storage.loadmat(str(path))["nothing"]).size == 0
 
 
 def test_files_of_the_earlier_utf8_layout_still_load(tmp_path):
     path = tmp_path / "old.mat"
-    with gdal_tif2rgb.mat_v73_writer(path) as mat:
+    with matfile.mat_v73_writer(path) as mat:
         dataset = mat.file.create_dataset("class_names", data=np.array([b"urban", b"for\xc3\xaat"]))
         dataset.attrs["MATLAB_class"] = np.bytes_("char")
-    assert gdal_tif2rgb.load_mat(path, ["class_names"], made_by="Step0")["class_names"] == ["urban", "forêt"]
+    assert matfile.load_mat(path, ["class_names"], made_by="Step0")["class_names"] == ["urban", "forêt"]

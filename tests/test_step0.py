@@ -6,9 +6,9 @@ import pytest
 import scipy.io
 from osgeo import gdal
 
-import gdal_tif2rgb
 import Step0_Data_Preparation as step0
 from conftest import SUBSET, write_config, write_tif
+from pipeline import contract
 from pipeline.contract import LAYER_NAMES
 
 
@@ -128,7 +128,7 @@ class TestPatches:
         assert patch.tolist() == [[7, 6, 7], [1, 0, 1], [7, 6, 7]]
 
     def test_every_patch_equals_layers_tif_window_at_its_centroid(self, step0_workdir):
-        samples = gdal_tif2rgb.load_mat(step0_workdir / "samples_labels.mat", ["samples", "centroids"], made_by="Step0")
+        samples = contract.load(contract.SAMPLES, step0_workdir, ["samples", "centroids"])
         layers = np.moveaxis(gdal.Open(str(step0_workdir / "layers.tif")).ReadAsArray(), 0, -1)
         window = samples["samples"].shape[1]
         half = window // 2
@@ -138,8 +138,8 @@ class TestPatches:
 
 
     def test_masks_mark_the_superpixel_own_pixels_in_its_window(self, step0_workdir):
-        segments = gdal_tif2rgb.load_mat(step0_workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
-        out = gdal_tif2rgb.load_mat(step0_workdir / "samples_labels.mat", ["masks", "centroids"], made_by="Step0")
+        segments = contract.load(contract.SEGMENTS, step0_workdir, ["segments"])["segments"]
+        out = contract.load(contract.SAMPLES, step0_workdir, ["masks", "centroids"])
         half = out["masks"].shape[1] // 2
         padded = np.pad(segments, half, mode="reflect")
         for i in range(0, len(out["centroids"]), 7):
@@ -151,9 +151,8 @@ class TestPatches:
 
 class TestSplit:
     def test_no_training_patch_sees_a_test_pixel(self, step0_workdir):
-        segments = gdal_tif2rgb.load_mat(step0_workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
-        out = gdal_tif2rgb.load_mat(step0_workdir / "samples_labels.mat", ["split", "centroids", "labels", "samples"],
-                          made_by="Step0")
+        segments = contract.load(contract.SEGMENTS, step0_workdir, ["segments"])["segments"]
+        out = contract.load(contract.SAMPLES, step0_workdir, ["split", "centroids", "labels", "samples"])
         window = out["samples"].shape[1]
         half = window // 2
         test_pixels = np.pad(np.isin(segments, np.flatnonzero(out["split"] == 1)), half, mode="reflect")
@@ -163,7 +162,7 @@ class TestSplit:
             assert not test_pixels[row:row + window, col:col + window].any()
 
     def test_about_the_asked_share_of_labelled_superpixels_is_test(self, step0_workdir):
-        out = gdal_tif2rgb.load_mat(step0_workdir / "samples_labels.mat", ["split", "labels"], made_by="Step0")
+        out = contract.load(contract.SAMPLES, step0_workdir, ["split", "labels"])
         labelled = out["labels"] != 255
         share = (out["split"][labelled] == 1).mean()
         assert 0.25 <= share <= 0.45

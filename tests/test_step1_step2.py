@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-import gdal_tif2rgb
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from conftest import SUBSET
-from pipeline import cnn
+from pipeline import cnn, contract
 from pipeline.errors import InputDataError
 
 CLASSES = ["urban", "crop", "vegetation", "water"]
@@ -44,9 +43,8 @@ class TestBalance:
 
     def test_balanced_file_traces_back_to_train_superpixels(self, step2_workdir):
         workdir, _, _ = step2_workdir
-        balanced = gdal_tif2rgb.load_mat(workdir / "Samples_classBalanced_150.mat", ["images", "labels", "index"],
-                               made_by="Step1")
-        step0 = gdal_tif2rgb.load_mat(workdir / "samples_labels.mat", ["samples", "labels", "split"], made_by="Step0")
+        balanced = contract.load(contract.BALANCED, workdir, ["images", "labels", "index"], per_class=150)
+        step0 = contract.load(contract.SAMPLES, workdir, ["samples", "labels", "split"])
         assert np.bincount(balanced["labels"]).tolist() == [150] * 4
         assert (step0["split"][balanced["index"]] == 0).all()
         assert np.array_equal(step0["labels"][balanced["index"]], balanced["labels"])
@@ -77,10 +75,10 @@ class TestModel:
 class TestMap:
     def test_painted_map_equals_lookup_of_segments(self, step2_workdir):
         workdir, _, _ = step2_workdir
-        segments = gdal_tif2rgb.load_mat(workdir / "segments.mat", ["segments"], made_by="Step0")["segments"]
-        labels = gdal_tif2rgb.load_mat(workdir / "predLabels.mat", ["predLabels"], made_by="Step2")["predLabels"]
-        pred_map = gdal_tif2rgb.load_mat(workdir / "predMap.mat", ["predMap"], made_by="Step2")["predMap"]
-        probabilities = gdal_tif2rgb.load_mat(workdir / "predProb.mat", ["predProb"], made_by="Step2")["predProb"]
+        segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
+        labels = contract.load(contract.PRED_LABELS, workdir, ["predLabels"])["predLabels"]
+        pred_map = contract.load(contract.PRED_MAP, workdir, ["predMap"])["predMap"]
+        probabilities = contract.load(contract.PRED_PROB, workdir, ["predProb"])["predProb"]
         assert np.array_equal(pred_map, labels[segments])
         assert probabilities.shape == (segments.max() + 1, 4)
         assert np.array_equal(probabilities.argmax(axis=1), labels)
@@ -96,14 +94,14 @@ class TestMap:
         assert [table.GetColorEntry(i)[:3] for i in range(4)] == [(255, 248, 18), (255, 119, 88), (11, 131, 20),
                                                                   (31, 59, 255)]
         assert band.GetCategoryNames()[:4] == CLASSES and band.GetNoDataValue() == 255
-        pred_map = gdal_tif2rgb.load_mat(workdir / "predMap.mat", ["predMap"], made_by="Step2")["predMap"]
+        pred_map = contract.load(contract.PRED_MAP, workdir, ["predMap"])["predMap"]
         assert np.array_equal(band.ReadAsArray(), pred_map)
 
     def test_same_seed_gives_the_same_labels(self, step2_workdir, tmp_path):
         workdir, _, arguments = step2_workdir
-        first = gdal_tif2rgb.load_mat(workdir / "predLabels.mat", ["predLabels"], made_by="Step2")["predLabels"]
+        first = contract.load(contract.PRED_LABELS, workdir, ["predLabels"])["predLabels"]
         assert step2.main([*arguments, "--runs-dir", str(tmp_path)]) == 0
-        second = gdal_tif2rgb.load_mat(workdir / "predLabels.mat", ["predLabels"], made_by="Step2")["predLabels"]
+        second = contract.load(contract.PRED_LABELS, workdir, ["predLabels"])["predLabels"]
         assert np.array_equal(first, second)
 
 

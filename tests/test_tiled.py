@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-import gdal_tif2rgb
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
+from pipeline import contract
 from pipeline.grids import tile_windows
 from test_cog import assert_cog, qml_classes
 
@@ -37,20 +37,20 @@ def runs(tmp_path_factory):
 
 def test_superpixel_ids_are_unique_across_tiles(runs):
     segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
-    labels = gdal_tif2rgb.load_mat(runs["tiled"] / "samples_labels.mat", ["labels"], made_by="Step0")["labels"]
+    labels = contract.load(contract.SAMPLES, runs["tiled"], ["labels"])["labels"]
     assert np.array_equal(np.unique(segments), np.arange(len(labels)))
     tile_of = {}
     for number, (row, col, rows, cols) in enumerate(tile_windows(segments.shape, TILE)):
         for superpixel in np.unique(segments[row:row + rows, col:col + cols]):
             assert tile_of.setdefault(superpixel, number) == number, f"superpixel {superpixel} crosses a seam"
-    assert np.array_equal(gdal_tif2rgb.load_mat(runs["tiled"] / "segments.mat", ["segments"], made_by="Step0")["segments"],
+    assert np.array_equal(contract.load(contract.SEGMENTS, runs["tiled"], ["segments"])["segments"],
                           segments)
 
 
 def test_layers_and_patches_are_those_of_the_whole_scene(runs):
     whole = gdal.Open(str(runs["whole"] / "layers.tif")).ReadAsArray()
     assert np.array_equal(gdal.Open(str(runs["tiled"] / "layers.tif")).ReadAsArray(), whole)
-    tiled = gdal_tif2rgb.load_mat(runs["tiled"] / "samples_labels.mat", ["samples", "masks", "centroids"], made_by="Step0")
+    tiled = contract.load(contract.SAMPLES, runs["tiled"], ["samples", "masks", "centroids"])
     segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
     layers = np.moveaxis(whole, 0, -1)
     half = tiled["samples"].shape[1] // 2
@@ -79,7 +79,7 @@ def test_tiled_hand_offs_are_matlab_73_and_the_map_is_georeferenced(runs):
     source = gdal.Open(str(runs["whole"] / "layers.tif"))
     assert predicted.GetGeoTransform() == source.GetGeoTransform()
     segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
-    labels = gdal_tif2rgb.load_mat(runs["tiled"] / "predLabels.mat", ["predLabels"], made_by="Step2")["predLabels"]
+    labels = contract.load(contract.PRED_LABELS, runs["tiled"], ["predLabels"])["predLabels"]
     assert np.array_equal(predicted.GetRasterBand(1).ReadAsArray(), labels[segments])
 
 

@@ -1,0 +1,225 @@
+"""MATLAB ``.mat`` files of the hand-offs: v5 (scipy.io) for ordinary scenes, v7.3 (HDF5) past v5's 2 GB limit.
+
+Both versions are read with the same :func:`load_mat` (text variables come back as lists of str), and a
+v7.3 file can be read at chosen rows only (:func:`load_mat_rows`) or written block by block
+(:func:`mat_v73_writer`), so a whole tile's patches never need to fit in memory. MATLAB, scipy.io, h5py and
+hdf5storage read what this module writes; every file appears only when complete (``atomic_output``).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from gdal_tif2rgb import InputFileError, atomic_output
+
+#: Largest variable scipy.io writes in a MATLAB v5 file; bigger hand-offs go to v7.3 (HDF5).
+MAT_V5_LIMIT_BYTES = 2**31 - 1
+
+
+def save_mat(path: Path, variables: dict) -> None:
+    """Write a .mat hand-off atomically: MATLAB v5 (scipy.io) or, past v5's 2 GB limit, v7.3 (HDF5)."""
+    import scipy.io
+
+    largest = max(np.asarray(value).nbytes for value in variables.values())
+    with atomic_output(path) as temporary:
+        if largest > MAT_V5_LIMIT_BYTES:
+            _save_mat_v73(temporary, variables)
+        else:
+            scipy.io.savemat(temporary, variables, do_compression=False, oned_as="column")
+
+
+def _save_mat_v73(path: Path, variables: dict) -> None:
+    with mat_v73_writer(path) as mat:
+        for name, value in variables.items():
+            mat.put(name, value)
+
+
+class MatV73:
+    """An open MATLAB 7.3 file (HDF5 with a 512-byte header; arrays stored column-major, i.e. transposed)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def put(self, name: str, value) -> None:
+        """Store a whole variable; text (str arrays) as a MATLAB char matrix, one string per row."""
+        value = np.asarray(value)
+        if value.dtype.kind in "US":
+            self._put_text(name, value)
+            return
+        self._create(name, value.T, value.dtype, maxshape=None)
+
+    def _put_text(self, name: str, value: np.ndarray) -> None:
+        """Write strings as MATLAB does a char matrix: UTF-16 code units (uint16), one row per string padded
+        with spaces, stored transposed, with attributes MATLAB_class 'char' and MATLAB_int_decode 2."""
+        strings = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in value.ravel()]
+        units = [np.frombuffer(s.encode("utf-16-le"), dtype="<u2") for s in strings]
+        width = max((len(u) for u in units), default=0)
+        if not strings or width == 0:  # MATLAB keeps an empty array as its dimensions, flagged MATLAB_empty
+            dataset = self.file.create_dataset(name, data=np.array([width, len(strings)], dtype=np.uint64))
+            dataset.attrs["MATLAB_empty"] = np.uint8(1)
+        else:
+            matrix = np.full((len(strings), width), ord(" "), dtype=np.uint16)
+            for row, code_units in enumerate(units):
+                matrix[row, :len(code_units)] = code_units
+            dataset = self.file.create_dataset(name, data=matrix.T)
+        dataset.attrs["MATLAB_class"] = np.bytes_("char")
+        dataset.attrs["MATLAB_int_decode"] = np.int32(2)
+
+    def append(self, name: str, rows: np.ndarray) -> None:
+        """Add ``rows`` along the first axis of variable ``name`` (created on first use)."""
+        rows = np.asarray(rows)
+        if name not in self.file:
+            self._create(name, rows.T, rows.dtype, maxshape=(*rows.shape[:0:-1], None))
+            return
+        dataset = self.file[name]
+        start = dataset.shape[-1]
+        dataset.resize(start + len(rows), axis=dataset.ndim - 1)
+        dataset[..., start:] = rows.T
+
+    def write_window(self, name: str, block: np.ndarray, row: int, col: int, shape: tuple) -> None:
+        """Write a (rows, cols) ``block`` at (``row``, ``col``) of a 2-D variable of ``shape``."""
+        if name not in self.file:
+            dataset = self.file.create_dataset(name, shape=shape[::-1], dtype=block.dtype,
+                                               chunks=(min(512, shape[1]), min(512, shape[0])))
+            dataset.attrs["MATLAB_class"] = np.bytes_(_matlab_class(block.dtype))
+        self.file[name][col:col + block.shape[1], row:row + block.shape[0]] = block.T
+
+    def read_window(self, name: str, row: int, col: int, rows: int, cols: int) -> np.ndarray:
+        """Read back a (rows, cols) block of a 2-D variable written with :meth:`write_window`."""
+        return self.file[name][col:col + cols, row:row + rows].T
+
+    def _create(self, name, data, dtype, maxshape):
+        dataset = self.file.create_dataset(name, data=data, maxshape=maxshape,
+                                           chunks=True if maxshape else None)
+        dataset.attrs["MATLAB_class"] = np.bytes_(_matlab_class(dtype))
+
+
+def _matlab_class(dtype) -> str:
+    return {"f": "single" if dtype.itemsize == 4 else "double", "b": "logical"}.get(
+        dtype.kind, f"{'u' if dtype.kind == 'u' else ''}int{8 * dtype.itemsize}")
+
+
+@contextlib.contextmanager
+def mat_v73_writer(path: Path):
+    """Yield a :class:`MatV73` to fill variable by variable or block by block; the file appears at ``path``
+    only when the block exits cleanly. MATLAB and h5py read it; :func:`load_mat` reads it too."""
+    import h5py
+
+    with atomic_output(path) as temporary:
+        with h5py.File(temporary, "w", userblock_size=512) as file:
+            yield MatV73(file)
+        with open(temporary, "r+b") as file:
+            file.write(_mat_v73_header())
+
+
+def _mat_v73_header(now: float | None = None) -> bytes:
+    """The 128 bytes MATLAB puts at the start of a 7.3 MAT-file's 512-byte HDF5 user block: text padded
+    with spaces to 116 bytes, an 8-byte subsystem offset of zeros, version 0x0200 and the endian mark 'IM'.
+
+    >>> header = _mat_v73_header(0.0)
+    >>> len(header), header[:20], header[116:]
+    (128, b'MATLAB 7.3 MAT-file,', b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02IM')
+    """
+    import platform
+    import time
+
+    machine = platform.machine().lower()
+    arm = machine in ("arm64", "aarch64")
+    name = {"linux": "GLNXA64", "win32": "PCWIN64", "darwin": "MACA64" if arm else "MACI64"}.get(sys.platform,
+                                                                                               sys.platform)
+    stamp = time.localtime(now)
+    day = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[stamp.tm_wday]
+    month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[stamp.tm_mon - 1]
+    text = (f"MATLAB 7.3 MAT-file, Platform: {name}, Created on: {day} {month} {stamp.tm_mday:02d} "
+            f"{stamp.tm_hour:02d}:{stamp.tm_min:02d}:{stamp.tm_sec:02d} {stamp.tm_year} HDF5 schema 1.00 .")
+    return text.encode("ascii").ljust(116, b" ")[:116] + bytes(8) + b"\x00\x02IM"
+
+
+def load_mat(path: Path, keys, *, made_by: str) -> dict:
+    """Read ``keys`` from a .mat hand-off of either version; text variables come back as lists of str.
+
+    Raises :class:`InputFileError` naming the step ``made_by`` to run when the file is missing,
+    truncated or lacks a key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: not found; run {made_by} first")
+    try:
+        contents = _load_mat_v73(path, keys) if _is_v73(path) else _load_mat_v5(path, keys)
+    except InputFileError:
+        raise
+    except Exception as error:  # scipy and h5py raise many kinds on a damaged file
+        raise InputFileError(f"{path}: unreadable or truncated ({type(error).__name__}); rerun {made_by}") from None
+    missing = [key for key in keys if key not in contents]
+    if missing:
+        raise InputFileError(f"{path}: lacks {', '.join(missing)} (truncated, or written by another version); "
+                             f"rerun {made_by}")
+    return contents
+
+
+def load_mat_rows(path: Path, keys, rows, *, made_by: str) -> dict:
+    """Rows ``rows`` (a slice or an array of indices, repeats allowed) of variables ``keys`` of a hand-off.
+
+    A MATLAB 7.3 file is read only at those rows, so a big tiled scene's patches never need to fit in memory.
+    """
+    if not _is_v73(path):
+        return {key: value[rows] for key, value in load_mat(path, keys, made_by=made_by).items()}
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        if isinstance(rows, slice):
+            return {key: file[key][..., rows].T for key in keys}
+        distinct, position = np.unique(rows, return_inverse=True)
+        return {key: file[key][..., distinct].T[position] for key in keys}
+
+
+def _is_v73(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(128)[:19] == b"MATLAB 7.3 MAT-file"
+
+
+def _load_mat_v5(path: Path, keys) -> dict:
+    import scipy.io
+
+    contents = scipy.io.loadmat(path, variable_names=list(keys), squeeze_me=False, chars_as_strings=True)
+    result = {}
+    for key in keys:
+        if key not in contents:
+            continue
+        value = contents[key]
+        if value.dtype.kind == "U":
+            value = [str(s).rstrip() for s in value.ravel()]
+        elif value.ndim == 2 and 1 in value.shape and key not in ("segments", "predMap", "centroids"):
+            value = value.ravel()
+        result[key] = value
+    return result
+
+
+def _load_mat_v73(path: Path, keys) -> dict:
+    import h5py
+
+    result = {}
+    with h5py.File(path, "r") as file:
+        for key in keys:
+            if key in file:
+                dataset = file[key]
+                if dataset.attrs.get("MATLAB_class") == b"char":
+                    result[key] = _mat_v73_text(dataset)
+                else:
+                    result[key] = dataset[()].T
+    return result
+
+
+def _mat_v73_text(dataset) -> list[str]:
+    """The strings of a MATLAB char matrix (UTF-16 code units, one padded string per row; earlier files of
+    this module held UTF-8 bytes instead)."""
+    if dataset.attrs.get("MATLAB_empty", 0):
+        return []
+    data = dataset[()]
+    if data.dtype.kind == "S":
+        return [s.decode("utf-8") for s in data.T.ravel()]
+    rows = np.atleast_2d(data.T).astype("<u2")
+    return [row.tobytes().decode("utf-16-le", errors="replace").rstrip(" ") for row in rows]
