@@ -102,13 +102,8 @@ def predict_and_paint(config: Path, workdir: Path, tile_size: int, workers: int)
 
     scene = load_scene(config, workdir, {"tile_size": tile_size})
     channels = Parameters().train_layers
-<<<<<<< HEAD
-    n = len(gdal_tif2rgb.load_mat(scene.output("samples_labels.mat"), ["labels"], made_by="Step0")["labels"])
-    model = cnn.build_cnn((scene.params.patch_width, scene.params.patch_width, len(channels)), len(scene.classes))
-=======
     n = len(contract.load(contract.SAMPLES, scene.workdir, ["labels"])["labels"])
-    model = step2.build_cnn((scene.params.patch_width, scene.params.patch_width, len(channels)), len(scene.classes))
->>>>>>> main
+    model = cnn.build_cnn((scene.params.patch_width, scene.params.patch_width, len(channels)), len(scene.classes))
     model_path = scene.output("model.keras")
     with gdal_tif2rgb.atomic_output(model_path) as temporary:
         model.save(temporary)
