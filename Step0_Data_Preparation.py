@@ -40,11 +40,7 @@ from typing import Callable
 import numpy as np
 
 import gdal_tif2rgb
-<<<<<<< HEAD
-from pipeline import cli, cluster, contract, grids, model_card, sources
-=======
-from pipeline import cli, cluster, contract, grids, matfile, sources
->>>>>>> main
+from pipeline import cli, cluster, contract, grids, matfile, model_card, sources
 from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS, TEST, TRAIN, UNLABELLED, UNUSED
