@@ -5,15 +5,17 @@ histograms, and projector embeddings of the network input and of the learned fea
 superpixel's patch and paints the map with one lookup, ``predLabels[segments]``. With ``--model`` it applies a
 model trained on another scene instead (no Step 1, no training), checked against this scene with its card.
 
-Reads ``Samples_classBalanced_<per_class>.mat`` (Step 1; not with ``--model``), ``samples_labels.mat`` and
-``segments.mat`` (Step 0) and the grid of ``layers.tif`` (and, tiled, ``segments.tif``). Writes, in the work
-folder: ``model.keras`` and its card ``model.json`` (not with ``--model``), ``learning_curve.png`` (not with
-``--model``), ``predLabels.mat`` (``predLabels``: n uint8, 255 for superpixels without valid pixels),
-``predProb.mat`` (``predProb``: n x classes float32), ``predMap.mat`` (``predMap``: rows x cols uint8; not in
-tiled mode), ``predMap.png``, ``predMap.tif`` (a Cloud-Optimized GeoTIFF of class codes with a colour table and
-class names, nodata 255), ``predMap.qml`` (its QGIS style), ``uncertainty.tif`` (float32, 1 - max class
-probability, NaN where no data) and ``uncertainty.png``. With ``--tile-size`` (as in Step 0), prediction runs
-chunk by chunk on a Dask cluster and the map is painted window by window. The TensorBoard run goes to
+Reads ``Samples_classBalanced_<per_class>.mat`` (Step 1), or with ``--model MODEL`` the trained ``MODEL``
+(a ``model.keras``) and its card ``model.json`` beside it; ``samples_labels.mat`` and ``segments.mat`` (Step 0)
+and the grid of ``layers.tif`` (tiled: ``segments.tif``, window by window, instead of the segments of
+``segments.mat``). Writes, in the work folder: ``model.keras`` and its card ``model.json`` and
+``learning_curve.png`` (not with ``--model``), ``predLabels.mat`` (``predLabels``: n uint8, 255 for
+superpixels without valid pixels), ``predProb.mat`` (``predProb``: n x classes float32), ``predMap.mat``
+(``predMap``: rows x cols uint8; not in tiled mode), ``predMap.png``, ``predMap.tif`` (a Cloud-Optimized
+GeoTIFF of class codes with a colour table and class names, nodata 255), ``predMap.qml`` (its QGIS style),
+``uncertainty.tif`` (float32, 1 - max class probability, NaN where no data) and ``uncertainty.png``; both
+GeoTIFFs carry this run's id (``STEP2_RUN``). With ``--tile-size`` (as in Step 0), prediction runs chunk by
+chunk on a Dask cluster and the map is painted window by window. The TensorBoard run goes to
 ``runs/<name>-<timestamp>/`` (with a copy of the model and its card): ``tensorboard --logdir runs``.
 """
 from __future__ import annotations
@@ -109,12 +111,13 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step
         contract.save(contract.PRED_LABELS, out.staging, {"predLabels": pred_labels, contract.PROVENANCE: record})
         contract.save(contract.PRED_PROB, out.staging, {"predProb": probabilities, contract.PROVENANCE: record})
         if client is not None:
-            blocks = prediction_maps.painted_windows(scene, step0["grid"], pred_labels, uncertainty)
+            blocks = prediction_maps.painted_windows(scene, record["step0_run"], step0["grid"], pred_labels,
+                                                     uncertainty)
         else:
             pred_map = grids.paint_map(pred_labels, step0["segments"])
             contract.save(contract.PRED_MAP, out.staging, {"predMap": pred_map, contract.PROVENANCE: record})
             blocks = [(pred_map, grids.paint_map(uncertainty, step0["segments"]), 0, 0)]
-        prediction_maps.write_maps(out, scene.class_names, step0["grid"], blocks)
+        prediction_maps.write_maps(out, scene.class_names, step0["grid"], blocks, record["run"])
     return pred_labels
 
 
@@ -122,7 +125,7 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step
 
 def step0_input_files(scene: Scene) -> tuple:
     """The files Step 2 reads whatever it does: the configuration and Step 0's hand-offs."""
-    return (scene.config_path, scene.output(contract.LAYERS_TIF), scene.output(contract.SEGMENTS_TIF),
+    return (scene.config_path, contract.LAYERS.path(scene.workdir), contract.SEGMENTS_RASTER.path(scene.workdir),
             contract.SAMPLES.path(scene.workdir), contract.SEGMENTS.path(scene.workdir))
 
 
@@ -131,10 +134,10 @@ def read_step0(scene: Scene) -> dict:
     the scene. A tiled run paints from ``segments.tif`` window by window, so it reads no whole segments."""
     tiled = bool(scene.params.tile_size)
     step0, segments = contract.load_step0(scene, ["labels", "split", "valid_fraction"], with_segments=not tiled)
-    layers_path = scene.output(contract.LAYERS_TIF)
-    for raster in (layers_path, scene.output(contract.SEGMENTS_TIF)) if tiled else (layers_path,):
-        contract.check_raster_run(raster, step0[contract.PROVENANCE]["run"])
-    grid, _ = gdal_tif2rgb.read_grid(layers_path)
+    run = step0[contract.PROVENANCE]["run"]
+    grid = contract.raster_grid(contract.LAYERS, scene.workdir, run)
+    if tiled:  # checked before the work, though it is read only when the map is painted
+        contract.raster_grid(contract.SEGMENTS_RASTER, scene.workdir, run)
     if segments is not None and segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{contract.SEGMENTS.path(scene.workdir)}: {segments.shape} does not match "
                              f"layers.tif; rerun {STEP0}")

@@ -5,6 +5,8 @@ A *block* is a (rows, cols) array of the scene whose top-left pixel is at (row, 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 import gdal_tif2rgb
@@ -13,24 +15,27 @@ from pipeline.contract import UNLABELLED
 from pipeline.figures import plot_class_map, pyplot
 from pipeline.outputs import OutputSet
 
+#: ``uncertainty.tif`` as the contract declares it, with the description its band has always carried.
+UNCERTAINTY = dataclasses.replace(contract.UNCERTAINTY, band_names=("1 - max class probability",))
 
-def write_maps(out: OutputSet, class_names, grid: gdal_tif2rgb.Grid, blocks) -> None:
+
+def write_maps(out: OutputSet, class_names, grid: gdal_tif2rgb.Grid, blocks, run: str) -> None:
     """Write the map files of a scene on ``grid`` into ``out`` from ``blocks``.
 
     ``blocks`` is an iterable of (map block uint8 class codes, uncertainty block float32, row, col) covering the
-    grid. Writes ``predMap.tif`` (class codes with colour table and ``class_names``, nodata 255),
-    ``uncertainty.tif`` (1 - max class probability, NaN where no data), the QGIS style ``predMap.qml``, and
-    ``predMap.png`` and ``uncertainty.png`` from previews built up block by block.
+    grid. Writes the raster hand-offs ``predMap.tif`` (class codes with colour table and ``class_names``, nodata
+    255) and ``uncertainty.tif`` (1 - max class probability, NaN where no data), both stamped with the Step 2
+    ``run`` id, the QGIS style ``predMap.qml``, and ``predMap.png`` and ``uncertainty.png`` from previews built
+    up block by block.
     """
     colours = gdal_tif2rgb.class_palette(class_names)
     step = grids.display_stride(grid.rows, grid.cols)
     shape = (-(-grid.rows // step), -(-grid.cols // step))
     preview, uncertainty_preview = np.full(shape, UNLABELLED, dtype=np.uint8), np.full(shape, np.nan, np.float32)
     gdal_tif2rgb.write_qml(out.path("predMap.qml"), class_names, colours, nodata=UNLABELLED)
-    with gdal_tif2rgb.geotiff_writer(out.path("predMap.tif"), grid, 1, np.uint8, nodata=UNLABELLED,
-                                     class_names=class_names, class_colours=colours) as write_map, \
-            gdal_tif2rgb.geotiff_writer(out.path("uncertainty.tif"), grid, 1, np.float32, nodata=np.nan,
-                                        band_names=["1 - max class probability"]) as write_uncertainty:
+    with contract.raster_writer(contract.PRED_MAP_RASTER, out.staging, grid, run, class_names=class_names,
+                                class_colours=colours) as write_map, \
+            contract.raster_writer(UNCERTAINTY, out.staging, grid, run) as write_uncertainty:
         for block, uncertainty, row, col in blocks:
             write_map(block, row, col)
             write_uncertainty(uncertainty, row, col)
@@ -51,10 +56,11 @@ def plot_uncertainty(uncertainty: np.ndarray):
     return figure
 
 
-def painted_windows(scene, grid: gdal_tif2rgb.Grid, pred_labels: np.ndarray, uncertainty: np.ndarray):
+def painted_windows(scene, step0_run: str, grid: gdal_tif2rgb.Grid, pred_labels: np.ndarray,
+                    uncertainty: np.ndarray):
     """The blocks of a tiled run: (map block, uncertainty block, row, col), one per window of the scene's
-    ``tile_size``, painted from the window of Step 0's ``segments.tif`` with ``pred_labels`` (n,) uint8 and
-    ``uncertainty`` (n,) float32 per superpixel."""
+    ``tile_size``, painted with ``pred_labels`` (n,) uint8 and ``uncertainty`` (n,) float32 per superpixel from
+    the window of ``segments.tif``, checked to come from the Step 0 run ``step0_run``."""
     for window in grids.tile_windows((grid.rows, grid.cols), scene.params.tile_size):
-        segments = gdal_tif2rgb.read_labels(scene.output(contract.SEGMENTS_TIF), window=window)[0]
+        segments = contract.read_raster(contract.SEGMENTS_RASTER, scene.workdir, step0_run, window)
         yield grids.paint_map(pred_labels, segments), grids.paint_map(uncertainty, segments), window[0], window[1]
