@@ -97,6 +97,14 @@ class TestMap:
         pred_map = contract.load(contract.PRED_MAP, workdir, ["predMap"])["predMap"]
         assert np.array_equal(band.ReadAsArray(), pred_map)
 
+    def test_map_rasters_carry_the_step2_run_of_pred_labels(self, step2_workdir):
+        workdir, _, _ = step2_workdir
+        record = json.loads("".join(contract.load(contract.PRED_LABELS, workdir, ["provenance"])["provenance"]))
+        for handoff in (contract.PRED_MAP_RASTER, contract.UNCERTAINTY):
+            assert contract.raster_grid(handoff, workdir, record["run"]).rows == gdal.Open(str(SUBSET)).RasterYSize
+        uncertainty = gdal.Open(str(workdir / "uncertainty.tif"))  # kept: its band lives only as long as it does
+        assert uncertainty.GetRasterBand(1).GetDescription() == "1 - max class probability"
+
     def test_same_seed_gives_the_same_labels(self, step2_workdir, tmp_path):
         workdir, _, arguments = step2_workdir
         first = contract.load(contract.PRED_LABELS, workdir, ["predLabels"])["predLabels"]
