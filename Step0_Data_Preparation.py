@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import cli, cluster, contract, grids, quicklooks, sources, superpixels
+from pipeline import cli, cluster, contract, grids, model_card, quicklooks, sources, superpixels
 from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS, UNLABELLED
@@ -278,17 +278,14 @@ def stretch_from_model(scene: Scene, unit: str) -> dict:
     this scene. A model whose limits are in another unit, or in an unrecorded one, is refused."""
     if scene.stretch_from is None:
         return {"limits": None, "from_model_run": None, "unit": unit}
-    card = contract.read_model_card(scene.stretch_from)
-    if "stretch_unit" not in card:
-        raise InputDataError(f"{scene.stretch_from}: trained before stretch units were recorded; retrain with "
-                             f"{contract.STEP2}")
-    if card["stretch_unit"] != unit:
-        raise InputDataError(f"{scene.stretch_from}: its stretch limits are in {card['stretch_unit']}, this scene's "
+    card = model_card.read(scene.stretch_from)
+    if card.stretch_unit != unit:
+        raise InputDataError(f"{scene.stretch_from}: its stretch limits are in {card.stretch_unit}, this scene's "
                              f"image values in {unit}; give a scene of the model's kind of image, or train a model "
                              f"on this kind with {contract.STEP2}")
-    log.info("stretching with the limits of the model %s trained on scene %s", scene.stretch_from, card["scene"])
-    return {"limits": {name: tuple(card["stretch_limits"][name]) for name in LAYER_NAMES},
-            "from_model_run": card["model_run"], "from_model": str(scene.stretch_from), "unit": unit}
+    log.info("stretching with the limits of the model %s trained on scene %s", scene.stretch_from, card.scene)
+    return {"limits": {name: tuple(card.stretch_limits[name]) for name in LAYER_NAMES},
+            "from_model_run": card.model_run, "from_model": str(scene.stretch_from), "unit": unit}
 
 
 def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = None, explore: bool = False) -> None:

@@ -197,8 +197,8 @@ def read_layout(path: Path) -> tuple[Grid, int, np.dtype, dict]:
     reading its pixels."""
     from osgeo import gdal_array
 
-    dataset = _open_raster(path)
-    grid = Grid(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
+    dataset = open_raster(path)
+    grid = Grid.of(dataset)
     dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(dataset.GetRasterBand(1).DataType))
     return grid, dataset.RasterCount, dtype, dict(dataset.GetMetadata() or {})
 
@@ -206,7 +206,7 @@ def read_layout(path: Path) -> tuple[Grid, int, np.dtype, dict]:
 def read_window(path: Path, n_bands: int, dtype, window: tuple | None = None) -> np.ndarray:
     """Bands 1..``n_bands`` of a raster as ``dtype``, whole or a ``window`` (row, col, rows, cols) of it:
     array (n_bands, rows, cols)."""
-    dataset = _open_raster(path)
+    dataset = open_raster(path)
     row, col, rows, cols = window or (0, 0, dataset.RasterYSize, dataset.RasterXSize)
     data = np.empty((n_bands, rows, cols), dtype=dtype)
     for i in range(n_bands):

@@ -96,28 +96,30 @@ def run_measured(command: list[str]) -> dict:
 def predict_and_paint(config: Path, workdir: Path, tile_size: int, workers: int) -> None:
     """Child process: an untrained tutorial CNN predicts every superpixel on the cluster; the map is painted."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import Step2_Model_Training as step2
-    from pipeline import cluster
+    from pipeline import cluster, cnn, prediction_maps, tiled_prediction
     from pipeline.config import Parameters
     from pipeline.outputs import open_outputs
 
     scene = load_scene(config, workdir, {"tile_size": tile_size})
     channels = Parameters().train_layers
-    n = len(contract.load(contract.SAMPLES, scene.workdir, ["labels"])["labels"])
-    model = step2.build_cnn((scene.params.patch_width, scene.params.patch_width, len(channels)), len(scene.classes))
+    step0 = contract.load(contract.SAMPLES, scene.workdir, ["labels", contract.PROVENANCE])
+    n = len(step0["labels"])
+    step0_run = contract.provenance_of(step0, contract.SAMPLES.path(scene.workdir), contract.STEP0)["run"]
+    model = cnn.build_cnn((scene.params.patch_width, scene.params.patch_width, len(channels)), len(scene.classes))
     model_path = scene.output("model.keras")
     with gdal_tif2rgb.atomic_output(model_path) as temporary:
         model.save(temporary)
     start = time.perf_counter()
     with cluster.dask_client(None, workers) as client:
-        probabilities = step2.predict_on_cluster(scene, model_path, client, n, channels)
+        probabilities = tiled_prediction.predict_on_cluster(scene.workdir, model_path, client, n, channels)
     predict_s = time.perf_counter() - start
-    grid, _ = gdal_tif2rgb.read_grid(scene.output("layers.tif"))
+    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0_run)
     start = time.perf_counter()
     with open_outputs(scene.workdir, ("predMap.tif", "predMap.png", "predMap.qml", "uncertainty.tif",
                                       "uncertainty.png")) as out:  # only what it writes: the set replaces those
-        step2.write_maps(scene, out, grid, step2.painted_windows(scene, grid, probabilities.argmax(axis=1).astype(
-            np.uint8), (1 - probabilities.max(axis=1)).astype(np.float32)))
+        blocks = prediction_maps.painted_windows(scene, step0_run, grid, probabilities.argmax(axis=1).astype(
+            np.uint8), (1 - probabilities.max(axis=1)).astype(np.float32))
+        prediction_maps.write_maps(out, scene.class_names, grid, blocks, contract.new_run(contract.STEP2)["run"])
     print(json.dumps({"superpixels": n, "predict_s": round(predict_s, 1), "paint_s": round(time.perf_counter() - start, 1)}))
 
 

@@ -92,19 +92,19 @@ def tutorial_painting(pred_labels, segments, n_classes) -> tuple[float, np.ndarr
 def step2_throughput(samples: np.ndarray, masks: np.ndarray, train_samples: int, seed: int) -> dict:
     """Prediction rate over all superpixels and one training epoch's time (tutorial CNN, default channels)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import Step2_Model_Training as step2
+    from pipeline import cnn
     from pipeline.config import Parameters
 
     channels = Parameters().train_layers
-    model = step2.build_cnn((*samples.shape[1:3], len(channels)), 4)
-    model.predict(step2.model_inputs(samples[:64], masks[:64], channels), verbose=0)  # build and warm up
+    model = cnn.build_cnn((*samples.shape[1:3], len(channels)), 4)
+    model.predict(cnn.model_inputs(samples[:64], masks[:64], channels), verbose=0)  # build and warm up
     start = time.perf_counter()
-    step2.predict_superpixels(model, samples, masks, channels)
+    cnn.predict_superpixels(model, samples, masks, channels)
     predict_s = time.perf_counter() - start
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(samples), size=min(train_samples, len(samples)), replace=False)
     labels = rng.integers(0, 4, size=len(chosen))
-    batches = step2.training_batches(step2.model_inputs(samples[chosen], masks[chosen], channels), labels, 64,
+    batches = cnn.training_batches(cnn.model_inputs(samples[chosen], masks[chosen], channels), labels, 64,
                                      True, rng)
     model.fit(batches, epochs=1, verbose=0, steps_per_epoch=2)  # warm up
     start = time.perf_counter()

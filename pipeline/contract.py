@@ -75,9 +75,6 @@ STEP0_PARAMETERS = ("seed", "n_segments", "compactness", "slic_layers", "patch_w
 
 LAYERS_TIF, SEGMENTS_TIF, REFERENCE_TIF = "layers.tif", "segments.tif", "reference.tif"
 MODEL_FILE, MODEL_CARD = "model.keras", "model.json"
-#: What a trained model needs to be applied elsewhere; Step 2 writes it as model.json beside model.keras.
-MODEL_CARD_KEYS = ("model_run", "scene", "layer_names", "train_layers", "patch_width", "class_names",
-                   "class_colours", "stretch_limits", "prior_shares", "step0_run", "step1_run")
 
 
 @dataclass(frozen=True)
@@ -346,23 +343,6 @@ def load_pred_labels(scene, step0_run: str) -> tuple[np.ndarray, dict]:
         raise InputDataError(f"{path}: predicted for other Step 0 outputs than those in {scene.workdir}; "
                              f"rerun {STEP2}")
     return contents["predLabels"], record
-
-
-def read_model_card(model_path: Path) -> dict:
-    """The card (``model.json``) beside a trained ``model.keras``: what applying the model needs."""
-    model_path = existing(model_path, STEP2)
-    card_path = Path(model_path).with_name(MODEL_CARD)
-    try:
-        card = json.loads(card_path.read_text())
-    except FileNotFoundError:
-        raise gdal_tif2rgb.InputFileError(f"{card_path}: not found beside {Path(model_path).name}; Step 2 writes it "
-                                          f"with the model (copy both files together)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise gdal_tif2rgb.InputFileError(f"{card_path}: unreadable ({type(error).__name__}); rerun {STEP2}") from None
-    missing = [key for key in MODEL_CARD_KEYS if not isinstance(card, dict) or key not in card]
-    if missing:
-        raise InputDataError(f"{card_path}: lacks {', '.join(missing)}; rerun {STEP2}")
-    return card
 
 
 def check_raster_run(path: Path, step0_run: str) -> None:

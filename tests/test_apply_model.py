@@ -15,7 +15,7 @@ import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
 from conftest import DATA, REFERENCE_930
-from pipeline import contract
+from pipeline import contract, model_card
 
 IMAGE_930 = DATA / "sen2_20210527_aber_rebuilt.tif"
 SPLIT_ROW = 470  # the demo scene is 947 rows: north = training scene, south = the scene to map
@@ -74,7 +74,7 @@ def map_south(folder, model, with_reference=True, step0_extra=()):
 
 def test_model_travels_with_its_card_in_the_work_folder_and_the_run(trained):
     card = json.loads((trained / "model.json").read_text())
-    assert set(contract.MODEL_CARD_KEYS) <= set(card)
+    assert set(model_card.KEYS) <= set(card)
     assert card["patch_width"] == 25 and card["train_layers"][-1] == "mask" and len(card["prior_shares"]) == 4
     run_dir = json.loads((trained / "run.json").read_text())["steps"]["Step2_Model_Training"]["run_dir"]
     assert (trained.parent / "runs").exists() and {p.name for p in

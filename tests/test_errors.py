@@ -128,8 +128,9 @@ class TestBadInputs:
         self.run_bad(scene, capsys, self.good_text(scene, **replace), "bad.toml", *fragments)
 
     @pytest.mark.parametrize("unit, fragments", [
-        ("reflectance", ("stretch limits are in reflectance", "image values in raster values (UInt16)", "Step2")),
-        (None, ("trained before stretch units were recorded", "retrain with Step2"))],
+        ("reflectance", ("model.keras", "stretch limits are in reflectance", "image values in raster values (UInt16)",
+                         "Step2")),
+        (None, ("model.json", "lacks stretch_unit", "rerun Step2"))],
         ids=["another unit", "no unit recorded"])
     def test_stretch_from_a_model_of_another_unit(self, scene, capsys, unit, fragments):
         model = scene["folder"] / "model" / "model.keras"
@@ -141,8 +142,7 @@ class TestBadInputs:
                 "stretch_limits": {name: [0.0, 1.0] for name in step0.LAYER_NAMES}, "parameters": {},
                 "step0_run": "s0", "step1_run": "s1", **({"stretch_unit": unit} if unit else {})}
         (model.parent / "model.json").write_text(json.dumps(card))
-        self.run_bad(scene, capsys, scene["config"].read_text(), "model.keras", *fragments,
-                     extra=["--stretch-from", str(model)])
+        self.run_bad(scene, capsys, scene["config"].read_text(), *fragments, extra=["--stretch-from", str(model)])
 
     def test_unknown_layer_flag(self, scene, capsys):
         self.run_bad(scene, capsys, scene["config"].read_text(), "command line", "unknown layer", "['nir2']",

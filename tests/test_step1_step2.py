@@ -15,7 +15,7 @@ from osgeo import gdal
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from conftest import SUBSET
-from pipeline import contract
+from pipeline import cnn, contract
 from pipeline.errors import InputDataError
 
 CLASSES = ["urban", "crop", "vegetation", "water"]
@@ -53,14 +53,14 @@ class TestBalance:
 
 class TestModel:
     def test_output_shape_is_one_probability_per_class(self):
-        model = step2.build_cnn((25, 25, 8), 4)
+        model = cnn.build_cnn((25, 25, 8), 4)
         assert model.output_shape == (None, 4)
         probabilities = model.predict(np.zeros((3, 25, 25, 8), np.float32), verbose=0)
         np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
 
     def test_augmentation_only_turns_and_mirrors(self):
         patches = np.random.default_rng(0).random((64, 5, 5, 2)).astype(np.float32)
-        turned = step2.random_dihedral(patches, np.random.default_rng(1))
+        turned = cnn.random_dihedral(patches, np.random.default_rng(1))
         for original, result in zip(patches, turned):
             variants = [np.rot90(original, k) for k in range(4)]
             variants += [v[:, ::-1] for v in variants]
@@ -68,7 +68,7 @@ class TestModel:
 
     def test_validation_holds_out_whole_superpixels(self):
         index = np.array([1, 1, 2, 3, 3, 3, 4, 5, 6, 7])
-        held = step2.validation_mask(index, 0.5, np.random.default_rng(0))
+        held = cnn.validation_mask(index, 0.5, np.random.default_rng(0))
         assert not set(index[held]) & set(index[~held])
 
 
@@ -96,6 +96,14 @@ class TestMap:
         assert band.GetCategoryNames()[:4] == CLASSES and band.GetNoDataValue() == 255
         pred_map = contract.load(contract.PRED_MAP, workdir, ["predMap"])["predMap"]
         assert np.array_equal(band.ReadAsArray(), pred_map)
+
+    def test_map_rasters_carry_the_step2_run_of_pred_labels(self, step2_workdir):
+        workdir, _, _ = step2_workdir
+        record = json.loads("".join(contract.load(contract.PRED_LABELS, workdir, ["provenance"])["provenance"]))
+        for handoff in (contract.PRED_MAP_RASTER, contract.UNCERTAINTY):
+            assert contract.raster_grid(handoff, workdir, record["run"]).rows == gdal.Open(str(SUBSET)).RasterYSize
+        uncertainty = gdal.Open(str(workdir / "uncertainty.tif"))  # kept: its band lives only as long as it does
+        assert uncertainty.GetRasterBand(1).GetDescription() == "1 - max class probability"
 
     def test_same_seed_gives_the_same_labels(self, step2_workdir, tmp_path):
         workdir, _, arguments = step2_workdir
