@@ -54,7 +54,8 @@ from pipeline.tiled_outputs import TiledOutputs, write_tiles
 log = logging.getLogger(__name__)
 
 #: Every file Step 0 writes (committed together; ``.aux.xml`` side files go with their rasters).
-OUTPUTS = (contract.LAYERS_TIF, contract.REFERENCE_TIF, contract.SEGMENTS_TIF, contract.SEGMENTS.filename,
+OUTPUTS = (contract.LAYERS.filename, contract.REFERENCE.filename, contract.SEGMENTS_RASTER.filename,
+           contract.SEGMENTS.filename,
            contract.SAMPLES.filename, *(f"{name}.png" for name in (*quicklooks.COMPOSITES, *INDEX_LAYERS)),
            *(f"histogram_{name}.png" for name in LAYER_NAMES), "segments_boundaries.png", "example_patches.png",
            "run.json", f"{sources.FOLDER}/")
@@ -143,28 +144,19 @@ def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: Output
         sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p.patch_width,
                                          p.block_size, p.test_fraction, np.random.default_rng(p.seed))
     with cli.timed("write layers, reference, segments and samples", timings):
-        stamp = {contract.STEP0_RUN_ITEM: record["run"]}
-        gdal_tif2rgb.write_geotiff(out.path(contract.LAYERS_TIF), np.moveaxis(layers, -1, 0), grid,
-                                   band_names=LAYER_NAMES, metadata=stamp)
+        run = record["run"]
+        contract.write_raster(contract.LAYERS, out.staging, layers, grid, run)
         if scene.reference is not None:
-            with reference_writer(scene, out, grid, stamp) as write_reference:
-                write_reference(codes)
+            contract.write_raster(contract.REFERENCE, out.staging, codes, grid, run,
+                                  **contract.class_style(scene.class_names))
         contract.save(contract.SEGMENTS, out.staging, {"segments": segments, contract.PROVENANCE: record})
-        gdal_tif2rgb.write_geotiff(out.path(contract.SEGMENTS_TIF), segments, grid, metadata=stamp)
+        contract.write_raster(contract.SEGMENTS_RASTER, out.staging, segments, grid, run)
         contract.save(contract.SAMPLES, out.staging, {**sampled, "class_names": scene.class_names,
                                                        "layer_names": LAYER_NAMES, contract.PROVENANCE: record})
     return PreparedScene(labels=sampled["labels"], split=sampled["split"], purity=sampled["purity"],
                          invalid_pixels=int(valid.size - valid.sum()), preview_layers=layers[::step, ::step],
                          preview_segments=segments[::step, ::step],
                          read_patches=lambda indices: sampled["samples"][indices])
-
-
-def reference_writer(scene: Scene, out: OutputSet, grid: gdal_tif2rgb.Grid, metadata: dict):
-    """Writer of ``reference.tif`` (see :func:`gdal_tif2rgb.geotiff_writer`): the reference as class codes
-    (255 = unlabelled) with the class colours and names."""
-    return gdal_tif2rgb.geotiff_writer(out.path(contract.REFERENCE_TIF), grid, 1, np.uint8, nodata=UNLABELLED,
-                                       class_names=scene.class_names, metadata=metadata,
-                                       class_colours=gdal_tif2rgb.class_palette(scene.class_names))
 
 
 # --- Driver 2: tiles with a halo on a Dask cluster -----------------------------------------------------------
@@ -218,9 +210,8 @@ def prepare_tiled(scene: Scene, work: sources.PreparedSources, out: OutputSet, r
             (scene, image_only, limits, (row, col, rows, cols), shape,
              None if codes is None else codes[row:row + rows, col:col + cols]) for row, col, rows, cols in windows))
         with contextlib.ExitStack() as stack:
-            stamp = {contract.STEP0_RUN_ITEM: record["run"]}
-            outputs = TiledOutputs.open(out, grid, stamp, stack, reference_writer(scene, out, grid, stamp)
-                                        if scene.reference is not None else None)
+            outputs = TiledOutputs.open(out, grid, record["run"], stack,
+                                        scene.class_names if scene.reference is not None else None)
             kept = write_tiles(outputs, tiles, shape, len(windows), scene.class_names)
             record["superpixels"] = len(kept["labels"])
             for mat in (outputs.segments_mat, outputs.samples_mat):

@@ -67,8 +67,7 @@ def read_hand_offs(scene: Scene) -> dict:
     if segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{scene.workdir}: segments.mat and layers.tif disagree in size; rerun {STEP0}")
     pred_labels, prediction = contract.load_pred_labels(scene, step0_run)
-    # predMap.tif carries no run stamp until Step 2 writes it through contract.raster_writer
-    pred_map = gdal_tif2rgb.read_labels(contract.existing(contract.PRED_MAP_RASTER.path(scene.workdir), STEP2))[0]
+    pred_map = contract.read_raster(contract.PRED_MAP_RASTER, scene.workdir, prediction["run"])
     data = {"segments": segments, "labels": step0["labels"], "split": step0["split"], "pred_labels": pred_labels,
             "pred_map": pred_map, "step0_run": step0_run, "codes": None, "balanced": None,
             "pixel_area_m2": pixel_area(grid, contract.LAYERS.path(scene.workdir)),

@@ -74,15 +74,6 @@ class Grid:
         x0, dx, rx, y0, ry, dy = self.geotransform
         return Grid(rows, cols, (x0 + col * dx, dx, rx, y0 + row * dy, ry, dy), self.crs_wkt)
 
-    def describe(self) -> dict:
-        """JSON-able description: size, geotransform and CRS name (e.g. "EPSG:27700"; None without a CRS).
-
-        >>> Grid(2, 3, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "").describe()["width"]
-        3
-        """
-        return {"width": self.cols, "height": self.rows, "geotransform": list(self.geotransform),
-                "crs": crs_name(self.crs_wkt)}
-
     def pixel_area_m2(self) -> float | None:
         """Area of one pixel in square metres; None when the CRS is missing or not projected (degrees)."""
         from osgeo import osr
@@ -92,25 +83,6 @@ class Grid:
             return None
         gt = self.geotransform
         return abs(gt[1] * gt[5] - gt[2] * gt[4]) * crs.GetLinearUnits() ** 2
-
-
-def spatial_reference(text: str):
-    """An ``osr.SpatialReference`` from WKT or a user string ("EPSG:4326"), in x/y (lon/lat) axis order."""
-    from osgeo import osr
-
-    srs = osr.SpatialReference()
-    srs.SetFromUserInput(text)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
-
-
-def crs_name(wkt: str) -> str | None:
-    """The name of a CRS as "AUTHORITY:CODE" (its PROJ string when it has no code); None for an empty WKT."""
-    if not wkt:
-        return None
-    srs = spatial_reference(wkt)
-    code = srs.GetAuthorityCode(None)
-    return f"{srs.GetAuthorityName(None)}:{code}" if code else srs.ExportToProj4().strip()
 
 
 def error_text(error: Exception) -> str:
@@ -133,13 +105,6 @@ def open_raster(path):
     except RuntimeError as error:
         raise InputFileError(f"{path}: not a readable raster ({error_text(error)})") from None
     return dataset
-
-
-def read_grid(path: Path) -> tuple[Grid, int]:
-    """Return the :class:`Grid` and band count of a raster without reading its pixels."""
-    dataset = open_raster(path)
-    grid = Grid.of(dataset)
-    return grid, dataset.RasterCount
 
 
 def read_bands(path: Path, bands: list[int], dtype=np.float32, window: tuple | None = None
@@ -179,19 +144,6 @@ def read_bands(path: Path, bands: list[int], dtype=np.float32, window: tuple | N
     return data, grid, valid
 
 
-def read_labels(path: Path, window: tuple | None = None) -> tuple[np.ndarray, Grid, float | None]:
-    """Read band 1 of an integer raster (a reference or a segmentation), whole or a ``window``
-    (row, col, rows, cols), with the raster's grid and nodata value."""
-    dataset = open_raster(path)
-    band = dataset.GetRasterBand(1)
-    values = band.ReadAsArray(*(window[1], window[0], window[3], window[2]) if window else ())
-    if not np.issubdtype(values.dtype, np.integer):
-        raise InputFileError(f"{path}: holds {values.dtype} values; a label raster must hold integer class values")
-    grid = Grid.of(dataset)
-    return values, grid, band.GetNoDataValue()
-
-
-
 def read_layout(path: Path) -> tuple[Grid, int, np.dtype, dict]:
     """The :class:`Grid`, band count, pixel dtype (of band 1) and file-level metadata items of a raster, without
     reading its pixels."""
@@ -204,8 +156,7 @@ def read_layout(path: Path) -> tuple[Grid, int, np.dtype, dict]:
 
 
 def read_window(path: Path, n_bands: int, dtype, window: tuple | None = None) -> np.ndarray:
-    """Bands 1..``n_bands`` of a raster as ``dtype``, whole or a ``window`` (row, col, rows, cols) of it:
-    array (n_bands, rows, cols)."""
+    """Bands 1..n_bands of a raster as ``dtype``, (n_bands, rows, cols); whole or a ``window`` (row, col, rows, cols)."""
     dataset = open_raster(path)
     row, col, rows, cols = window or (0, 0, dataset.RasterYSize, dataset.RasterXSize)
     data = np.empty((n_bands, rows, cols), dtype=dtype)
@@ -251,7 +202,7 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     value) add a colour table and category names to band 1, which QGIS shows as a legend. GeoTIFF keeps
     category names only in the ``.aux.xml`` side file, so they are also written inside the file as band 1
     metadata items ``CLASS_<value>=<name>`` (:func:`read_class_names` reads either). ``metadata`` (a dict of
-    str) is stored as the file's own metadata items (:func:`read_metadata`).
+    str) is stored as the file's own metadata items (:func:`read_layout`).
     """
     from osgeo import gdal, gdal_array
 
@@ -354,11 +305,6 @@ def _translate_to_cog(source: Path, target: Path, is_float: bool) -> None:
     result = None
 
 
-def read_metadata(path: Path) -> dict:
-    """The file-level metadata items of a raster (key -> str)."""
-    return dict(open_raster(path).GetMetadata() or {})
-
-
 def read_class_names(path: Path) -> list[str]:
     """Class names of a class GeoTIFF, from its band 1 ``CLASS_<value>`` metadata or, failing that, from
     the category names GDAL reads from its ``.aux.xml`` side file; [] when it has neither."""
@@ -436,24 +382,14 @@ def percentile_limits(values: np.ndarray, valid: np.ndarray | None = None, low: 
 
 
 def rescale_to_unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Linear map of ``values`` to float32 [0, 1], ``lo`` to 0 and ``hi`` to 1, clipped outside."""
+    """Linear map of ``values`` to float32 [0, 1], ``lo`` to 0 and ``hi`` to 1, clipped outside.
+
+    >>> rescale_to_unit(np.array([0.0, 10.0, 50.0, 100.0]), *percentile_limits(np.arange(101.0), None, 10, 90))
+    array([0. , 0. , 0.5, 1. ], dtype=float32)
+    """
     scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
     stretched = (values.astype(np.float32, copy=False) - np.float32(lo)) * scale
     return np.clip(stretched, 0.0, 1.0, out=stretched)
-
-
-def stretch_to_unit(values: np.ndarray, valid: np.ndarray | None = None, low: float = 1.0,
-                    high: float = 99.0) -> tuple[np.ndarray, float, float]:
-    """Linear stretch of ``values`` to float32 [0, 1] between its ``low`` and ``high`` percentiles.
-
-    Percentiles are taken over ``valid`` pixels only; values outside are clipped.
-
-    >>> stretched, lo, hi = stretch_to_unit(np.arange(101, dtype=np.float32), low=10, high=90)
-    >>> float(lo), float(hi), float(stretched[0]), float(stretched[50]), float(stretched[100])
-    (10.0, 90.0, 0.0, 0.5, 1.0)
-    """
-    lo, hi = percentile_limits(values, valid, low, high)
-    return rescale_to_unit(values, lo, hi), lo, hi
 
 
 def to_rgb8(rgb: np.ndarray) -> np.ndarray:
@@ -486,7 +422,8 @@ def save_png(path: Path, image_or_figure) -> None:
 def tif_to_rgb(source: Path, target: Path, bands=(3, 2, 1), low: float = 2.0, high: float = 98.0) -> None:
     """Write an RGB PNG of three 1-based ``bands`` of a raster, each stretched between percentiles."""
     data, _, valid = read_bands(source, list(bands))
-    image = to_rgb8(np.stack([stretch_to_unit(band, valid, low, high)[0] for band in data], axis=-1))
+    image = to_rgb8(np.stack([rescale_to_unit(band, *percentile_limits(band, valid, low, high)) for band in data],
+                             axis=-1))
     image[~valid] = 0
     save_png(target, image)
 

@@ -46,7 +46,7 @@ def build_big_scene(folder: Path, size: int, tile_size: int) -> Path:
     """Write a ``size`` px mirror of the demo scene's 5 used bands and reference, window by window."""
     demo = load_scene(DEFAULT_CONFIG)
     image, grid, _ = gdal_tif2rgb.read_bands(demo.image, [demo.bands[name] for name in BANDS], dtype=np.float32)
-    reference, _, _ = gdal_tif2rgb.read_labels(demo.reference)
+    reference = gdal_tif2rgb.read_window(demo.reference, 1, np.int32)[0]
     big = gdal_tif2rgb.Grid(size, size, grid.geotransform, grid.crs_wkt)
     folder.mkdir(parents=True, exist_ok=True)
     with gdal_tif2rgb.geotiff_writer(folder / "image.tif", big, len(BANDS), np.uint16) as write_image, \

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     data, _, _ = gdal_tif2rgb.read_bands(workdir / "layers.tif", list(range(1, 9)))
     layers = np.ascontiguousarray(np.moveaxis(data, 0, -1))
     del data
-    reference, _, _ = gdal_tif2rgb.read_labels(folder / "reference.tif")
+    reference = gdal_tif2rgb.read_window(folder / "reference.tif", 1, np.int32)[0]
     codes = class_codes(reference, {"urban": [3], "crop": [2], "vegetation": [1], "water": [4]})
     n = int(segments.max()) + 1
     print("sampling: Step 0 against the tutorial's loop ...", flush=True)

@@ -29,9 +29,9 @@ def build_scene(folder: Path, size: int, settings: str = "") -> Path:
     """Write ``image.tif``, ``reference.tif`` and ``scene.toml`` of a mirrored ``size`` px scene; return the TOML."""
     demo = load_scene(DEFAULT_CONFIG)
     folder.mkdir(parents=True, exist_ok=True)
-    grid, count = gdal_tif2rgb.read_grid(demo.image)
+    grid, count, _, _ = gdal_tif2rgb.read_layout(demo.image)
     image, _, _ = gdal_tif2rgb.read_bands(demo.image, list(range(1, count + 1)), dtype=np.float32)
-    reference, _, _ = gdal_tif2rgb.read_labels(demo.reference)
+    reference = gdal_tif2rgb.read_window(demo.reference, 1, np.int32)[0]
     big = gdal_tif2rgb.Grid(size, size, grid.geotransform, grid.crs_wkt)
     gdal_tif2rgb.write_geotiff(folder / "image.tif", mirror_tile(image, size).astype(np.uint16), big)
     gdal_tif2rgb.write_geotiff(folder / "reference.tif", mirror_tile(reference, size), big, nodata=0)

@@ -1,8 +1,9 @@
 """The hand-off contract between the steps: file names, keys and dtypes, codes, layer names, loaders and savers.
 
 Every step reads what an earlier step wrote only through :func:`load`, :func:`read_raster` and the checked
-loaders below, and writes its hand-offs only through :func:`save` and :func:`raster_writer`, so a missing, truncated or foreign file is reported with the step to
-rerun, and a hand-off always holds every key of its declared type.
+loaders below, and writes its hand-offs only through :func:`save` and :func:`raster_writer`, so a missing,
+truncated or foreign file is reported with the step to rerun, and a hand-off always holds every key of its
+declared type.
 
 ===============================  =========  ==========================================================
 file                             made by    keys (dtype)
@@ -73,7 +74,6 @@ STEP0_RUN_ITEM, STEP2_RUN_ITEM = "STEP0_RUN", "STEP2_RUN"
 #: Parameters that shape Step 0's hand-offs; a later step refuses hand-offs made with other values.
 STEP0_PARAMETERS = ("seed", "n_segments", "compactness", "slic_layers", "patch_width", "test_fraction", "block_size")
 
-LAYERS_TIF, SEGMENTS_TIF, REFERENCE_TIF = "layers.tif", "segments.tif", "reference.tif"
 MODEL_FILE, MODEL_CARD = "model.keras", "model.json"
 
 
@@ -123,7 +123,8 @@ LAYERS = RasterHandOff("layers.tif", STEP0, np.float32, len(LAYER_NAMES), None, 
 SEGMENTS_RASTER = RasterHandOff("segments.tif", STEP0, np.int32, 1, None, STEP0_RUN_ITEM)
 REFERENCE = RasterHandOff("reference.tif", STEP0, np.uint8, 1, UNLABELLED, STEP0_RUN_ITEM)
 PRED_MAP_RASTER = RasterHandOff("predMap.tif", STEP2, np.uint8, 1, UNLABELLED, STEP2_RUN_ITEM)
-UNCERTAINTY = RasterHandOff("uncertainty.tif", STEP2, np.float32, 1, float("nan"), STEP2_RUN_ITEM)
+UNCERTAINTY = RasterHandOff("uncertainty.tif", STEP2, np.float32, 1, float("nan"), STEP2_RUN_ITEM,
+                            ("1 - max class probability",))
 
 def typed(handoff: HandOff, arrays: dict) -> dict:
     """``arrays`` with every key of ``handoff``, each in its declared dtype (text as an array of str)."""
@@ -345,17 +346,12 @@ def load_pred_labels(scene, step0_run: str) -> tuple[np.ndarray, dict]:
     return contents["predLabels"], record
 
 
-def check_raster_run(path: Path, step0_run: str) -> None:
-    """Refuse one of Step 0's rasters written by another Step 0 run than ``step0_run``."""
-    if gdal_tif2rgb.read_metadata(existing(path, STEP0)).get(STEP0_RUN_ITEM) != step0_run:
-        raise InputDataError(f"{path}: written by another run of {STEP0} than samples_labels.mat; rerun {STEP0}")
-
-
 @contextlib.contextmanager
 def raster_writer(handoff: RasterHandOff, folder: Path, grid, run: str, **style):
     """Yield ``write(block, row=0, col=0)`` filling the raster hand-off in ``folder`` on ``grid`` (a
     :class:`gdal_tif2rgb.Grid`) block by block, stamped with the ``run`` that writes it; blocks are (rows, cols),
-    or (rows, cols, bands) channels last. ``style``: ``class_names`` and ``class_colours`` of a class raster.
+    or (rows, cols, bands) channels last. ``style``: ``class_names`` and ``class_colours`` of a class raster
+    (:func:`class_style`).
     The file appears only when the block exits cleanly (:func:`gdal_tif2rgb.geotiff_writer`)."""
     with gdal_tif2rgb.geotiff_writer(handoff.path(folder), grid, handoff.bands, handoff.dtype,
                                      nodata=handoff.nodata, band_names=handoff.band_names,
@@ -364,6 +360,11 @@ def raster_writer(handoff: RasterHandOff, folder: Path, grid, run: str, **style)
             write(np.moveaxis(block, -1, 0) if block.ndim == 3 else block, row, col)
 
         yield write_block
+
+
+def class_style(class_names) -> dict:
+    """The style of a class raster of ``class_names``: their names and palette colours, for :func:`raster_writer`."""
+    return {"class_names": list(class_names), "class_colours": gdal_tif2rgb.class_palette(class_names)}
 
 
 def write_raster(handoff: RasterHandOff, folder: Path, array: np.ndarray, grid, run: str, **style) -> None:

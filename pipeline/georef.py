@@ -8,13 +8,42 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import Grid, InputFileError, error_text, spatial_reference
+from gdal_tif2rgb import Grid, InputFileError, error_text
 from pipeline.errors import InputDataError
 
 
 def as_path(path):
     """A Path, but GDAL virtual paths (/vsizip//data/a.zip/b.tif) as given: Path would fold their '//'."""
     return path if str(path).startswith("/vsi") else Path(path)
+
+
+def spatial_reference(text: str):
+    """An ``osr.SpatialReference`` from WKT or a user string ("EPSG:4326"), in x/y (lon/lat) axis order."""
+    from osgeo import osr
+
+    srs = osr.SpatialReference()
+    srs.SetFromUserInput(text)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def crs_name(wkt: str) -> str | None:
+    """The name of a CRS as "AUTHORITY:CODE" (its PROJ string when it has no code); None for an empty WKT."""
+    if not wkt:
+        return None
+    srs = spatial_reference(wkt)
+    code = srs.GetAuthorityCode(None)
+    return f"{srs.GetAuthorityName(None)}:{code}" if code else srs.ExportToProj4().strip()
+
+
+def describe(grid: Grid) -> dict:
+    """JSON-able description of ``grid``: size, geotransform and CRS name (e.g. "EPSG:27700"; None without a CRS).
+
+    >>> describe(Grid(2, 3, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), ""))["width"]
+    3
+    """
+    return {"width": grid.cols, "height": grid.rows, "geotransform": list(grid.geotransform),
+            "crs": crs_name(grid.crs_wkt)}
 
 
 def north_up_grid(dataset, path) -> Grid:

@@ -5,8 +5,6 @@ A *block* is a (rows, cols) array of the scene whose top-left pixel is at (row, 
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 import gdal_tif2rgb
@@ -14,10 +12,6 @@ from pipeline import contract, grids
 from pipeline.contract import UNLABELLED
 from pipeline.figures import plot_class_map, pyplot
 from pipeline.outputs import OutputSet
-
-#: ``uncertainty.tif`` as the contract declares it, with the description its band has always carried.
-UNCERTAINTY = dataclasses.replace(contract.UNCERTAINTY, band_names=("1 - max class probability",))
-
 
 def write_maps(out: OutputSet, class_names, grid: gdal_tif2rgb.Grid, blocks, run: str) -> None:
     """Write the map files of a scene on ``grid`` into ``out`` from ``blocks``.
@@ -35,7 +29,7 @@ def write_maps(out: OutputSet, class_names, grid: gdal_tif2rgb.Grid, blocks, run
     gdal_tif2rgb.write_qml(out.path("predMap.qml"), class_names, colours, nodata=UNLABELLED)
     with contract.raster_writer(contract.PRED_MAP_RASTER, out.staging, grid, run, class_names=class_names,
                                 class_colours=colours) as write_map, \
-            contract.raster_writer(UNCERTAINTY, out.staging, grid, run) as write_uncertainty:
+            contract.raster_writer(contract.UNCERTAINTY, out.staging, grid, run) as write_uncertainty:
         for block, uncertainty, row, col in blocks:
             write_map(block, row, col)
             write_uncertainty(uncertainty, row, col)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import InputFileError, crs_name, error_text, open_raster, spatial_reference
+from gdal_tif2rgb import InputFileError, error_text, open_raster
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.georef import north_up_grid
+from pipeline.georef import crs_name, north_up_grid, spatial_reference
 
 #: Product band names in the order of the ``band_id`` attributes of the product metadata.
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import Grid, crs_name, open_raster, spatial_reference
+from gdal_tif2rgb import Grid, open_raster
 from pipeline import sentinel2
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.georef import as_path, north_up_grid, transform_bounds, vector_bounds
+from pipeline.georef import (as_path, crs_name, describe, north_up_grid, spatial_reference, transform_bounds,
+                             vector_bounds)
 from pipeline.reference import reference_codes
 
 #: Folder of the work folder that holds the image VRTs Step 0 prepared (image.vrt, stack_dn.vrt, ...).
@@ -87,7 +88,8 @@ def prepare_sources(image: Path, bands: dict, reference: Path | None, classes: d
     window, aoi_info = _aoi_window(full, aoi, image)
     grid = full.subgrid(window)
     prepared = _finish_image(stack, full, window, scaling, out_dir)
-    info.update(image=str(image), prepared_image=str(prepared), aoi=aoi_info, work_grid=grid.describe(), unit=unit)
+    info.update(image=str(image), prepared_image=str(prepared), aoi=aoi_info, work_grid=describe(grid),
+                unit=unit)
     codes, info["reference"] = None, None
     if reference is not None:
         codes, info["reference"] = reference_codes(as_path(reference), classes, grid, reference_field)

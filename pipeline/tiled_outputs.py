@@ -32,19 +32,18 @@ class TiledOutputs:
     samples_mat: matfile.MatV73
 
     @classmethod
-    def open(cls, out: OutputSet, grid: gdal_tif2rgb.Grid, stamp: dict, stack: contextlib.ExitStack,
-             reference_writer=None) -> "TiledOutputs":
-        """The writers of ``out``'s files on ``grid``, entered on ``stack``; GeoTIFFs carry the metadata
-        ``stamp``. ``reference_writer`` is the not yet entered writer of ``reference.tif``, or None for a
-        scene without a reference (its blocks are then dropped)."""
+    def open(cls, out: OutputSet, grid: gdal_tif2rgb.Grid, run: str, stack: contextlib.ExitStack,
+             class_names=None) -> "TiledOutputs":
+        """The writers of ``out``'s files on ``grid``, entered on ``stack``; the rasters carry the Step 0
+        ``run``. ``class_names`` are those of ``reference.tif``, or None for a scene without a reference (its
+        blocks are then dropped)."""
+        def raster(handoff, **style):
+            return stack.enter_context(contract.raster_writer(handoff, out.staging, grid, run, **style))
+
         return cls(
-            write_layers=stack.enter_context(gdal_tif2rgb.geotiff_writer(
-                out.path(contract.LAYERS_TIF), grid, len(LAYER_NAMES), np.float32, band_names=LAYER_NAMES,
-                metadata=stamp)),
-            write_segments=stack.enter_context(gdal_tif2rgb.geotiff_writer(
-                out.path(contract.SEGMENTS_TIF), grid, 1, np.int32, metadata=stamp)),
-            write_reference=stack.enter_context(reference_writer)
-            if reference_writer is not None else lambda block, row, col: None,
+            write_layers=raster(contract.LAYERS), write_segments=raster(contract.SEGMENTS_RASTER),
+            write_reference=raster(contract.REFERENCE, **contract.class_style(class_names))
+            if class_names is not None else lambda block, row, col: None,
             segments_mat=stack.enter_context(matfile.mat_v73_writer(contract.SEGMENTS.path(out.staging))),
             samples_mat=stack.enter_context(matfile.mat_v73_writer(contract.SAMPLES.path(out.staging))))
 
@@ -64,7 +63,7 @@ def write_tiles(outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int, class_
     for number, tile in enumerate(tiles, 1):
         row, col, rows, cols = tile["window"]
         ids = tile["segments"] + offset
-        outputs.write_layers(np.moveaxis(tile["layers"], -1, 0), row, col)
+        outputs.write_layers(tile["layers"], row, col)
         outputs.write_segments(ids, row, col)
         outputs.write_reference(tile["codes"], row, col)
         outputs.segments_mat.write_window("segments", ids, row, col, shape)

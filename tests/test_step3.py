@@ -156,7 +156,9 @@ class TestEndToEnd:
         workdir, _, _ = step2_workdir
         segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
         pred_labels = contract.load(contract.PRED_LABELS, workdir, ["predLabels"])["predLabels"]
-        pred_map = gdal_tif2rgb.read_labels(contract.PRED_MAP_RASTER.path(workdir))[0]
+        run = contract.provenance_of(contract.load(contract.PRED_LABELS, workdir, [contract.PROVENANCE]),
+                                     contract.PRED_LABELS.path(workdir), contract.STEP2)["run"]
+        pred_map = contract.read_raster(contract.PRED_MAP_RASTER, workdir, run)
         assert pred_map.dtype == np.uint8
         np.testing.assert_array_equal(pred_map, paint_map(pred_labels, segments))
 

@@ -7,7 +7,7 @@ import pytest
 
 import Step0_Data_Preparation as step0
 from conftest import write_config, write_tif
-from gdal_tif2rgb import read_grid
+from gdal_tif2rgb import read_layout
 from pipeline import grids, superpixels
 from pipeline.config import load_scene
 from pipeline.reference import class_codes
@@ -107,7 +107,7 @@ class TestTilePreparation:
                               write_tif(tmp_path / "reference.tif", reference),
                               "[superpixels]\nn_segments = 24\n[sampling]\npatch_width = 19\n")
         scene = load_scene(config)
-        work = PreparedSources(image=scene.image, bands=scene.bands, grid=read_grid(scene.image)[0],
+        work = PreparedSources(image=scene.image, bands=scene.bands, grid=read_layout(scene.image)[0],
                                unit="raster values (UInt16)", reference_codes=class_codes(reference, scene.classes),
                                sources={})
         return scene, work, reference
