@@ -156,7 +156,7 @@ def read_layout(path: Path) -> tuple[Grid, int, np.dtype, dict]:
 
 
 def read_window(path: Path, n_bands: int, dtype, window: tuple | None = None) -> np.ndarray:
-    """Bands 1..n_bands of a raster as ``dtype``, (n_bands, rows, cols); whole or a ``window`` (row, col, rows, cols)."""
+    """Bands 1..n_bands of a raster as ``dtype``, (n_bands, rows, cols); whole or a ``window`` (row, col, rows, cols)"""
     dataset = open_raster(path)
     row, col, rows, cols = window or (0, 0, dataset.RasterYSize, dataset.RasterXSize)
     data = np.empty((n_bands, rows, cols), dtype=dtype)
