@@ -1,17 +1,17 @@
-"""What the four step scripts share, and nothing else.
+"""What the four step scripts share, and the array work each of them drives.
 
 The steps (``Step0_Data_Preparation.py`` ... ``Step3_Accuracy_Assessment.py``) are siblings: none imports
-another. They meet only through the hand-off files, described once in :mod:`pipeline.contract`, and the
-modules of this package:
+another. They meet only through the hand-off files, described once in :mod:`pipeline.contract` (``.mat`` files
+and rasters, with checked loaders and writers), and the modules of this package: shared ones
+(:mod:`~pipeline.config`, :mod:`~pipeline.cli`, :mod:`~pipeline.outputs`, :mod:`~pipeline.grids`,
+:mod:`~pipeline.cluster`, :mod:`~pipeline.figures`, :mod:`~pipeline.matfile`, :mod:`~pipeline.errors`) and the
+modules named for what each step does, arrays in and arrays out: Step 0 :mod:`~pipeline.sources`,
+:mod:`~pipeline.sentinel2`, :mod:`~pipeline.reference`, :mod:`~pipeline.georef`, :mod:`~pipeline.layers`,
+:mod:`~pipeline.superpixels`, :mod:`~pipeline.sampling`, :mod:`~pipeline.split`, :mod:`~pipeline.quicklooks`,
+:mod:`~pipeline.tiled_outputs`; Step 2 :mod:`~pipeline.cnn`, :mod:`~pipeline.training_logs`,
+:mod:`~pipeline.prediction_maps`, :mod:`~pipeline.tiled_prediction`, :mod:`~pipeline.model_card`; Step 3
+:mod:`~pipeline.accuracy`, :mod:`~pipeline.area_estimates`, :mod:`~pipeline.accuracy_figures`,
+:mod:`~pipeline.report`. The README's Layout section has one line per module.
 
-- :mod:`pipeline.contract`: hand-off file names, keys and dtypes, split and label codes, layer names, and the
-  loaders and savers that check a hand-off is complete and belongs to the scene;
-- :mod:`pipeline.config`: the scene TOML and the typed, frozen :class:`~pipeline.config.Parameters`;
-- :mod:`pipeline.cli`: the command line, one-line errors, timing and the run record ``run.json``;
-- :mod:`pipeline.grids`: tile windows, halos, previews and painting superpixel labels onto pixels;
-- :mod:`pipeline.cluster`: the Dask client of tiled runs;
-- :mod:`pipeline.figures`: class maps with legends, shared by Steps 2 and 3;
-- :mod:`pipeline.errors`: the errors reported as one line.
-
-Raster, ``.mat``, PNG and colour-table I/O live in ``gdal_tif2rgb.py``.
+Raster, colour-table, QGIS style and PNG I/O live in ``gdal_tif2rgb.py``.
 """
