@@ -30,7 +30,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 import gdal_tif2rgb  # noqa: E402
-import Step0_Data_Preparation as step0  # noqa: E402
 from pipeline import contract, superpixels  # noqa: E402
 from pipeline.grids import paint_map  # noqa: E402
 from pipeline.sampling import extract_patches, majority_labels  # noqa: E402

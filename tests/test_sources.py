@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from conftest import (CLASS_NAMES, CLASS_VALUES, CROP_SIZE, MOSAIC, NODATA_BLOCK, STAMP, band_dn, codes_of, interior,
+from conftest import (CLASS_NAMES, CLASS_VALUES, CROP_SIZE, NODATA_BLOCK, STAMP, band_dn, codes_of, interior,
                       mem_raster, polygonize, write_jp2, write_product, zip_folder)
 from gdal_tif2rgb import InputFileError
 from pipeline.errors import ConfigError, InputDataError

@@ -7,7 +7,7 @@ import scipy.io
 from osgeo import gdal
 
 import Step0_Data_Preparation as step0
-from conftest import SUBSET, write_config, write_tif
+from conftest import SUBSET
 from pipeline import contract, superpixels
 from pipeline.contract import LAYER_NAMES
 from pipeline.layers import apply_stretch, build_layers, normalized_difference, stretch_limits
@@ -223,11 +223,3 @@ class TestLayerChoice:
                                        "test")
         assert params.train_layers == ("red", "green", "blue", "mask")
         assert params.projector_layers == ("nir", "green", "blue")
-
-
-class TestRefusals:
-    def test_help(self, capsys):
-        with pytest.raises(SystemExit) as exit_info:
-            step0.main(["--help"])
-        assert exit_info.value.code == 0
-        assert "--n-segments" in capsys.readouterr().out

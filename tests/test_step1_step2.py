@@ -161,9 +161,3 @@ def _get_json(url: str, timeout_s: float):
         if time.monotonic() > deadline:
             raise TimeoutError(f"no answer from {url}")
         time.sleep(1)
-
-
-def test_help():
-    with pytest.raises(SystemExit) as exit_info:
-        step2.main(["--help"])
-    assert exit_info.value.code == 0

@@ -116,14 +116,6 @@ class TestAreaEstimates:
         assert pixel_area(projected, "reference.tif") == 100.0
 
 
-def test_help(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        step3.main(["--help"])
-    assert exit_info.value.code == 0
-    output = capsys.readouterr().out
-    assert output.startswith("usage:") and "--per-class" in output
-
-
 class TestEndToEnd:
     def test_metrics_json_report_and_figures(self, step2_workdir, capsys):
         workdir, _, arguments = step2_workdir
