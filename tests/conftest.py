@@ -2,7 +2,11 @@
 rasters, and Sentinel-2-like products, rasters and polygons made from a crop of the demo mosaic."""
 from __future__ import annotations
 
+import hashlib
+import shutil
+import subprocess
 import sys
+import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
@@ -276,3 +280,75 @@ def polygonize(path: Path, reference: Path, *, per_class_layers=False, srs=None)
         layers[key].CreateFeature(new)
     out = None
     return path
+
+
+# --- shared checks and scenes of several test modules ---------------------------------------------------
+
+def assert_one_line(error: str, fragments) -> None:
+    """``error`` (stderr) is one line ``error: ...`` holding every fragment (a tuple: any of its members)."""
+    assert error.startswith("error: ") and error.endswith("\n") and error.count("\n") == 1, (
+        f"stderr is not one 'error: ' line:\n{error[-3000:]}")
+    for fragment in fragments:
+        options = fragment if isinstance(fragment, tuple) else (fragment,)
+        assert any(str(o).lower() in error.lower() for o in options), f"{fragment!r} missing from {error!r}"
+
+
+def fails_with_one_line(main, arguments, capsys, *fragments) -> str:
+    """Run a step's ``main(arguments)``; check exit code 1 and one stderr line holding every fragment."""
+    assert main(arguments) == 1
+    error = capsys.readouterr().err
+    assert_one_line(error, fragments)
+    return error
+
+
+def snapshot(folder):
+    """Name -> SHA-256 of every file in a folder."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def gdalinfo(path) -> str:
+    """gdalinfo's report: the command where it is installed, else the same report from the bindings."""
+    if shutil.which("gdalinfo"):
+        return subprocess.run(["gdalinfo", str(path)], check=True, capture_output=True, text=True).stdout
+    return gdal.Info(str(path))
+
+
+def qml_classes(path) -> list[tuple[str, str, str]]:
+    """(value, label, colour) of every palette entry of a QGIS raster style."""
+    renderer = ET.parse(path).getroot().find("pipe/rasterrenderer")
+    assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
+    return [(e.get("value"), e.get("label"), e.get("color")) for e in renderer.findall("colorPalette/paletteEntry")]
+
+
+def assert_cog(path, overviews: bool) -> None:
+    """``path`` is a Cloud-Optimized GeoTIFF, with overviews where asked (GDAL makes them for rasters over 512 px)."""
+    report = gdalinfo(path)
+    assert "LAYOUT=COG" in report, path.name
+    assert ("Overviews:" in report) == overviews, path.name
+
+
+TINY = """
+[superpixels]
+n_segments = 64
+[sampling]
+patch_width = 19
+block_size = 16
+[balance]
+per_class = 20
+[training]
+epochs = 1
+"""
+
+
+def quadrant_scene(folder, image_dtype=np.uint16):
+    """A 64 x 64 px, 10-band image of four spectrally distinct quadrants and its 4-class reference."""
+    rng = np.random.default_rng(0)
+    spectra = {3: [900, 900, 900, 900, 900, 900, 1000, 1000, 1100, 1000],  # urban: bright, SWIR high
+               2: [300, 500, 300, 800, 2500, 3000, 3500, 3500, 1500, 800],  # crop: NIR high
+               1: [200, 300, 200, 500, 1800, 2200, 2500, 2500, 900, 400],  # vegetation: darker
+               4: [400, 300, 200, 100, 80, 70, 60, 60, 30, 20]}  # water: NIR and SWIR low
+    reference = np.zeros((64, 64), np.uint8)
+    reference[:32, :32], reference[:32, 32:], reference[32:, :32], reference[32:, 32:] = 3, 2, 1, 4
+    image = np.stack([np.vectorize(lambda code: spectra[code][band])(reference) for band in range(10)])
+    image = (image * rng.uniform(0.95, 1.05, size=image.shape)).astype(image_dtype)
+    return image, reference

@@ -14,7 +14,7 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
-from conftest import DATA, REFERENCE_930
+from conftest import DATA, REFERENCE_930, fails_with_one_line
 from pipeline import contract, model_card
 
 IMAGE_930 = DATA / "sen2_20210527_aber_rebuilt.tif"
@@ -127,13 +127,11 @@ def test_model_the_scene_cannot_feed_is_refused_in_one_line(trained, tmp_path, c
     config = cut_scene(tmp_path / "south", (SPLIT_ROW, 947))
     work = tmp_path / "work"
     assert step0.main(arguments(config, work)) == 0
-    assert step2.main(arguments(config, work, "--model", model_folder / "model.keras")) == 1
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") and error.count("\n") == 1 and "rededge" in error
+    fails_with_one_line(step2.main, arguments(config, work, "--model", model_folder / "model.keras"), capsys,
+                        "rededge")
     assert not (work / "predMap.tif").exists()
     narrow = cut_scene(tmp_path / "south", (SPLIT_ROW, 947), extra=SETTINGS.replace("[sampling]\n",
                                                                                      "[sampling]\npatch_width = 21\n"))
     assert step0.main(arguments(narrow, work)) == 0
-    assert step2.main(arguments(narrow, work, "--model", trained / "model.keras")) == 1
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "25 px patches" in error and "--patch-width 25" in error
+    fails_with_one_line(step2.main, arguments(narrow, work, "--model", trained / "model.keras"), capsys,
+                        "25 px patches", "--patch-width 25")

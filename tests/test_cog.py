@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 from osgeo import gdal, osr
 
 import gdal_tif2rgb
+from conftest import assert_cog, gdalinfo, qml_classes
 from pipeline.contract import UNLABELLED
 
 NAMES = ["urban", "crop", "vegetation", "water"]
@@ -20,13 +20,6 @@ def _grid(rows=600, cols=700):
     crs = osr.SpatialReference()
     crs.ImportFromEPSG(32630)
     return gdal_tif2rgb.Grid(rows, cols, (500000.0, 10.0, 0.0, 6000000.0, 0.0, -10.0), crs.ExportToWkt())
-
-
-def _gdalinfo(path) -> str:
-    """gdalinfo's report: the command where it is installed, else the same report from the bindings."""
-    if shutil.which("gdalinfo"):
-        return subprocess.run(["gdalinfo", str(path)], check=True, capture_output=True, text=True).stdout
-    return gdal.Info(str(path))
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def class_map(tmp_path_factory):
 
 def test_class_map_is_a_cog_with_overviews(class_map):
     path, codes = class_map
-    report = _gdalinfo(path)
+    report = gdalinfo(path)
     assert "LAYOUT=COG" in report
     assert "Overviews: 350x300" in report
     assert "COMPRESSION=DEFLATE" in report
@@ -71,7 +64,7 @@ def test_class_names_and_colours_live_in_the_tif_alone(class_map, tmp_path):
     assert band.GetColorInterpretation() == gdal.GCI_PaletteIndex
     # Beside its .aux.xml, GDAL's category names are there too (GDAL 3.6's GeoTIFF driver reads the side
     # file lazily: GetCategoryNames sees it only after another read of the file's metadata).
-    assert "Categories:\n      0: urban\n      1: crop" in _gdalinfo(path)
+    assert "Categories:\n      0: urban\n      1: crop" in gdalinfo(path)
     beside = gdal.Open(str(path))
     beside.GetProjection()
     assert list(beside.GetRasterBand(1).GetCategoryNames()) == NAMES
@@ -83,7 +76,7 @@ def test_float_layers_are_cogs_with_average_overviews(tmp_path):
     with gdal_tif2rgb.geotiff_writer(path, _grid(), 3, np.float32, band_names=["a", "b", "c"]) as write:
         write(data[:, :300], 0, 0)
         write(data[:, 300:], 300, 0)
-    report = _gdalinfo(path)
+    report = gdalinfo(path)
     assert "LAYOUT=COG" in report and "COMPRESSION=ZSTD" in report and "Overviews: 350x300" in report
     dataset = gdal.Open(str(path))
     np.testing.assert_array_equal(dataset.ReadAsArray(), data)
@@ -130,20 +123,6 @@ def test_qml_style(tmp_path):
     assert (transparent.get("min"), transparent.get("max"), transparent.get("percentTransparent")) == \
         ("255", "255", "100")
     assert [p.name for p in tmp_path.iterdir()] == ["predMap.qml"]
-
-
-def qml_classes(path) -> list[tuple[str, str, str]]:
-    """(value, label, colour) of every palette entry of a QGIS raster style."""
-    renderer = ET.parse(path).getroot().find("pipe/rasterrenderer")
-    assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
-    return [(e.get("value"), e.get("label"), e.get("color")) for e in renderer.findall("colorPalette/paletteEntry")]
-
-
-def assert_cog(path, overviews: bool) -> None:
-    """``path`` is a Cloud-Optimized GeoTIFF, with overviews where asked (GDAL makes them for rasters over 512 px)."""
-    report = _gdalinfo(path)
-    assert "LAYOUT=COG" in report, path.name
-    assert ("Overviews:" in report) == overviews, path.name
 
 
 def test_step0_and_step2_rasters_are_cogs_and_the_map_has_its_style(step2_workdir):

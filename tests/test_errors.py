@@ -12,35 +12,8 @@ import gdal_tif2rgb
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
-from conftest import write_config, write_tif
+from conftest import TINY, fails_with_one_line, quadrant_scene, snapshot, write_config, write_tif
 from pipeline import contract, matfile, sampling
-
-
-TINY = """
-[superpixels]
-n_segments = 64
-[sampling]
-patch_width = 19
-block_size = 16
-[balance]
-per_class = 20
-[training]
-epochs = 1
-"""
-
-
-def quadrant_scene(folder, image_dtype=np.uint16):
-    """A 64 x 64 px, 10-band image of four spectrally distinct quadrants and its 4-class reference."""
-    rng = np.random.default_rng(0)
-    spectra = {3: [900, 900, 900, 900, 900, 900, 1000, 1000, 1100, 1000],  # urban: bright, SWIR high
-               2: [300, 500, 300, 800, 2500, 3000, 3500, 3500, 1500, 800],  # crop: NIR high
-               1: [200, 300, 200, 500, 1800, 2200, 2500, 2500, 900, 400],  # vegetation: darker
-               4: [400, 300, 200, 100, 80, 70, 60, 60, 30, 20]}  # water: NIR and SWIR low
-    reference = np.zeros((64, 64), np.uint8)
-    reference[:32, :32], reference[:32, 32:], reference[32:, :32], reference[32:, 32:] = 3, 2, 1, 4
-    image = np.stack([np.vectorize(lambda code: spectra[code][band])(reference) for band in range(10)])
-    image = (image * rng.uniform(0.95, 1.05, size=image.shape)).astype(image_dtype)
-    return image, reference
 
 
 @pytest.fixture
@@ -52,21 +25,6 @@ def scene(tmp_path):
     workdir = tmp_path / "work"
     assert step0.main(["--config", str(config), "--workdir", str(workdir)]) == 0
     return {"folder": tmp_path, "config": config, "workdir": workdir, "image": image, "reference": reference}
-
-
-def snapshot(folder):
-    """Name -> SHA-256 of every file in a folder."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def fails_with_one_line(main, arguments, capsys, *fragments):
-    """Run a step's main, check exit code 1 and a single stderr line holding every fragment."""
-    assert main(arguments) == 1
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") and error.count("\n") == 1, error
-    for fragment in fragments:
-        assert fragment in error, (fragment, error)
-    return error
 
 
 class TestBadInputs:

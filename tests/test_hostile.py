@@ -36,10 +36,10 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
-from conftest import PROJECT, SUBSET, write_config, write_tif
+from conftest import (PROJECT, SUBSET, TINY, assert_one_line, fails_with_one_line, quadrant_scene, snapshot,
+                      write_config, write_tif)
 from pipeline import cli, matfile
 from pipeline.errors import ConfigError
-from test_errors import TINY, fails_with_one_line, quadrant_scene, snapshot
 
 STEPS = {0: step0.main, 1: step1.main, 2: step2.main, 3: step3.main}
 SCRIPTS = {0: "Step0_Data_Preparation.py", 1: "Step1_Class_Balance.py", 2: "Step2_Model_Training.py",
@@ -86,15 +86,6 @@ def temporary_leftovers(folder: Path) -> list:
         return []
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
                   if any(mark in p.name for mark in TEMPORARY_MARKS) or p.name.startswith(".staging"))
-
-
-def assert_one_line(error: str, fragments) -> None:
-    """``error`` (stderr) is one line ``error: ...`` holding every fragment (a tuple: any of its members)."""
-    assert error.startswith("error: ") and error.endswith("\n") and error.count("\n") == 1, (
-        f"stderr is not one 'error: ' line:\n{error[-3000:]}")
-    for fragment in fragments:
-        options = fragment if isinstance(fragment, tuple) else (fragment,)
-        assert any(str(o).lower() in error.lower() for o in options), f"{fragment!r} missing from {error!r}"
 
 
 def run_main(main, argv) -> int:

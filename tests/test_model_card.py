@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import Step2_Model_Training as step2
+from conftest import fails_with_one_line
 from gdal_tif2rgb import InputFileError
 from pipeline import model_card
 from pipeline.contract import LAYER_NAMES
@@ -88,11 +89,8 @@ def test_trained_model_card_is_complete_and_reads_back(step2_workdir):
 
 
 def refused_in_one_line(arguments, capsys, *fragments) -> str:
-    assert step2.main(arguments) == 1
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") and error.count("\n") == 1 and "Traceback" not in error, error
-    for fragment in fragments:
-        assert fragment in error, (fragment, error)
+    error = fails_with_one_line(step2.main, arguments, capsys, *fragments)
+    assert "Traceback" not in error
     return error
 
 

@@ -12,9 +12,9 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
+from conftest import assert_cog, qml_classes
 from pipeline import contract
 from pipeline.grids import tile_windows
-from test_cog import assert_cog, qml_classes
 
 QUICK = ["--per-class", "1000", "--epochs", "6"]
 TILE = 400  # the demo scene is 930 x 947 px: 9 tiles
