@@ -22,13 +22,12 @@ def write_maps(out: OutputSet, class_names, grid: gdal_tif2rgb.Grid, blocks, run
     ``run`` id, the QGIS style ``predMap.qml``, and ``predMap.png`` and ``uncertainty.png`` from previews built
     up block by block.
     """
-    colours = gdal_tif2rgb.class_palette(class_names)
+    style = contract.class_style(class_names)
     step = grids.display_stride(grid.rows, grid.cols)
     shape = (-(-grid.rows // step), -(-grid.cols // step))
     preview, uncertainty_preview = np.full(shape, UNLABELLED, dtype=np.uint8), np.full(shape, np.nan, np.float32)
-    gdal_tif2rgb.write_qml(out.path("predMap.qml"), class_names, colours, nodata=UNLABELLED)
-    with contract.raster_writer(contract.PRED_MAP_RASTER, out.staging, grid, run, class_names=class_names,
-                                class_colours=colours) as write_map, \
+    gdal_tif2rgb.write_qml(out.path("predMap.qml"), **style, nodata=UNLABELLED)
+    with contract.raster_writer(contract.PRED_MAP_RASTER, out.staging, grid, run, **style) as write_map, \
             contract.raster_writer(contract.UNCERTAINTY, out.staging, grid, run) as write_uncertainty:
         for block, uncertainty, row, col in blocks:
             write_map(block, row, col)
