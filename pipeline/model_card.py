@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,7 +140,8 @@ def _card_of(content: dict) -> ModelCard:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite JSON number (json reads NaN and Infinity too, which no limit or share may be)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_numbers(value, count: int) -> bool:
@@ -166,11 +168,11 @@ _RULES = {
     "class_colours": ("a list of one [red, green, blue] (0-255) per class",
                       lambda value, card: isinstance(value, list) and len(value) == len(card["class_names"])
                       and all(_is_colour(c) for c in value)),
-    "stretch_limits": ("{layer: [low, high]} for every layer of layer_names",
+    "stretch_limits": ("{layer: [low, high]} (finite numbers) for every layer of layer_names",
                        lambda value, card: isinstance(value, dict)
                        and all(_is_numbers(value.get(name), 2) for name in card["layer_names"])),
     "stretch_unit": ("a text (the unit of the stretch limits)", lambda value, card: isinstance(value, str)),
-    "prior_shares": ("a list of one number per class",
+    "prior_shares": ("a list of one finite number per class",
                      lambda value, card: _is_numbers(value, len(card["class_names"]))),
     "prior_correction": ("true or false", lambda value, card: isinstance(value, bool)),
     "parameters": ("an object {parameter: value}", lambda value, card: isinstance(value, dict)),

@@ -22,7 +22,9 @@ CARD = ModelCard(model_run="a" * 32, scene="north", layer_names=LAYER_NAMES, tra
                  prior_shares=(0.75, 0.25), prior_correction=True, parameters={"seed": 42}, step0_run="b" * 32,
                  step1_run="c" * 32)
 #: A key and a value of the wrong type or shape, and what the refusal must say.
-WRONG = [("prior_shares", [0.5], "one number per class"), ("prior_shares", [0.5, "x"], "one number per class"),
+WRONG = [("prior_shares", [0.5], "one finite number per class"), ("prior_shares", [0.5, "x"], "one finite number per class"),
+         ("prior_shares", [0.5, float("nan")], "one finite number per class"),
+         ("stretch_limits", {name: [float("-inf"), 1] for name in LAYER_NAMES}, "finite numbers"),
          ("stretch_limits", {"red": [0, 1]}, "every layer of layer_names"),
          ("stretch_limits", {name: [0] for name in LAYER_NAMES}, "[low, high]"),
          ("train_layers", "red", "list of channel names"), ("train_layers", ["red", 3], "list of channel names"),
