@@ -1,22 +1,23 @@
 """Step 3, accuracy assessment (tutorial section 5), made honest.
 
-The tutorial scores every superpixel, including the ones the CNN was trained on. Here the headline is the
-**held-out test superpixels** of Step 0's spatial split (``split == 1``, label not 255); the tutorial's
-all-superpixel figures are kept for comparison. Assessments (rows of every confusion matrix = reference,
-columns = prediction; see ``pipeline/accuracy.py``):
+The tutorial scores every superpixel, including the ones the CNN was trained on. Here every figure comes from the
+**held-out test blocks** of Step 0's spatial split (superpixels with ``split == 1``, label not 255); the
+tutorial's all-superpixel figures are kept for comparison. Assessments (superpixel-level and pixel-level; rows
+of every confusion matrix = reference, columns = prediction; see ``pipeline/accuracy.py``):
 
-- ``superpixel_test`` (headline): predicted vs majority reference label of the test superpixels;
+- ``superpixel_test``: predicted vs majority reference label of the test superpixels (superpixel-level);
 - ``superpixel_all_labelled``: the same over every labelled superpixel, training ones included (tutorial);
 - ``pixel_test``: the predicted map vs the reference raster on the labelled pixels of the test superpixels;
 - ``segmentation_ceiling``: the map in which every superpixel carries its reference majority label, vs the
   reference raster on the same pixels: the best any superpixel classifier could do on this segmentation;
 - ``random_forest_superpixel_test``: a random forest on each superpixel's mean of the 8 layers, trained on
-  the CNN's balanced set and scored like the headline, to show whether the CNN earns its cost.
+  the CNN's balanced set and scored like ``superpixel_test``, to show whether the CNN earns its cost.
 
-Besides, ``area_estimates``: the area of every class in hectares and the user's, producer's and overall
-accuracy, each with a 95 % confidence interval, by the stratified estimators of Olofsson et al. (2014), with
-the map classes as strata and the test superpixels, weighted by their pixel counts, as the sample
-(``pipeline/area_estimates.py``).
+Besides, ``area_estimates`` (the headline): the area of every class in hectares and the pixel-level, area-weighted
+user's, producer's and overall accuracy, each with a 95 % confidence interval, from each test pixel's own
+reference value, with the test blocks as the sampling units of a cluster sample (``pipeline/area_estimates.py``);
+``area_estimates.sample`` says what the sample is. A reference that labels only part of the map (training
+polygons) is no probability sample of it: then no areas or accuracies are estimated from it.
 
 The map assessed is Step 2's ``predMap.tif``, as written. Two modes depart from the above:
 
@@ -36,14 +37,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import accuracy, cli, contract, report
+from pipeline import accuracy, cli, contract, label_suggestions, point_files, report, validation_sample
 from pipeline.accuracy import ASSESSMENTS, AXES_NOTE
 from pipeline.accuracy_figures import plot_confusion, plot_disagreement, plot_maps, plot_split
-from pipeline.area_estimates import area_estimates, class_areas_ha, pixel_area
+from pipeline.area_estimates import (OLOFSSON_2014, STEHMAN_2014, class_areas_ha, estimates, held_out_estimates,
+                                     pixel_area)
 from pipeline.config import Scene
 from pipeline.contract import STEP0, STEP2, TEST, UNLABELLED
 from pipeline.errors import InputDataError
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 #: Every file Step 3 writes (committed together).
 OUTPUTS = ("metrics.json", "report.html", "reference_maps.png", "disagreement_map.png", "split_map.png",
            *(f"confusion_{name}.png" for name in ASSESSMENTS), "run.json")
+DESIGN_OUTPUTS = ("validation_sample.gpkg", "validation_sample.csv")
+SUGGEST_OUTPUTS = ("suggested_samples.gpkg", "suggested_samples.csv")
 
 
 def read_hand_offs(scene: Scene) -> dict:
@@ -61,15 +66,17 @@ def read_hand_offs(scene: Scene) -> dict:
     reference codes (if the scene has a reference), Step 2's labels and map (``pred_map``, rows x cols uint8)
     and, for a model trained here, Step 1's balanced set; checked to come from one chain of runs on the scene
     as it is now. For an applied model, every labelled superpixel's split is ``TEST``."""
-    step0, segments = contract.load_step0(scene, ["labels", "split"])
+    step0, segments = contract.load_step0(scene, ["labels", "split", "centroids"])
     step0_run = step0[contract.PROVENANCE]["run"]
     grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0_run)
     if segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{scene.workdir}: segments.mat and layers.tif disagree in size; rerun {STEP0}")
     pred_labels, prediction = contract.load_pred_labels(scene, step0_run)
     pred_map = contract.read_raster(contract.PRED_MAP_RASTER, scene.workdir, prediction["run"])
-    data = {"segments": segments, "labels": step0["labels"], "split": step0["split"], "pred_labels": pred_labels,
-            "pred_map": pred_map, "step0_run": step0_run, "codes": None, "balanced": None,
+    data = {"segments": segments, "labels": step0["labels"], "split": step0["split"], "centroids": step0["centroids"],
+            "pred_labels": pred_labels,
+            "pred_map": pred_map, "step0_run": step0_run, "codes": None, "balanced": None, "grid": grid,
+            "map_run": prediction["run"],
             "pixel_area_m2": pixel_area(grid, contract.LAYERS.path(scene.workdir)),
             "applied_from": prediction.get("model_scene")}
     if step0[contract.PROVENANCE]["inputs"]["reference"] is not None:
@@ -123,8 +130,11 @@ def assess_map(scene: Scene, out: OutputSet, data: dict, timings: dict) -> dict:
         metrics = {"note": AXES_NOTE, "class_names": class_names,
                    "assessments": accuracy.assessments(data["segments"], data["codes"], data["labels"], data["split"],
                                                        data["pred_labels"], pred_map, forest, class_names),
-                   "area_estimates": area_estimates(data["segments"], data["labels"], data["split"],
-                                                    data["pred_labels"], pred_map, class_names, data["pixel_area_m2"])}
+                   "area_estimates": held_out_estimates(data["segments"], data["codes"], data["labels"], data["split"],
+                                                        pred_map, class_names, data["pixel_area_m2"],
+                                                        scene.params.block_size, data["centroids"])}
+        if scene.validation is not None:
+            metrics["validation_sample"] = validation_estimates(scene, data)
         if data["applied_from"]:
             metrics["applied_model_note"] = (f"The model was trained on scene {data['applied_from']}: every "
                                              f"labelled superpixel of this scene is held out.")
@@ -134,35 +144,109 @@ def assess_map(scene: Scene, out: OutputSet, data: dict, timings: dict) -> dict:
         report.write_report(scene, out, metrics)
     for line in report.summary_lines(metrics):
         log.info(line)
-    headline = metrics["assessments"]["superpixel_test"]
-    log.info("\nheadline (held-out test superpixels): OA %s, kappa %s; report: %s", headline["overall_accuracy"],
-             headline["kappa"], scene.output("report.html"))
+    log.info("\nheadline: %s; report: %s", report.headline_text(metrics), scene.output("report.html"))
     return {"overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}}
+
+
+def validation_estimates(scene: Scene, data: dict) -> dict:
+    """Areas and accuracies from the labelled validation sample ``scene.validation`` (designed by
+    ``--design-sample``), by the stratified estimators, for ``metrics.json``'s ``validation_sample``."""
+    x, y, columns = point_files.read_points(scene.validation, data["grid"].crs_wkt)
+    units = validation_sample.labelled_units(scene.validation, x, y, columns, scene.validation_field, scene.classes,
+                                             data["pred_map"], data["grid"], data["pixel_area_m2"], data["map_run"])
+    result = estimates(units["tables"], units["strata"], units["population_units"], map_areas(scene, data),
+                       scene.class_names)
+    log.info("validation sample %s: %d labelled points, %d without a reference left out", scene.validation.name,
+             units["sample"]["labelled"], units["sample"]["unlabelled_left_out"])
+    return {**result, "sample": {**units["sample"], "references": [OLOFSSON_2014, STEHMAN_2014]},
+            "pixel_area_m2": data["pixel_area_m2"]}
+
+
+def map_areas(scene: Scene, data: dict) -> np.ndarray:
+    """Area of every class of the map in hectares (K,)."""
+    k = len(scene.class_names)
+    return class_areas_ha(np.bincount(data["pred_map"].ravel(), minlength=k)[:k], data["pixel_area_m2"])
 
 
 def describe_map(scene: Scene, out: OutputSet, data: dict) -> dict:
     """A scene without a reference: ``metrics.json`` with the class areas (hectares) and a report of the map,
     its uncertainty and the areas; returns the areas for ``run.json``."""
-    k = len(scene.class_names)
-    areas = class_areas_ha(np.bincount(data["pred_map"].ravel(), minlength=k)[:k], data["pixel_area_m2"])
+    areas = map_areas(scene, data)
     metrics = {"note": "no reference: the map's class areas only (no accuracy can be assessed)",
                "class_names": scene.class_names, "class_areas_ha": dict(zip(scene.class_names, np.round(areas, 2))),
                "total_area_ha": round(float(areas.sum()), 2), "model_scene": data["applied_from"]}
+    if scene.validation is not None:
+        metrics["validation_sample"] = validation_estimates(scene, data)
     cli.write_json(out.path("metrics.json"), metrics)
-    report.write_map_page(scene, out, areas, data["applied_from"])
+    report.write_map_page(scene, out, areas, data["applied_from"], metrics.get("validation_sample"))
     log.info("class areas (ha): %s; report: %s", metrics["class_areas_ha"], scene.output("report.html"))
     return {"class_areas_ha": metrics["class_areas_ha"]}
 
 
-def assess_run(scene: Scene) -> None:
+def design_sample(scene: Scene, data: dict) -> None:
+    """``validation_sample.gpkg`` and ``.csv``: a stratified random sample of the map to label (see
+    ``pipeline/validation_sample.py``), sized for ``target_se`` with the held-out user's accuracies (if any)."""
+    existing = scene.output("validation_sample.gpkg")
+    if existing.is_file():
+        labels = point_files.read_points(existing, data["grid"].crs_wkt)[2].get(validation_sample.REFERENCE_FIELD, [])
+        if any(label not in (None, "") for label in labels):
+            raise InputDataError(f"{existing}: holds labelled points; move it away before designing a new sample")
+    users = [None] * len(scene.class_names)
+    if data["codes"] is not None:
+        held_out = held_out_estimates(data["segments"], data["codes"], data["labels"], data["split"],
+                                      data["pred_map"], scene.class_names, data["pixel_area_m2"],
+                                      scene.params.block_size, data["centroids"])
+        users = [entry["users_accuracy"] for entry in held_out["classes"].values()]
+    params = scene.params
+    sample = validation_sample.design(data["pred_map"], data["grid"], scene.class_names, data["pixel_area_m2"], users,
+                                      params.target_se, params.min_per_class, params.sample_size, data["map_run"],
+                                      np.random.default_rng(params.seed))
+    with open_outputs(scene.workdir, DESIGN_OUTPUTS, hand_off_paths(scene)) as out:
+        point_files.write_points(out.path(DESIGN_OUTPUTS[0]), "validation_sample", sample["x"], sample["y"],
+                                 sample["fields"], data["grid"].crs_wkt)
+    summary = sample["summary"]
+    log.info("%s: %d points; %s; %s", existing, summary["points"], summary["size_rule"], summary["allocation"])
+    for name, stratum in summary["strata"].items():
+        log.info("%12s  %10.1f ha  %5d points", name, stratum["area_ha"], stratum["points"])
+    log.info("label the field '%s' in QGIS, then run Step 3 with --validation %s", validation_sample.REFERENCE_FIELD,
+             existing)
+
+
+def suggest_samples(scene: Scene, data: dict, count: int) -> None:
+    """``suggested_samples.gpkg`` and ``.csv``: ``count`` points at the centroids of the most uncertain
+    superpixels, spread over the scene, to label and add to the training polygons."""
+    uncertainty = contract.read_raster(contract.UNCERTAINTY, scene.workdir, data["map_run"])
+    per_superpixel = label_suggestions.superpixel_uncertainty(uncertainty, data["segments"], len(data["labels"]))
+    distance = label_suggestions.spacing(int(np.isfinite(uncertainty).sum()), count, scene.params.patch_width)
+    chosen = label_suggestions.most_uncertain(data["centroids"], per_superpixel, count, distance)
+    rows, cols = data["centroids"][chosen, 0] + 0.5, data["centroids"][chosen, 1] + 0.5
+    x0, dx, rx, y0, ry, dy = data["grid"].geotransform
+    fields = {"id": np.arange(1, len(chosen) + 1), "superpixel": chosen,
+              "map_class": [scene.class_names[c] if c < len(scene.class_names) else "" for c in data["pred_labels"][chosen]],
+              "uncertainty": per_superpixel[chosen], validation_sample.REFERENCE_FIELD: [""] * len(chosen)}
+    with open_outputs(scene.workdir, SUGGEST_OUTPUTS, hand_off_paths(scene)) as out:
+        point_files.write_points(out.path(SUGGEST_OUTPUTS[0]), "suggested_samples", x0 + cols * dx + rows * rx,
+                                 y0 + cols * ry + rows * dy, fields, data["grid"].crs_wkt)
+    log.info("%s: %d superpixels of uncertainty %.3f to %.3f, at least %.0f px apart", scene.output(SUGGEST_OUTPUTS[0]),
+             len(chosen), per_superpixel[chosen].min(initial=np.nan), per_superpixel[chosen].max(initial=np.nan), distance)
+
+
+def hand_off_paths(scene: Scene) -> tuple:
+    """Every file Step 3 reads, which its outputs must never overwrite."""
+    balanced = contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class)
+    return (scene.config_path, balanced, *(handoff.path(scene.workdir) for handoff in (
+        contract.REFERENCE, contract.LAYERS, contract.SEGMENTS, contract.SAMPLES, contract.PRED_LABELS,
+        contract.PRED_MAP_RASTER, contract.UNCERTAINTY)), *([scene.validation] if scene.validation else []))
+
+
+def assess_run(scene: Scene, design: bool = False, suggest: int | None = None) -> None:
     """Step 3: every assessment, the figures, ``metrics.json`` and ``report.html``, committed as one set (for a
     scene without a reference: the map's class areas and a report of the map and its uncertainty)."""
     timings = {}
-    balanced = contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class)
-    inputs = (scene.config_path, balanced, *(handoff.path(scene.workdir) for handoff in (
-        contract.REFERENCE, contract.LAYERS, contract.SEGMENTS, contract.SAMPLES, contract.PRED_LABELS,
-        contract.PRED_MAP_RASTER)))
-    with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
+    if design or suggest is not None:
+        data = read_hand_offs(scene)
+        return design_sample(scene, data) if design else suggest_samples(scene, data, suggest)
+    with open_outputs(scene.workdir, OUTPUTS, hand_off_paths(scene)) as out:
         with cli.timed("read Step 0, 1 and 2 outputs", timings):
             data = read_hand_offs(scene)
         if data["codes"] is None:
@@ -174,7 +258,20 @@ def assess_run(scene: Scene) -> None:
 
 def main(argv=None) -> int:
     """Step 3 from the command line (``--help`` lists the flags)."""
-    return cli.run_step(cli.build_parser(__doc__, ["per_class"]), argv, assess_run)
+    parser = cli.build_parser(__doc__, ["per_class", "target_se", "min_per_class", "sample_size"])
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--design-sample", action="store_true",
+                       help="write validation_sample.gpkg/.csv, a stratified random sample of the map to label, "
+                            "and stop")
+    modes.add_argument("--suggest", type=int, metavar="N", default=None,
+                       help="write suggested_samples.gpkg/.csv, N points at the most uncertain superpixels to "
+                            "label for training, and stop")
+    parser.add_argument("--validation", type=Path, default=None, metavar="POINTS",
+                        help="a labelled validation sample (GeoPackage or CSV from --design-sample) to estimate "
+                             "areas and accuracy from (default: [assessment] validation in the TOML)")
+    parser.add_argument("--validation-field", default=None, metavar="FIELD",
+                        help="its field holding class names or [classes] values (default: reference)")
+    return cli.run_step(parser, argv, assess_run, "design_sample", "suggest")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,20 @@
-"""Class areas and area-adjusted accuracy by the stratified estimators of Olofsson et al. (2014), with the map
-classes as strata (see :data:`AREA_FORMULA`). Confusion matrices here have rows = reference, columns = map;
-areas are in hectares, pixel areas in square metres."""
+"""Class areas (hectares) and map accuracy estimated from a probability sample, with standard errors.
+
+One estimator serves both samples Step 3 knows:
+
+- the **held-out test blocks** of Step 0's spatial split: a cluster sample, the blocks a simple random sample
+  drawn without replacement from the blocks holding labelled superpixels, every pixel of a test block's
+  superpixels observed with its own reference value; the map's class areas are known, so the proportions are
+  ratio estimators within each map class (post-stratified);
+- a **designed validation sample** (``pipeline.validation_sample``): points drawn by stratified random sampling,
+  the strata the classes of the map that defined them (Olofsson et al. 2014; Stehman 2014 where the map assessed
+  is another).
+
+Every figure is a smooth function of estimated totals; its standard error is that of its Taylor linearization
+(Cochran 1977; Stehman 1997 for cluster samples), with the design's finite population correction. With one point
+per unit and the map classes as strata this is exactly Olofsson et al.'s eqs. 5 to 7. Tables and confusion
+matrices here have rows = reference, columns = map; areas in hectares, pixel areas in square metres.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,29 +24,32 @@ import numpy as np
 import gdal_tif2rgb
 from pipeline.contract import STEP0, TEST, UNLABELLED
 from pipeline.errors import InputDataError
+from pipeline.split import block_of
 
-#: The paper the estimators follow, cited in ``metrics.json`` and the report.
 OLOFSSON_2014 = ("Olofsson, P., Foody, G. M., Herold, M., Stehman, S. V., Woodcock, C. E., Wulder, M. A. (2014). "
                  "Good practices for estimating area and assessing accuracy of land change. "
                  "Remote Sensing of Environment 148, 42-57. doi:10.1016/j.rse.2014.02.015")
+STEHMAN_2014 = ("Stehman, S. V. (2014). Estimating area and map accuracy for stratified random sampling when the "
+                "strata are different from the map classes. International Journal of Remote Sensing 35(13), "
+                "4923-4939. doi:10.1080/01431161.2014.930207")
+STEHMAN_1997 = ("Stehman, S. V. (1997). Estimating standard errors of accuracy assessment statistics under "
+                "cluster sampling. Remote Sensing of Environment 60(3), 258-269. doi:10.1016/S0034-4257(96)00128-1")
+COCHRAN_1977 = "Cochran, W. G. (1977). Sampling Techniques, 3rd ed. Wiley: ch. 6 (ratio estimators), ch. 9 (clusters)."
 #: The estimators in one line of text, as ``metrics.json`` and the report state them.
-AREA_FORMULA = ("A_i: map area of class i, A = sum_i A_i, W_i = A_i / A; n_ij: pixels of the test superpixels of "
-                "map class i and reference class j, q_ij = n_ij / sum_j n_ij; u_i: test superpixels of map class i. "
-                "Estimated area of class j = A * sum_i W_i q_ij, SE = A * sqrt(sum_i W_i^2 q_ij (1 - q_ij) / (u_i - 1)); "
-                "user's accuracy of i = q_ii; producer's accuracy of j = W_j q_jj / sum_i W_i q_ij; overall "
-                "accuracy = sum_i W_i q_ii; 95 % confidence interval = +-1.96 SE")
+FORMULA = ("y_u,ij: pixels (or points) of unit u of reference class i and map class j; strata h of N_h units, "
+           "n_h sampled, weight w_u = N_h / n_h; T_ij = sum_u w_u y_u,ij. Proportions p_ij = T_ij / T (designed "
+           "sample; Stehman 2014) or p_ij = W_j T_ij / T_.j with W_j the map share of class j (test blocks: "
+           "post-stratified on the map). Area of class i = A sum_j p_ij; user's accuracy of j = p_jj / p_.j; "
+           "producer's accuracy of i = p_ii / p_i.; overall accuracy = sum_i p_ii. V = sum_h (1 - n_h / N_h) "
+           "n_h / (n_h - 1) sum_{u in h} (w_u z_u - mean_h w z)^2 with z_u the linearized value of unit u; 95 % "
+           "confidence interval = +-1.96 SE")
 SQUARE_METRES_PER_HECTARE = 10_000.0
+Z95 = 1.96
 
 
 def class_areas_ha(pred_map_counts: np.ndarray, pixel_area_m2: float) -> np.ndarray:
-    """Area in hectares of each map class from its pixel count.
-
-    Parameters
-    ----------
-    pred_map_counts : array of int, shape (K,)
-        Number of map pixels of each class (e.g. ``np.bincount(pred_map.ravel(), minlength=K)[:K]``).
-    pixel_area_m2 : float
-        Area of one pixel in square metres (100 for Sentinel-2's 10 m bands).
+    """Area in hectares of each map class from its pixel count ``pred_map_counts`` (K,) and the area of one
+    pixel in square metres (100 for Sentinel-2's 10 m bands).
 
     >>> class_areas_ha(np.array([100, 2500, 0]), 100.0).tolist()
     [1.0, 25.0, 0.0]
@@ -40,38 +57,109 @@ def class_areas_ha(pred_map_counts: np.ndarray, pixel_area_m2: float) -> np.ndar
     return np.asarray(pred_map_counts, dtype=np.float64) * (float(pixel_area_m2) / SQUARE_METRES_PER_HECTARE)
 
 
-def _stratum_terms(by_map: np.ndarray, weights: np.ndarray, units: np.ndarray):
-    """Within-stratum proportions ``q`` (map rows) and variance terms ``W_i^2 q (1 - q) / (n_i - 1)``.
+def proportions(tables: np.ndarray, strata: np.ndarray, population_units: np.ndarray, map_shares=None):
+    """Estimated area proportions ``p`` (K, K; reference rows, map columns) and the linearized value of every
+    unit's contribution to them (u, K, K).
 
-    Rows of strata without weight are 0; rows of weighted strata without samples are NaN.
+    Parameters
+    ----------
+    tables : float array, shape (u, K, K)
+        Per sampled unit: its pixels (or its one point) by reference class (rows) and map class (columns).
+    strata : int array, shape (u,)
+        Stratum of each unit, 0..H-1.
+    population_units : float array, shape (H,)
+        Units (pixels, blocks) in each stratum of the population, or numbers proportional to them.
+    map_shares : float array, shape (K,), optional
+        The map's known class shares of the area; given, the proportions are ratios within each map class.
     """
-    totals = by_map.sum(axis=1, keepdims=True)
-    weighted = weights[:, None] > 0
+    weights = expansion_weights(strata, population_units)
+    totals = np.einsum("u,uij->ij", weights, tables)
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(totals > 0, by_map / totals, np.nan)
-        q = np.where(weighted, q, 0.0)
-        terms = weights[:, None] ** 2 * q * (1 - q) / (units[:, None] - 1)
-    terms = np.where(weighted, np.where(units[:, None] > 1, terms, np.nan), 0.0)
-    return q, terms
+        if map_shares is None:
+            unsampled = (population_units > 0) & (np.bincount(strata, minlength=len(population_units)) == 0)
+            size = np.nan if unsampled.any() else totals.sum()  # a stratum without sample: nothing is estimable
+            p = totals / size
+            linear = (tables - p * tables.sum(axis=(1, 2))[:, None, None]) / size
+        else:
+            shares = np.asarray(map_shares, dtype=np.float64)
+            mapped = totals.sum(axis=0)
+            within = np.where(shares > 0, totals / mapped, 0.0)  # NaN where a mapped class has no sample
+            p = shares * within
+            linear = np.where(shares > 0, shares * (tables - within * tables.sum(axis=1)[:, None, :]) / mapped, 0.0)
+    return p, linear
 
 
-def _estimates(by_map: np.ndarray, weights: np.ndarray, units: np.ndarray) -> dict:
-    """Point estimates and standard errors as arrays (NaN where undefined)."""
-    q, terms = _stratum_terms(by_map, weights, units)
-    p = weights[:, None] * q
-    area_share = p.sum(axis=0)
+def expansion_weights(strata: np.ndarray, population_units: np.ndarray) -> np.ndarray:
+    """``N_h / n_h`` of each unit's stratum h (u,)."""
+    sampled = np.bincount(strata, minlength=len(population_units))
+    return (population_units / np.maximum(sampled, 1))[strata]
+
+
+def design_variance(values: np.ndarray, strata: np.ndarray, population_units: np.ndarray,
+                    finite_population: bool = True) -> np.ndarray:
+    """Variance of ``sum_u w_u values_u`` under stratified simple random sampling without replacement, with
+    the finite population correction ``1 - n_h / N_h`` unless ``finite_population`` is False.
+
+    ``values`` (u, ...) are linearized values; the result has shape ``values.shape[1:]``. A stratum sampled by a
+    single unit (of several) makes every variance undefined (NaN).
+
+    >>> design_variance(np.array([1.0, 3.0]), np.array([0, 0]), np.array([2.0]), False)  # w = 1, s^2 = 2, n = 2
+    array(4.)
+    """
+    weighted = expansion_weights(strata, population_units).reshape(-1, *[1] * (values.ndim - 1)) * values
+    variance = np.zeros(values.shape[1:])
+    for stratum, size in enumerate(population_units):
+        members = weighted[strata == stratum]
+        n = len(members)
+        if n == 1 and not (finite_population and size <= 1):  # one unit of several: no spread to measure
+            variance = variance + np.nan
+        elif n > 1:
+            spread = ((members - members.mean(axis=0)) ** 2).sum(axis=0) * n / (n - 1)
+            variance = variance + (1 - n / size if finite_population else 1.0) * spread
+    return variance
+
+
+def estimates(tables, strata, population_units, map_area_ha, class_names, map_shares=None,
+              finite_population: bool = True) -> dict:
+    """Class areas, user's, producer's and overall accuracy, each with its standard error and 95 % interval.
+
+    ``tables``, ``strata``, ``population_units`` and ``map_shares`` as in :func:`proportions`,
+    ``finite_population`` as in :func:`design_variance`; ``map_area_ha`` (K,) the assessed map's class areas,
+    whose sum is the area the proportions are of. Values that cannot be estimated (a mapped class without sample,
+    a variance from a single unit) are None.
+
+    Returns a JSON-able dict: ``overall_accuracy`` (+ ``_se``, ``_ci95`` half-width), ``total_area_ha``,
+    ``n_units``, ``classes``: per name ``map_area_ha``, ``estimated_area_ha``, ``area_se_ha``, ``area_ci95_ha``,
+    ``users_accuracy``, ``producers_accuracy`` (each + ``_se``, ``_ci95``), and ``confusion_matrix_proportions``.
+    """
+    tables = np.asarray(tables, dtype=np.float64)
+    strata = np.asarray(strata, dtype=np.intp)
+    population_units = np.asarray(population_units, dtype=np.float64)
+    areas = np.asarray(map_area_ha, dtype=np.float64)
+    k = len(class_names)
+    if tables.shape[1:] != (k, k) or areas.shape != (k,) or len(strata) != len(tables):
+        raise ValueError(f"tables must be (units, {k}, {k}), strata (units,) and map areas ({k},) for {k} class "
+                         f"names; got {tables.shape}, {strata.shape} and {areas.shape}")
+    total = float(areas.sum())
+    p, linear = proportions(tables, strata, population_units, map_shares)
     with np.errstate(divide="ignore", invalid="ignore"):
-        users = np.where(weights > 0, np.diag(q), np.nan)
-        users_var = users * (1 - users) / np.where(units > 1, units - 1, np.nan)
-        producers = np.where(area_share > 0, np.diag(p) / area_share, np.nan)
-        others = terms.sum(axis=0) - np.diag(terms)
-        own = weights ** 2 * (1 - producers) ** 2 * users_var
-        own = np.where(weights > 0, own, 0.0)
-        producers_var = (own + producers ** 2 * others) / area_share ** 2
-    return {"area_share": area_share, "area_share_se": np.sqrt(terms.sum(axis=0)),
-            "users": users, "users_se": np.sqrt(users_var),
-            "producers": producers, "producers_se": np.sqrt(producers_var),
-            "overall": np.trace(p), "overall_se": np.sqrt(np.trace(terms))}
+        reference_share, map_share, hits = p.sum(axis=1), p.sum(axis=0), np.diagonal(p)
+        hit_values = np.diagonal(linear, axis1=1, axis2=2)
+        users, producers = hits / map_share, hits / reference_share
+        figures = {"area": (reference_share * total, linear.sum(axis=2) * total),
+                   "users": (users, (hit_values - users * linear.sum(axis=1)) / map_share),
+                   "producers": (producers, (hit_values - producers * linear.sum(axis=2)) / reference_share),
+                   "overall": (hits.sum(), hit_values.sum(axis=1))}
+    se = {name: np.sqrt(design_variance(values, strata, population_units, finite_population))
+          for name, (_, values) in figures.items()}
+    classes = {str(name): {"map_area_ha": float(areas[i]),
+                           **_with_ci(AREA_KEYS, figures["area"][0][i], se["area"][i]),
+                           **_with_ci(_keys("users_accuracy"), users[i], se["users"][i]),
+                           **_with_ci(_keys("producers_accuracy"), producers[i], se["producers"][i])}
+               for i, name in enumerate(class_names)}
+    return {**_with_ci(_keys("overall_accuracy"), figures["overall"][0], se["overall"]), "total_area_ha": total,
+            "n_units": int(len(tables)), "z": Z95, "classes": classes, "formula": FORMULA,
+            "confusion_matrix_proportions": [[_value(v) for v in row] for row in p]}
 
 
 def _value(x) -> float | None:
@@ -80,94 +168,101 @@ def _value(x) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def _with_ci(name: str, value, se, z: float) -> dict:
-    """``{name: value, name_se: se, name_ci95: z * se}`` with undefined values as None."""
-    return {name: _value(value), f"{name}_se": _value(se), f"{name}_ci95": _value(z * se)}
+#: Keys of a class's area, its standard error and its 95 % interval half-width.
+AREA_KEYS = ("estimated_area_ha", "area_se_ha", "area_ci95_ha")
 
 
-def area_weighted_accuracy(confusion: np.ndarray, map_area: np.ndarray, class_names, z: float = 1.96, *,
-                           sample_units: np.ndarray | None = None) -> dict:
-    """Stratified area estimates, user's, producer's and overall accuracy with standard errors (Olofsson et al.
-    2014, with the map classes as strata; see :data:`AREA_FORMULA`). Confusion matrices here have reference
-    rows and map columns (the paper's tables are transposed). Values that cannot be estimated (a map class
-    without samples, a class without map area, a variance from a single sample) are None.
+def _keys(name: str) -> tuple:
+    """The keys of a figure, its standard error and its 95 % interval half-width."""
+    return name, f"{name}_se", f"{name}_ci95"
+
+
+def _with_ci(keys: tuple, value, se) -> dict:
+    """``{value key: value, SE key: se, interval key: 1.96 se}``, undefined values as None."""
+    value, se = _value(value), _value(se)
+    return dict(zip(keys, (value, None if value is None else se, None if value is None or se is None else Z95 * se)))
+
+
+def area_weighted_accuracy(confusion: np.ndarray, map_area_ha: np.ndarray, class_names) -> dict:
+    """:func:`estimates` from the counts of a stratified random sample of points with the map classes as strata
+    (Olofsson et al. 2014): ``confusion`` (K, K) rows = reference, columns = map; without finite population
+    correction, as in the paper."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    k = len(class_names)
+    if confusion.shape != (k, k):
+        raise ValueError(f"confusion must be {k}x{k} for {k} class names; got {confusion.shape}")
+    reference, mapped = np.nonzero(confusion)
+    counts = confusion[reference, mapped]
+    tables = np.zeros((counts.sum(), k, k))
+    tables[np.arange(counts.sum()), np.repeat(reference, counts), np.repeat(mapped, counts)] = 1.0
+    return estimates(tables, np.repeat(mapped, counts), map_area_ha, map_area_ha, class_names,
+                     finite_population=False)
+
+
+#: The share of the mapped pixels a reference must label for the test blocks to be a probability sample of the
+#: map (below it, the labelled pixels are where someone chose to draw polygons, not a sample of the map).
+COMPLETE_REFERENCE = 0.95
+
+
+def held_out_estimates(segments, codes, labels, split, pred_map, class_names, pixel_area_m2: float,
+                       block_size: int, centroids) -> dict:
+    """:func:`estimates` of the map from the held-out test blocks of Step 0's spatial split, each test pixel
+    with its own reference value, the blocks as sampling units (see the module docstring), and what the sample
+    is (``sample``). Without a probability sample (a reference labelling less than :data:`COMPLETE_REFERENCE` of
+    the mapped pixels) every estimate is None: only the map's areas and the pixel counts are given.
 
     Parameters
     ----------
-    confusion : array, shape (K, K)
-        Sample counts, or area-weighted counts, with rows = reference class, columns = map class.
-    map_area : array, shape (K,)
-        Area of each map class in hectares (see :func:`class_areas_ha`).
-    class_names : sequence of K str
-    z : float
-        Normal quantile of the intervals (1.96 for 95 %); ``*_ci95`` values are half-widths ``z * SE``.
-    sample_units : array of int, shape (K,), optional
-        Number of sampling units (superpixels) in each map class, used in the variances when
-        ``confusion`` holds area-weighted counts. Default: the column sums of ``confusion``.
-
-    Returns
-    -------
-    dict
-        JSON-able: ``overall_accuracy`` (+ ``_se``, ``_ci95``), ``total_area_ha``, ``n_samples``,
-        ``reference``, and ``classes``: per class name ``map_area_ha``, ``estimated_area_ha``,
-        ``area_se_ha``, ``area_ci95_ha``, ``users_accuracy``, ``producers_accuracy`` (each + ``_se``,
-        ``_ci95``). Undefined values are None.
-    """
-    by_map = np.asarray(confusion, dtype=np.float64).T
-    areas = np.asarray(map_area, dtype=np.float64)
-    k = len(class_names)
-    if by_map.shape != (k, k) or areas.shape != (k,):
-        raise ValueError(f"confusion must be {k}x{k} and map_area of length {k} for {k} class names; "
-                         f"got {by_map.shape} and {areas.shape}")
-    if (by_map < 0).any() or (areas < 0).any():
-        raise ValueError("confusion counts and map areas must not be negative")
-    units = by_map.sum(axis=1) if sample_units is None else np.asarray(sample_units, dtype=np.float64)
-    total = float(areas.sum())
-    weights = areas / total if total > 0 else np.zeros_like(areas)
-    est = _estimates(by_map, weights, units)
-    classes = {}
-    for i, name in enumerate(class_names):
-        classes[str(name)] = {
-            "map_area_ha": float(areas[i]),
-            "estimated_area_ha": _value(est["area_share"][i] * total) if total > 0 else None,
-            "area_se_ha": _value(est["area_share_se"][i] * total) if total > 0 else None,
-            "area_ci95_ha": _value(z * est["area_share_se"][i] * total) if total > 0 else None,
-            **_with_ci("users_accuracy", est["users"][i], est["users_se"][i], z),
-            **_with_ci("producers_accuracy", est["producers"][i], est["producers_se"][i], z),
-        }
-    overall = _with_ci("overall_accuracy", est["overall"], est["overall_se"], z) if total > 0 else \
-        {"overall_accuracy": None, "overall_accuracy_se": None, "overall_accuracy_ci95": None}
-    return {**overall, "total_area_ha": total, "n_samples": int(round(float(units.sum()))), "z": float(z),
-            "reference": OLOFSSON_2014, "classes": classes}
-
-
-def area_estimates(segments, labels, split, pred_labels, pred_map, class_names, pixel_area_m2: float) -> dict:
-    """:func:`area_weighted_accuracy` of the map from the labelled test superpixels.
-
-    Strata are the map classes, with areas from the pixel counts of ``pred_map`` (rows, cols) times
-    ``pixel_area_m2``. Superpixels differ in size and the strata are areas, so each test superpixel counts
-    with its pixel count in the confusion matrix; the variances use the number of test superpixels per map
-    class, since superpixels, not pixels, were sampled (and they are clustered samples: the SE is approximate).
-
-    >>> segments = np.array([[0, 0, 0, 1], [2, 2, 3, 3]])
-    >>> result = area_estimates(segments, np.array([0, 1, 1, 0], np.uint8), np.array([1, 1, 1, 1], np.uint8),
-    ...                         np.array([0, 1, 1, 1], np.uint8), np.array([[0, 0, 0, 1], [1, 1, 1, 1]]),
-    ...                         ["a", "b"], 100.0)
-    >>> result["confusion_matrix_pixels"], result["classes"]["b"]["test_superpixels"]
-    ([[3, 2], [0, 3]], 3)
+    segments : int array (rows, cols), superpixel ids 0..n-1
+    codes, pred_map : uint8 arrays (rows, cols): reference and map class codes, 255 where none
+    labels, split : uint8 arrays (n,): majority reference label and split code of each superpixel
+    pixel_area_m2 : area of a pixel in m²; block_size : side of the split's blocks in pixels
+    centroids : int array (n, 2): each superpixel's centroid (row, col), which places it in a block
     """
     k = len(class_names)
-    test = (labels != UNLABELLED) & (split == TEST) & (pred_labels < k)
-    pixels = np.bincount(segments.ravel(), minlength=len(labels))
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (labels[test], pred_labels[test]), pixels[test])
-    units = np.bincount(pred_labels[test], minlength=k)[:k]
-    map_area = class_areas_ha(np.bincount(pred_map.ravel(), minlength=k)[:k], pixel_area_m2)
-    result = area_weighted_accuracy(confusion, map_area, class_names, sample_units=units)
-    for name, count in zip(class_names, units):
-        result["classes"][str(name)]["test_superpixels"] = int(count)
-    return {**result, "pixel_area_m2": float(pixel_area_m2), "confusion_matrix_pixels": confusion.tolist(),
-            "formula": AREA_FORMULA, "unit": "hectares; test superpixels weighted by their pixel counts"}
+    mapped = pred_map < k
+    map_area = class_areas_ha(np.bincount(pred_map[mapped], minlength=k)[:k], pixel_area_m2)
+    coverage = np.count_nonzero(mapped & (codes < k)) / max(np.count_nonzero(mapped), 1)
+    labelled = labels != UNLABELLED
+    block = block_of(centroids, segments.shape, block_size)
+    observed = (labelled & (split == TEST))[segments] & mapped & (codes < k)
+    blocks, unit = np.unique(block[segments[observed]], return_inverse=True)
+    tables = np.bincount((unit * k + codes[observed]) * k + pred_map[observed],
+                         minlength=len(blocks) * k * k).reshape(-1, k, k)
+    population = np.unique(block[labelled]).size
+    result = estimates(tables, np.zeros(len(blocks), np.intp), np.array([population]), map_area, class_names,
+                       map_shares=map_area / max(map_area.sum(), 1e-300))
+    probability = bool(coverage >= COMPLETE_REFERENCE and len(blocks) > 0)
+    sample = {"design": "cluster sample: the spatial split's test blocks, drawn in random order among the blocks "
+                        "holding labelled superpixels until the test share was reached, taken as a simple random "
+                        "sample of blocks without replacement",
+              "unit": f"block of {block_size} x {block_size} px (the superpixels whose centroids lie in it)",
+              "blocks": int(len(blocks)), "population_blocks": int(population), "pixels": int(tables.sum()),
+              "test_superpixels": int((labelled & (split == TEST)).sum()), "reference_coverage": round(coverage, 4),
+              "probability_sample": probability,
+              "variance": "Taylor linearization of the ratio estimators over blocks, finite population correction "
+                          "1 - blocks / population_blocks (Stehman 1997; Cochran 1977)",
+              "references": [OLOFSSON_2014, STEHMAN_1997, COCHRAN_1977]}
+    if len(blocks) == population:
+        sample["note"] = "every block is held out: a census of the reference, without sampling error"
+    if not probability:
+        sample["note"] = (f"not a probability sample of the map: the reference labels {coverage:.1%} of the mapped "
+                          f"pixels (at least {COMPLETE_REFERENCE:.0%} needed), so areas and accuracies are not "
+                          f"estimated; design a validation sample (Step 3 --design-sample), label it, and assess "
+                          f"with --validation")
+        result = without_estimates(result)
+    return {**result, "sample": sample, "pixel_area_m2": float(pixel_area_m2),
+            "confusion_matrix_pixels": tables.sum(axis=0).tolist()}
+
+
+def without_estimates(result: dict) -> dict:
+    """``result`` of :func:`estimates` with every estimate, standard error and interval set to None."""
+    kept = ("map_area_ha", "total_area_ha", "n_units", "z", "formula")
+    blank = {key: (value if key in kept else None) for key, value in result.items() if key != "classes"}
+    blank["classes"] = {name: {key: (value if key in kept else None) for key, value in entry.items()}
+                        for name, entry in result["classes"].items()}
+    blank["confusion_matrix_proportions"] = None
+    return blank
 
 
 def pixel_area(grid: gdal_tif2rgb.Grid, path: Path) -> float:
@@ -178,4 +273,3 @@ def pixel_area(grid: gdal_tif2rgb.Grid, path: Path) -> float:
                              f"area estimates need a projected CRS in metres; reproject the image and the "
                              f"reference (e.g. gdalwarp -t_srs EPSG:32630) and rerun {STEP0}")
     return area
-

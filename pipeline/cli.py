@@ -76,6 +76,10 @@ def scene_from_args(args: argparse.Namespace) -> Scene:
     scene = load_scene(args.config, args.workdir, overrides)
     if getattr(args, "stretch_from", None) is not None:
         scene = dataclasses.replace(scene, stretch_from=args.stretch_from.resolve())
+    if getattr(args, "validation", None) is not None:
+        scene = dataclasses.replace(scene, validation=args.validation.resolve())
+    if getattr(args, "validation_field", None) is not None:
+        scene = dataclasses.replace(scene, validation_field=args.validation_field)
     return scene
 
 

@@ -79,6 +79,13 @@ class Parameters:
                                         "3 layers of the projector's sprite images (band4projector)",
                                         choices=LAYER_NAMES, count=3)
     augment: bool = parameter(True, "training", "turn and mirror the training patches at random, anew each epoch")
+    target_se: float = parameter(0.01, "assessment", "standard error of the overall accuracy a designed "
+                                                       "validation sample aims at (Olofsson et al. 2014 eq. 13)",
+                                 minimum=0.001, maximum=0.2)
+    min_per_class: int = parameter(50, "assessment", "at least this many points per map class in a designed "
+                                                     "validation sample", minimum=2)
+    sample_size: int = parameter(0, "assessment", "points of a designed validation sample (0 = from --target-se)",
+                                 minimum=0)
     prior_correction: bool = parameter(True, "training", "weight predicted class probabilities by the classes' "
                                                          "shares among training superpixels (undoes the balancing's "
                                                          "equal priors)")
@@ -161,6 +168,8 @@ class Scene:
     aoi: dict | Path | None = None  # {"bbox": [xmin, ymin, xmax, ymax], "crs": ...} or a vector file
     reference_field: str | None = None  # attribute of a vector reference holding the class values
     stretch_from: Path | None = None  # a trained model.keras whose training scene's stretch limits Step 0 uses
+    validation: Path | None = None  # a labelled validation sample (points) Step 3 estimates areas and accuracy from
+    validation_field: str = "reference"  # the field of ``validation`` holding the labels
 
     @property
     def class_names(self) -> list[str]:
@@ -179,6 +188,9 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
         if key not in config:
             raise ConfigError(f"{config_path}: missing key '{key}'")
     base = config_path.resolve().parent
+    assessment = config.get("assessment", {})
+    validation = assessment.pop("validation", None) if isinstance(assessment, dict) else None
+    validation_field = assessment.pop("validation_field", "reference") if isinstance(assessment, dict) else None
     params = Parameters().replaced(_section_values(config, config_path), str(config_path))
     params = params.replaced(overrides or {}, "command line")
     name = _check_name(config["name"], config_path)
@@ -191,7 +203,9 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
                  aoi=_check_aoi(config.get("aoi"), base, config_path),
                  reference_field=_check_field(config.get("reference_field"), config_path),
                  stretch_from=input_path(base, config["stretch_from"], "stretch_from", config_path)
-                 if "stretch_from" in config else None)
+                 if "stretch_from" in config else None,
+                 validation=None if validation is None else input_path(base, validation, "validation", config_path),
+                 validation_field=_check_field(validation_field, config_path, "validation_field"))
 
 
 def _check_name(name, config_path: Path) -> str:
@@ -265,10 +279,10 @@ def _check_aoi(aoi, base: Path, config_path: Path):
                       f"crs = \"EPSG:4326\"}} or a vector file path")
 
 
-def _check_field(field, config_path: Path) -> str | None:
+def _check_field(field, config_path: Path, key: str = "reference_field") -> str | None:
     if field is None or isinstance(field, str) and field:
         return field
-    raise ConfigError(f"{config_path}: reference_field = {field!r} must be the name of an attribute")
+    raise ConfigError(f"{config_path}: {key} = {field!r} must be the name of an attribute")
 
 
 def _check_classes(classes, config_path: Path) -> dict:

@@ -51,29 +51,49 @@ def with_interval(value, half_width, digits: int) -> str:
 
 
 def area_table(area: dict) -> str:
-    """HTML table of the area estimates: per class map area, estimated area, user's and producer's accuracy
-    (each ± its 95 % confidence interval), then the overall accuracy."""
+    """HTML table of area estimates: per class map area, estimated area, user's and producer's accuracy (each
+    ± its 95 % confidence interval), then the overall accuracy."""
     rows = "".join(
         f"<tr><th>{html.escape(name)}</th><td>{with_interval(c['map_area_ha'], None, 1)}</td>"
         f"<td>{with_interval(c['estimated_area_ha'], c['area_ci95_ha'], 1)}</td>"
         f"<td>{with_interval(c['users_accuracy'], c['users_accuracy_ci95'], 3)}</td>"
-        f"<td>{with_interval(c['producers_accuracy'], c['producers_accuracy_ci95'], 3)}</td>"
-        f"<td>{c['test_superpixels']}</td></tr>" for name, c in area["classes"].items())
+        f"<td>{with_interval(c['producers_accuracy'], c['producers_accuracy_ci95'], 3)}</td></tr>"
+        for name, c in area["classes"].items())
     return (f"<table class='area'><tr><th>class</th><th>map area (ha)</th><th>estimated area (ha) ± 95 % CI</th>"
-            f"<th>user's accuracy ± 95 % CI</th><th>producer's accuracy ± 95 % CI</th><th>test superpixels</th></tr>"
+            f"<th>user's accuracy ± 95 % CI</th><th>producer's accuracy ± 95 % CI</th></tr>"
             f"{rows}<tr><th>all</th><td>{with_interval(area['total_area_ha'], None, 1)}</td><td></td>"
             f"<td colspan='2'>overall accuracy {with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}"
-            f"</td><td>{area['n_samples']}</td></tr></table>")
+            f"</td></tr></table>")
 
 
-def area_section(area: dict) -> str:
-    """The report's section on area estimates: the table, how it was computed and the reference."""
-    return (f"<h2>Class areas and area-adjusted accuracy</h2>{area_table(area)}<p>Stratified estimators of "
-            f"Olofsson et al. (2014), with the map classes as strata (map areas from the pixel counts of the map x "
-            f"{area['pixel_area_m2']:g} m² per pixel) and the labelled test superpixels as the sample, each weighted "
-            f"by its pixel count; the variances count superpixels, which are clustered samples, so the intervals "
-            f"are approximate.</p><p><code>{html.escape(area['formula'])}</code></p>"
-            f"<p>{html.escape(area['reference'])}</p>")
+def area_section(area: dict, title: str) -> str:
+    """A report section of area estimates: the table, what the sample is, how it was computed, the references."""
+    sample = area["sample"]
+    facts = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in sample.items()
+                      if key not in ("design", "unit", "variance", "references", "note"))
+    return (f"<h2>{html.escape(title)}</h2>{area_table(area)}"
+            f"<p><b>Sample</b>: {html.escape(sample['design'])}; unit: {html.escape(sample['unit'])}; "
+            f"{html.escape(facts)}.</p>"
+            + (f"<p class='note'><b>{html.escape(sample['note'])}</b></p>" if sample.get("note") else "")
+            + f"<p><b>Variance</b>: {html.escape(sample['variance'])}.</p><p><code>{html.escape(area['formula'])}"
+              f"</code></p>" + "".join(f"<p>{html.escape(reference)}</p>" for reference in sample["references"]))
+
+
+def headline_text(metrics: dict) -> str:
+    """The assessment's headline in words: the pixel-level, area-weighted overall accuracy with its 95 %
+    interval and its sample (a labelled validation sample before the held-out test blocks), or, without a
+    probability sample, why there is none."""
+    if "validation_sample" in metrics:
+        area = metrics["validation_sample"]
+        return (f"overall accuracy {with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)} "
+                f"(pixel-level, area-weighted, 95 % CI; validation sample of {area['sample']['labelled']} "
+                f"labelled points)")
+    area = metrics["area_estimates"]
+    if area["overall_accuracy"] is None:
+        return (f"no area-weighted accuracy (not a probability sample of the map); superpixel-level OA of the test "
+                f"superpixels {metrics['assessments']['superpixel_test']['overall_accuracy']}")
+    return (f"overall accuracy {with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)} "
+            f"(pixel-level, area-weighted, 95 % CI; {area['sample']['blocks']} test blocks of a cluster sample)")
 
 
 def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
@@ -82,9 +102,11 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
     def earlier(name: str) -> Path:
         return scene.output(name)
 
-    headline = metrics["assessments"]["superpixel_test"]
+    area, superpixels = metrics["area_estimates"], metrics["assessments"]["superpixel_test"]
     forest = metrics["assessments"].get("random_forest_superpixel_test")
     baseline = f"random forest baseline {forest['overall_accuracy']}; " if forest else ""
+    headline = html.escape(headline_text(metrics))
+    validation = metrics.get("validation_sample")
     sections = "".join(
         f"<section><h3>{name}</h3><p>{html.escape(result['unit'])}: {result['n_samples']}. "
         f"OA <b>{result['overall_accuracy']}</b>, kappa {result['kappa']}, weighted F1 {result['weighted_f1']}</p>"
@@ -92,7 +114,8 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
         for name, result in metrics["assessments"].items())
     composites = "".join(image_tag(earlier(name), alt) for name, alt in (
         ("rgb.png", "RGB"), ("nir_green_blue.png", "NIR-G-B"), ("segments_boundaries.png", "superpixels")))
-    write_page(scene, out, "land-cover report", f"""<p>Held-out test superpixels: overall accuracy <b id="headline">{headline['overall_accuracy']}</b>, kappa {headline['kappa']}
+    write_page(scene, out, "land-cover report", f"""<p>Headline: <b id="headline">{headline}</b>.
+Superpixel-level, on the test superpixels: OA {superpixels['overall_accuracy']}, kappa {superpixels['kappa']}
 ({baseline}segmentation ceiling {metrics['assessments']['segmentation_ceiling']['overall_accuracy']}).
 {html.escape(metrics.get("applied_model_note", ""))}
 Confusion matrices: rows = reference, columns = prediction. Image: {html.escape(Path(str(scene.image)).name)};
@@ -101,7 +124,8 @@ reference: {html.escape(Path(str(scene.reference)).name)}.</p>
 {image_tag(out.path("reference_maps.png"), "reference and predicted maps")}
 {image_tag(earlier("uncertainty.png"), "uncertainty")}
 <div class="pair">{image_tag(out.path("disagreement_map.png"), "disagreement map")}{image_tag(out.path("split_map.png"), "spatial split")}</div>
-{area_section(metrics["area_estimates"])}
+{area_section(validation, "Class areas and accuracy from the validation sample") if validation else ""}
+{area_section(area, "Class areas and area-weighted accuracy (held-out test blocks)")}
 {image_tag(earlier("learning_curve.png"), "learning curve") if earlier("learning_curve.png").is_file() else ""}
 {sections}
 <p>Full figures: metrics.json. Parameters and input checksums: run.json.</p>""")
@@ -120,16 +144,18 @@ section{{display:inline-block;vertical-align:top;width:45%;margin:1em}} .row img
         temporary.write_text(page, encoding="utf-8")
 
 
-def write_map_page(scene: Scene, out: OutputSet, areas: np.ndarray, model_scene) -> None:
+def write_map_page(scene: Scene, out: OutputSet, areas: np.ndarray, model_scene, validation: dict | None) -> None:
     """``report.html`` of a scene without a reference: the map, its uncertainty and the class ``areas`` (K,)
-    in hectares, for a model trained on scene ``model_scene``."""
+    in hectares, for a model trained on scene ``model_scene``; and the estimates from a labelled ``validation``
+    sample, if given."""
     rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{area:.2f}</td><td>{area / max(areas.sum(), 1e-9):.1%}</td></tr>"
                    for name, area in zip(scene.class_names, areas))
     write_page(scene, out, "land-cover map", f"""<p>No reference: accuracy cannot be assessed here. Model trained on scene {html.escape(str(model_scene))}.
 Image: {html.escape(Path(str(scene.image)).name)}.</p>
 <div class="pair">{image_tag(scene.output("predMap.png"), "predicted land cover")}{image_tag(scene.output("uncertainty.png"), "uncertainty")}</div>
 <h2>Class areas (map)</h2><table><tr><th>class</th><th>hectares</th><th>share</th></tr>{rows}
-<tr><th>total</th><td>{areas.sum():.2f}</td><td></td></tr></table>""")
+<tr><th>total</th><td>{areas.sum():.2f}</td><td></td></tr></table>
+{area_section(validation, "Class areas and accuracy from the validation sample") if validation else ""}""")
 
 
 def summary_lines(metrics: dict) -> list[str]:
@@ -147,11 +173,14 @@ def summary_lines(metrics: dict) -> list[str]:
                      f"weighted F1 {result['weighted_f1']}")
         for i, row in enumerate(result["confusion_matrix"]):
             lines.append(f"{result['class_names'][i]:>12} " + " ".join(f"{v:>8}" for v in row))
-    area = metrics["area_estimates"]
-    lines.append(f"\narea estimates (Olofsson et al. 2014; ha, +- 95 % CI): overall accuracy "
-                 f"{with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}")
-    for name, c in area["classes"].items():
-        lines.append(f"{name:>12}  map {c['map_area_ha']:,.1f}  estimated "
-                     f"{with_interval(c['estimated_area_ha'], c['area_ci95_ha'], 1)}")
+    for key in ("area_estimates", "validation_sample"):
+        if key in metrics:
+            area = metrics[key]
+            lines.append(f"\n{key} (ha, +- 95 % CI; {area['sample']['design']}): overall accuracy "
+                         f"{with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}")
+            lines.extend([area["sample"]["note"]] if area["sample"].get("note") else [])
+            for name, c in area["classes"].items():
+                lines.append(f"{name:>12}  map {c['map_area_ha']:,.1f}  estimated "
+                             f"{with_interval(c['estimated_area_ha'], c['area_ci95_ha'], 1)}")
     return [line.replace("&ndash;", "-") for line in lines]
 

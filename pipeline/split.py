@@ -18,13 +18,23 @@ def held_out_superpixels(centroids: np.ndarray, labels: np.ndarray, shape: tuple
     scene of ``shape``, in random order, go to test until their centroids hold ``test_fraction`` of the
     labelled superpixels."""
     labelled = labels != UNLABELLED
-    blocks_across = -(-shape[1] // block_size)
-    block = (centroids[:, 0] // block_size) * blocks_across + centroids[:, 1] // block_size
-    n_blocks = (-(-shape[0] // block_size)) * blocks_across
+    block = block_of(centroids, shape, block_size)
+    n_blocks = (-(-shape[0] // block_size)) * (-(-shape[1] // block_size))
     order = rng.permutation(n_blocks)
     held = np.cumsum(np.bincount(block[labelled], minlength=n_blocks)[order])
     n_test_blocks = int(np.searchsorted(held, test_fraction * labelled.sum())) + 1
     return labelled & np.isin(block, order[:n_test_blocks])
+
+
+def block_of(centroids: np.ndarray, shape: tuple, block_size: int) -> np.ndarray:
+    """The split block of each superpixel, by its centroid (n, 2 row, col): blocks of ``block_size`` px
+    numbered row by row over a scene of ``shape`` (int64, n).
+
+    >>> block_of(np.array([[0, 0], [0, 130], [130, 5]]), (200, 300), 128).tolist()
+    [0, 1, 3]
+    """
+    centroids = np.asarray(centroids, dtype=np.int64)
+    return (centroids[:, 0] // block_size) * (-(-shape[1] // block_size)) + centroids[:, 1] // block_size
 
 
 def touches(pixels: np.ndarray, centroids: np.ndarray, patch_width: int, shape: tuple | None = None,

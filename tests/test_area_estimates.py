@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.area_estimates import OLOFSSON_2014, area_weighted_accuracy, class_areas_ha
+from pipeline.area_estimates import area_weighted_accuracy, class_areas_ha, design_variance, estimates
 
 NAMES = ["deforestation", "forest gain", "stable forest", "stable non-forest"]
 # Olofsson et al. (2014), section 5, Table 8, in this project's layout: rows = REFERENCE, columns = MAP.
@@ -94,8 +94,7 @@ def test_olofsson_worked_example_all_classes():
         assert got == pytest.approx(values, abs=1e-4), key
     assert sum(result["classes"][name]["estimated_area_ha"] for name in NAMES) == pytest.approx(900_000)
     assert result["total_area_ha"] == pytest.approx(900_000)
-    assert result["n_samples"] == 640
-    assert result["reference"] == OLOFSSON_2014 and "Olofsson" in OLOFSSON_2014
+    assert result["n_units"] == 640
     json.dumps(result, allow_nan=False)
 
 
@@ -123,25 +122,76 @@ def test_two_classes_by_hand():
     assert b["producers_accuracy_se"] == pytest.approx(math.sqrt(0.0024748), rel=1e-4)
 
 
-def test_area_weighted_counts_use_sampling_units_in_the_variance():
-    """Counts scaled by 100 (as pixel weights) keep the proportions; with ``sample_units`` the SEs too."""
-    plain = area_weighted_accuracy(np.array([[9, 1], [1, 4]]), np.array([30.0, 70.0]), ["a", "b"])
-    weighted = area_weighted_accuracy(100 * np.array([[9, 1], [1, 4]]), np.array([30.0, 70.0]), ["a", "b"],
-                                      sample_units=np.array([10, 5]))
-    for name in "ab":
-        for key, value in plain["classes"][name].items():
-            assert weighted["classes"][name][key] == pytest.approx(value), key
-    unweighted = area_weighted_accuracy(100 * np.array([[9, 1], [1, 4]]), np.array([30.0, 70.0]), ["a", "b"])
-    assert unweighted["classes"]["a"]["area_se_ha"] < plain["classes"]["a"]["area_se_ha"] / 5
-    assert weighted["n_samples"] == 15
+def test_block_standard_error_by_hand():
+    """A cluster sample of 3 blocks out of M = 10, two classes, map shares W = (0.5, 0.5); pixels per block,
+    rows reference, columns map:  block 1 [[8, 0], [2, 10]], block 2 [[4, 2], [0, 4]], block 3 [[6, 0], [0, 2]].
+
+    Within map class a: X_a = 20 px, 18 of reference a: q_aa = 0.9; within b: X_b = 18, 16 of b: q_bb = 8/9.
+    OA = 0.5 * 0.9 + 0.5 * 8/9 = 0.894444. Linearized block values z_b = sum_j W_j (y_b,jj - q_jj x_b,j) / X_j:
+    z_1 = 0.5 (8 - 9) / 20 + 0.5 (10 - 80/9) / 18 = 0.0058642; z_2 = 0.5 (0.4) / 20 + 0.5 (4 - 48/9) / 18 =
+    -0.0270370; z_3 = 0.5 (0.6) / 20 + 0.5 (2 - 16/9) / 18 = 0.0211728 (they sum to 0).
+    V = (1 - 3/10) * 3/2 * sum z_b^2 = 1.05 * 0.00121369 = 0.00127437: SE 0.035698 (Cochran 1977 eq. 6.13's
+    ratio variance, summed over the map classes' ratios).
+    Class a's area share = 0.5 * 0.9 + 0.5 * 2/18 = 0.505556 of 100 ha; its z_b = sum_j W_j (y_b,aj - q_aj x_b,j) / X_j.
+    """
+    tables = np.array([[[8, 0], [2, 10]], [[4, 2], [0, 4]], [[6, 0], [0, 2]]], float)
+    result = estimates(tables, np.zeros(3, int), np.array([10.0]), np.array([50.0, 50.0]), ["a", "b"],
+                       map_shares=np.array([0.5, 0.5]))
+    z = np.array([0.5 * (8 - 9) / 20 + 0.5 * (10 - 80 / 9) / 18, 0.5 * 0.4 / 20 + 0.5 * (4 - 48 / 9) / 18,
+                  0.5 * 0.6 / 20 + 0.5 * (2 - 16 / 9) / 18])
+    assert z.sum() == pytest.approx(0, abs=1e-15)
+    assert result["overall_accuracy"] == pytest.approx(0.894444, abs=1e-6)
+    assert result["overall_accuracy_se"] == pytest.approx(math.sqrt(0.7 * 1.5 * (z ** 2).sum()), rel=1e-12)
+    assert result["overall_accuracy_se"] == pytest.approx(0.035698, abs=1e-6)
+    za = np.array([0.5 * (8 - 0.9 * 10) / 20 + 0.5 * (0 - 10 / 9) / 18, 0.5 * (4 - 3.6) / 20 + 0.5 * (2 - 6 / 9) / 18,
+                   0.5 * (6 - 5.4) / 20 + 0.5 * (0 - 2 / 9) / 18])
+    a = result["classes"]["a"]
+    assert a["estimated_area_ha"] == pytest.approx(100 * (0.45 + 0.5 / 9))
+    assert a["area_se_ha"] == pytest.approx(100 * math.sqrt(1.05 * (za ** 2).sum()), rel=1e-12)
+    # a census (every block sampled) has no sampling error; one block alone gives no variance
+    census = estimates(tables, np.zeros(3, int), np.array([3.0]), np.array([50.0, 50.0]), ["a", "b"],
+                       map_shares=np.array([0.5, 0.5]))
+    assert census["overall_accuracy_se"] == 0.0
+    single = estimates(tables[:1], np.zeros(1, int), np.array([10.0]), np.array([50.0, 50.0]), ["a", "b"],
+                       map_shares=np.array([0.5, 0.5]))
+    assert single["overall_accuracy"] is not None and single["overall_accuracy_se"] is None
+
+
+def test_block_intervals_cover_the_truth_over_repeated_cluster_samples():
+    """A synthetic population of 400 blocks whose errors cluster (each block has its own error rate): 95 %
+    intervals from 40 blocks drawn at random contain the true overall accuracy and areas about 95 % of the time,
+    and the pixel-wise (independent draws) SE would be several times too small."""
+    rng = np.random.default_rng(7)
+    blocks, pixels = 400, 100
+    mapped = rng.integers(0, 2, size=(blocks, pixels))
+    wrong = rng.random((blocks, pixels)) < rng.beta(1, 6, size=(blocks, 1))  # block-level error rates
+    reference = np.where(wrong, 1 - mapped, mapped)
+    population = np.zeros((blocks, 2, 2))
+    np.add.at(population, (np.repeat(np.arange(blocks), pixels), reference.ravel(), mapped.ravel()), 1)
+    truth_oa = np.trace(population.sum(axis=0)) / population.sum()
+    truth_a = population.sum(axis=(0, 2))[0] / population.sum()
+    map_area = population.sum(axis=(0, 1))
+    hits, width_ratio = np.zeros(2), []
+    draws = 400
+    for _ in range(draws):
+        chosen = rng.choice(blocks, 40, replace=False)
+        result = estimates(population[chosen], np.zeros(40, int), np.array([blocks]), map_area, ["a", "b"],
+                           map_shares=map_area / map_area.sum())
+        hits[0] += abs(result["overall_accuracy"] - truth_oa) <= result["overall_accuracy_ci95"]
+        a = result["classes"]["a"]
+        hits[1] += abs(a["estimated_area_ha"] - truth_a * map_area.sum()) <= a["area_ci95_ha"]
+        oa = result["overall_accuracy"]
+        width_ratio.append(result["overall_accuracy_se"] / math.sqrt(oa * (1 - oa) / (40 * pixels)))
+    assert 0.91 <= hits[0] / draws <= 0.98 and 0.91 <= hits[1] / draws <= 0.98, hits / draws
+    assert np.median(width_ratio) > 2
 
 
 def test_undefined_values_are_none_not_nan():
-    # Map class c has no samples but covers area: UA of c is unknown, and so is every area and PA.
+    # Map class c has no samples but covers area: nothing can be estimated (its pixels could be of any class).
     confusion = np.array([[5, 1, 0], [0, 4, 0], [1, 0, 0]])
     result = area_weighted_accuracy(confusion, np.array([10.0, 20.0, 5.0]), ["a", "b", "c"])
     assert result["classes"]["c"]["users_accuracy"] is None
-    assert result["classes"]["a"]["users_accuracy"] == pytest.approx(5 / 6)
+    assert result["classes"]["a"]["users_accuracy"] is None
     assert result["classes"]["a"]["estimated_area_ha"] is None
     assert result["overall_accuracy"] is None
     json.dumps(result, allow_nan=False)
@@ -166,6 +216,8 @@ def test_undefined_values_are_none_not_nan():
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match="3 class names"):
         area_weighted_accuracy(np.eye(2), np.ones(2), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="3 class names"):
+        estimates(np.ones((2, 2, 2)), np.zeros(2, int), np.ones(1), np.ones(2), ["a", "b", "c"])
 
 
 def test_class_areas_ha():

@@ -10,7 +10,7 @@ import pytest
 import gdal_tif2rgb
 import Step3_Accuracy_Assessment as step3
 from pipeline import accuracy
-from pipeline.area_estimates import area_estimates, pixel_area
+from pipeline.area_estimates import held_out_estimates, pixel_area
 
 NAMES = ["urban", "crop", "vegetation", "water"]
 
@@ -89,19 +89,34 @@ class TestAssessments:
 
 
 class TestAreaEstimates:
-    def test_test_superpixels_weighted_by_pixel_count_with_superpixels_as_sampling_units(self):
-        segments, _, labels, split = toy_scene()  # superpixels 2 and 3 are test, 8 pixels each
-        predicted = np.array([2, 2, 2, 2], np.uint8)  # all vegetation: superpixel 3 (water) is wrong
-        result = area_estimates(segments, labels, split, predicted, predicted[segments], NAMES, 100.0)
-        assert result["confusion_matrix_pixels"] == [[0] * 4, [0] * 4, [0, 0, 8, 0], [0, 0, 8, 0]]
-        # 32 px of vegetation at 100 m2 = 0.01 ha per pixel
-        assert [c["map_area_ha"] for c in result["classes"].values()] == [0.0, 0.0, 0.32, 0.0]
-        vegetation, water = result["classes"]["vegetation"], result["classes"]["water"]
-        assert vegetation["test_superpixels"] == 2 and vegetation["users_accuracy"] == 0.5
-        assert water["estimated_area_ha"] == pytest.approx(0.16)  # half the vegetation stratum is water
-        # the variance counts 2 superpixels (n - 1 = 1), not 16 pixels: SE(UA) = sqrt(0.5 * 0.5 / 1)
-        assert vegetation["users_accuracy_se"] == pytest.approx(0.5)
-        assert result["classes"]["urban"]["users_accuracy"] is None  # no map area, no test superpixel
+    def test_each_test_pixel_counts_with_its_own_reference_value_and_blocks_are_the_units(self):
+        segments, codes, labels, split = toy_scene()  # superpixels 2 and 3 are test, 8 pixels each
+        centroids = np.array([[0, 1], [0, 5], [0, 9], [0, 13]], np.int32)
+        predicted = np.array([2, 2, 2, 2], np.uint8)  # all vegetation
+        result = held_out_estimates(segments, codes, labels, split, predicted[segments], NAMES, 100.0, 8, centroids)
+        # superpixel 2: 6 vegetation and 2 urban pixels; superpixel 3: 4 water pixels, 4 unlabelled (left out)
+        assert result["confusion_matrix_pixels"] == [[0, 0, 2, 0], [0] * 4, [0, 0, 6, 0], [0, 0, 4, 0]]
+        assert [c["map_area_ha"] for c in result["classes"].values()] == [0.0, 0.0, 0.32, 0.0]  # 32 px of 0.01 ha
+        sample = result["sample"]
+        assert (sample["blocks"], sample["population_blocks"], sample["pixels"]) == (1, 2, 12)
+        # 4 of the 32 mapped pixels lack a reference (87.5 % labelled): no probability sample, nothing estimated
+        assert sample["probability_sample"] is False and sample["reference_coverage"] == 0.875
+        assert "not a probability sample" in sample["note"] and "--design-sample" in sample["note"]
+        assert result["overall_accuracy"] is None and result["overall_accuracy_ci95"] is None
+        assert all(c["estimated_area_ha"] is None and c["users_accuracy"] is None for c in result["classes"].values())
+        json.dumps(result, allow_nan=False)
+
+    def test_block_standard_error_over_test_blocks(self):
+        segments, codes, labels, split = toy_scene()
+        codes = np.where(codes == 255, 3, codes).astype(np.uint8)  # a complete reference
+        centroids = np.array([[0, 1], [0, 5], [0, 9], [0, 13]], np.int32)
+        predicted = np.array([2, 2, 2, 2], np.uint8)
+        # blocks of 4 px: every superpixel its own block; 2 of the 4 blocks are test blocks
+        result = held_out_estimates(segments, codes, labels, split, predicted[segments], NAMES, 100.0, 4, centroids)
+        assert result["sample"]["probability_sample"] and result["sample"]["blocks"] == 2
+        # block values z = (6 - 0.375 * 8) / 16 and (0 - 0.375 * 8) / 16; V = (1 - 2/4) * 2/1 * sum z^2
+        assert result["overall_accuracy"] == pytest.approx(6 / 16)
+        assert result["overall_accuracy_se"] == pytest.approx(np.sqrt(0.5 * 2 * 2 * (3 / 16) ** 2))
 
     def test_geographic_crs_is_a_one_line_error(self):
         from osgeo import osr
