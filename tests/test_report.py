@@ -73,15 +73,17 @@ def test_report_renders_alone_in_chromium_with_every_image(step3_workdir, tmp_pa
     workdir, metrics = step3_workdir
     report = (workdir / "report.html").read_text(encoding="utf-8")
     dom = render(report, tmp_path / "alone")
-    headline = metrics["assessments"]["superpixel_test"]["overall_accuracy"]
-    assert f'<b id="headline">{headline}</b>' in dom
+    area = metrics["area_estimates"]
+    headline = with_interval(area["overall_accuracy"], area["overall_accuracy_ci95"], 3)
+    assert f'<b id="headline">overall accuracy {headline} (pixel-level, area-weighted, 95 % CI;' in dom
     area = metrics["area_estimates"]
     for name, estimate in area["classes"].items():
         row = (f"<th>{html.escape(name)}</th><td>{estimate['map_area_ha']:,.1f}</td>"
                f"<td>{with_interval(estimate['estimated_area_ha'], estimate['area_ci95_ha'], 1)}</td>")
         assert row in dom, name
     assert f"overall accuracy {with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}" in dom
-    assert "Olofsson, P., Foody, G. M." in dom
+    assert "Olofsson, P., Foody, G. M." in dom and "Stehman, S. V. (1997)" in dom
+    assert f"blocks {area['sample']['blocks']}" in dom and "probability sample True" in dom
 
     total, loaded = images_loaded(render(report.replace("</body>", COUNT_IMAGES + "</body>"), tmp_path / "counted"))
     assert total == loaded == 13  # 3 composites, maps, uncertainty, disagreement, split, learning curve, 5 matrices

@@ -144,17 +144,22 @@ class TestEndToEnd:
             assert np.sum(result["confusion_matrix"]) == result["n_samples"] > 0
         assert "rows = reference" in metrics["note"]
         area = metrics["area_estimates"]
-        assert "Olofsson" in area["reference"] and "sum_i W_i q_ij" in area["formula"]
+        assert any("Stehman" in reference for reference in area["sample"]["references"])
+        assert "p_ij = W_j T_ij / T_.j" in area["formula"]
         assert area["pixel_area_m2"] == 100.0  # Sentinel-2's 10 m pixels
         assert area["total_area_ha"] == pytest.approx(324 * 339 / 100)  # every pixel of the 324 x 339 px subset is mapped
-        assert area["n_samples"] == metrics["assessments"]["superpixel_test"]["n_samples"]
+        sample = area["sample"]
+        assert sample["probability_sample"] and sample["reference_coverage"] == 1.0
+        assert area["n_units"] == sample["blocks"] < sample["population_blocks"]
+        assert sample["pixels"] == metrics["assessments"]["pixel_test"]["n_samples"]  # each test pixel counts once
+        assert sample["test_superpixels"] == metrics["assessments"]["superpixel_test"]["n_samples"]
         assert sum(c["estimated_area_ha"] for c in area["classes"].values()) == pytest.approx(area["total_area_ha"])
         for name in ("disagreement_map.png", "split_map.png", "reference_maps.png"):
             assert (workdir / name).is_file(), name
         report = (workdir / "report.html").read_text(encoding="utf-8")
         assert all(src.startswith("data:image/png;base64,") for src in re.findall(r"src=['\"]([^'\"]+)['\"]", report))
         output = capsys.readouterr().out
-        assert "OA" in output and "area estimates (Olofsson et al. 2014" in output
+        assert "OA" in output and "area_estimates (ha, +- 95 % CI; cluster sample" in output and "headline: overall accuracy" in output
 
     def test_the_map_read_is_the_map_step2_painted(self, step2_workdir):
         from pipeline import contract

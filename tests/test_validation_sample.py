@@ -166,14 +166,16 @@ def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys):
     assert step3.main([*arguments, "--design-sample", "--target-se", "0.02", "--min-per-class", "20"]) == 0
     designed = workdir / "validation_sample.gpkg"
     assert designed.is_file() and designed.with_suffix(".csv").is_file()
-    layer = ogr.Open(str(designed)).GetLayer(0)
+    dataset = ogr.Open(str(designed))  # kept while its layer is read
+    layer = dataset.GetLayer(0)
     definition = layer.GetLayerDefn()
     assert [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())] == [
         "id", "map_class", "stratum_area_ha", "inclusion_probability", "map_run", "reference"]
-    assert layer.GetSpatialRef().GetAuthorityCode(None) == "32630"
+    assert layer.GetSpatialRef().GetAuthorityCode(None) == "27700"  # the map's CRS, British National Grid
     with open(designed.with_suffix(".csv"), newline="") as table:
         rows = list(csv.DictReader(table))
     assert len(rows) == layer.GetFeatureCount() >= 80 and all(r["map_run"] == assessed["map_run"] for r in rows)
+    dataset = None
 
     labelled = tmp_path / "labelled.gpkg"
     shutil.copy(designed, labelled)
