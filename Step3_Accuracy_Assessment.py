@@ -32,6 +32,15 @@ Writes ``metrics.json`` (sorted keys; per assessment: ``confusion_matrix``, ``cl
 ``n_samples``, ``unit``; then ``area_estimates``; undefined values are null), ``reference_maps.png`` (pixel
 and superpixel reference beside the prediction), ``disagreement_map.png``, ``split_map.png``,
 ``confusion_<assessment>.png`` and ``report.html``, one self-contained file with every image inside it.
+
+A validation sample, as README "Reporting areas and accuracy" tells (``pipeline/validation_sample.py``):
+
+- ``--design-sample`` writes ``validation_sample.gpkg`` and ``.csv``, a stratified random sample of the map to
+  label (``--target-se``, ``--min-per-class``, ``--sample-size``, ``--seed``), and stops;
+- ``--validation POINTS`` (or ``validation`` under ``[assessment]``) adds ``validation_sample`` to
+  ``metrics.json`` and the report: the areas and accuracies estimated from the labelled points;
+- ``--suggest N`` writes ``suggested_samples.gpkg`` and ``.csv``, the N most uncertain superpixels spread over
+  the scene, to label for training, and stops.
 """
 from __future__ import annotations
 
@@ -227,8 +236,9 @@ def suggest_samples(scene: Scene, data: dict, count: int) -> None:
     with open_outputs(scene.workdir, SUGGEST_OUTPUTS, hand_off_paths(scene)) as out:
         point_files.write_points(out.path(SUGGEST_OUTPUTS[0]), "suggested_samples", x0 + cols * dx + rows * rx,
                                  y0 + cols * ry + rows * dy, fields, data["grid"].crs_wkt)
-    log.info("%s: %d superpixels of uncertainty %.3f to %.3f, at least %.0f px apart", scene.output(SUGGEST_OUTPUTS[0]),
-             len(chosen), per_superpixel[chosen].min(initial=np.nan), per_superpixel[chosen].max(initial=np.nan), distance)
+    spread = f"uncertainty {per_superpixel[chosen].min():.3f} to {per_superpixel[chosen].max():.3f}" if len(chosen) else ""
+    log.info("%s: %d superpixels, %s, at least %.0f px apart", scene.output(SUGGEST_OUTPUTS[0]), len(chosen), spread,
+             distance)
 
 
 def hand_off_paths(scene: Scene) -> tuple:
@@ -263,7 +273,7 @@ def main(argv=None) -> int:
     modes.add_argument("--design-sample", action="store_true",
                        help="write validation_sample.gpkg/.csv, a stratified random sample of the map to label, "
                             "and stop")
-    modes.add_argument("--suggest", type=int, metavar="N", default=None,
+    modes.add_argument("--suggest", type=cli.positive_int, metavar="N", default=None,
                        help="write suggested_samples.gpkg/.csv, N points at the most uncertain superpixels to "
                             "label for training, and stop")
     parser.add_argument("--validation", type=Path, default=None, metavar="POINTS",

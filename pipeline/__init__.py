@@ -10,8 +10,10 @@ modules named for what each step does, arrays in and arrays out: Step 0 :mod:`~p
 :mod:`~pipeline.superpixels`, :mod:`~pipeline.sampling`, :mod:`~pipeline.split`, :mod:`~pipeline.quicklooks`,
 :mod:`~pipeline.tiled_outputs`; Step 2 :mod:`~pipeline.cnn`, :mod:`~pipeline.training_logs`,
 :mod:`~pipeline.prediction_maps`, :mod:`~pipeline.tiled_prediction`, :mod:`~pipeline.model_card`; Step 3
-:mod:`~pipeline.accuracy`, :mod:`~pipeline.area_estimates`, :mod:`~pipeline.accuracy_figures`,
-:mod:`~pipeline.report`. The README's Layout section has one line per module.
+:mod:`~pipeline.accuracy`, :mod:`~pipeline.area_estimates`, :mod:`~pipeline.validation_sample`,
+:mod:`~pipeline.label_suggestions`, :mod:`~pipeline.accuracy_figures`, :mod:`~pipeline.report`. The README's
+Layout section has one line per module.
 
-Raster, colour-table, QGIS style and PNG I/O live in ``gdal_tif2rgb.py``.
+Raster, colour-table, QGIS style and PNG I/O live in ``gdal_tif2rgb.py``; the point files people label in QGIS
+in :mod:`~pipeline.point_files`.
 """

@@ -61,6 +61,13 @@ def build_parser(description: str, parameter_names=()) -> argparse.ArgumentParse
     return parser
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     """``--scheduler`` and ``--workers``: where tiled work runs (Dask distributed)."""
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",

@@ -12,7 +12,8 @@ import Step3_Accuracy_Assessment as step3
 STEPS = {"Step0": (step0.main, "Step 0, data preparation", ("--n-segments", "--explore", "--stretch-from")),
          "Step1": (step1.main, "Step 1, class balance", ("--per-class",)),
          "Step2": (step2.main, "Step 2, model training", ("--epochs", "--model", "--runs-dir")),
-         "Step3": (step3.main, "Step 3, accuracy assessment", ("--per-class",))}
+         "Step3": (step3.main, "Step 3, accuracy assessment", ("--per-class", "--design-sample", "--target-se",
+                                                                "--validation", "--suggest"))}
 
 
 @pytest.mark.parametrize("step", STEPS)
