@@ -12,9 +12,11 @@ from osgeo import gdal, ogr
 
 import gdal_tif2rgb
 import Step3_Accuracy_Assessment as step3
-from conftest import fails_with_one_line
+from conftest import fails_with_one_line, write_config
 from pipeline import contract, point_files, validation_sample
 from pipeline.area_estimates import estimates
+from pipeline.config import load_scene
+from pipeline.errors import ConfigError
 
 NAMES = ["deforestation", "forest gain", "stable forest", "stable non-forest"]
 CONFUSION = np.array([[66, 0, 1, 2], [0, 55, 0, 1], [5, 8, 153, 9], [4, 12, 11, 313]])  # rows reference, cols map
@@ -267,3 +269,15 @@ def test_suggestions_are_the_most_uncertain_superpixels_spread_apart(assessed):
     distances = np.hypot(x[:, None] - x[None], y[:, None] - y[None]) / 10.0 + np.eye(15) * 1e9  # pixels
     assert distances.min() >= 25  # at least the patch width (or half the grid spacing of 15 points) apart
     assert all(value is None or value == "" for value in columns["reference"])
+
+
+def test_the_toml_names_a_validation_sample_relative_to_itself(tmp_path):
+    extra = '[assessment]\nvalidation = "samples/labelled.gpkg"\nvalidation_field = "class"\ntarget_se = 0.02\n'
+    config = write_config(tmp_path / "scene.toml", tmp_path / "image.tif", tmp_path / "reference.tif", extra)
+    scene = load_scene(config)
+    assert scene.validation == (tmp_path / "samples" / "labelled.gpkg").resolve()
+    assert scene.validation_field == "class" and scene.params.target_se == 0.02
+    assert load_scene(write_config(tmp_path / "plain.toml", tmp_path / "i.tif", tmp_path / "r.tif")).validation is None
+    with pytest.raises(ConfigError, match="unknown parameter 'validaton' in \\[assessment\\]"):
+        load_scene(write_config(tmp_path / "typo.toml", tmp_path / "i.tif", tmp_path / "r.tif",
+                                '[assessment]\nvalidaton = "x.gpkg"\n'))
