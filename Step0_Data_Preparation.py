@@ -53,12 +53,14 @@ from pipeline.tiled_outputs import TiledOutputs, write_tiles
 
 log = logging.getLogger(__name__)
 
+#: The clear dates of every pixel, written when the scene is masked or has several dates.
+CLEAR_OBSERVATIONS = "clear_observations.tif"
 #: Every file Step 0 writes (committed together; ``.aux.xml`` side files go with their rasters).
 OUTPUTS = (contract.LAYERS.filename, contract.REFERENCE.filename, contract.SEGMENTS_RASTER.filename,
            contract.SEGMENTS.filename,
            contract.SAMPLES.filename, *(f"{name}.png" for name in (*quicklooks.COMPOSITES, *INDEX_LAYERS)),
            *(f"histogram_{name}.png" for name in LAYER_NAMES), "segments_boundaries.png", "example_patches.png",
-           "run.json", f"{sources.FOLDER}/")
+           "run.json", f"{sources.FOLDER}/", CLEAR_OBSERVATIONS, "clear_observations.png")
 EXPLORE_OUTPUTS = ("explore_slic.png",)
 
 
@@ -98,18 +100,40 @@ def read_reference_codes(codes: np.ndarray | None, valid: np.ndarray) -> np.ndar
     return codes
 
 
-def on_work_grid(scene: Scene, out: OutputSet) -> sources.PreparedSources:
+def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedSources:
     """The scene's image and reference prepared on one work grid by GDAL (the tutorial's SNAP work): a
-    Sentinel-2 product's bands stacked at 10 m as reflectance, the image cut to the ``aoi``, the reference
-    resampled or rasterized onto the grid as class codes, in memory (see ``pipeline/sources.py``); the VRTs go
-    to ``sources/`` in ``out``."""
-    prepared = sources.prepare_sources(scene.image, scene.bands, scene.reference, scene.classes,
-                                       out.path(sources.FOLDER), aoi=scene.aoi, reference_field=scene.reference_field)
+    Sentinel-2 product's bands stacked at 10 m as reflectance, the image cut to the ``aoi``, each date's clouds,
+    shadows and bad pixels masked and several dates combined, window by window (on the Dask ``client``'s
+    cluster if given), the reference resampled or rasterized onto the grid as class codes, in memory (see
+    ``pipeline/sources.py``); the VRTs and a composite go to ``sources/`` in ``out``, the clear dates of every
+    pixel to ``clear_observations.tif`` and ``.png``."""
+    p = scene.params
+    masking = sources.Masking(p.masking, p.mask_classes, p.mask_buffer_m, scene.mask, scene.mask_values)
+    run_windows = None if client is None else (lambda function, tuples: cluster.map_in_order(client, function, tuples))
+    prepared = sources.prepare_sources(scene.images, scene.bands, scene.reference, scene.classes,
+                                       out.path(sources.FOLDER), aoi=scene.aoi, reference_field=scene.reference_field,
+                                       masking=masking, run_windows=run_windows)
+    if prepared.clear_observations is not None:
+        write_clear_observations(out, prepared, len(scene.images))
     missing = [role for role in SPECTRAL_BANDS if role not in prepared.bands]
     if missing:
         raise ConfigError(f"{scene.config_path}: [bands] lacks {', '.join(missing)} (needed for an image that is "
                           f"not a Sentinel-2 product)")
     return prepared
+
+
+def write_clear_observations(out: OutputSet, work: sources.PreparedSources, n_dates: int) -> None:
+    """``clear_observations.tif`` (uint8, the clear dates of each pixel) and its quicklook; the masked share of
+    every date by cause, in the log."""
+    clear = work.clear_observations
+    gdal_tif2rgb.write_geotiff(out.path(CLEAR_OBSERVATIONS), clear, work.grid, band_names=["clear_observations"])
+    step = grids.display_stride(*clear.shape)
+    gdal_tif2rgb.save_png(out.path("clear_observations.png"),
+                          quicklooks.plot_clear_observations(clear[::step, ::step], n_dates))
+    for date in work.sources["dates"]:
+        shares = ", ".join(f"{cause} {share:.1%}" for cause, share in date["masked_share"].items()) or "none"
+        log.info("%s (%s): masked %s", date["source"], date["acquired"] or "time unknown", shares)
+    log.info("pixels without a clear date: %.1f%% (nodata)", 100 * work.sources["no_clear_date_share"])
 
 
 # --- Driver 1: the whole scene in memory (tutorial 1.1, 2.1, 2.2) ----------------------------------------------
@@ -283,7 +307,8 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
     """Step 0 with the driver the scene's ``tile_size`` asks for, then the shared finishing path (or, with
     ``explore``, only the SLIC exploration); its outputs are committed as one set."""
     timings = {}
-    inputs = tuple(path for path in (scene.image, scene.reference, scene.config_path, scene.stretch_from) if path)
+    inputs = tuple(path for path in (*scene.images, scene.reference, scene.mask, scene.config_path,
+                                     scene.stretch_from) if path)
     if explore:
         with open_outputs(scene.workdir, EXPLORE_OUTPUTS, inputs) as out:
             return explore_slic(scene, on_work_grid(scene, out), out)
@@ -294,20 +319,22 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
         with cli.timed("checksums of the image and reference", timings):
             record = contract.step0_provenance(scene, contract.fingerprint(scene.image), scene.reference and
                                                contract.fingerprint(scene.reference))
-        with cli.timed("image and reference on the work grid", timings):
-            work = on_work_grid(scene, out)
-        record["stretch"] = stretch_from_model(scene, work.unit)
-        if tiled:
-            with cluster.dask_client(scheduler, workers) as client:
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(cluster.dask_client(scheduler, workers)) if tiled else None
+            with cli.timed("image and reference on the work grid", timings):
+                work = on_work_grid(scene, out, client)
+            record["stretch"] = stretch_from_model(scene, work.unit)
+            if tiled:
                 prepared = prepare_tiled(scene, work, out, record, client, timings)
-        else:
-            prepared = prepare_whole_scene(scene, work, out, record, timings)
+            else:
+                prepared = prepare_whole_scene(scene, work, out, record, timings)
         finish(scene, out, prepared, record, {"timings_s": timings, "sources": work.sources})
 
 
 def build_parser():
     parser = cli.build_parser(__doc__, ["n_segments", "compactness", "slic_layers", "patch_width",
-                                        "test_fraction", "block_size", "tile_size"])
+                                        "test_fraction", "block_size", "tile_size", "masking", "mask_classes",
+                                        "mask_buffer_m"])
     cli.add_cluster_flags(parser)
     parser.add_argument("--stretch-from", type=Path, default=None, metavar="MODEL",
                         help="model.keras of a trained model: stretch the layers with its training scene's limits, "

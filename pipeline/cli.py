@@ -53,6 +53,8 @@ def build_parser(description: str, parameter_names=()) -> argparse.ArgumentParse
         text = f"{rule.help} (default: [{rule.section}] {name} in the TOML, else {default!r})"
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif isinstance(default, tuple) and isinstance(default[0], int):
+            parser.add_argument(flag, nargs="*", type=int, default=None, metavar="CLASS", help=text)
         elif isinstance(default, tuple):
             parser.add_argument(flag, nargs="+", default=None, metavar="LAYER",
                                 help=f"{text}; names from {', '.join(rule.choices)}, or their 0-based indices")

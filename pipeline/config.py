@@ -86,6 +86,14 @@ class Parameters:
                                                      "validation sample", minimum=2)
     sample_size: int = parameter(0, "assessment", "points of a designed validation sample (0 = from --target-se)",
                                  minimum=0)
+    masking: bool = parameter(True, "masking", "mask clouds, shadows and bad pixels: from a product's own mask "
+                                               "(SCL, MSK_CLASSI), else a cloud detector, or the scene's mask raster")
+    mask_classes: tuple = parameter((0, 1, 3, 8, 9, 10), "masking",
+                                    "SCL classes masked in L2A products (0 no data, 1 saturated or defective, 3 cloud "
+                                    "shadows, 8/9 cloud medium/high probability, 10 thin cirrus, 11 snow)",
+                                    choices=tuple(range(12)))
+    mask_buffer_m: float = parameter(40.0, "masking", "buffer in metres around masked clouds and shadows",
+                                     minimum=0.0, maximum=5000.0)
     prior_correction: bool = parameter(True, "training", "weight predicted class probabilities by the classes' "
                                                          "shares among training superpixels (undoes the balancing's "
                                                          "equal priors)")
@@ -113,6 +121,8 @@ def check_value(name: str, value, rule: Rule, default, source: str):
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false")
         return value
+    if isinstance(default, tuple) and isinstance(default[0], int):
+        return _check_codes(value, rule, where)
     if isinstance(default, tuple):
         return _check_layers(value, rule, where)
     kind = type(default)
@@ -144,6 +154,15 @@ def _check_layers(value, rule: Rule, where: str) -> tuple:
     return tuple(names)
 
 
+def _check_codes(value, rule: Rule, where: str) -> tuple:
+    """A list of integer codes from ``rule.choices`` (e.g. SCL classes), sorted, each once."""
+    value = [value] if isinstance(value, int) else value
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value) \
+            or not set(value) <= set(rule.choices):
+        raise ConfigError(f"{where} must be a list of integers from {min(rule.choices)} to {max(rule.choices)}")
+    return tuple(sorted(set(value)))
+
+
 def _layer_name(value, choices: tuple):
     """A layer given by name, or by its 0-based index in ``choices`` (an int or a string of digits)."""
     if isinstance(value, str) and value.isdigit():
@@ -159,7 +178,7 @@ class Scene:
 
     name: str
     config_path: Path
-    image: Path | str  # a raster, a Sentinel-2 product (.SAFE folder, .zip, folder of band files); str: /vsi...
+    images: tuple  # one or more dates: rasters, Sentinel-2 products (.SAFE folder, .zip, band folder); str: /vsi...
     reference: Path | str | None  # a raster on any grid, or a vector file; None: a scene to map, not to train on
     bands: dict  # layer name -> 1-based band number or band description (rasters), band name "B02" (products)
     classes: dict  # class name -> list of reference values; order gives codes 0, 1, ...
@@ -170,6 +189,14 @@ class Scene:
     stretch_from: Path | None = None  # a trained model.keras whose training scene's stretch limits Step 0 uses
     validation: Path | None = None  # a labelled validation sample (points) Step 3 estimates areas and accuracy from
     validation_field: str = "reference"  # the field of ``validation`` holding the labels
+    mask: Path | str | None = None  # a raster (any grid) whose ``mask_values`` mark pixels to leave out
+    mask_values: tuple = ()  # values of ``mask`` that are masked
+    composite: str = "median"  # how several dates combine, pixel by pixel, over their clear observations
+
+    @property
+    def image(self) -> Path | str:
+        """The first date: its grid (cut to the aoi) is the work grid."""
+        return self.images[0]
 
     @property
     def class_names(self) -> list[str]:
@@ -188,13 +215,16 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
         if key not in config:
             raise ConfigError(f"{config_path}: missing key '{key}'")
     base = config_path.resolve().parent
+    masking = config.get("masking", {})
+    mask_keys = {key: masking.pop(key) for key in ("mask", "mask_values", "composite")
+                 if isinstance(masking, dict) and key in masking}
     assessment = config.get("assessment", {})
     validation = assessment.pop("validation", None) if isinstance(assessment, dict) else None
     validation_field = assessment.pop("validation_field", "reference") if isinstance(assessment, dict) else None
     params = Parameters().replaced(_section_values(config, config_path), str(config_path))
     params = params.replaced(overrides or {}, "command line")
     name = _check_name(config["name"], config_path)
-    return Scene(name=name, config_path=config_path, image=input_path(base, config["image"], "image", config_path),
+    return Scene(name=name, config_path=config_path, images=_check_images(config["image"], base, config_path),
                  reference=input_path(base, config["reference"], "reference", config_path)
                  if "reference" in config else None,
                  bands=_check_bands(config.get("bands", {}), config_path),
@@ -205,7 +235,44 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
                  stretch_from=input_path(base, config["stretch_from"], "stretch_from", config_path)
                  if "stretch_from" in config else None,
                  validation=None if validation is None else input_path(base, validation, "validation", config_path),
-                 validation_field=_check_field(validation_field, config_path, "validation_field"))
+                 validation_field=_check_field(validation_field, config_path, "validation_field"),
+                 **_check_mask(mask_keys, base, config_path))
+
+
+def _check_images(value, base: Path, config_path: Path) -> tuple:
+    """One date (a path) or several (a list of paths), each relative to the TOML."""
+    values = value if isinstance(value, list) else [value]
+    if not values or len(values) > 254:
+        raise ConfigError(f"{config_path}: image must be a path or a list of 1 to 254 paths (one per date)")
+    images = tuple(input_path(base, v, "image", config_path) for v in values)
+    if len(set(map(str, images))) != len(images):
+        raise ConfigError(f"{config_path}: image lists the same date twice")
+    return images
+
+
+#: How several dates can be combined.
+COMPOSITES = ("median",)
+
+
+def _check_mask(keys: dict, base: Path, config_path: Path) -> dict:
+    """``mask``, ``mask_values`` and ``composite`` of the [masking] section, checked."""
+    checked = {}
+    if "mask" in keys:
+        checked["mask"] = input_path(base, keys["mask"], "mask", config_path)
+        values = keys.get("mask_values")
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"{config_path}: [masking] mask needs mask_values = [...], the values of the mask "
+                              f"raster to leave out (e.g. [1] or [8, 9, 10])")
+        checked["mask_values"] = tuple(values)
+    elif "mask_values" in keys:
+        raise ConfigError(f"{config_path}: [masking] mask_values is given without mask = \"...\"")
+    if "composite" in keys:
+        if keys["composite"] not in COMPOSITES:
+            raise ConfigError(f"{config_path}: [masking] composite = {keys['composite']!r}; use one of "
+                              f"{', '.join(map(repr, COMPOSITES))}")
+        checked["composite"] = keys["composite"]
+    return checked
 
 
 def _check_name(name, config_path: Path) -> str:

@@ -72,7 +72,8 @@ PROVENANCE = "provenance"
 #: Metadata items of the raster hand-offs naming the run of the step that wrote them.
 STEP0_RUN_ITEM, STEP2_RUN_ITEM = "STEP0_RUN", "STEP2_RUN"
 #: Parameters that shape Step 0's hand-offs; a later step refuses hand-offs made with other values.
-STEP0_PARAMETERS = ("seed", "n_segments", "compactness", "slic_layers", "patch_width", "test_fraction", "block_size")
+STEP0_PARAMETERS = ("seed", "n_segments", "compactness", "slic_layers", "patch_width", "test_fraction", "block_size",
+                    "masking", "mask_classes", "mask_buffer_m")
 
 MODEL_FILE, MODEL_CARD = "model.keras", "model.json"
 
@@ -212,9 +213,12 @@ def new_run(step: str, **fields) -> dict:
 
 
 def step0_parameters(scene) -> dict:
-    """What shapes Step 0's hand-offs: bands, classes and the Step-0 parameters of ``scene``."""
+    """What shapes Step 0's hand-offs: bands, classes, the later dates and the mask raster (by path), and the
+    Step-0 parameters of ``scene``."""
     params = scene.params.as_dict()
     return {"bands": dict(scene.bands), "classes": {k: list(v) for k, v in scene.classes.items()},
+            "later_dates": [str(image) for image in scene.images[1:]], "mask": scene.mask and str(scene.mask),
+            "mask_values": list(scene.mask_values), "composite": scene.composite,
             **{name: list(params[name]) if isinstance(params[name], tuple) else params[name]
                for name in STEP0_PARAMETERS}}
 

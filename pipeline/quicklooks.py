@@ -115,3 +115,14 @@ def plot_slic_exploration(layers: np.ndarray, valid: np.ndarray, slic_layers, n_
     figure.suptitle(f"SLIC on a {size}x{size} px crop at row {top}, col {left} "
                     f"(counts scaled from n_segments={n_segments} for the whole scene)")
     return figure
+
+
+def plot_clear_observations(clear: np.ndarray, n_dates: int):
+    """Figure of the clear dates of every pixel (uint8, rows x cols of a preview), 0 (no clear date, nodata) to
+    ``n_dates``, with a colour bar."""
+    figure, axes = pyplot().subplots(figsize=(8, 8 * clear.shape[0] / max(clear.shape[1], 1) + 0.8))
+    image = axes.imshow(clear, cmap="viridis", vmin=0, vmax=max(n_dates, 1), interpolation="nearest")
+    figure.colorbar(image, ax=axes, ticks=range(n_dates + 1), label="clear dates (0 = no data)", shrink=0.8)
+    axes.set_title(f"Clear observations of each pixel ({n_dates} date{'s' if n_dates > 1 else ''})")
+    axes.set_axis_off()
+    return figure

@@ -86,9 +86,37 @@ def product_stack(path: Path, bands: dict, out_dir: Path):
                 metadata["offsets"].get(name, 0.0) / metadata["quantification"]) for name in names]
     metadata["offsets"] = {name: metadata["offsets"].get(name, 0.0) for name in names}
     info = {"kind": "zip" if root.startswith("/vsizip/") else "folder", **metadata,
+            "mask_file": _mask_file(listing, root), "acquired": metadata.pop("acquired", None) or _stamp_time(listing),
             "band_files": {name: files[name][0] for name in names}, "resampling": PRODUCT_RESAMPLING,
             "stack": str(stack), "reflectance": "(DN + offset) / quantification; DN 0 is nodata (NaN)"}
     return stack, {role: names.index(name) + 1 for role, name in roles.items()}, info, scaling
+
+
+def _mask_file(listing, root: str) -> dict | None:
+    """The product's own mask: an L2A scene classification layer (``*_SCL_20m.jp2``, else ``_60m``) or an L1C
+    ``MSK_CLASSI_B00.jp2``, as {"kind": "scl" or "msk_classi", "path": ...}; None when it has neither."""
+    found = {}
+    for relative in listing:
+        base = relative.rsplit("/", 1)[-1].upper()
+        scl = re.search(r"_SCL_(20|60)M\.JP2$", base)
+        if scl:
+            found.setdefault(f"scl{scl.group(1)}", f"{root}/{relative}")
+        elif base == "MSK_CLASSI_B00.JP2":
+            found.setdefault("msk_classi", f"{root}/{relative}")
+    for key, kind in (("scl20", "scl"), ("scl60", "scl"), ("msk_classi", "msk_classi")):
+        if key in found:
+            return {"kind": kind, "path": found[key]}
+    return None
+
+
+def _stamp_time(listing) -> str | None:
+    """The sensing time in the band files' names (``..._20210527T113321_...``), ISO formatted, or None."""
+    for relative in listing:
+        stamp = re.search(r"_(\d{8})T(\d{6})", relative)
+        if stamp:
+            day, time = stamp.groups()
+            return f"{day[:4]}-{day[4:6]}-{day[6:]}T{time[:2]}:{time[2:4]}:{time[4:]}"
+    return None
 
 
 def _product_roles(path: Path, bands: dict) -> dict:
@@ -169,6 +197,7 @@ def _parse_metadata(name: str, tree) -> dict:
     baseline = texts.get("PROCESSING_BASELINE")
     use_offsets = baseline is None or float(baseline) >= 4.0
     return {"metadata": name, "product_type": texts.get("PRODUCT_TYPE"), "processing_baseline": baseline,
+            "acquired": texts.get("PRODUCT_START_TIME") or texts.get("DATATAKE_SENSING_START"),
             "quantification": float(texts[quant_tag]), "offsets": offsets if use_offsets else {},
             "scaling_source": f"{quant_tag} and {offset_tag if use_offsets else 'no offsets (baseline < 04.00)'}"}
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from gdal_tif2rgb import Grid, open_raster
-from pipeline import sentinel2
+from pipeline import clouds, composite, sentinel2
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.georef import (as_path, crs_name, describe, north_up_grid, spatial_reference, transform_bounds,
-                             vector_bounds)
+from pipeline.georef import (as_path, crs_name, describe, north_up_grid, overlaps, spatial_reference,
+                             transform_bounds, vector_bounds)
 from pipeline.reference import reference_codes
 
 #: Folder of the work folder that holds the image VRTs Step 0 prepared (image.vrt, stack_dn.vrt, ...).
@@ -44,6 +44,7 @@ class PreparedSources:
         the bands used>)" for an ordinary raster; stretch limits are in this unit
     reference_codes : None (no reference), or uint8 class codes of shape (grid.rows, grid.cols), 255 = unlabelled
     sources : JSON-able description of what was used, for ``run.json``
+    clear_observations : None (one date, no mask), or the clear dates of every pixel, uint8 (rows, cols)
     """
 
     image: Path | str
@@ -52,23 +53,40 @@ class PreparedSources:
     unit: str
     reference_codes: np.ndarray | None
     sources: dict
+    clear_observations: np.ndarray | None = None
 
 
-def prepare_sources(image: Path, bands: dict, reference: Path | None, classes: dict, out_dir: Path, *,
-                    aoi=None, reference_field: str | None = None) -> PreparedSources:
-    """Prepare the image and the reference of a scene on one work grid.
+@dataclass(frozen=True)
+class Masking:
+    """How each date is masked (:mod:`pipeline.clouds`): ``enabled``, the SCL ``classes`` to mask, the buffer in
+    metres around clouds and shadows, and the scene's mask ``raster`` (None: none) with its masked values."""
+
+    enabled: bool = False
+    classes: tuple = ()
+    buffer_m: float = 0.0
+    raster: Path | str | None = None
+    raster_values: tuple = ()
+
+
+def prepare_sources(images, bands: dict, reference: Path | None, classes: dict, out_dir: Path, *,
+                    aoi=None, reference_field: str | None = None, masking: Masking = Masking(),
+                    run_windows=None) -> PreparedSources:
+    """Prepare the image (one date or several) and the reference of a scene on one work grid.
 
     Parameters
     ----------
-    image : raster file, Sentinel-2 ``.SAFE`` folder, its ``.zip``, or a folder of ``*_Bxx[_RRm].jp2`` files
+    images : tuple of dates, each a raster file, Sentinel-2 ``.SAFE`` folder, its ``.zip``, or a folder of
+        ``*_Bxx[_RRm].jp2`` files; the first one's grid (cut to the ``aoi``) is the work grid
     bands : layer role -> 1-based band number or band description (rasters) or band name "B02" (products)
     reference : raster or vector file of reference labels, or None
     classes : ordered class name -> list of reference values (as checked by :mod:`pipeline.config`); the order
         gives the codes 0..K-1
-    out_dir : folder for the prepared VRTs (made when one is written)
+    out_dir : folder for the prepared VRTs (made when one is written) and a composite's ``image.tif``
     aoi : None, {"bbox": [xmin, ymin, xmax, ymax], "crs": "EPSG:4326"} (crs defaults to the image's CRS)
         or a vector file whose extent (reprojected to the image CRS) is used
     reference_field : attribute of a vector reference holding the values of ``classes``
+    masking : how dates are masked; with masks or several dates the image is their composite
+    run_windows : ``run_windows(function, argument tuples)`` -> results in order; default: in this process
 
     Returns
     -------
@@ -77,24 +95,99 @@ def prepare_sources(image: Path, bands: dict, reference: Path | None, classes: d
     from osgeo import gdal
 
     gdal.UseExceptions()
-    image, out_dir = as_path(image), Path(out_dir)
-    if sentinel2.is_product(image):
-        stack, band_map, info, scaling = sentinel2.product_stack(image, bands, out_dir)
-        unit = REFLECTANCE
-    else:
-        stack, band_map, info, scaling = image, _raster_bands(image, bands), {"kind": "raster"}, None
-        unit = _raster_unit(stack, band_map)
-    full = north_up_grid(open_raster(stack), stack)
-    window, aoi_info = _aoi_window(full, aoi, image)
+    out_dir = Path(out_dir)
+    first = _date_stack(as_path(images[0]), bands, out_dir)
+    full = north_up_grid(open_raster(first["stack"]), first["stack"])
+    window, aoi_info = _aoi_window(full, aoi, as_path(images[0]))
     grid = full.subgrid(window)
-    prepared = _finish_image(stack, full, window, scaling, out_dir)
-    info.update(image=str(image), prepared_image=str(prepared), aoi=aoi_info, work_grid=describe(grid),
-                unit=unit)
+    dates = [_on_work_grid(first, full, window, grid, out_dir, masking)]
+    for number, image in enumerate(images[1:], start=2):
+        date = _date_stack(as_path(image), bands, out_dir / f"date_{number}")
+        if date["unit"] != first["unit"] or set(date["bands"]) != set(first["bands"]):
+            raise InputDataError(f"{image}: its bands ({date['unit']}: {', '.join(date['bands'])}) cannot be stacked "
+                                 f"with those of {images[0]} ({first['unit']}: {', '.join(first['bands'])})")
+        date_grid = north_up_grid(open_raster(date["stack"]), date["stack"])
+        dates.append(_on_work_grid(date, date_grid, (0, 0, date_grid.rows, date_grid.cols), grid,
+                                   out_dir / f"date_{number}", masking))
+    info = {**first["info"], "image": str(images[0]), "aoi": aoi_info, "work_grid": describe(grid),
+            "unit": first["unit"]}
+    image, band_map, clear = dates[0].image, dates[0].bands, None
+    if len(dates) > 1 or dates[0].masks:
+        roles = list(first["bands"])
+        clear, masked = composite.write_composite(tuple(dates), roles, grid, out_dir / "image.tif",
+                                                  clouds.buffer_radius_px(masking.buffer_m, grid),
+                                                  run_windows or _in_process)
+        image, band_map = out_dir / "image.tif", {role: i + 1 for i, role in enumerate(roles)}
+        info["dates"] = [{"source": date.source, "acquired": date.acquired,
+                          "masks": [source.kind for source in date.masks],
+                          "masked_share": {cause: round(n / clear.size, 6) for cause, n in counts.items() if n}}
+                         for date, counts in zip(dates, masked)]
+        info["composite"] = "median of the clear observations" if len(dates) > 1 else "one date, masked"
+        info["no_clear_date_share"] = round(float((clear == 0).mean()), 6)
+    info["prepared_image"] = str(image)
     codes, info["reference"] = None, None
     if reference is not None:
         codes, info["reference"] = reference_codes(as_path(reference), classes, grid, reference_field)
     info["classes"] = {name: list(values) for name, values in classes.items()}
-    return PreparedSources(image=prepared, bands=band_map, grid=grid, unit=unit, reference_codes=codes, sources=info)
+    return PreparedSources(image=image, bands=band_map, grid=grid, unit=first["unit"], reference_codes=codes,
+                           sources=info, clear_observations=clear)
+
+
+def _same_grid(a: Grid, b: Grid) -> bool:
+    """Whether two grids have the same size, pixels (to a thousandth of a pixel) and CRS."""
+    same_crs = (not a.crs_wkt and not b.crs_wkt) or (bool(a.crs_wkt) and bool(b.crs_wkt) and
+                                                     spatial_reference(a.crs_wkt).IsSame(spatial_reference(b.crs_wkt)))
+    return (a.rows, a.cols) == (b.rows, b.cols) and same_crs and np.allclose(
+        a.geotransform, b.geotransform, rtol=0, atol=1e-3 * abs(b.geotransform[1]))
+
+
+def _in_process(function, argument_tuples):
+    return (function(*arguments) for arguments in argument_tuples)
+
+
+def _date_stack(image: Path, bands: dict, out_dir: Path) -> dict:
+    """One date's stack on its own grid: ``stack`` (path), ``bands`` (role -> band), ``scaling`` (products:
+    (ratio, offset) per band, else None), ``unit``, ``info`` and ``product`` (whether it is a product)."""
+    if sentinel2.is_product(image):
+        stack, band_map, info, scaling = sentinel2.product_stack(image, bands, out_dir)
+        return {"stack": stack, "bands": band_map, "scaling": scaling, "unit": REFLECTANCE, "info": info,
+                "product": True, "source": image}
+    band_map = _raster_bands(image, bands)
+    return {"stack": image, "bands": band_map, "scaling": None, "unit": _raster_unit(image, band_map),
+            "info": {"kind": "raster"}, "product": False, "source": image}
+
+
+def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Path, masking: Masking) -> composite.Date:
+    """A :class:`pipeline.composite.Date` whose image is ``date``'s bands on the work ``grid``: its own grid
+    ``own`` cut to ``window`` (the first date), or warped onto the work grid (later dates of other grids), and
+    its masks."""
+    from osgeo import gdal
+
+    image = _finish_image(date["stack"], own, window, date["scaling"], out_dir)
+    if not _same_grid(own.subgrid(window), grid):
+        bounds = transform_bounds(own.bounds, own.crs_wkt, grid.crs_wkt)
+        if not overlaps(bounds, grid.bounds):
+            raise InputDataError(f"{date['source']}: covers {tuple(round(v) for v in bounds)}, which does not overlap "
+                                 f"the work grid {tuple(round(v) for v in grid.bounds)} of the first date: another area")
+        warped = out_dir / "on_work_grid.vrt"
+        gdal.Warp(str(warped), str(image), format="VRT", outputBounds=grid.bounds, width=grid.cols,
+                  height=grid.rows, dstSRS=grid.crs_wkt or None, resampleAlg="bilinear", outputType=gdal.GDT_Float32,
+                  dstNodata=float("nan"))
+        image = warped
+    masks = []
+    if masking.enabled and date["product"]:
+        own_mask = date["info"].get("mask_file")
+        if own_mask is None:
+            masks.append(clouds.detector(grid))
+        else:
+            values = masking.classes if own_mask["kind"] == "scl" else (1, 2, *((3,) if 11 in masking.classes else ()))
+            masks.append(clouds.MaskSource(own_mask["kind"], clouds.on_work_grid(own_mask["path"], grid,
+                                                                                 out_dir / "mask.vrt"), values))
+    if masking.enabled and masking.raster is not None:
+        masks.append(clouds.MaskSource("raster", clouds.on_work_grid(str(masking.raster), grid,
+                                                                     out_dir / "mask_raster.vrt"), masking.raster_values))
+    return composite.Date(source=str(date["source"]), image=str(image), bands=date["bands"], masks=tuple(masks),
+                          acquired=date["info"].get("acquired"))
 
 
 def _raster_bands(path: Path, bands: dict) -> dict:
