@@ -21,7 +21,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "data" / "aberystwyth.toml"
 RUNS_DIR = PROJECT_ROOT / "runs"
 #: Keys of the TOML's top level that are not parameter sections, and those of them a scene must have.
-SCENE_KEYS = ("name", "image", "reference", "bands", "classes", "aoi", "reference_field", "stretch_from")
+SCENE_KEYS = ("name", "image", "reference", "bands", "classes", "aoi", "reference_field", "stretch_from", "mask",
+              "mask_values", "composite")
 REQUIRED_KEYS = ("name", "image", "classes")
 #: Older parameter names still accepted in the TOML.
 RENAMED = {"window": "patch_width"}
@@ -215,9 +216,6 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
         if key not in config:
             raise ConfigError(f"{config_path}: missing key '{key}'")
     base = config_path.resolve().parent
-    masking = config.get("masking", {})
-    mask_keys = {key: masking.pop(key) for key in ("mask", "mask_values", "composite")
-                 if isinstance(masking, dict) and key in masking}
     assessment = config.get("assessment", {})
     validation = assessment.pop("validation", None) if isinstance(assessment, dict) else None
     validation_field = assessment.pop("validation_field", "reference") if isinstance(assessment, dict) else None
@@ -236,7 +234,7 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
                  if "stretch_from" in config else None,
                  validation=None if validation is None else input_path(base, validation, "validation", config_path),
                  validation_field=_check_field(validation_field, config_path, "validation_field"),
-                 **_check_mask(mask_keys, base, config_path))
+                 **_check_mask(config, base, config_path))
 
 
 def _check_images(value, base: Path, config_path: Path) -> tuple:
@@ -255,21 +253,21 @@ COMPOSITES = ("median",)
 
 
 def _check_mask(keys: dict, base: Path, config_path: Path) -> dict:
-    """``mask``, ``mask_values`` and ``composite`` of the [masking] section, checked."""
+    """The scene's ``mask``, ``mask_values`` and ``composite``, checked."""
     checked = {}
     if "mask" in keys:
         checked["mask"] = input_path(base, keys["mask"], "mask", config_path)
         values = keys.get("mask_values")
         if not isinstance(values, list) or not values or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            raise ConfigError(f"{config_path}: [masking] mask needs mask_values = [...], the values of the mask "
+            raise ConfigError(f"{config_path}: mask needs mask_values = [...], the values of the mask "
                               f"raster to leave out (e.g. [1] or [8, 9, 10])")
         checked["mask_values"] = tuple(values)
     elif "mask_values" in keys:
-        raise ConfigError(f"{config_path}: [masking] mask_values is given without mask = \"...\"")
+        raise ConfigError(f"{config_path}: mask_values is given without mask = \"...\"")
     if "composite" in keys:
         if keys["composite"] not in COMPOSITES:
-            raise ConfigError(f"{config_path}: [masking] composite = {keys['composite']!r}; use one of "
+            raise ConfigError(f"{config_path}: composite = {keys['composite']!r}; use one of "
                               f"{', '.join(map(repr, COMPOSITES))}")
         checked["composite"] = keys["composite"]
     return checked
