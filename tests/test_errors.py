@@ -12,7 +12,7 @@ import gdal_tif2rgb
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
-from conftest import TINY, fails_with_one_line, quadrant_scene, snapshot, write_config, write_tif
+from conftest import QUADRANT_PARAMETERS, fails_with_one_line, quadrant_scene, snapshot, write_scene, write_tif
 from pipeline import contract, matfile, sampling
 
 
@@ -20,8 +20,8 @@ from pipeline import contract, matfile, sampling
 def scene(tmp_path):
     """A good quadrant scene with its configuration and a work folder holding a finished Step 0 run."""
     image, reference = quadrant_scene(tmp_path)
-    config = write_config(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image),
-                          write_tif(tmp_path / "reference.tif", reference), TINY)
+    config = write_scene(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image),
+                         write_tif(tmp_path / "reference.tif", reference), QUADRANT_PARAMETERS)
     workdir = tmp_path / "work"
     assert step0.main(["--config", str(config), "--workdir", str(workdir)]) == 0
     return {"folder": tmp_path, "config": config, "workdir": workdir, "image": image, "reference": reference}
@@ -116,8 +116,8 @@ class TestMissingInvalidPixels:
         image, reference = quadrant_scene(tmp_path, np.float32)
         image[:, :20, :20] = np.nan  # a block of NaN in the urban quadrant
         image[:, 50:, 50:] = -9999  # and a block of nodata in the water quadrant
-        config = write_config(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image, nodata=-9999),
-                              write_tif(tmp_path / "reference.tif", reference), TINY)
+        config = write_scene(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image, nodata=-9999),
+                             write_tif(tmp_path / "reference.tif", reference), QUADRANT_PARAMETERS)
         workdir = tmp_path / "work"
         assert step0.main(["--config", str(config), "--workdir", str(workdir)]) == 0
         assert "596 pixels" in capsys.readouterr().out  # 400 NaN + 196 nodata
