@@ -146,6 +146,16 @@ def step0_workdir(tmp_path_factory, subset_config) -> Path:
 
 
 @pytest.fixture(scope="session")
+def explored_workdir(tmp_path_factory, subset_config) -> Path:
+    """Work folder after Step 0 ran once on the subset with --explore."""
+    import Step0_Data_Preparation as step0
+
+    workdir = tmp_path_factory.mktemp("explore")
+    assert step0.main(["--config", str(subset_config), "--workdir", str(workdir), "--explore"]) == 0
+    return workdir
+
+
+@pytest.fixture(scope="session")
 def step2_workdir(step0_workdir, subset_config, tmp_path_factory) -> tuple:
     """Work folder after Steps 1 and 2 ran on the subset (2 epochs), and the TensorBoard runs folder."""
     import Step1_Class_Balance as step1
