@@ -1,8 +1,12 @@
-"""Shared fixtures and builders: the real 324x339 Aberystwyth subset with a reference cut to its grid, tiny
-rasters, and Sentinel-2-like products, rasters and polygons made from a crop of the demo mosaic."""
+"""Shared fixtures and builders: the one scene-TOML builder (write_scene) and the test scenes' step parameters
+(settings() as TOML, flags() as command-line flags), the real 324x339 Aberystwyth subset with a reference cut to its
+grid and its Step 0-2 runs, tiny rasters, and Sentinel-2-like products, rasters and polygons made from a crop of the
+demo mosaic."""
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -45,39 +49,65 @@ def write_tif(path: Path, array: np.ndarray, geotransform=(500000.0, 10.0, 0.0, 
     return path
 
 
-def write_config(path: Path, image: Path, reference: Path, extra: str = "", **sections) -> Path:
-    """Write a scene TOML for the 10-band Aberystwyth layout."""
-    text = f'''name = "test"
-image = "{image}"
-reference = "{reference}"
-[bands]
-blue = 1
-green = 2
-red = 3
-nir = 7
-swir = 9
-[classes]
-urban = [3]
-crop = [2]
-vegetation = [1]
-water = [4]
-{extra}
-'''
-    path.write_text(text)
+#: Band numbers and class values of the 10-band Aberystwyth layout (the subset, the demo scene, the quadrant scene).
+ABERYSTWYTH_BANDS = {"blue": 1, "green": 2, "red": 3, "nir": 7, "swir": 9}
+ABERYSTWYTH_CLASSES = {"urban": [3], "crop": [2], "vegetation": [1], "water": [4]}
+
+# Step parameters of the test scenes, for settings() and flags(): name -> value; the parameters not named keep the
+# pipeline's defaults (pipeline.config.Parameters).
+#: The 64 x 64 px quadrant scene.
+QUADRANT_PARAMETERS = {"n_segments": 64, "patch_width": 19, "block_size": 16, "per_class": 20, "epochs": 1}
+#: The real 324 x 339 px subset, small for fast runs.
+SUBSET_PARAMETERS = {"n_segments": 1500, "block_size": 64, "per_class": 150, "epochs": 2, "batch_size": 32}
+#: Each half of the 930 x 947 px demo scene cut as a scene of its own (test_apply_model.py).
+HALF_DEMO_PARAMETERS = {"n_segments": 6000, "block_size": 64, "per_class": 300, "epochs": 3}
+#: The 200 x 200 px crop of the demo mosaic, through Step 0 (test_step0_sources.py).
+CROP_PARAMETERS = {"n_segments": 400, "patch_width": 19, "block_size": 32}
+#: The whole demo scene, its own TOML with these as flags (test_tiled.py).
+DEMO_PARAMETERS = {"per_class": 1000, "epochs": 6}
+
+
+def toml_value(value) -> str:
+    """``value`` (text, path, number, true or false, list, or dict as an inline table) as TOML."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(key)} = {toml_value(item)}" for key, item in value.items()) + "}"
+    return json.dumps(str(value) if isinstance(value, Path) else value)
+
+
+def toml_key(key: str) -> str:
+    """``key`` bare where TOML allows it, else quoted."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def toml_table(name: str, values: dict) -> str:
+    """A TOML table ``[name]`` of ``values``."""
+    return f"[{name}]\n" + "".join(f"{toml_key(key)} = {toml_value(value)}\n" for key, value in values.items())
+
+
+def settings(**parameters) -> str:
+    """TOML sections setting ``parameters`` (name -> value), each in the section the pipeline reads it from."""
+    from pipeline.config import Parameters
+
+    rules = Parameters.rules()
+    sections: dict = {}
+    for name, value in parameters.items():
+        sections.setdefault(rules[name][0].section, {})[name] = value
+    return "".join(toml_table(section, values) for section, values in sections.items())
+
+
+def flags(**parameters) -> list[str]:
+    """The command-line flags setting ``parameters`` (name -> value), named as the steps name them."""
+    return [item for name, value in parameters.items() for item in ("--" + name.replace("_", "-"), str(value))]
+
+
+def write_scene(path: Path, image, reference=None, parameters: dict | None = None, *, name: str = "test",
+                bands: dict = ABERYSTWYTH_BANDS, classes: dict = ABERYSTWYTH_CLASSES, **keys) -> Path:
+    """Write a scene TOML: ``name``, ``image``, ``reference`` (None: a scene without one), further top-level
+    ``keys`` (such as ``aoi``), the ``bands`` and ``classes`` tables and the sections of the step ``parameters``."""
+    top_level = {"name": name, "image": image, **({} if reference is None else {"reference": reference}), **keys}
+    path.write_text("".join(f"{toml_key(key)} = {toml_value(value)}\n" for key, value in top_level.items())
+                    + toml_table("bands", bands) + toml_table("classes", classes) + settings(**(parameters or {})))
     return path
-
-
-SMALL_SETTINGS = """
-[superpixels]
-n_segments = 1500
-[sampling]
-block_size = 64
-[balance]
-per_class = 150
-[training]
-epochs = 2
-batch_size = 32
-"""
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +132,7 @@ def subset_reference(tmp_path_factory) -> Path:
 def subset_config(tmp_path_factory, subset_reference) -> Path:
     """Scene TOML of the real subset with small settings for fast runs."""
     folder = tmp_path_factory.mktemp("config")
-    return write_config(folder / "subset.toml", SUBSET, subset_reference, SMALL_SETTINGS)
+    return write_scene(folder / "subset.toml", SUBSET, subset_reference, SUBSET_PARAMETERS)
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +142,16 @@ def step0_workdir(tmp_path_factory, subset_config) -> Path:
 
     workdir = tmp_path_factory.mktemp("work")
     assert step0.main(["--config", str(subset_config), "--workdir", str(workdir)]) == 0
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def explored_workdir(tmp_path_factory, subset_config) -> Path:
+    """Work folder after Step 0 ran once on the subset with --explore."""
+    import Step0_Data_Preparation as step0
+
+    workdir = tmp_path_factory.mktemp("explore")
+    assert step0.main(["--config", str(subset_config), "--workdir", str(workdir), "--explore"]) == 0
     return workdir
 
 
@@ -325,19 +365,6 @@ def assert_cog(path, overviews: bool) -> None:
     report = gdalinfo(path)
     assert "LAYOUT=COG" in report, path.name
     assert ("Overviews:" in report) == overviews, path.name
-
-
-TINY = """
-[superpixels]
-n_segments = 64
-[sampling]
-patch_width = 19
-block_size = 16
-[balance]
-per_class = 20
-[training]
-epochs = 1
-"""
 
 
 def quadrant_scene(folder, image_dtype=np.uint16):

@@ -14,37 +14,22 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
-from conftest import DATA, REFERENCE_930, fails_with_one_line
+from conftest import DATA, HALF_DEMO_PARAMETERS, REFERENCE_930, fails_with_one_line, write_scene
 from pipeline import contract, model_card
 
 IMAGE_930 = DATA / "sen2_20210527_aber_rebuilt.tif"
 SPLIT_ROW = 470  # the demo scene is 947 rows: north = training scene, south = the scene to map
-SETTINGS = """
-[superpixels]
-n_segments = 6000
-[sampling]
-block_size = 64
-[balance]
-per_class = 300
-[training]
-epochs = 3
-"""
 
 
-def cut_scene(folder, rows: tuple, with_reference: bool = True, extra: str = SETTINGS):
+def cut_scene(folder, rows: tuple, with_reference: bool = True, parameters: dict = HALF_DEMO_PARAMETERS):
     """A scene TOML of rows ``rows`` of the demo image (and reference) as files of their own."""
     folder.mkdir(parents=True, exist_ok=True)
     window = [0, rows[0], 930, rows[1] - rows[0]]
     gdal.Translate(str(folder / "image.tif"), str(IMAGE_930), srcWin=window)
-    reference = ""
     if with_reference:
         gdal.Translate(str(folder / "reference.tif"), str(REFERENCE_930), srcWin=window)
-        reference = 'reference = "reference.tif"'
-    config = folder / "scene.toml"
-    config.write_text(f'name = "{folder.name}"\nimage = "image.tif"\n{reference}\n[bands]\nblue = 1\ngreen = 2\n'
-                      f"red = 3\nnir = 7\nswir = 9\n[classes]\nurban = [3]\ncrop = [2]\nvegetation = [1]\n"
-                      f"water = [4]\n{extra}")
-    return config
+    return write_scene(folder / "scene.toml", "image.tif", "reference.tif" if with_reference else None, parameters,
+                       name=folder.name)
 
 
 def arguments(config, workdir, *extra):
@@ -130,8 +115,7 @@ def test_model_the_scene_cannot_feed_is_refused_in_one_line(trained, tmp_path, c
     fails_with_one_line(step2.main, arguments(config, work, "--model", model_folder / "model.keras"), capsys,
                         "rededge")
     assert not (work / "predMap.tif").exists()
-    narrow = cut_scene(tmp_path / "south", (SPLIT_ROW, 947), extra=SETTINGS.replace("[sampling]\n",
-                                                                                     "[sampling]\npatch_width = 21\n"))
+    narrow = cut_scene(tmp_path / "south", (SPLIT_ROW, 947), parameters={**HALF_DEMO_PARAMETERS, "patch_width": 21})
     assert step0.main(arguments(narrow, work)) == 0
     fails_with_one_line(step2.main, arguments(narrow, work, "--model", trained / "model.keras"), capsys,
                         "25 px patches", "--patch-width 25")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,19 +13,29 @@ import gdal_tif2rgb
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
-from conftest import TINY, fails_with_one_line, quadrant_scene, snapshot, write_config, write_tif
+from conftest import QUADRANT_PARAMETERS, fails_with_one_line, quadrant_scene, snapshot, write_scene, write_tif
 from pipeline import contract, matfile, sampling
 
 
-@pytest.fixture
-def scene(tmp_path):
-    """A good quadrant scene with its configuration and a work folder holding a finished Step 0 run."""
-    image, reference = quadrant_scene(tmp_path)
-    config = write_config(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image),
-                          write_tif(tmp_path / "reference.tif", reference), TINY)
-    workdir = tmp_path / "work"
+@pytest.fixture(scope="module")
+def step0_scene(tmp_path_factory):
+    """A good quadrant scene, its configuration (naming its files relative to itself) and a work folder holding a
+    finished Step 0 run (only ever read or copied from)."""
+    folder = tmp_path_factory.mktemp("quadrant")
+    image, reference = quadrant_scene(folder)
+    write_tif(folder / "image.tif", image)
+    write_tif(folder / "reference.tif", reference)
+    config = write_scene(folder / "scene.toml", "image.tif", "reference.tif", QUADRANT_PARAMETERS)
+    workdir = folder / "work"
     assert step0.main(["--config", str(config), "--workdir", str(workdir)]) == 0
-    return {"folder": tmp_path, "config": config, "workdir": workdir, "image": image, "reference": reference}
+    return {"folder": folder, "config": config, "workdir": workdir, "image": image, "reference": reference}
+
+
+@pytest.fixture
+def scene(step0_scene, tmp_path):
+    """A copy of the good quadrant scene in the test's folder: its files, configuration and finished Step 0 run."""
+    shutil.copytree(step0_scene["folder"], tmp_path, dirs_exist_ok=True)
+    return dict(step0_scene, folder=tmp_path, config=tmp_path / "scene.toml", workdir=tmp_path / "work")
 
 
 class TestBadInputs:
@@ -116,8 +127,8 @@ class TestMissingInvalidPixels:
         image, reference = quadrant_scene(tmp_path, np.float32)
         image[:, :20, :20] = np.nan  # a block of NaN in the urban quadrant
         image[:, 50:, 50:] = -9999  # and a block of nodata in the water quadrant
-        config = write_config(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image, nodata=-9999),
-                              write_tif(tmp_path / "reference.tif", reference), TINY)
+        config = write_scene(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image, nodata=-9999),
+                             write_tif(tmp_path / "reference.tif", reference), QUADRANT_PARAMETERS)
         workdir = tmp_path / "work"
         assert step0.main(["--config", str(config), "--workdir", str(workdir)]) == 0
         assert "596 pixels" in capsys.readouterr().out  # 400 NaN + 196 nodata
@@ -214,12 +225,12 @@ class TestReproducibility:
         again = contract.load(contract.BALANCED, second, keys, per_class=20)
         assert all(np.array_equal(first[k], again[k]) for k in keys)
 
-    def test_run_record_holds_configuration_seed_versions_and_checksums(self, scene):
-        record = json.loads((scene["workdir"] / "run.json").read_text())
-        assert record["config_text"] == scene["config"].read_text()
+    def test_run_record_holds_configuration_seed_versions_and_checksums(self, step0_scene):
+        record = json.loads((step0_scene["workdir"] / "run.json").read_text())
+        assert record["config_text"] == step0_scene["config"].read_text()
         assert record["steps"]["Step0_Data_Preparation"]["parameters"]["seed"] == 42
         assert {"numpy", "scikit-image", "GDAL"} <= set(record["packages"])
-        image = scene["folder"] / "image.tif"
+        image = step0_scene["folder"] / "image.tif"
         assert record["inputs_sha256"][str(image.resolve())] == hashlib.sha256(image.read_bytes()).hexdigest()
 
 

@@ -6,7 +6,6 @@ from osgeo import gdal
 from PIL import Image
 
 import gdal_tif2rgb
-import Step0_Data_Preparation as step0
 from pipeline.contract import LAYER_NAMES
 from pipeline.figures import plot_class_map
 
@@ -70,8 +69,7 @@ def test_example_patches_show_one_row_per_class(step0_workdir):
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 1000  # photographs, not an empty grid
 
 
-def test_explore_grid_is_five_compactness_values_across(subset_config, tmp_path):
-    assert step0.main(["--config", str(subset_config), "--workdir", str(tmp_path), "--explore"]) == 0
-    image = png(tmp_path / "explore_slic.png")
+def test_explore_grid_is_five_compactness_values_across(explored_workdir):
+    image = png(explored_workdir / "explore_slic.png")
     assert image.shape[1] > 1.3 * image.shape[0]  # 5 columns, 3 rows
     assert colour_count(image, YELLOW) > 3000  # the boundaries (the rest blended by resampling)

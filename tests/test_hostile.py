@@ -36,8 +36,8 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
-from conftest import (PROJECT, SUBSET, TINY, assert_one_line, fails_with_one_line, quadrant_scene, snapshot,
-                      write_config, write_tif)
+from conftest import (ABERYSTWYTH_BANDS, ABERYSTWYTH_CLASSES, PROJECT, QUADRANT_PARAMETERS, SUBSET, assert_one_line,
+                      fails_with_one_line, quadrant_scene, snapshot, write_scene, write_tif)
 from pipeline import cli, matfile
 from pipeline.errors import ConfigError
 
@@ -180,7 +180,7 @@ def guard(tmp_path, capsys, monkeypatch):
     return Guard(tmp_path, capsys)
 
 
-def make_scene(folder: Path, extra: str = TINY, flip: bool = False) -> dict:
+def make_scene(folder: Path, flip: bool = False) -> dict:
     """The 64 x 64 quadrant scene (mirrored left-right with ``flip``) with its TOML in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     image, reference = quadrant_scene(folder)
@@ -188,7 +188,7 @@ def make_scene(folder: Path, extra: str = TINY, flip: bool = False) -> dict:
         image, reference = image[:, :, ::-1].copy(), reference[:, ::-1].copy()
     image_path = write_tif(folder / "image.tif", image)
     reference_path = write_tif(folder / "reference.tif", reference)
-    config = write_config(folder / "scene.toml", image_path, reference_path, extra)
+    config = write_scene(folder / "scene.toml", image_path, reference_path, QUADRANT_PARAMETERS)
     return {"folder": folder, "config": config, "image": image_path, "reference": reference_path,
             "work": folder / "work", "runs": folder / "runs"}
 
@@ -261,8 +261,8 @@ class TestInputsAreReadOnly:
         work.mkdir()
         moved = work / name
         shutil.move(scene[which], moved)
-        config = write_config(tmp_path / "scene" / "moved.toml", moved if which == "image" else scene["image"],
-                              moved if which == "reference" else scene["reference"], TINY)
+        config = write_scene(tmp_path / "scene" / "moved.toml", moved if which == "image" else scene["image"],
+                             moved if which == "reference" else scene["reference"], QUADRANT_PARAMETERS)
         guard.refused(step0.main, ["--config", config, "--workdir", work], name, "input", work=work,
                       inputs=(moved, config, scene["reference" if which == "image" else "image"]))
 
@@ -361,9 +361,9 @@ def subset_run(tmp_path_factory, subset_reference) -> dict:
     """The real subset after a finished Step 0 (n_segments 1500), and a second configuration whose outputs all
     differ from the first's (another NIR band, fewer superpixels)."""
     folder = tmp_path_factory.mktemp("subset_run")
-    config = write_config(folder / "subset.toml", SUBSET, subset_reference, "[superpixels]\nn_segments = 1500\n")
-    other = folder / "subset_other.toml"
-    other.write_text(config.read_text().replace("nir = 7", "nir = 8").replace("n_segments = 1500", "n_segments = 1200"))
+    config = write_scene(folder / "subset.toml", SUBSET, subset_reference, {"n_segments": 1500})
+    other = write_scene(folder / "subset_other.toml", SUBSET, subset_reference, {"n_segments": 1200},
+                        bands={**ABERYSTWYTH_BANDS, "nir": 8})
     work = folder / "work"
     assert run_main(step0.main, ["--config", config, "--workdir", work]) == 0
     return {"config": config, "other": other, "work": work, "reference": subset_reference}
@@ -639,10 +639,10 @@ class TestLargeIntegerLabels:
         rng = np.random.default_rng(1)
         image = (spectra[:, reference - 1] * rng.uniform(0.95, 1.05, (10, 150, 150))).astype(np.uint16)
         reference[:10, :10] = 4294967295
-        config = write_config(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image),
-                              write_tif(tmp_path / "reference.tif", reference, nodata=4294967295),
-                              TINY.replace("n_segments = 64", "n_segments = 300"))
-        config.write_text(config.read_text().replace("water = [4]", "water = [4, 4294967290]"))
+        config = write_scene(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image),
+                             write_tif(tmp_path / "reference.tif", reference, nodata=4294967295),
+                             {**QUADRANT_PARAMETERS, "n_segments": 300},
+                             classes={**ABERYSTWYTH_CLASSES, "water": [4, 4294967290]})
         process = subprocess.run([sys.executable, "-c", RSS_OF_CHILDREN, sys.executable, str(PROJECT / SCRIPTS[0]),
                                   "--config", str(config), "--workdir", str(tmp_path / "work")],
                                  cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -677,14 +677,16 @@ class TestNamesAndText:
         return archive
 
     def test_image_inside_a_zip(self, guard, golden, tmp_path, zipped):
-        config = write_config(tmp_path / "zip.toml", f"/vsizip/{zipped}/image.tif", golden["reference"], TINY)
+        config = write_scene(tmp_path / "zip.toml", f"/vsizip/{zipped}/image.tif", golden["reference"],
+                             QUADRANT_PARAMETERS)
         guard.capsys.readouterr()
         code = run_main(step0.main, ["--config", config, "--workdir", tmp_path / "work"])
         assert code == 0, guard.capsys.readouterr().err[-1500:]
         assert (tmp_path / "work" / "samples_labels.mat").is_file()
 
     def test_missing_member_of_a_zip(self, guard, golden, tmp_path, zipped):
-        config = write_config(tmp_path / "zip.toml", f"/vsizip/{zipped}/nope.tif", golden["reference"], TINY)
+        config = write_scene(tmp_path / "zip.toml", f"/vsizip/{zipped}/nope.tif", golden["reference"],
+                             QUADRANT_PARAMETERS)
         guard.refused(step0.main, ["--config", config, "--workdir", tmp_path / "work"], "nope.tif",
                       work=tmp_path / "work", inputs=(zipped, config, golden["reference"]))
 

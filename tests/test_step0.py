@@ -6,7 +6,6 @@ import pytest
 import scipy.io
 from osgeo import gdal
 
-import Step0_Data_Preparation as step0
 from conftest import SUBSET
 from pipeline import contract, superpixels
 from pipeline.contract import LAYER_NAMES
@@ -209,10 +208,9 @@ class TestOutputs:
                      "example_patches", *(f"histogram_{layer}" for layer in LAYER_NAMES)):
             assert (step0_workdir / f"{name}.png").stat().st_size > 1000, name
 
-    def test_explore_writes_a_grid_and_stops(self, subset_config, tmp_path):
-        assert step0.main(["--config", str(subset_config), "--workdir", str(tmp_path), "--explore"]) == 0
-        assert (tmp_path / "explore_slic.png").is_file()
-        assert not (tmp_path / "segments.mat").exists()
+    def test_explore_writes_a_grid_and_stops(self, explored_workdir):
+        assert (explored_workdir / "explore_slic.png").is_file()
+        assert not (explored_workdir / "segments.mat").exists()
 
 
 class TestLayerChoice:

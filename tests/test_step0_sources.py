@@ -10,18 +10,15 @@ import pytest
 from osgeo import gdal, osr
 
 import Step0_Data_Preparation as step0
-from conftest import (CLASS_VALUES, CROP_SIZE, NODATA_BLOCK, band_dn, codes_of, interior, polygonize, write_product,
-                      zip_folder)
-
-SETTINGS = "[superpixels]\nn_segments = 400\n[sampling]\npatch_width = 19\nblock_size = 32\n"
+from conftest import (ABERYSTWYTH_BANDS, CLASS_VALUES, CROP_PARAMETERS, CROP_SIZE, NODATA_BLOCK, band_dn, codes_of,
+                      interior, polygonize, write_product, write_scene, zip_folder)
 
 
-def run_step0(folder, image, reference, classes=CLASS_VALUES, bands="", extra="") -> dict:
-    """Write a scene TOML, run Step 0 into ``folder/work`` and return the work folder and its rasters."""
-    class_lines = "\n".join(f"{name} = {json.dumps(values)}" for name, values in classes.items())
-    config = folder / "scene.toml"
-    config.write_text(f'name = "s2"\nimage = "{image}"\nreference = "{reference}"\n{extra}\n[bands]\n{bands}\n'
-                      f"[classes]\n{class_lines}\n{SETTINGS}")
+def run_step0(folder, image, reference, classes=CLASS_VALUES, bands=None, **keys) -> dict:
+    """Write a scene TOML (``bands`` None: none named, the product's own), run Step 0 into ``folder/work`` and
+    return the work folder and its rasters."""
+    config = write_scene(folder / "scene.toml", image, reference, CROP_PARAMETERS, name="s2", bands=bands or {},
+                         classes=classes, **keys)
     work = folder / "work"
     assert step0.main(["--config", str(config), "--workdir", str(work)]) == 0
     layers = gdal.Open(str(work / "layers.tif"))
@@ -61,7 +58,7 @@ def test_product_through_step0(tmp_path, crop_scene, crop_files, level, zipped):
 def test_reference_in_another_crs_and_resolution(tmp_path, crop_scene, crop_files):
     other = tmp_path / "utm30.tif"
     gdal.Warp(str(other), str(crop_files[1]), dstSRS="EPSG:32630", xRes=20, yRes=20, resampleAlg="near")
-    result = run_step0(tmp_path, crop_files[0], other, bands="blue = 1\ngreen = 2\nred = 3\nnir = 7\nswir = 9")
+    result = run_step0(tmp_path, crop_files[0], other, bands=ABERYSTWYTH_BANDS)
     assert same_grid(result["layers"], crop_scene)
     expected = codes_of(crop_scene["labels"])
     inner = np.zeros_like(expected, bool)
@@ -76,9 +73,8 @@ def test_reference_in_another_crs_and_resolution(tmp_path, crop_scene, crop_file
 def test_training_polygons_through_step0(tmp_path, crop_scene, crop_files, per_class_layers):
     polygons = polygonize(tmp_path / "training.gpkg", crop_files[1], per_class_layers=per_class_layers)
     names = {"forest": ["forest"], "grass": ["grass"], "urban": ["urban"], "water": ["water"]}
-    field = "" if per_class_layers else 'reference_field = "landcover"'
-    result = run_step0(tmp_path, crop_files[0], polygons, names,
-                       bands="blue = 1\ngreen = 2\nred = 3\nnir = 7\nswir = 9", extra=field)
+    field = {} if per_class_layers else {"reference_field": "landcover"}
+    result = run_step0(tmp_path, crop_files[0], polygons, names, bands=ABERYSTWYTH_BANDS, **field)
     assert np.array_equal(result["codes"], codes_of(crop_scene["labels"]))
     assert result["run"]["classes"]["urban"]["superpixels"] > 0
 
@@ -86,8 +82,7 @@ def test_training_polygons_through_step0(tmp_path, crop_scene, crop_files, per_c
 def test_area_of_interest_cuts_the_work_grid(tmp_path, crop_scene, crop_files):
     x0, y0 = crop_scene["geotransform"][0], crop_scene["geotransform"][3]
     bbox = [x0 + 500, y0 - 1500, x0 + 1500, y0 - 500]  # 100 x 100 px in the image's CRS
-    result = run_step0(tmp_path, crop_files[0], crop_files[1], bands="blue = 1\ngreen = 2\nred = 3\nnir = 7\nswir = 9",
-                       extra=f"aoi = {{bbox = {bbox}}}")
+    result = run_step0(tmp_path, crop_files[0], crop_files[1], bands=ABERYSTWYTH_BANDS, aoi={"bbox": bbox})
     layers = result["layers"]
     assert (layers.RasterXSize, layers.RasterYSize) == (100, 100)
     assert np.allclose(layers.GetGeoTransform()[::3], (x0 + 500, y0 - 500))

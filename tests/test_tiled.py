@@ -12,11 +12,10 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
-from conftest import assert_cog, qml_classes
+from conftest import DEMO_PARAMETERS, assert_cog, flags, qml_classes
 from pipeline import contract
 from pipeline.grids import tile_windows
 
-QUICK = ["--per-class", "1000", "--epochs", "6"]
 TILE = 400  # the demo scene is 930 x 947 px: 9 tiles
 
 
@@ -28,9 +27,9 @@ def runs(tmp_path_factory):
         workdir = tmp_path_factory.mktemp(mode)
         common = ["--workdir", str(workdir)]
         assert step0.main([*common, *extra]) == 0
-        assert step1.main([*common, "--per-class", "1000"]) == 0
-        assert step2.main([*common, *QUICK, *extra, "--runs-dir", str(workdir / "runs")]) == 0
-        assert step3.main([*common, "--per-class", "1000"]) == 0
+        assert step1.main([*common, *flags(per_class=DEMO_PARAMETERS["per_class"])]) == 0
+        assert step2.main([*common, *flags(**DEMO_PARAMETERS), *extra, "--runs-dir", str(workdir / "runs")]) == 0
+        assert step3.main([*common, *flags(per_class=DEMO_PARAMETERS["per_class"])]) == 0
         folders[mode] = workdir
     return folders
 

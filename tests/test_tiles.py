@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import Step0_Data_Preparation as step0
-from conftest import write_config, write_tif
+from conftest import write_scene, write_tif
 from gdal_tif2rgb import read_layout
 from pipeline import grids, superpixels
 from pipeline.config import load_scene
@@ -103,9 +103,8 @@ class TestTilePreparation:
         reference = np.full((48, 40), 3, np.uint8)
         reference[:, 20:] = 4
         reference[:5, :5] = 0  # unlabelled corner
-        config = write_config(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image),
-                              write_tif(tmp_path / "reference.tif", reference),
-                              "[superpixels]\nn_segments = 24\n[sampling]\npatch_width = 19\n")
+        config = write_scene(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image),
+                             write_tif(tmp_path / "reference.tif", reference), {"n_segments": 24, "patch_width": 19})
         scene = load_scene(config)
         work = PreparedSources(image=scene.image, bands=scene.bands, grid=read_layout(scene.image)[0],
                                unit="raster values (UInt16)", reference_codes=class_codes(reference, scene.classes),
