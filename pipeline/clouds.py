@@ -49,6 +49,7 @@ def on_work_grid(path: str, grid: Grid, target: Path) -> str:
     from osgeo import gdal
 
     source = open_raster(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
     options = {"format": "VRT", "outputBounds": grid.bounds, "width": grid.cols, "height": grid.rows,
                "resampleAlg": "near", "dstSRS": grid.crs_wkt or None}
     if not source.GetProjection():

@@ -12,7 +12,7 @@ from osgeo import gdal, ogr
 
 import gdal_tif2rgb
 import Step3_Accuracy_Assessment as step3
-from conftest import fails_with_one_line, write_config
+from conftest import fails_with_one_line, write_scene
 from pipeline import contract, point_files, validation_sample
 from pipeline.area_estimates import estimates
 from pipeline.config import load_scene
@@ -272,12 +272,14 @@ def test_suggestions_are_the_most_uncertain_superpixels_spread_apart(assessed):
 
 
 def test_the_toml_names_a_validation_sample_relative_to_itself(tmp_path):
-    extra = '[assessment]\nvalidation = "samples/labelled.gpkg"\nvalidation_field = "class"\ntarget_se = 0.02\n'
-    config = write_config(tmp_path / "scene.toml", tmp_path / "image.tif", tmp_path / "reference.tif", extra)
+    config = write_scene(tmp_path / "scene.toml", tmp_path / "image.tif", tmp_path / "reference.tif", {"target_se": 0.02})
+    config.write_text(config.read_text().replace("[assessment]\n", '[assessment]\nvalidation = "samples/labelled.gpkg"\n'
+                                                                     'validation_field = "class"\n'))
     scene = load_scene(config)
     assert scene.validation == (tmp_path / "samples" / "labelled.gpkg").resolve()
     assert scene.validation_field == "class" and scene.params.target_se == 0.02
-    assert load_scene(write_config(tmp_path / "plain.toml", tmp_path / "i.tif", tmp_path / "r.tif")).validation is None
+    assert load_scene(write_scene(tmp_path / "plain.toml", tmp_path / "i.tif", tmp_path / "r.tif")).validation is None
+    typo = write_scene(tmp_path / "typo.toml", tmp_path / "i.tif", tmp_path / "r.tif", {"target_se": 0.02})
+    typo.write_text(typo.read_text().replace("target_se", "validaton = \"x.gpkg\"\ntarget_se"))
     with pytest.raises(ConfigError, match="unknown parameter 'validaton' in \\[assessment\\]"):
-        load_scene(write_config(tmp_path / "typo.toml", tmp_path / "i.tif", tmp_path / "r.tif",
-                                '[assessment]\nvalidaton = "x.gpkg"\n'))
+        load_scene(typo)
