@@ -10,6 +10,7 @@ one or two dates are clear.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class Date:
     None)."""
 
     source: str
-    image: str
+    image: Path | str
     bands: dict
     masks: tuple
     acquired: str | None

@@ -95,6 +95,7 @@ def prepare_sources(images, bands: dict, reference: Path | None, classes: dict, 
     from osgeo import gdal
 
     gdal.UseExceptions()
+    images = tuple(images) if isinstance(images, (list, tuple)) else (images,)
     out_dir = Path(out_dir)
     first = _date_stack(as_path(images[0]), bands, out_dir)
     full = north_up_grid(open_raster(first["stack"]), first["stack"])
@@ -113,17 +114,9 @@ def prepare_sources(images, bands: dict, reference: Path | None, classes: dict, 
             "unit": first["unit"]}
     image, band_map, clear = dates[0].image, dates[0].bands, None
     if len(dates) > 1 or dates[0].masks:
-        roles = list(first["bands"])
-        clear, masked = composite.write_composite(tuple(dates), roles, grid, out_dir / "image.tif",
-                                                  clouds.buffer_radius_px(masking.buffer_m, grid),
-                                                  run_windows or _in_process)
-        image, band_map = out_dir / "image.tif", {role: i + 1 for i, role in enumerate(roles)}
-        info["dates"] = [{"source": date.source, "acquired": date.acquired,
-                          "masks": [source.kind for source in date.masks],
-                          "masked_share": {cause: round(n / clear.size, 6) for cause, n in counts.items() if n}}
-                         for date, counts in zip(dates, masked)]
-        info["composite"] = "median of the clear observations" if len(dates) > 1 else "one date, masked"
-        info["no_clear_date_share"] = round(float((clear == 0).mean()), 6)
+        image, band_map, clear = _clear_image(dates, list(first["bands"]), grid, out_dir / "image.tif",
+                                              clouds.buffer_radius_px(masking.buffer_m, grid),
+                                              run_windows or _in_process, info)
     info["prepared_image"] = str(image)
     codes, info["reference"] = None, None
     if reference is not None:
@@ -131,6 +124,18 @@ def prepare_sources(images, bands: dict, reference: Path | None, classes: dict, 
     info["classes"] = {name: list(values) for name, values in classes.items()}
     return PreparedSources(image=image, bands=band_map, grid=grid, unit=first["unit"], reference_codes=codes,
                            sources=info, clear_observations=clear)
+
+
+def _clear_image(dates: list, roles: list, grid: Grid, target: Path, buffer_px: int, run_windows, info: dict):
+    """The composite of the masked ``dates`` at ``target`` (see :func:`pipeline.composite.write_composite`): its
+    path, band numbers and clear dates per pixel; what each date lost, by cause, goes into ``info``."""
+    clear, masked = composite.write_composite(tuple(dates), roles, grid, target, buffer_px, run_windows)
+    info["dates"] = [{"source": date.source, "acquired": date.acquired, "masks": [source.kind for source in date.masks],
+                      "masked_share": {cause: round(n / clear.size, 6) for cause, n in counts.items() if n}}
+                     for date, counts in zip(dates, masked)]
+    info["composite"] = "median of the clear observations" if len(dates) > 1 else "one date, masked"
+    info["no_clear_date_share"] = round(float((clear == 0).mean()), 6)
+    return target, {role: i + 1 for i, role in enumerate(roles)}, clear
 
 
 def _same_grid(a: Grid, b: Grid) -> bool:
@@ -186,7 +191,7 @@ def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Pat
     if masking.enabled and masking.raster is not None:
         masks.append(clouds.MaskSource("raster", clouds.on_work_grid(str(masking.raster), grid,
                                                                      out_dir / "mask_raster.vrt"), masking.raster_values))
-    return composite.Date(source=str(date["source"]), image=str(image), bands=date["bands"], masks=tuple(masks),
+    return composite.Date(source=str(date["source"]), image=image, bands=date["bands"], masks=tuple(masks),
                           acquired=date["info"].get("acquired"))
 
 
