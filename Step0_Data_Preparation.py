@@ -2,8 +2,9 @@
 
 Puts the scene's image and land-cover reference on one work grid, the image's (``pipeline/sources.py``): the
 image may be any raster or a Sentinel-2 product (``.SAFE`` folder, its ``.zip``, a folder of band files), read
-at 10 m as reflectance and cut to the ``aoi``; the reference, if any, a raster on any grid and CRS or a vector
-file, resampled or rasterized to class codes. Then builds the tutorial's 8 layers (Blue, Green, Red, NIR, SWIR,
+at 10 m as reflectance and cut to the ``aoi``, its clouds, shadows and bad pixels masked (``pipeline/clouds.py``),
+several dates combined as the median of their clear observations (``pipeline/composite.py``); the reference,
+if any, a raster on any grid and CRS or a vector file, resampled or rasterized to class codes. Then builds the tutorial's 8 layers (Blue, Green, Red, NIR, SWIR,
 NDVI, NDWI, NDBI) stretched to [0, 1] (``pipeline/layers.py``), segments 3 of them into SLIC superpixels
 (``pipeline/superpixels.py``) and cuts one w x w x 8 patch centred on every superpixel, labelled by the majority
 class of its reference pixels (``pipeline/sampling.py``). A spatial block split (``pipeline/split.py``) marks
@@ -11,7 +12,7 @@ superpixels for training or testing so that no training patch sees a test pixel.
 
 Outputs in the work folder (``data/<name>/`` by default; keys and types in ``pipeline/contract.py``):
 
-- ``sources/`` (what the work grid was made from), ``layers.tif`` (the 8 stretched layers, float32) and
+- ``sources/`` (what the work grid was made from; ``image.tif``, the masked image or composite), ``layers.tif`` (the 8 stretched layers, float32) and
   ``reference.tif`` (class codes, uint8, 255 = unlabelled, with the class colours), on the work grid;
 - quicklooks (``pipeline/quicklooks.py``): ``rgb.png``, ``nir_green_blue.png``, ``swir_green_blue.png``,
   ``ndvi.png``, ``ndwi.png``, ``ndbi.png``, ``histogram_<layer>.png``;
@@ -21,6 +22,7 @@ Outputs in the work folder (``data/<name>/`` by default; keys and types in ``pip
   superpixel's own pixels), ``labels`` (n uint8, 255 = unlabelled), ``centroids`` (n x 2 int32, row and
   column), ``purity`` (n float32), ``class_names``, ``layer_names``, ``split`` (n uint8: 0 train, 1 test,
   2 unused), ``valid_fraction`` (n float32);
+- ``clear_observations.tif`` (uint8, the clear dates of each pixel) and ``.png``, for a masked scene;
 - ``example_patches.png``, and ``run.json`` (parameters, timings, package versions, input checksums, sources).
 
 Three drivers: the whole scene in memory (default); ``--tile-size``, tile by tile with a halo on a Dask cluster
@@ -114,26 +116,16 @@ def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedS
                                        out.path(sources.FOLDER), aoi=scene.aoi, reference_field=scene.reference_field,
                                        masking=masking, run_windows=run_windows)
     if prepared.clear_observations is not None:
-        write_clear_observations(out, prepared, len(scene.images))
+        quicklooks.write_clear_observations(out.path(CLEAR_OBSERVATIONS), prepared.clear_observations, prepared.grid,
+                                            len(scene.images))
+        for date in prepared.sources["dates"]:
+            shares = ", ".join(f"{cause} {share:.1%}" for cause, share in date["masked_share"].items()) or "nothing"
+            log.info("%s (%s): masked %s", date["source"], date["acquired"] or "time unknown", shares)
     missing = [role for role in SPECTRAL_BANDS if role not in prepared.bands]
     if missing:
         raise ConfigError(f"{scene.config_path}: [bands] lacks {', '.join(missing)} (needed for an image that is "
                           f"not a Sentinel-2 product)")
     return prepared
-
-
-def write_clear_observations(out: OutputSet, work: sources.PreparedSources, n_dates: int) -> None:
-    """``clear_observations.tif`` (uint8, the clear dates of each pixel) and its quicklook; the masked share of
-    every date by cause, in the log."""
-    clear = work.clear_observations
-    gdal_tif2rgb.write_geotiff(out.path(CLEAR_OBSERVATIONS), clear, work.grid, band_names=["clear_observations"])
-    step = grids.display_stride(*clear.shape)
-    gdal_tif2rgb.save_png(out.path("clear_observations.png"),
-                          quicklooks.plot_clear_observations(clear[::step, ::step], n_dates))
-    for date in work.sources["dates"]:
-        shares = ", ".join(f"{cause} {share:.1%}" for cause, share in date["masked_share"].items()) or "none"
-        log.info("%s (%s): masked %s", date["source"], date["acquired"] or "time unknown", shares)
-    log.info("pixels without a clear date: %.1f%% (nodata)", 100 * work.sources["no_clear_date_share"])
 
 
 # --- Driver 1: the whole scene in memory (tutorial 1.1, 2.1, 2.2) ----------------------------------------------

@@ -9,6 +9,8 @@ in this process times, on Step 0's own outputs:
   scans the whole image once per superpixel, timed on ``--baseline-superpixels`` evenly spread superpixels and
   extrapolated to all of them;
 - painting the map with one lookup (best of 3) against the tutorial's loop of ``np.isin`` over the classes;
+- masking and compositing: the image on the work grid masked by a cloud raster, one date against three (the cost
+  of each extra date of a composite);
 - Step 2: prediction over every superpixel (samples per second) and one training epoch of a balanced set.
 
 Prints a table and writes ``benchmarks/results.json``. Run with ``make bench``.
@@ -47,6 +49,36 @@ def run_step0(config: Path, workdir: Path) -> dict:
     record = json.loads((workdir / "run.json").read_text())["steps"]["Step0_Data_Preparation"]
     return {"wall_s": round(wall, 2), "peak_rss_mib": round(peak_mib), "parts_s": record["timings_s"],
             "superpixels": record["superpixels"]}
+
+
+def composite_cost(folder: Path, config: Path, repeats: int = 2) -> dict:
+    """Seconds to bring the scene's image onto the work grid masked (a mask raster of painted clouds), for one
+    date and for three (the same image under three names), best of ``repeats``: the cost of each extra date."""
+    from pipeline import sources
+    from pipeline.config import load_scene
+
+    scene = load_scene(config)
+    grid = gdal_tif2rgb.read_layout(scene.image)[0]
+    clouds = np.zeros((grid.rows, grid.cols), np.uint8)
+    clouds[grid.rows // 4:grid.rows // 2, grid.cols // 3:2 * grid.cols // 3] = 1
+    gdal_tif2rgb.write_geotiff(folder / "clouds.tif", clouds, grid)
+    dates = [scene.image]
+    for name in ("date_b.tif", "date_c.tif"):
+        (folder / name).unlink(missing_ok=True)
+        (folder / name).symlink_to(scene.image)
+        dates.append(folder / name)
+    masking = sources.Masking(True, (), 0.0, folder / "clouds.tif", (1,))
+    seconds = {}
+    for count in (1, 3):
+        best = np.inf
+        for repeat in range(repeats):
+            start = time.perf_counter()
+            sources.prepare_sources(tuple(dates[:count]), scene.bands, None, scene.classes,
+                                    folder / f"composite_{count}_{repeat}", masking=masking)
+            best = min(best, time.perf_counter() - start)
+        seconds[count] = best
+    return {"one_date_s": round(seconds[1], 2), "three_dates_s": round(seconds[3], 2),
+            "per_extra_date_s": round((seconds[3] - seconds[1]) / 2, 2)}
 
 
 def tutorial_sampling(segments, layers, codes, n_classes, window, ids) -> float:
@@ -158,6 +190,8 @@ def main(argv=None) -> int:
     assert np.array_equal(our_map, tutorial_map)
     results["painting"] = {"ours_s": round(ours_paint, 4), "tutorial_s": round(tutorial_s, 3),
                            "speedup": round(tutorial_s / ours_paint)}
+    print("masked image and a 3-date composite ...", flush=True)
+    results["composite"] = composite_cost(folder, config)
     print("Step 2: prediction throughput and a training epoch ...", flush=True)
     step0_out = contract.load(contract.SAMPLES, workdir, ["samples", "masks"])
     results["step2"] = step2_throughput(step0_out["samples"], step0_out["masks"], args.train_samples, 0)
@@ -180,6 +214,9 @@ def print_table(results: dict) -> None:
              ("sampling speed-up", f"{sampling['speedup']}x"),
              ("painting, ours", f"{painting['ours_s']} s"), ("painting, tutorial np.isin loop", f"{painting['tutorial_s']} s"),
              ("painting speed-up", f"{painting['speedup']}x"),
+             ("masked image, one date", f"{results['composite']['one_date_s']} s"),
+             ("masked composite, three dates", f"{results['composite']['three_dates_s']} s "
+                                               f"({results['composite']['per_extra_date_s']} s per extra date)"),
              ("Step 2 prediction", f"{s2['predict_samples_per_s']} superpixels/s"),
              ("Step 2 training epoch", f"{s2['epoch_s']} s for {s2['epoch_samples']} patches")]
     width = max(len(name) for name, _ in rows)

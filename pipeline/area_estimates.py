@@ -103,8 +103,8 @@ def design_variance(values: np.ndarray, strata: np.ndarray, population_units: np
     ``values`` (u, ...) are linearized values; the result has shape ``values.shape[1:]``. A stratum sampled by a
     single unit (of several) makes every variance undefined (NaN).
 
-    >>> design_variance(np.array([1.0, 3.0]), np.array([0, 0]), np.array([2.0]), False)  # w = 1, s^2 = 2, n = 2
-    array(4.)
+    >>> float(design_variance(np.array([1.0, 3.0]), np.array([0, 0]), np.array([2.0]), False))  # w 1, s^2 2, n 2
+    4.0
     """
     weighted = expansion_weights(strata, population_units).reshape(-1, *[1] * (values.ndim - 1)) * values
     variance = np.zeros(values.shape[1:])

@@ -41,6 +41,8 @@ class ModelCard:
         :func:`pipeline.cnn.correct_priors`.
     prior_correction : whether the model's probabilities are corrected with ``prior_shares``.
     parameters : the step parameters of the training run (name -> value).
+    preparation : how the training scene's image was made: ``dates``, ``composite``, ``masking``,
+        ``mask_classes``, ``mask_buffer_m`` and ``mask_raster`` (whether the scene had its own mask raster).
     step0_run, step1_run : the run ids of the Step 0 and Step 1 hand-offs the model was trained on.
     """
 
@@ -56,6 +58,7 @@ class ModelCard:
     prior_shares: tuple[float, ...]
     prior_correction: bool
     parameters: dict
+    preparation: dict
     step0_run: str
     step1_run: str
 
@@ -95,7 +98,15 @@ def from_training(scene, step0_record: dict, train_labels: np.ndarray, record: d
         class_colours=tuple(tuple(int(v) for v in c) for c in gdal_tif2rgb.class_palette(scene.class_names)),
         stretch_limits={name: tuple(float(v) for v in stretch["limits"][name]) for name in LAYER_NAMES},
         stretch_unit=stretch["unit"], prior_shares=tuple(shares.tolist()), prior_correction=p.prior_correction,
-        parameters=p.as_dict(), step0_run=record["step0_run"], step1_run=record["step1_run"])
+        parameters=p.as_dict(), preparation=preparation(step0_record["parameters"]), step0_run=record["step0_run"],
+        step1_run=record["step1_run"])
+
+
+def preparation(step0_parameters: dict) -> dict:
+    """How a scene's image was made, from its Step 0 run's parameters (``contract.step0_parameters``)."""
+    return {"dates": 1 + len(step0_parameters["later_dates"]), "composite": step0_parameters["composite"],
+            "masking": step0_parameters["masking"], "mask_classes": step0_parameters["mask_classes"],
+            "mask_buffer_m": step0_parameters["mask_buffer_m"], "mask_raster": step0_parameters["mask"] is not None}
 
 
 def read(model_path: Path) -> ModelCard:
@@ -176,6 +187,7 @@ _RULES = {
                      lambda value, card: _is_numbers(value, len(card["class_names"]))),
     "prior_correction": ("true or false", lambda value, card: isinstance(value, bool)),
     "parameters": ("an object {parameter: value}", lambda value, card: isinstance(value, dict)),
+    "preparation": ("an object {dates, composite, masking, ...}", lambda value, card: isinstance(value, dict)),
     "step0_run": ("a text (a run id)", lambda value, card: isinstance(value, str)),
     "step1_run": ("a text (a run id)", lambda value, card: isinstance(value, str)),
 }

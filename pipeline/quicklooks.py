@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import superpixels
+from pipeline import grids, superpixels
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES
 from pipeline.figures import pyplot
 
@@ -115,6 +115,14 @@ def plot_slic_exploration(layers: np.ndarray, valid: np.ndarray, slic_layers, n_
     figure.suptitle(f"SLIC on a {size}x{size} px crop at row {top}, col {left} "
                     f"(counts scaled from n_segments={n_segments} for the whole scene)")
     return figure
+
+
+def write_clear_observations(path, clear: np.ndarray, grid, n_dates: int) -> None:
+    """The clear dates of every pixel (uint8, rows x cols on ``grid``) as the GeoTIFF ``path`` and, beside it,
+    its quicklook (``.png``)."""
+    gdal_tif2rgb.write_geotiff(path, clear, grid, band_names=["clear_observations"])
+    step = grids.display_stride(*clear.shape)
+    gdal_tif2rgb.save_png(path.with_suffix(".png"), plot_clear_observations(clear[::step, ::step], n_dates))
 
 
 def plot_clear_observations(clear: np.ndarray, n_dates: int):

@@ -224,3 +224,16 @@ def test_dates_and_masks_that_cannot_be_used_are_one_line_errors(tmp_path, crop_
     fails_with_one_line(step0.main, ["--config", str(config), "--workdir", str(tmp_path / "work")], capsys,
                         *fragments)
     assert not re.search(r"Traceback", capsys.readouterr().err)
+
+
+def test_a_tiled_run_composites_on_the_cluster_as_the_whole_scene(tmp_path, crop_scene, crop_files):
+    masks = [(CLOUDS, SHADOWS), (blocks((0, 40, 50, 100)), np.zeros_like(CLOUDS))]
+    dates = [dated_product(tmp_path / f"date{day}", crop_scene, "L2A", c, s, day) for day, (c, s) in
+             enumerate(masks, start=2)]
+    whole = run_step0(tmp_path / "whole", dates, crop_files[1])
+    tiled = tmp_path / "tiled"
+    assert step0.main(["--config", str(whole["config"]), "--workdir", str(tiled), "--tile-size", "128",
+                       "--workers", "1"]) == 0
+    for name in ("layers", "reference", "clear_observations"):
+        assert np.array_equal(gdal.Open(str(tiled / f"{name}.tif")).ReadAsArray(),
+                              gdal.Open(str(whole["work"] / f"{name}.tif")).ReadAsArray()), name

@@ -19,7 +19,8 @@ from pipeline.model_card import ModelCard
 CARD = ModelCard(model_run="a" * 32, scene="north", layer_names=LAYER_NAMES, train_layers=("red", "mask"),
                  patch_width=25, class_names=("urban", "water"), class_colours=((255, 248, 18), (31, 59, 255)),
                  stretch_limits={name: (0.0, 0.5) for name in LAYER_NAMES}, stretch_unit="reflectance",
-                 prior_shares=(0.75, 0.25), prior_correction=True, parameters={"seed": 42}, step0_run="b" * 32,
+                 prior_shares=(0.75, 0.25), prior_correction=True, parameters={"seed": 42},
+                 preparation={"dates": 1, "composite": "median", "masking": True}, step0_run="b" * 32,
                  step1_run="c" * 32)
 #: A key and a value of the wrong type or shape, and what the refusal must say.
 WRONG = [("prior_shares", [0.5], "one finite number per class"), ("prior_shares", [0.5, "x"], "one finite number per class"),
