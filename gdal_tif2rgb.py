@@ -120,23 +120,24 @@ def read_bands(path: Path, bands: list[int], dtype=np.float32, window: tuple | N
     """
     from osgeo import gdal
 
-    dataset = open_raster(path)
-    count = dataset.RasterCount
-    too_high = [b for b in bands if not 1 <= b <= count]
-    if too_high:
-        raise InputFileError(f"{path}: has {count} bands, but the configuration asks for band(s) {too_high}")
-    grid = Grid.of(dataset)
-    row, col, rows, cols = window or (0, 0, grid.rows, grid.cols)
-    data = np.empty((len(bands), rows, cols), dtype=dtype)
+    gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", "ALL_CPUS")  # parallel decoding; read when files open
+    try:
+        dataset = open_raster(path)
+        count = dataset.RasterCount
+        too_high = [b for b in bands if not 1 <= b <= count]
+        if too_high:
+            raise InputFileError(f"{path}: has {count} bands, but the configuration asks for band(s) {too_high}")
+        grid = Grid.of(dataset)
+        row, col, rows, cols = window or (0, 0, grid.rows, grid.cols)
+        data = np.empty((len(bands), rows, cols), dtype=dtype)
+        dataset.ReadAsArray(col, row, cols, rows, buf_obj=data, band_list=list(bands))  # each block decoded once
+    except RuntimeError as error:
+        raise InputFileError(f"{path}: bands {list(bands)} cannot be read ({str(error).strip()})") from None
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", None)
     valid = np.ones((rows, cols), dtype=bool)
-    gdal_type = gdal.GDT_Float32 if np.dtype(dtype) == np.float32 else gdal.GDT_Float64
     for i, number in enumerate(bands):
-        band = dataset.GetRasterBand(number)
-        try:
-            band.ReadAsArray(col, row, cols, rows, buf_obj=data[i], buf_type=gdal_type)
-        except RuntimeError as error:
-            raise InputFileError(f"{path}: band {number} cannot be read ({str(error).strip()})") from None
-        nodata = band.GetNoDataValue()
+        nodata = dataset.GetRasterBand(number).GetNoDataValue()
         if np.issubdtype(data.dtype, np.floating):
             valid &= np.isfinite(data[i])
         if nodata is not None and not np.isnan(nodata):
@@ -191,15 +192,14 @@ CLASS_NAME_ITEM = "CLASS_"
 
 @contextlib.contextmanager
 def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=None, nodata=None,
-                   class_names=None, class_colours=None, metadata=None):
+                   class_names=None, class_colours=None, metadata=None, cloud_optimized: bool = True):
     """Yield ``write(array, row=0, col=0)``, which writes a (rows, cols) or (bands, rows, cols) block of a
-    compressed Cloud-Optimized GeoTIFF on ``grid``; the file appears at ``path`` only when the block exits
-    cleanly.
-
-    Blocks go to a tiled GeoTIFF staged beside ``path``, which GDAL's COG driver then turns into the final
-    file with overviews (nearest-neighbour for integer rasters, average for float layers); the staging
-    file is removed in every case. ``class_names`` and ``class_colours`` (RGB tuples indexed by class
-    value) add a colour table and category names to band 1, which QGIS shows as a legend. GeoTIFF keeps
+    compressed Cloud-Optimized GeoTIFF on ``grid`` (a plain tiled one unless ``cloud_optimized``); the file
+    appears at ``path`` only when the block exits cleanly. Blocks go to a tiled GeoTIFF staged beside ``path``,
+    which GDAL's COG driver then turns into the final file with overviews (nearest-neighbour for integer
+    rasters, average for float layers); the staging file is removed in every case. ``class_names`` and
+    ``class_colours`` (RGB tuples indexed by class value) add a colour table and category names to band 1,
+    which QGIS shows as a legend. GeoTIFF keeps
     category names only in the ``.aux.xml`` side file, so they are also written inside the file as band 1
     metadata items ``CLASS_<value>=<name>`` (:func:`read_class_names` reads either). ``metadata`` (a dict of
     str) is stored as the file's own metadata items (:func:`read_layout`).
@@ -232,7 +232,7 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
         finally:
             dataset = None
         try:
-            _translate_to_cog(staging, temporary, is_float)
+            _translate_to_cog(staging, temporary, is_float) if cloud_optimized else os.replace(staging, temporary)
         except BaseException:
             _remove_sidecar(temporary)
             raise

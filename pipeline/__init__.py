@@ -7,7 +7,8 @@ and rasters, with checked loaders and writers), and the modules of this package:
 :mod:`~pipeline.cluster`, :mod:`~pipeline.figures`, :mod:`~pipeline.matfile`, :mod:`~pipeline.errors`) and the
 modules named for what each step does, arrays in and arrays out: Step 0 :mod:`~pipeline.sources`,
 :mod:`~pipeline.sentinel2`, :mod:`~pipeline.clouds`, :mod:`~pipeline.composite`, :mod:`~pipeline.reference`,
-:mod:`~pipeline.georef`, :mod:`~pipeline.layers`, :mod:`~pipeline.superpixels`, :mod:`~pipeline.sampling`, :mod:`~pipeline.split`, :mod:`~pipeline.quicklooks`,
+:mod:`~pipeline.georef`, :mod:`~pipeline.layers`, :mod:`~pipeline.superpixels`, :mod:`~pipeline.sampling`,
+:mod:`~pipeline.split`, :mod:`~pipeline.quicklooks`,
 :mod:`~pipeline.tiled_outputs`; Step 2 :mod:`~pipeline.cnn`, :mod:`~pipeline.training_logs`,
 :mod:`~pipeline.prediction_maps`, :mod:`~pipeline.tiled_prediction`, :mod:`~pipeline.model_card`; Step 3
 :mod:`~pipeline.accuracy`, :mod:`~pipeline.area_estimates`, :mod:`~pipeline.validation_sample`,

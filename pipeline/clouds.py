@@ -92,7 +92,7 @@ def detect_clouds(reflectance: dict) -> np.ndarray:
     ...                "red": np.array([0.46, 0.04]), "swir": np.array([0.3, 0.1])}).tolist()
     [True, False]
     """
-    blue, green, red, swir = (np.asarray(reflectance[k], np.float64) for k in ("blue", "green", "red", "swir"))
+    blue, green, red, swir = (np.asarray(reflectance[k]) for k in ("blue", "green", "red", "swir"))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (blue + green + red) / 3
         whiteness = (abs(blue - mean) + abs(green - mean) + abs(red - mean)) / mean

@@ -69,9 +69,10 @@ def area_table(area: dict) -> str:
 def area_section(area: dict, title: str) -> str:
     """A report section of area estimates: the table, what the sample is, how it was computed, the references."""
     sample = area["sample"]
+    described = ("design", "unit", "variance", "references", "note")
     facts = ", ".join(f"{key.replace('_', ' ')} " + (", ".join(f"{k} {v}" for k, v in value.items())
                                                       if isinstance(value, dict) else f"{value}")
-                      for key, value in sample.items() if key not in ("design", "unit", "variance", "references", "note"))
+                      for key, value in sample.items() if key not in described)
     return (f"<h2>{html.escape(title)}</h2>{area_table(area)}"
             f"<p><b>Sample</b>: {html.escape(sample['design'])}; unit: {html.escape(sample['unit'])}; "
             f"{html.escape(facts)}.</p>"

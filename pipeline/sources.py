@@ -101,7 +101,11 @@ def prepare_sources(images, bands: dict, reference: Path | None, classes: dict, 
     full = north_up_grid(open_raster(first["stack"]), first["stack"])
     window, aoi_info = _aoi_window(full, aoi, as_path(images[0]))
     grid = full.subgrid(window)
-    dates = [_on_work_grid(first, full, window, grid, out_dir, masking)]
+    scene_mask = None
+    if masking.enabled and masking.raster is not None:
+        scene_mask = clouds.MaskSource("raster", clouds.on_work_grid(str(masking.raster), grid,
+                                                                     out_dir / "mask_raster.vrt"), masking.raster_values)
+    dates = [_on_work_grid(first, full, window, grid, out_dir, masking, scene_mask)]
     for number, image in enumerate(images[1:], start=2):
         date = _date_stack(as_path(image), bands, out_dir / f"date_{number}")
         if date["unit"] != first["unit"] or set(date["bands"]) != set(first["bands"]):
@@ -109,7 +113,7 @@ def prepare_sources(images, bands: dict, reference: Path | None, classes: dict, 
                                  f"with those of {images[0]} ({first['unit']}: {', '.join(first['bands'])})")
         date_grid = north_up_grid(open_raster(date["stack"]), date["stack"])
         dates.append(_on_work_grid(date, date_grid, (0, 0, date_grid.rows, date_grid.cols), grid,
-                                   out_dir / f"date_{number}", masking))
+                                   out_dir / f"date_{number}", masking, scene_mask))
     info = {**first["info"], "image": str(images[0]), "aoi": aoi_info, "work_grid": describe(grid),
             "unit": first["unit"]}
     image, band_map, clear = dates[0].image, dates[0].bands, None
@@ -162,10 +166,12 @@ def _date_stack(image: Path, bands: dict, out_dir: Path) -> dict:
             "info": {"kind": "raster"}, "product": False, "source": image}
 
 
-def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Path, masking: Masking) -> composite.Date:
+def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Path, masking: Masking,
+                  scene_mask) -> composite.Date:
     """A :class:`pipeline.composite.Date` whose image is ``date``'s bands on the work ``grid``: its own grid
     ``own`` cut to ``window`` (the first date), or warped onto the work grid (later dates of other grids), and
-    its masks."""
+    its masks: the product's own (or the detector) and ``scene_mask`` (a MaskSource of the scene's mask raster,
+    or None)."""
     from osgeo import gdal
 
     image = _finish_image(date["stack"], own, window, date["scaling"], out_dir)
@@ -179,7 +185,7 @@ def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Pat
                   height=grid.rows, dstSRS=grid.crs_wkt or None, resampleAlg="bilinear", outputType=gdal.GDT_Float32,
                   dstNodata=float("nan"))
         image = warped
-    masks = []
+    masks = [scene_mask] if scene_mask is not None else []
     if masking.enabled and date["product"]:
         own_mask = date["info"].get("mask_file")
         if own_mask is None:
@@ -188,9 +194,6 @@ def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Pat
             values = masking.classes if own_mask["kind"] == "scl" else (1, 2, *((3,) if 11 in masking.classes else ()))
             masks.append(clouds.MaskSource(own_mask["kind"], clouds.on_work_grid(own_mask["path"], grid,
                                                                                  out_dir / "mask.vrt"), values))
-    if masking.enabled and masking.raster is not None:
-        masks.append(clouds.MaskSource("raster", clouds.on_work_grid(str(masking.raster), grid,
-                                                                     out_dir / "mask_raster.vrt"), masking.raster_values))
     return composite.Date(source=str(date["source"]), image=image, bands=date["bands"], masks=tuple(masks),
                           acquired=date["info"].get("acquired"))
 
