@@ -180,6 +180,7 @@ def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Pat
         if not overlaps(bounds, grid.bounds):
             raise InputDataError(f"{date['source']}: covers {tuple(round(v) for v in bounds)}, which does not overlap "
                                  f"the work grid {tuple(round(v) for v in grid.bounds)} of the first date: another area")
+        out_dir.mkdir(parents=True, exist_ok=True)
         warped = out_dir / "on_work_grid.vrt"
         gdal.Warp(str(warped), str(image), format="VRT", outputBounds=grid.bounds, width=grid.cols,
                   height=grid.rows, dstSRS=grid.crs_wkt or None, resampleAlg="bilinear", outputType=gdal.GDT_Float32,
