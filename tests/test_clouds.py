@@ -14,7 +14,7 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from conftest import (CLASS_VALUES, CROP_PARAMETERS, CROP_SIZE, NODATA_BLOCK, STACK_BANDS, fails_with_one_line,
-                      mem_raster, write_product, write_scene)
+                      mem_raster, write_product, write_scene, zip_folder)
 from pipeline.clouds import detect_clouds
 
 BANDS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "swir": "B11"}
@@ -138,6 +138,13 @@ def test_three_cloudy_dates_reproduce_the_clear_scene(tmp_path, crop_scene, crop
     assert [d["acquired"][:10] for d in composite["run"]["sources"]["dates"]] == ["2021-05-22", "2021-05-23",
                                                                                   "2021-05-24"]
     assert (composite["work"] / "clear_observations.png").is_file()
+
+
+def test_a_zipped_l2a_product_is_masked_by_the_scl_inside_the_zip(tmp_path, crop_scene, crop_files):
+    product = zip_folder(dated_product(tmp_path, crop_scene, "L2A", CLOUDS, SHADOWS, 7))
+    result = run_step0(tmp_path, product, crop_files[1])
+    assert result["run"]["sources"]["dates"][0]["masks"] == ["scl"]
+    assert np.array_equal(result["reference"] == 255, CLOUDS | SHADOWS | NODATA)
 
 
 def test_the_buffer_grows_clouds_and_shadows(tmp_path, crop_scene, crop_files):
