@@ -121,6 +121,10 @@ def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedS
         for date in prepared.sources["dates"]:
             shares = ", ".join(f"{cause} {share:.1%}" for cause, share in date["masked_share"].items()) or "nothing"
             log.info("%s (%s): masked %s", date["source"], date["acquired"] or "time unknown", shares)
+    pixels = prepared.grid.rows * prepared.grid.cols
+    if p.n_segments > pixels:  # SLIC's arrays grow with the count: refuse before allocating them
+        raise ConfigError(f"{scene.config_path}: n_segments = {p.n_segments} exceeds the {pixels} pixels of the "
+                          f"work grid; a superpixel needs at least one pixel")
     missing = [role for role in SPECTRAL_BANDS if role not in prepared.bands]
     if missing:
         raise ConfigError(f"{scene.config_path}: [bands] lacks {', '.join(missing)} (needed for an image that is "

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from gdal_tif2rgb import InputFileError, atomic_output
-from pipeline.config import DEFAULT_CONFIG, PROJECT_ROOT, Parameters, Scene, load_scene
+from pipeline.config import DEFAULT_CONFIG, PROJECT_ROOT, Parameters, Scene, load_scene, ordinary_path
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,10 @@ def scene_from_args(args: argparse.Namespace) -> Scene:
     """The :class:`Scene` of parsed arguments, with flags overriding the configuration."""
     overrides = {name: getattr(args, name) for name in Parameters.rules() if hasattr(args, name)}
     scene = load_scene(args.config, args.workdir, overrides)
-    if getattr(args, "stretch_from", None) is not None:
-        scene = dataclasses.replace(scene, stretch_from=args.stretch_from.resolve())
-    if getattr(args, "validation", None) is not None:
-        scene = dataclasses.replace(scene, validation=args.validation.resolve())
+    for name in ("stretch_from", "validation"):  # paths given as flags
+        if getattr(args, name, None) is not None:
+            path = ordinary_path(getattr(args, name).resolve(), f"--{name.replace('_', '-')}")
+            scene = dataclasses.replace(scene, **{name: path})
     if getattr(args, "validation_field", None) is not None:
         scene = dataclasses.replace(scene, validation_field=args.validation_field)
     return scene
@@ -104,18 +104,29 @@ def run_step(parser: argparse.ArgumentParser, argv, driver, *flags: str) -> int:
         except (PipelineError, InputFileError) as error:
             if args.debug:
                 raise
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {one_line(str(error))}", file=sys.stderr)
             return 1
         except OSError as error:  # the system's: a full disk, a folder taken away; outputs are as they were
             if args.debug:
                 raise
             where = f"{error.filename}: " if error.filename else ""
-            print(f"error: {where}{error.strerror or error}; earlier outputs are left as they were", file=sys.stderr)
+            print(f"error: {one_line(f'{where}{error.strerror or error}')}; earlier outputs are left as they were",
+                  file=sys.stderr)
             return 1
         except KeyboardInterrupt as interrupt:
             print("interrupted: earlier outputs are left as they were", file=sys.stderr)
             return 143 if isinstance(interrupt, Terminated) else 130
     return 0
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line whatever the paths in it hold: line breaks and other control characters are
+    shown escaped (a newline as ``\\n``).
+
+    >>> one_line("/tmp/a\\nb.tif: file not found")
+    '/tmp/a\\\\nb.tif: file not found'
+    """
+    return "".join(repr(c)[1:-1] if c.isprintable() is False and c != " " else c for c in message)
 
 
 @contextlib.contextmanager

@@ -286,7 +286,21 @@ def input_path(base: Path, value, key: str, config_path: Path) -> Path | str:
         raise ConfigError(f"{config_path}: {key} = {value!r} must be a file path")
     if value.startswith("/vsi"):
         return value
-    return (base / value).resolve()
+    return ordinary_path((base / value).resolve(), f"{config_path}: {key}")
+
+
+def ordinary_path(path: Path, what: str) -> Path:
+    """``path`` if it is a file, a folder or nothing yet; a FIFO, device or socket (which would block or never
+    end when read) is a one-line error naming ``what``."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return path
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ConfigError(f"{what} = {path} is not a file or folder (a FIFO, device or socket); give a file")
+    return path
 
 
 def _read_toml(config_path: Path) -> dict:

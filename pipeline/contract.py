@@ -213,11 +213,13 @@ def new_run(step: str, **fields) -> dict:
 
 
 def step0_parameters(scene) -> dict:
-    """What shapes Step 0's hand-offs: bands, classes, the later dates and the mask raster (by path), and the
-    Step-0 parameters of ``scene``."""
+    """What shapes Step 0's hand-offs: bands, classes, the later dates, the mask raster and the aoi (by path or
+    table), the reference field, and the Step-0 parameters of ``scene``."""
     params = scene.params.as_dict()
     return {"bands": dict(scene.bands), "classes": {k: list(v) for k, v in scene.classes.items()},
             "later_dates": [str(image) for image in scene.images[1:]], "mask": scene.mask and str(scene.mask),
+            "aoi": scene.aoi if isinstance(scene.aoi, dict) or scene.aoi is None else str(scene.aoi),
+            "reference_field": scene.reference_field,
             "mask_values": list(scene.mask_values), "composite": scene.composite,
             **{name: list(params[name]) if isinstance(params[name], tuple) else params[name]
                for name in STEP0_PARAMETERS}}

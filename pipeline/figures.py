@@ -9,10 +9,16 @@ from pipeline.grids import display_stride
 
 
 def pyplot():
-    """matplotlib's pyplot on the non-interactive Agg backend (no display needed)."""
+    """matplotlib's pyplot on the non-interactive Agg backend (no display needed), drawing every text as text:
+    class names and paths with ``$`` are not read as mathtext, and a glyph the font lacks (a box in the figure)
+    warns nobody on stderr."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
     import matplotlib.pyplot as plt
 
     return plt

@@ -180,26 +180,52 @@ def _read_metadata(path: Path, root: str, listing) -> dict:
 
 
 def _parse_metadata(name: str, tree) -> dict:
-    """Values of a parsed MTD_MSIL1C.xml / MTD_MSIL2A.xml (namespaces ignored)."""
+    """Values of a parsed MTD_MSIL1C.xml / MTD_MSIL2A.xml (namespaces ignored), each checked where it is read:
+    a wrong one is a one-line error naming the file, the key and the value."""
     level2 = name.endswith("MTD_MSIL2A.xml")
     texts, offsets = {}, {}
     offset_tag = "BOA_ADD_OFFSET" if level2 else "RADIO_ADD_OFFSET"
     for element in tree.iter():
         tag = element.tag.rsplit("}", 1)[-1]
         if tag == offset_tag and element.get("band_id") is not None:
-            offsets[S2_BANDS[int(element.get("band_id"))]] = float(element.text)
+            band_id = element.get("band_id")
+            if not band_id.isdigit() or int(band_id) >= len(S2_BANDS):
+                raise InputDataError(f"{name}: {offset_tag} band_id = {band_id!r} is not a Sentinel-2 band (0-12)")
+            offsets[S2_BANDS[int(band_id)]] = _number(name, offset_tag, element.text)
         elif element.text and element.text.strip():
             texts.setdefault(tag, element.text.strip())
     quant_tag = next((tag for tag in ("BOA_QUANTIFICATION_VALUE", "L2A_BOA_QUANTIFICATION_VALUE")
                       if tag in texts), None) if level2 else "QUANTIFICATION_VALUE"
     if quant_tag not in texts:
         raise InputDataError(f"{name}: no {'BOA_' if level2 else ''}QUANTIFICATION_VALUE in the metadata")
+    quantification = _number(name, quant_tag, texts[quant_tag])
+    if quantification <= 0:
+        raise InputDataError(f"{name}: {quant_tag} = {texts[quant_tag]!r} must be above 0")
     baseline = texts.get("PROCESSING_BASELINE")
-    use_offsets = baseline is None or float(baseline) >= 4.0
+    use_offsets = baseline is None or _baseline(name, baseline) >= 4.0
     return {"metadata": name, "product_type": texts.get("PRODUCT_TYPE"), "processing_baseline": baseline,
             "acquired": texts.get("PRODUCT_START_TIME") or texts.get("DATATAKE_SENSING_START"),
-            "quantification": float(texts[quant_tag]), "offsets": offsets if use_offsets else {},
+            "quantification": quantification, "offsets": offsets if use_offsets else {},
             "scaling_source": f"{quant_tag} and {offset_tag if use_offsets else 'no offsets (baseline < 04.00)'}"}
+
+
+def _number(name: str, tag: str, text) -> float:
+    """The finite number in ``text`` of the metadata element ``tag``; anything else is a one-line error."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value):
+        raise InputDataError(f"{name}: {tag} = {text!r} is not a number")
+    return value
+
+
+def _baseline(name: str, text: str) -> float:
+    """A processing baseline as a number: "04.00" and the product name's "N0400" both give 4.0."""
+    match = re.fullmatch(r"N?(\d{2})\.?(\d{2})", text.strip())
+    if not match:
+        raise InputDataError(f"{name}: PROCESSING_BASELINE = {text!r} is not a baseline such as 04.00")
+    return int(match.group(1)) + int(match.group(2)) / 100
 
 
 def _build_stack(path: Path, files: list, names: list, out_dir: Path) -> Path:

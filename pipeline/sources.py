@@ -277,9 +277,14 @@ def _aoi_bounds(aoi, image_wkt: str) -> tuple:
     """Aoi bounds in the image CRS and a JSON-able description of the aoi."""
     if isinstance(aoi, dict):
         bbox = aoi.get("bbox")
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not bbox[0] < bbox[2] or not bbox[1] < bbox[3]:
-            raise ConfigError(f"aoi bbox {bbox!r} must be [xmin, ymin, xmax, ymax] with xmin < xmax, ymin < ymax")
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox) \
+                or not bbox[0] < bbox[2] or not bbox[1] < bbox[3]:
+            raise ConfigError(f"aoi bbox {bbox!r} must be [xmin, ymin, xmax, ymax], finite numbers with xmin < xmax "
+                              f"and ymin < ymax")
         crs = aoi.get("crs")
+        if crs is not None and not (isinstance(crs, str) and crs.strip()):
+            raise ConfigError(f"aoi crs = {crs!r} must be text such as \"EPSG:4326\"")
         if crs and not image_wkt:
             raise InputDataError(f"aoi crs {crs} is given but the image has no CRS; give the bbox in the "
                                  "image's own coordinates and leave out 'crs'")

@@ -71,12 +71,12 @@ def toml_value(value) -> str:
     """``value`` (text, path, number, true or false, list, or dict as an inline table) as TOML."""
     if isinstance(value, dict):
         return "{" + ", ".join(f"{toml_key(key)} = {toml_value(item)}" for key, item in value.items()) + "}"
-    return json.dumps(str(value) if isinstance(value, Path) else value)
+    return json.dumps(str(value) if isinstance(value, Path) else value, ensure_ascii=False)
 
 
 def toml_key(key: str) -> str:
     """``key`` bare where TOML allows it, else quoted."""
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
 
 
 def toml_table(name: str, values: dict) -> str:

@@ -1,0 +1,146 @@
+"""A second adversarial pass, guarantee by guarantee: special files never block, any path gives one line, every
+value read from product metadata or the TOML is checked where it is parsed, SLIC's size is checked before it
+allocates, names reach figures as text, and the aoi and reference field are part of Step 0's provenance."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pytest
+
+import Step0_Data_Preparation as step0
+import Step1_Class_Balance as step1
+from conftest import (PROJECT, QUADRANT_PARAMETERS, assert_one_line, fails_with_one_line, quadrant_scene, snapshot,
+                      write_scene, write_tif)
+from pipeline.errors import InputDataError
+from pipeline.sentinel2 import _parse_metadata
+
+
+@pytest.fixture
+def scene(tmp_path):
+    image, reference = quadrant_scene(tmp_path)
+    folder = tmp_path / "scene"
+    folder.mkdir()
+    write_tif(folder / "image.tif", image)
+    write_tif(folder / "reference.tif", reference)
+    return {"folder": folder, "config": write_scene(folder / "scene.toml", "image.tif", "reference.tif",
+                                                    QUADRANT_PARAMETERS)}
+
+
+def run_step(arguments, timeout=120):
+    """A step in a child process, bounded in time: (exit code, stderr)."""
+    result = subprocess.run([sys.executable, *arguments], cwd=PROJECT, capture_output=True, text=True,
+                            timeout=timeout)
+    return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize("role", ["image", "reference", "mask"])
+def test_a_fifo_among_the_inputs_is_refused_at_once(scene, tmp_path, role):
+    fifo = tmp_path / f"{role}.fifo"
+    os.mkfifo(fifo)
+    keys = {"mask": str(fifo), "mask_values": [1]} if role == "mask" else {}
+    config = write_scene(scene["folder"] / "fifo.toml", str(fifo) if role == "image" else "image.tif",
+                         str(fifo) if role == "reference" else "reference.tif", QUADRANT_PARAMETERS, **keys)
+    before = snapshot(scene["folder"])
+    code, error = run_step(["Step0_Data_Preparation.py", "--config", str(config), "--workdir", str(tmp_path / "w")],
+                           timeout=60)
+    assert code == 1
+    assert_one_line(error, [role, "not a file or folder", "FIFO"])
+    assert snapshot(scene["folder"]) == before
+
+
+def test_a_fifo_given_as_a_flag_is_refused(scene, tmp_path):
+    fifo = tmp_path / "model.keras"
+    os.mkfifo(fifo)
+    code, error = run_step(["Step0_Data_Preparation.py", "--config", str(scene["config"]), "--workdir",
+                            str(tmp_path / "w"), "--stretch-from", str(fifo)], timeout=60)
+    assert code == 1
+    assert_one_line(error, ["--stretch-from", "FIFO"])
+
+
+@pytest.mark.parametrize("name", ["new\nline.tif", "tab\tand\rreturn.tif", "bell\a.tif"])
+def test_any_path_gives_one_line(scene, capsys, name):
+    config = write_scene(scene["folder"] / "odd.toml", name, "reference.tif", QUADRANT_PARAMETERS)
+    error = fails_with_one_line(step0.main, ["--config", str(config), "--workdir", str(scene["folder"] / "w")],
+                                capsys, "file not found")
+    assert repr(name)[1:-1].split("\\")[0] in error
+
+
+def metadata(quantification="10000", baseline="04.00", offsets=('<BOA_ADD_OFFSET band_id="1">-1000</BOA_ADD_OFFSET>',)):
+    text = (f"<r><PROCESSING_BASELINE>{baseline}</PROCESSING_BASELINE>"
+            f"<BOA_QUANTIFICATION_VALUE>{quantification}</BOA_QUANTIFICATION_VALUE>{''.join(offsets)}</r>")
+    return ElementTree.fromstring(text)
+
+
+@pytest.mark.parametrize("tree, fragments", [
+    (metadata(quantification="0"), ("BOA_QUANTIFICATION_VALUE = '0'", "above 0")),
+    (metadata(quantification="n/a"), ("BOA_QUANTIFICATION_VALUE = 'n/a'", "not a number")),
+    (metadata(quantification="inf"), ("'inf'", "not a number")),
+    (metadata(baseline="four"), ("PROCESSING_BASELINE = 'four'",)),
+    (metadata(offsets=('<BOA_ADD_OFFSET band_id="13">-1000</BOA_ADD_OFFSET>',)), ("band_id = '13'",)),
+    (metadata(offsets=('<BOA_ADD_OFFSET band_id="2"></BOA_ADD_OFFSET>',)), ("BOA_ADD_OFFSET = None", "not a number")),
+    (metadata(offsets=('<BOA_ADD_OFFSET band_id="2">minus</BOA_ADD_OFFSET>',)), ("'minus'",)),
+])
+def test_product_metadata_values_are_checked_where_they_are_read(tree, fragments):
+    with pytest.raises(InputDataError) as raised:
+        _parse_metadata("S2.SAFE/MTD_MSIL2A.xml", tree)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("S2.SAFE/MTD_MSIL2A.xml: ")
+    assert all(fragment in message for fragment in fragments), message
+
+
+def test_a_baseline_as_in_product_names_is_read():
+    assert _parse_metadata("MTD_MSIL2A.xml", metadata(baseline="N0400"))["offsets"] == {"B02": -1000.0}
+    assert _parse_metadata("MTD_MSIL2A.xml", metadata(baseline="N0300"))["offsets"] == {}
+
+
+@pytest.mark.parametrize("aoi, fragments", [
+    ({"bbox": ["0", 0, 1, 1]}, ("aoi bbox", "finite numbers")),
+    ({"bbox": [0, 0, float("inf"), 1]}, ("aoi bbox", "finite numbers")),
+    ({"bbox": [0, 0, True, 1]}, ("aoi bbox",)),
+    ({"bbox": [500000, 5999400, 500300, 6000000], "crs": 4326}, ("aoi crs = 4326", "text")),
+])
+def test_aoi_forms_are_one_line_errors(scene, capsys, aoi, fragments):
+    text = scene["config"].read_text().replace("[bands]", f"aoi = {toml_inline(aoi)}\n[bands]", 1)
+    (scene["folder"] / "aoi.toml").write_text(text)
+    fails_with_one_line(step0.main, ["--config", str(scene["folder"] / "aoi.toml"), "--workdir",
+                                     str(scene["folder"] / "w")], capsys, *fragments)
+
+
+def toml_inline(aoi: dict) -> str:
+    """An aoi table as TOML, infinity included (which JSON cannot write)."""
+    values = ", ".join("inf" if v == float("inf") else ("true" if v is True else repr(v).replace("'", '"'))
+                       for v in aoi["bbox"])
+    crs = f", crs = {aoi['crs']}" if "crs" in aoi else ""
+    return f"{{bbox = [{values}]{crs}}}"
+
+
+def test_more_superpixels_than_pixels_is_refused_before_slic(scene, capsys):
+    config = write_scene(scene["folder"] / "many.toml", "image.tif", "reference.tif",
+                         {**QUADRANT_PARAMETERS, "n_segments": 10**9})
+    fails_with_one_line(step0.main, ["--config", str(config), "--workdir", str(scene["folder"] / "w")], capsys,
+                        "n_segments = 1000000000", "4096 pixels")
+
+
+def test_class_names_reach_the_figures_as_text_without_warnings(tmp_path, capsys):
+    image, reference = quadrant_scene(tmp_path)
+    classes = {"$urban$ (x_1)": [3], "crop": [2], "城市 vegetation": [1], "water 🌊": [4]}
+    config = write_scene(tmp_path / "names.toml", write_tif(tmp_path / "image.tif", image),
+                         write_tif(tmp_path / "reference.tif", reference), QUADRANT_PARAMETERS, classes=classes)
+    assert step0.main(["--config", str(config), "--workdir", str(tmp_path / "w")]) == 0
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "w" / "example_patches.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("change", ["aoi", "reference_field"])
+def test_later_steps_refuse_step0_outputs_after_the_aoi_or_the_field_changed(scene, capsys, change):
+    workdir = scene["folder"] / "w"
+    assert step0.main(["--config", str(scene["config"]), "--workdir", str(workdir)]) == 0
+    capsys.readouterr()
+    line = ("aoi = {bbox = [500000, 5999500, 500500, 6000000]}" if change == "aoi" else 'reference_field = "class"')
+    scene["config"].write_text(scene["config"].read_text().replace("[bands]", f"{line}\n[bands]", 1))
+    fails_with_one_line(step1.main, ["--config", str(scene["config"]), "--workdir", str(workdir)], capsys,
+                        "other settings", change, "rerun Step0")
