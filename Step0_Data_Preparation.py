@@ -3,17 +3,17 @@
 Puts the scene's image and land-cover reference on one work grid, the image's (``pipeline/sources.py``): the
 image may be any raster or a Sentinel-2 product (``.SAFE`` folder, its ``.zip``, a folder of band files), read
 at 10 m as reflectance and cut to the ``aoi``, its clouds, shadows and bad pixels masked (``pipeline/clouds.py``),
-several dates combined as the median of their clear observations (``pipeline/composite.py``); the reference,
-if any, a raster on any grid and CRS or a vector file, resampled or rasterized to class codes. Then builds the tutorial's 8 layers (Blue, Green, Red, NIR, SWIR,
-NDVI, NDWI, NDBI) stretched to [0, 1] (``pipeline/layers.py``), segments 3 of them into SLIC superpixels
-(``pipeline/superpixels.py``) and cuts one w x w x 8 patch centred on every superpixel, labelled by the majority
-class of its reference pixels (``pipeline/sampling.py``). A spatial block split (``pipeline/split.py``) marks
-superpixels for training or testing so that no training patch sees a test pixel.
+several dates combined as the median of their clear observations (``pipeline/composite.py``); the reference, if
+any, a raster on any grid and CRS or a vector file, resampled or rasterized to class codes. Then builds the
+tutorial's 8 layers (Blue, Green, Red, NIR, SWIR, NDVI, NDWI, NDBI) stretched to [0, 1] (``pipeline/layers.py``),
+segments 3 of them into SLIC superpixels (``pipeline/superpixels.py``) and cuts one w x w x 8 patch centred on
+every superpixel, labelled by the majority class of its reference pixels (``pipeline/sampling.py``). A block
+split (``pipeline/split.py``) marks superpixels for training or testing; no training patch sees a test pixel.
 
 Outputs in the work folder (``data/<name>/`` by default; keys and types in ``pipeline/contract.py``):
 
-- ``sources/`` (what the work grid was made from; ``image.tif``, the masked image or composite), ``layers.tif`` (the 8 stretched layers, float32) and
-  ``reference.tif`` (class codes, uint8, 255 = unlabelled, with the class colours), on the work grid;
+- ``sources/`` (what the work grid was made from; ``image.tif``: a masked image or composite), ``layers.tif``
+  (8 stretched layers, float32), ``reference.tif`` (codes, uint8, 255 = unlabelled, colours), on the work grid;
 - quicklooks (``pipeline/quicklooks.py``): ``rgb.png``, ``nir_green_blue.png``, ``swir_green_blue.png``,
   ``ndvi.png``, ``ndwi.png``, ``ndbi.png``, ``histogram_<layer>.png``;
 - ``segments.mat`` (``segments``: int32 rows x cols, superpixel ids 0..n-1), ``segments.tif``,
@@ -123,8 +123,7 @@ def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedS
             log.info("%s (%s): masked %s", date["source"], date["acquired"] or "time unknown", shares)
     pixels = prepared.grid.rows * prepared.grid.cols
     if p.n_segments > pixels:  # SLIC's arrays grow with the count: refuse before allocating them
-        raise ConfigError(f"{scene.config_path}: n_segments = {p.n_segments} exceeds the {pixels} pixels of the "
-                          f"work grid; a superpixel needs at least one pixel")
+        raise ConfigError(f"{scene.config_path}: n_segments = {p.n_segments} exceeds the {pixels} px of the work grid")
     missing = [role for role in SPECTRAL_BANDS if role not in prepared.bands]
     if missing:
         raise ConfigError(f"{scene.config_path}: [bands] lacks {', '.join(missing)} (needed for an image that is "
@@ -303,8 +302,9 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
     """Step 0 with the driver the scene's ``tile_size`` asks for, then the shared finishing path (or, with
     ``explore``, only the SLIC exploration); its outputs are committed as one set."""
     timings = {}
-    inputs = tuple(path for path in (*scene.images, scene.reference, scene.mask, scene.config_path,
-                                     scene.stretch_from) if path)
+    inputs = tuple(file for path in (*scene.images, scene.reference, scene.mask, scene.config_path, scene.stretch_from,
+                                     scene.aoi if isinstance(scene.aoi, Path) else None) if path
+                   for file in sources.files_of(path))
     if explore:
         with open_outputs(scene.workdir, EXPLORE_OUTPUTS, inputs) as out:
             return explore_slic(scene, on_work_grid(scene, out), out)

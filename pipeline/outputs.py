@@ -94,6 +94,10 @@ def open_outputs(folder: Path, names, inputs=()):
     """Lock ``folder``, check it and the output ``names`` against ``inputs``, and yield an :class:`OutputSet`
     committed when the block ends cleanly and discarded otherwise (see the module docstring)."""
     folder = Path(folder)
+    for source in inputs:  # before anything is made: a work folder inside an input folder (a product) is refused
+        if not str(source).startswith("/vsi") and Path(source).is_dir() and (
+                same_file(folder, source) or inside(folder, Path(source))):
+            raise ConfigError(f"{folder}: is inside the input {source}; choose a --workdir outside it")
     _make_folder(folder)
     with folder_lock(folder):
         remove_stale_staging(folder)

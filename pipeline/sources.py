@@ -12,6 +12,7 @@ with Step 0's other outputs or not at all. Nothing is written for the reference:
 """
 from __future__ import annotations
 
+import glob
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,14 @@ def _same_grid(a: Grid, b: Grid) -> bool:
                                                      spatial_reference(a.crs_wkt).IsSame(spatial_reference(b.crs_wkt)))
     return (a.rows, a.cols) == (b.rows, b.cols) and same_crs and np.allclose(
         a.geotransform, b.geotransform, rtol=0, atol=1e-3 * abs(b.geotransform[1]))
+
+
+def files_of(path) -> list:
+    """The files an input is made of: itself, and for a Shapefile its side files (``.dbf``, ``.shx``, ``.prj``...)."""
+    path = as_path(path)
+    if isinstance(path, Path) and path.suffix.lower() == ".shp":
+        return [path, *sorted(p for p in path.parent.glob(f"{glob.escape(path.stem)}.*") if p != path)]
+    return [path]
 
 
 def _in_process(function, argument_tuples):

@@ -13,8 +13,8 @@ import pytest
 
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
-from conftest import (PROJECT, QUADRANT_PARAMETERS, assert_one_line, fails_with_one_line, quadrant_scene, snapshot,
-                      write_scene, write_tif)
+from conftest import (CLASS_VALUES, PROJECT, QUADRANT_PARAMETERS, assert_one_line, fails_with_one_line,
+                      quadrant_scene, snapshot, write_product, write_scene, write_tif)
 from pipeline.errors import InputDataError
 from pipeline.sentinel2 import _parse_metadata
 
@@ -122,7 +122,7 @@ def test_more_superpixels_than_pixels_is_refused_before_slic(scene, capsys):
     config = write_scene(scene["folder"] / "many.toml", "image.tif", "reference.tif",
                          {**QUADRANT_PARAMETERS, "n_segments": 10**9})
     fails_with_one_line(step0.main, ["--config", str(config), "--workdir", str(scene["folder"] / "w")], capsys,
-                        "n_segments = 1000000000", "4096 pixels")
+                        "n_segments = 1000000000", "4096 px")
 
 
 def test_class_names_reach_the_figures_as_text_without_warnings(tmp_path, capsys):
@@ -144,3 +144,53 @@ def test_later_steps_refuse_step0_outputs_after_the_aoi_or_the_field_changed(sce
     scene["config"].write_text(scene["config"].read_text().replace("[bands]", f"{line}\n[bands]", 1))
     fails_with_one_line(step1.main, ["--config", str(scene["config"]), "--workdir", str(workdir)], capsys,
                         "other settings", change, "rerun Step0")
+
+
+def test_an_aoi_file_inside_the_folder_step0_replaces_is_refused(scene, capsys):
+    from osgeo import ogr
+
+    workdir = scene["folder"] / "w"
+    aoi = workdir / "sources" / "aoi.gpkg"
+    aoi.parent.mkdir(parents=True)
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(aoi))
+    layer = source.CreateLayer("aoi", None, ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON ((500000 5999500, 500500 5999500, 500500 6000000, "
+                                                  "500000 6000000, 500000 5999500))"))
+    layer.CreateFeature(feature)
+    source = None
+    scene["config"].write_text(scene["config"].read_text().replace("[bands]", f'aoi = "{aoi}"\n[bands]', 1))
+    before = aoi.read_bytes()
+    fails_with_one_line(step0.main, ["--config", str(scene["config"]), "--workdir", str(workdir)], capsys,
+                        "aoi.gpkg", "is an input", "sources/")
+    assert aoi.read_bytes() == before
+
+
+def test_shapefile_side_files_are_inputs_too(scene, capsys):
+    from osgeo import ogr
+
+    workdir = scene["folder"] / "w"
+    shapefile = workdir / "sources" / "labels.shp"
+    shapefile.parent.mkdir(parents=True)
+    source = ogr.GetDriverByName("ESRI Shapefile").CreateDataSource(str(shapefile))
+    layer = source.CreateLayer("labels", None, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    source = None
+    side_files = snapshot(shapefile.parent)
+    assert {".dbf", ".shx"} <= {name.rsplit("/", 1)[-1][-4:] for name in side_files}
+    config = write_scene(scene["folder"] / "shp.toml", "image.tif", str(shapefile), QUADRANT_PARAMETERS,
+                         reference_field="value")
+    fails_with_one_line(step0.main, ["--config", str(config), "--workdir", str(workdir)], capsys,
+                        "is an input", "sources/")
+    assert snapshot(shapefile.parent) == side_files
+
+
+def test_a_work_folder_inside_an_input_product_is_refused_before_any_write(tmp_path, crop_scene, crop_files, capsys):
+    product = write_product(tmp_path / "S2A_MSIL2A_T30UVD.SAFE", crop_scene, "L2A")
+    config = write_scene(tmp_path / "s2.toml", str(product), crop_files[1], QUADRANT_PARAMETERS, classes=CLASS_VALUES,
+                         bands={})
+    before = snapshot(product)
+    for workdir in (product, product / "GRANULE" / "work"):
+        fails_with_one_line(step0.main, ["--config", str(config), "--workdir", str(workdir)], capsys,
+                            "is inside the input", "--workdir")
+        assert snapshot(product) == before and not (product / "GRANULE" / "work").exists()
