@@ -196,7 +196,8 @@ def apply_model(scene: Scene, model_path: Path, scheduler: str | None, workers: 
                 log.warning("warning: this scene was stretched with its own limits, not the model's training scene's; "
                             "rerun %s with --stretch-from %s so the model sees inputs scaled as in training",
                             STEP0, model_path)
-            classifier = {"model": None if p.tile_size else cnn.load_model(model_path), "path": Path(model_path),
+            model = cnn.load_model(model_path, card)  # checked against its card, also when tiles load their own
+            classifier = {"model": None if p.tile_size else model, "path": Path(model_path),
                           "channels": card.train_layers,
                           "prior_shares": np.array(card.prior_shares) if card.prior_correction else None}
         record = contract.new_run(STEP2, step0_run=step0[contract.PROVENANCE]["run"], step1_run=None,

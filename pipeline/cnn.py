@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gdal_tif2rgb import InputFileError
 from pipeline.config import Parameters
 from pipeline.contract import LAYER_NAMES, MASK_CHANNEL
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
 #: Superpixels predicted in one call of the model (bounds the network input held in memory).
@@ -153,11 +154,25 @@ def train_model(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray
     return model, history.history
 
 
-def load_model(path: Path):
-    """The Keras model saved at ``path`` (a ``.keras`` file)."""
+def load_model(path: Path, card=None):
+    """The Keras model saved at ``path`` (a ``.keras`` file), checked against its ``card`` (a
+    :class:`pipeline.model_card.ModelCard`), if given: patches of ``patch_width`` px with one channel per
+    ``train_layers`` in, one probability per class out. A file that is no such model is a one-line error."""
     from tensorflow import keras
 
-    return keras.models.load_model(path)
+    try:
+        model = keras.models.load_model(path)
+    except Exception as error:  # Keras raises many kinds for a damaged or foreign file
+        raise InputFileError(f"{path}: not a Keras model Step 2 wrote ({type(error).__name__}); retrain or copy "
+                             f"model.keras and model.json together") from None
+    if card is not None:
+        expected_in = (card.patch_width, card.patch_width, len(card.train_layers))
+        shape_in, shape_out = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+        if shape_in != expected_in or shape_out != (len(card.class_names),):
+            raise InputDataError(f"{path}: takes {shape_in} and gives {shape_out}, but its model.json describes "
+                                 f"{expected_in} patches ({', '.join(card.train_layers)}) and "
+                                 f"{len(card.class_names)} classes; the card belongs to another model")
+    return model
 
 
 def predict_superpixels(model, patches: np.ndarray, masks: np.ndarray, channels, batch_size: int = 512) -> np.ndarray:

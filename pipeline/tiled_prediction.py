@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import cluster, contract
-from pipeline.cnn import PREDICT_CHUNK, model_inputs
+from pipeline.cnn import PREDICT_CHUNK, load_model, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,10 @@ def _worker_model(path: str, modified: float):
     """The model saved at ``path``, loaded once per Dask worker process (one TensorFlow thread per worker);
     ``modified`` (the file's time, s) makes a model saved again at the same path load anew."""
     import tensorflow as tf
-    from tensorflow import keras
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    return keras.models.load_model(path)
+    return load_model(Path(path))
 
 
 def predict_rows(model_path: Path, samples_path: Path, start: int, stop: int, channels) -> np.ndarray:

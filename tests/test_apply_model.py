@@ -119,3 +119,34 @@ def test_model_the_scene_cannot_feed_is_refused_in_one_line(trained, tmp_path, c
     assert step0.main(arguments(narrow, work)) == 0
     fails_with_one_line(step2.main, arguments(narrow, work, "--model", trained / "model.keras"), capsys,
                         "25 px patches", "--patch-width 25")
+
+
+@pytest.mark.parametrize("damage, fragments", [
+    ("three classes", ("the card belongs to another model", "3 classes")),
+    ("not a model", ("not a Keras model",)),
+    ("truncated", ("not a Keras model",)),
+])
+def test_a_model_and_card_that_disagree_or_a_damaged_model_are_one_line(trained, tmp_path, capsys, damage,
+                                                                         fragments):
+    model_folder = tmp_path / "model"
+    model_folder.mkdir()
+    shutil.copy(trained / "model.keras", model_folder / "model.keras")
+    card = json.loads((trained / "model.json").read_text())
+    if damage == "three classes":
+        for key in ("class_names", "class_colours", "prior_shares"):
+            card[key] = card[key][:3]
+        card["prior_shares"] = [1 / 3] * 3
+    elif damage == "not a model":
+        (model_folder / "model.keras").write_text("a text file, not a model")
+    else:
+        data = (model_folder / "model.keras").read_bytes()
+        (model_folder / "model.keras").write_bytes(data[:len(data) // 2])
+    (model_folder / "model.json").write_text(json.dumps(card))
+    config = cut_scene(tmp_path / "south", (SPLIT_ROW, 947))
+    if damage == "three classes":  # the scene names the card's classes, so only the network can disagree
+        config.write_text(config.read_text().replace("water = [4]\n", ""))
+    work = tmp_path / "work"
+    assert step0.main(arguments(config, work, "--stretch-from", trained / "model.keras")) == 0
+    fails_with_one_line(step2.main, arguments(config, work, "--model", model_folder / "model.keras"), capsys,
+                        "model.keras", *fragments)
+    assert not (work / "predMap.tif").exists()
