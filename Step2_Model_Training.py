@@ -39,10 +39,11 @@ from pipeline.model_card import ModelCard
 from pipeline.outputs import OutputSet, open_outputs
 
 log = logging.getLogger(__name__)
-#: Every file Step 2 writes in the work folder (committed together with the TensorBoard run).
-APPLY_OUTPUTS = (contract.PRED_LABELS.filename, contract.PRED_PROB.filename, contract.PRED_MAP.filename,
-                 "predMap.png", "predMap.tif", "predMap.qml", "uncertainty.tif", "uncertainty.png", "run.json")
-OUTPUTS = (contract.MODEL_FILE, contract.MODEL_CARD, "learning_curve.png", *APPLY_OUTPUTS)
+#: Every file Step 2 writes in the work folder (committed together with the TensorBoard run): the trained
+#: model's and the map's. Both modes commit this set, so mapping with ``--model`` removes an earlier model.
+OUTPUTS = (contract.MODEL_FILE, contract.MODEL_CARD, "learning_curve.png", contract.PRED_LABELS.filename,
+           contract.PRED_PROB.filename, contract.PRED_MAP.filename, "predMap.png", "predMap.tif", "predMap.qml",
+           "uncertainty.tif", "uncertainty.png", "run.json")
 
 
 # --- 3. Training the CNN on the balanced set ----------------------------------------------------------------
@@ -188,7 +189,7 @@ def apply_model(scene: Scene, model_path: Path, scheduler: str | None, workers: 
         cluster.check_settings(scheduler, workers)
     card = model_card.read(model_path)
     input_files = (*step0_input_files(scene), model_path, Path(model_path).with_name(contract.MODEL_CARD))
-    with open_outputs(scene.workdir, APPLY_OUTPUTS, input_files) as out:
+    with open_outputs(scene.workdir, OUTPUTS, input_files) as out:
         with cli.timed("read Step 0 outputs and the model", timings):
             step0 = read_step0(scene)
             check_model_fits(card, model_path, scene, step0)

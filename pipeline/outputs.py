@@ -49,8 +49,9 @@ class OutputSet:
         when the set is committed; ``final`` must not exist yet."""
         if final.exists():
             raise InputDataError(f"{final}: exists already; remove it or wait a second before rerunning")
-        staging = final.parent / f"{STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
         _make_folder(final.parent)
+        remove_orphans(final.parent)
+        staging = final.parent / f"{STAGING_PREFIX}{os.getpid()}-{final.name}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         self.extra_folders[staging] = final
         return staging
@@ -151,6 +152,25 @@ def remove_stale_staging(folder: Path) -> None:
     """Remove staging folders left by a run that was killed outright (SIGKILL, power loss); the lock is held."""
     for stale in folder.glob(f"{STAGING_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def remove_orphans(parent: Path) -> None:
+    """Remove the staging folders in ``parent`` (a shared folder such as ``runs/``, which no lock guards) of runs
+    whose process has ended: killed outright before they could clean up. Live runs' folders stay."""
+    for stale in parent.glob(f"{STAGING_PREFIX}*"):
+        pid = stale.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def check_outputs(folder: Path, names, inputs) -> None:

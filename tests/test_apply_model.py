@@ -150,3 +150,12 @@ def test_a_model_and_card_that_disagree_or_a_damaged_model_are_one_line(trained,
     fails_with_one_line(step2.main, arguments(config, work, "--model", model_folder / "model.keras"), capsys,
                         "model.keras", *fragments)
     assert not (work / "predMap.tif").exists()
+
+
+def test_mapping_with_a_model_removes_a_model_trained_in_the_folder_before(trained, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(trained, work)
+    config = trained.parent / "north" / "scene.toml"
+    assert step2.main(arguments(config, work, "--model", trained / "model.keras")) == 0
+    assert (work / "predMap.tif").is_file()
+    assert not any((work / name).exists() for name in ("model.keras", "model.json", "learning_curve.png"))

@@ -194,3 +194,17 @@ def test_a_work_folder_inside_an_input_product_is_refused_before_any_write(tmp_p
         fails_with_one_line(step0.main, ["--config", str(config), "--workdir", str(workdir)], capsys,
                             "is inside the input", "--workdir")
         assert snapshot(product) == before and not (product / "GRANULE" / "work").exists()
+
+
+def test_orphaned_staging_folders_in_a_shared_folder_go_and_live_ones_stay(tmp_path):
+    from pipeline.outputs import STAGING_PREFIX, OutputSet
+
+    runs = tmp_path / "runs"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = runs / f"{STAGING_PREFIX}{dead.stdout.strip()}-scene-20260101-abcd1234"
+    live = runs / f"{STAGING_PREFIX}{os.getppid()}-scene-20260102-abcd1234"
+    for folder in (orphan, live):
+        folder.mkdir(parents=True)
+        (folder / "events.out").write_text("x")
+    staging = OutputSet(tmp_path, (), tmp_path / "staging").new_folder(runs / "scene-20260103")
+    assert not orphan.exists() and live.exists() and staging.is_dir()
