@@ -80,7 +80,7 @@ def read_hand_offs(scene: Scene) -> dict:
     grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0_run)
     if segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{scene.workdir}: segments.mat and layers.tif disagree in size; rerun {STEP0}")
-    pred_labels, prediction = contract.load_pred_labels(scene, step0_run)
+    pred_labels, prediction = contract.load_pred_labels(scene, step0_run, len(step0["labels"]))
     pred_map = contract.read_raster(contract.PRED_MAP_RASTER, scene.workdir, prediction["run"])
     data = {"segments": segments, "labels": step0["labels"], "split": step0["split"], "centroids": step0["centroids"],
             "pred_labels": pred_labels,

@@ -339,17 +339,25 @@ def load_balanced(scene, keys, step0_run: str) -> dict:
     return contents
 
 
-def load_pred_labels(scene, step0_run: str) -> tuple[np.ndarray, dict]:
-    """Step 2's ``predLabels`` and provenance, checked to label the superpixels of the Step 0 run ``step0_run``.
-    The provenance's ``step1_run`` names the balanced set the model was trained on here (None for a model
-    applied from elsewhere, whose run is ``model_run``)."""
+def load_pred_labels(scene, step0_run: str, n_superpixels: int) -> tuple[np.ndarray, dict]:
+    """Step 2's ``predLabels`` and provenance, checked to label the ``n_superpixels`` superpixels of the Step 0
+    run ``step0_run`` with the scene's class codes (or 255). The provenance's ``step1_run`` names the balanced set
+    the model was trained on here (None for a model applied from elsewhere, whose run is ``model_run``)."""
     contents = load(PRED_LABELS, scene.workdir, ["predLabels", PROVENANCE])
     path = PRED_LABELS.path(scene.workdir)
     record = provenance_of(contents, path, STEP2)
     if record.get("step0_run") != step0_run:
         raise InputDataError(f"{path}: predicted for other Step 0 outputs than those in {scene.workdir}; "
                              f"rerun {STEP2}")
-    return contents["predLabels"], record
+    labels = contents["predLabels"].ravel()
+    if len(labels) != n_superpixels:
+        raise InputDataError(f"{path}: labels {len(labels)} superpixels, but the Step 0 run made {n_superpixels}; "
+                             f"rerun {STEP2}")
+    unknown = np.unique(labels[(labels >= len(scene.classes)) & (labels != UNLABELLED)])
+    if unknown.size:
+        raise InputDataError(f"{path}: holds class codes {unknown.tolist()[:5]} beyond the scene's "
+                             f"{len(scene.classes)} classes; rerun {STEP2}")
+    return labels, record
 
 
 @contextlib.contextmanager

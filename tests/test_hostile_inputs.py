@@ -4,6 +4,7 @@ allocates, names reach figures as text, and the aoi and reference field are part
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
@@ -13,8 +14,10 @@ import pytest
 
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
+import Step3_Accuracy_Assessment as step3
 from conftest import (CLASS_VALUES, PROJECT, QUADRANT_PARAMETERS, assert_one_line, fails_with_one_line,
                       quadrant_scene, snapshot, write_product, write_scene, write_tif)
+from pipeline import contract
 from pipeline.errors import InputDataError
 from pipeline.sentinel2 import _parse_metadata
 
@@ -208,3 +211,18 @@ def test_orphaned_staging_folders_in_a_shared_folder_go_and_live_ones_stay(tmp_p
         (folder / "events.out").write_text("x")
     staging = OutputSet(tmp_path, (), tmp_path / "staging").new_folder(runs / "scene-20260103")
     assert not orphan.exists() and live.exists() and staging.is_dir()
+
+
+@pytest.mark.parametrize("damage, fragments", [("short", ("labels", "superpixels, but the Step 0 run made")),
+                                               ("code", ("class codes [7]", "4 classes"))])
+def test_predicted_labels_that_do_not_fit_the_superpixels_are_one_line(step2_workdir, tmp_path, capsys, damage,
+                                                                         fragments):
+    workdir, _, arguments = step2_workdir
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy)
+    contents = contract.load(contract.PRED_LABELS, copy, ["predLabels", contract.PROVENANCE])
+    labels = contents["predLabels"].ravel()
+    contents["predLabels"] = labels[:-5] if damage == "short" else np.where(np.arange(len(labels)) == 3, 7, labels)
+    contract.save(contract.PRED_LABELS, copy, contents)
+    fails_with_one_line(step3.main, [arguments[0], arguments[1], "--workdir", str(copy)], capsys, "predLabels.mat",
+                        *fragments)
