@@ -149,19 +149,28 @@ def test_later_steps_refuse_step0_outputs_after_the_aoi_or_the_field_changed(sce
                         "other settings", change, "rerun Step0")
 
 
-def test_an_aoi_file_inside_the_folder_step0_replaces_is_refused(scene, capsys):
+def vector_in_sources(workdir, name: str, driver: str, polygon: str | None = None):
+    """A one-layer vector file ``name`` inside ``workdir/sources/`` (the folder Step 0 replaces), with an
+    integer field ``value`` and, if given, one ``polygon`` (WKT)."""
     from osgeo import ogr
 
-    workdir = scene["folder"] / "w"
-    aoi = workdir / "sources" / "aoi.gpkg"
-    aoi.parent.mkdir(parents=True)
-    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(aoi))
-    layer = source.CreateLayer("aoi", None, ogr.wkbPolygon)
-    feature = ogr.Feature(layer.GetLayerDefn())
-    feature.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON ((500000 5999500, 500500 5999500, 500500 6000000, "
-                                                  "500000 6000000, 500000 5999500))"))
-    layer.CreateFeature(feature)
+    path = workdir / "sources" / name
+    path.parent.mkdir(parents=True)
+    source = ogr.GetDriverByName(driver).CreateDataSource(str(path))
+    layer = source.CreateLayer(path.stem, None, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    if polygon:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(polygon))
+        layer.CreateFeature(feature)
     source = None
+    return path
+
+
+def test_an_aoi_file_inside_the_folder_step0_replaces_is_refused(scene, capsys):
+    workdir = scene["folder"] / "w"
+    aoi = vector_in_sources(workdir, "aoi.gpkg", "GPKG", "POLYGON ((500000 5999500, 500500 5999500, 500500 6000000, "
+                                                        "500000 6000000, 500000 5999500))")
     scene["config"].write_text(scene["config"].read_text().replace("[bands]", f'aoi = "{aoi}"\n[bands]', 1))
     before = aoi.read_bytes()
     fails_with_one_line(step0.main, ["--config", str(scene["config"]), "--workdir", str(workdir)], capsys,
@@ -170,15 +179,8 @@ def test_an_aoi_file_inside_the_folder_step0_replaces_is_refused(scene, capsys):
 
 
 def test_shapefile_side_files_are_inputs_too(scene, capsys):
-    from osgeo import ogr
-
     workdir = scene["folder"] / "w"
-    shapefile = workdir / "sources" / "labels.shp"
-    shapefile.parent.mkdir(parents=True)
-    source = ogr.GetDriverByName("ESRI Shapefile").CreateDataSource(str(shapefile))
-    layer = source.CreateLayer("labels", None, ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
-    source = None
+    shapefile = vector_in_sources(workdir, "labels.shp", "ESRI Shapefile")
     side_files = snapshot(shapefile.parent)
     assert {".dbf", ".shx"} <= {name.rsplit("/", 1)[-1][-4:] for name in side_files}
     config = write_scene(scene["folder"] / "shp.toml", "image.tif", str(shapefile), QUADRANT_PARAMETERS,
