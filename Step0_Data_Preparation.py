@@ -46,7 +46,7 @@ import gdal_tif2rgb
 from pipeline import cli, cluster, contract, grids, model_card, quicklooks, sources, superpixels
 from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
-from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS, UNLABELLED
+from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.layers import apply_stretch, build_layers, stretched_layers, stretched_preview
 from pipeline.sampling import example_indices, sample_superpixels
@@ -81,26 +81,6 @@ class PreparedScene:
 
 
 # --- 1. Inputs ---------------------------------------------------------------------------------------------
-
-def read_image(work: sources.PreparedSources, window: tuple | None = None) -> tuple[dict, np.ndarray]:
-    """The bands of the image on the work grid, whole or a ``window`` (row, col, rows, cols): layer name ->
-    float32 array (rows, cols) in ``work.unit``, and the valid mask (False at NaN or nodata pixels of any read
-    band)."""
-    names = list(work.bands)
-    data, _, valid = gdal_tif2rgb.read_bands(work.image, [work.bands[n] for n in names], window=window)
-    return dict(zip(names, data)), valid
-
-
-def read_reference_codes(codes: np.ndarray | None, valid: np.ndarray) -> np.ndarray:
-    """A copy of the class codes ``codes`` (uint8 of the work grid or of a tile of it; None without a reference)
-    with 255 where the image is not ``valid`` (bool, same shape); all 255 for a scene without a reference (one to
-    map with a trained model)."""
-    if codes is None:
-        return np.full(valid.shape, UNLABELLED, dtype=np.uint8)
-    codes = codes.copy()
-    codes[~valid] = UNLABELLED
-    return codes
-
 
 def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedSources:
     """The scene's image and reference prepared on one work grid by GDAL (the tutorial's SNAP work): a
@@ -140,8 +120,8 @@ def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: Output
     p = scene.params
     with cli.timed("read image and reference", timings):
         grid = work.grid
-        raw, valid = read_image(work)
-        codes = read_reference_codes(work.reference_codes, valid)
+        raw, valid = work.read_image()
+        codes = work.codes_where_valid(work.reference_codes, valid)
     if not valid.any():
         raise InputDataError(f"{work.image}: every pixel is NaN or nodata")
     log.info("scene %s: %d x %d px, %d classes %s", scene.name, grid.cols, grid.rows, len(scene.classes),
@@ -168,8 +148,9 @@ def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: Output
         if scene.reference is not None:
             contract.write_raster(contract.REFERENCE, out.staging, codes, grid, run,
                                   **contract.class_style(scene.class_names))
-        contract.save(contract.SEGMENTS, out.staging, {"segments": segments, contract.PROVENANCE: record})
         contract.write_raster(contract.SEGMENTS_RASTER, out.staging, segments, grid, run)
+        contract.record_rasters(record, out, contract.STEP0_RASTERS)
+        contract.save(contract.SEGMENTS, out.staging, {"segments": segments, contract.PROVENANCE: record})
         contract.save(contract.SAMPLES, out.staging, {**sampled, "class_names": scene.class_names,
                                                        "layer_names": LAYER_NAMES, contract.PROVENANCE: record})
     return PreparedScene(labels=sampled["labels"], split=sampled["split"], purity=sampled["purity"],
@@ -190,12 +171,12 @@ def prepare_tile(scene: Scene, work: sources.PreparedSources, limits: dict, wind
     p = scene.params
     row, col, rows, cols = window
     top, left, *_ = haloed = grids.with_halo(window, p.patch_width // 2, shape)
-    raw, valid = read_image(work, haloed)
+    raw, valid = work.read_image(haloed)
     layers = build_layers(raw, valid)
     del raw
     apply_stretch(layers, limits, valid)
     core = (slice(row - top, row - top + rows), slice(col - left, col - left + cols))
-    codes = read_reference_codes(codes, valid[core])
+    codes = work.codes_where_valid(codes, valid[core])
     n_segments = max(1, round(p.n_segments * rows * cols / (shape[0] * shape[1])))
     segments = superpixels.segment(layers[core], p.slic_layers, n_segments, p.compactness, valid[core], n_strips)
     sampled = sample_superpixels(layers, segments, codes, valid[core], p.patch_width, len(scene.classes), shape,
@@ -228,10 +209,12 @@ def prepare_tiled(scene: Scene, work: sources.PreparedSources, out: OutputSet, r
         tiles = cluster.map_in_order(client, prepare_tile, (
             (scene, image_only, limits, (row, col, rows, cols), shape,
              None if codes is None else codes[row:row + rows, col:col + cols]) for row, col, rows, cols in windows))
-        with contextlib.ExitStack() as stack:
-            outputs = TiledOutputs.open(out, grid, record["run"], stack,
-                                        scene.class_names if scene.reference is not None else None)
-            kept = write_tiles(outputs, tiles, shape, len(windows), scene.class_names)
+        with contextlib.ExitStack() as mat_files:
+            with contextlib.ExitStack() as rasters:  # closed (made final) first, so that they can be fingerprinted
+                outputs = TiledOutputs.open(out, grid, record["run"], rasters, mat_files,
+                                            scene.class_names if scene.reference is not None else None)
+                kept = write_tiles(outputs, tiles, shape, len(windows), scene.class_names)
+            contract.record_rasters(record, out, contract.STEP0_RASTERS)
             record["superpixels"] = len(kept["labels"])
             for mat in (outputs.segments_mat, outputs.samples_mat):
                 mat.put(contract.PROVENANCE, contract.as_text(record))
@@ -274,7 +257,7 @@ def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, 
 def explore_slic(scene: Scene, work: sources.PreparedSources, out: OutputSet, crop_size: int = 200) -> None:
     """Grid of SLIC boundaries on a central crop of ``crop_size`` px of the image on the work grid (``work``) over
     compactness 0.01..100 and three superpixel counts (see ``quicklooks.plot_slic_exploration``)."""
-    raw, valid = read_image(work)
+    raw, valid = work.read_image()
     figure = quicklooks.plot_slic_exploration(stretched_layers(raw, valid)[0], valid, scene.params.slic_layers,
                                               scene.params.n_segments, crop_size)
     gdal_tif2rgb.save_png(out.path("explore_slic.png"), figure)

@@ -109,16 +109,18 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step
     pred_labels[invalid] = UNLABELLED
     uncertainty = np.where(invalid, np.nan, 1 - probabilities.max(axis=1)).astype(np.float32)
     with cli.timed("paint and write the maps", timings):
-        contract.save(contract.PRED_LABELS, out.staging, {"predLabels": pred_labels, contract.PROVENANCE: record})
-        contract.save(contract.PRED_PROB, out.staging, {"predProb": probabilities, contract.PROVENANCE: record})
         if client is not None:
-            blocks = prediction_maps.painted_windows(scene, record["step0_run"], step0["grid"], pred_labels,
+            blocks = prediction_maps.painted_windows(scene, step0[contract.PROVENANCE], step0["grid"], pred_labels,
                                                      uncertainty)
         else:
             pred_map = grids.paint_map(pred_labels, step0["segments"])
-            contract.save(contract.PRED_MAP, out.staging, {"predMap": pred_map, contract.PROVENANCE: record})
             blocks = [(pred_map, grids.paint_map(uncertainty, step0["segments"]), 0, 0)]
         prediction_maps.write_maps(out, scene.class_names, step0["grid"], blocks, record["run"])
+        contract.record_rasters(record, out, contract.STEP2_RASTERS)
+        contract.save(contract.PRED_LABELS, out.staging, {"predLabels": pred_labels, contract.PROVENANCE: record})
+        contract.save(contract.PRED_PROB, out.staging, {"predProb": probabilities, contract.PROVENANCE: record})
+        if client is None:
+            contract.save(contract.PRED_MAP, out.staging, {"predMap": pred_map, contract.PROVENANCE: record})
     return pred_labels
 
 
@@ -135,10 +137,9 @@ def read_step0(scene: Scene) -> dict:
     the scene. A tiled run paints from ``segments.tif`` window by window, so it reads no whole segments."""
     tiled = bool(scene.params.tile_size)
     step0, segments = contract.load_step0(scene, ["labels", "split", "valid_fraction"], with_segments=not tiled)
-    run = step0[contract.PROVENANCE]["run"]
-    grid = contract.raster_grid(contract.LAYERS, scene.workdir, run)
+    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0[contract.PROVENANCE])
     if tiled:  # checked before the work, though it is read only when the map is painted
-        contract.raster_grid(contract.SEGMENTS_RASTER, scene.workdir, run)
+        contract.raster_grid(contract.SEGMENTS_RASTER, scene.workdir, step0[contract.PROVENANCE])
     if segments is not None and segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{contract.SEGMENTS.path(scene.workdir)}: {segments.shape} does not match "
                              f"layers.tif; rerun {STEP0}")

@@ -77,19 +77,19 @@ def read_hand_offs(scene: Scene) -> dict:
     as it is now. For an applied model, every labelled superpixel's split is ``TEST``."""
     step0, segments = contract.load_step0(scene, ["labels", "split", "centroids"])
     step0_run = step0[contract.PROVENANCE]["run"]
-    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0_run)
+    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0[contract.PROVENANCE])
     if segments.shape != (grid.rows, grid.cols):
         raise InputDataError(f"{scene.workdir}: segments.mat and layers.tif disagree in size; rerun {STEP0}")
     pred_labels, prediction = contract.load_pred_labels(scene, step0_run, len(step0["labels"]))
-    pred_map = contract.read_raster(contract.PRED_MAP_RASTER, scene.workdir, prediction["run"])
+    pred_map = contract.read_raster(contract.PRED_MAP_RASTER, scene.workdir, prediction)
     data = {"segments": segments, "labels": step0["labels"], "split": step0["split"], "centroids": step0["centroids"],
             "pred_labels": pred_labels,
-            "pred_map": pred_map, "step0_run": step0_run, "codes": None, "balanced": None, "grid": grid,
-            "map_run": prediction["run"],
+            "pred_map": pred_map, "step0": step0[contract.PROVENANCE], "codes": None, "balanced": None,
+            "grid": grid, "prediction": prediction, "map_run": prediction["run"],
             "pixel_area_m2": pixel_area(grid, contract.LAYERS.path(scene.workdir)),
             "applied_from": prediction.get("model_scene")}
     if step0[contract.PROVENANCE]["inputs"]["reference"] is not None:
-        data["codes"] = contract.read_raster(contract.REFERENCE, scene.workdir, step0_run)
+        data["codes"] = contract.read_raster(contract.REFERENCE, scene.workdir, step0[contract.PROVENANCE])
     if prediction.get("step1_run") is not None:  # trained here: the forest baseline uses the same balanced set
         data["balanced"] = contract.load_balanced(scene, ["labels"], step0_run)
         if data["balanced"][contract.PROVENANCE]["run"] != prediction["step1_run"]:
@@ -104,7 +104,7 @@ def forest_labels(scene: Scene, data: dict) -> np.ndarray:
     """Class of every superpixel by the random forest baseline on the superpixels' mean layers, trained on the
     superpixels of the balanced set; the means are summed window by window of ``layers.tif``."""
     def read_layers(window):
-        return contract.read_raster(contract.LAYERS, scene.workdir, data["step0_run"], window)
+        return contract.read_raster(contract.LAYERS, scene.workdir, data["step0"], window)
 
     means = accuracy.superpixel_means(accuracy.layer_windows(read_layers, data["segments"]), len(data["labels"]))
     trained = np.unique(data["balanced"]["index"])
@@ -224,7 +224,7 @@ def design_sample(scene: Scene, data: dict) -> None:
 def suggest_samples(scene: Scene, data: dict, count: int) -> None:
     """``suggested_samples.gpkg`` and ``.csv``: ``count`` points at the centroids of the most uncertain
     superpixels, spread over the scene, to label and add to the training polygons."""
-    uncertainty = contract.read_raster(contract.UNCERTAINTY, scene.workdir, data["map_run"])
+    uncertainty = contract.read_raster(contract.UNCERTAINTY, scene.workdir, data["prediction"])
     per_superpixel = label_suggestions.superpixel_uncertainty(uncertainty, data["segments"], len(data["labels"]))
     distance = label_suggestions.spacing(int(np.isfinite(uncertainty).sum()), count, scene.params.patch_width)
     chosen = label_suggestions.most_uncertain(data["centroids"], per_superpixel, count, distance)

@@ -104,7 +104,7 @@ def predict_and_paint(config: Path, workdir: Path, tile_size: int, workers: int)
     channels = Parameters().train_layers
     step0 = contract.load(contract.SAMPLES, scene.workdir, ["labels", contract.PROVENANCE])
     n = len(step0["labels"])
-    step0_run = contract.provenance_of(step0, contract.SAMPLES.path(scene.workdir), contract.STEP0)["run"]
+    step0_record = contract.provenance_of(step0, contract.SAMPLES.path(scene.workdir), contract.STEP0)
     model = cnn.build_cnn((scene.params.patch_width, scene.params.patch_width, len(channels)), len(scene.classes))
     model_path = scene.output("model.keras")
     with gdal_tif2rgb.atomic_output(model_path) as temporary:
@@ -113,11 +113,11 @@ def predict_and_paint(config: Path, workdir: Path, tile_size: int, workers: int)
     with cluster.dask_client(None, workers) as client:
         probabilities = tiled_prediction.predict_on_cluster(scene.workdir, model_path, client, n, channels)
     predict_s = time.perf_counter() - start
-    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0_run)
+    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0_record)
     start = time.perf_counter()
     with open_outputs(scene.workdir, ("predMap.tif", "predMap.png", "predMap.qml", "uncertainty.tif",
                                       "uncertainty.png")) as out:  # only what it writes: the set replaces those
-        blocks = prediction_maps.painted_windows(scene, step0_run, grid, probabilities.argmax(axis=1).astype(
+        blocks = prediction_maps.painted_windows(scene, step0_record, grid, probabilities.argmax(axis=1).astype(
             np.uint8), (1 - probabilities.max(axis=1)).astype(np.float32))
         prediction_maps.write_maps(out, scene.class_names, grid, blocks, contract.new_run(contract.STEP2)["run"])
     print(json.dumps({"superpixels": n, "predict_s": round(predict_s, 1), "paint_s": round(time.perf_counter() - start, 1)}))

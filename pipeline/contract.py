@@ -30,8 +30,10 @@ raster (Cloud-Optimized GeoTIFF)  made by    bands (dtype), nodata
 ================================  =========  =========================================================
 
 All rasters lie on the work grid (the image's grid, cut to the aoi) and carry the id of the run that wrote them
-in the metadata item ``STEP0_RUN`` or ``STEP2_RUN``; :func:`raster_writer` writes them and :func:`read_raster`
-and :func:`raster_grid` read them, checking that stamp, the dtype and the band count.
+in the metadata item ``STEP0_RUN`` or ``STEP2_RUN``; :func:`raster_writer` writes them, :func:`record_rasters`
+adds their size, time and SHA-256 to the run's provenance, and :func:`read_raster` and :func:`raster_grid` read
+them, checking that stamp, that the file is the one recorded (same size and time, else same SHA-256), the dtype
+and the band count.
 
 Provenance: every ``.mat`` hand-off holds ``provenance``, a JSON text naming the step and its run id, the runs
 of the hand-offs it was made from, and the parameters that shaped it; Step 0's also holds the size, time and
@@ -126,6 +128,8 @@ REFERENCE = RasterHandOff("reference.tif", STEP0, np.uint8, 1, UNLABELLED, STEP0
 PRED_MAP_RASTER = RasterHandOff("predMap.tif", STEP2, np.uint8, 1, UNLABELLED, STEP2_RUN_ITEM)
 UNCERTAINTY = RasterHandOff("uncertainty.tif", STEP2, np.float32, 1, float("nan"), STEP2_RUN_ITEM,
                             ("1 - max class probability",))
+STEP0_RASTERS = (LAYERS, SEGMENTS_RASTER, REFERENCE)
+STEP2_RASTERS = (PRED_MAP_RASTER, UNCERTAINTY)
 
 def typed(handoff: HandOff, arrays: dict) -> dict:
     """``arrays`` with every key of ``handoff``, each in its declared dtype (text as an array of str)."""
@@ -271,7 +275,7 @@ def matches(recorded: dict, path) -> bool:
         if recorded["path"] == str(path) and same_stat and not Path(path).is_dir():
             return True
         return fingerprint(path)["sha256"] == recorded["sha256"]
-    except OSError:
+    except (OSError, KeyError, TypeError):
         return False
 
 
@@ -387,24 +391,59 @@ def write_raster(handoff: RasterHandOff, folder: Path, array: np.ndarray, grid, 
         write(array)
 
 
-def raster_grid(handoff: RasterHandOff, workdir: Path, run: str):
+def record_rasters(record: dict, out, handoffs) -> None:
+    """Add to ``record`` (a run's provenance, before it is saved) the fingerprint of each raster hand-off of
+    ``handoffs`` staged in ``out`` (an :class:`~pipeline.outputs.OutputSet`), at the path it has once committed,
+    so that :func:`raster_grid` can check at read that the file is still the one written."""
+    record["rasters"] = {handoff.filename: {**fingerprint(handoff.path(out.staging)),
+                                            "path": str(handoff.path(out.folder))}
+                         for handoff in handoffs if handoff.path(out.staging).is_file()}
+
+
+def raster_grid(handoff: RasterHandOff, workdir: Path, record: dict):
     """The :class:`gdal_tif2rgb.Grid` of a raster hand-off in ``workdir``, after checking that it exists, was
-    written by ``run`` (the run the other hand-offs name) and has the declared dtype and band count."""
+    written by the run of ``record`` (the provenance of the hand-offs read with it), is the file that run wrote
+    (its recorded size and time, else its SHA-256) and has the declared dtype and band count."""
     path = existing(handoff.path(workdir), handoff.made_by)
     grid, bands, dtype, metadata = gdal_tif2rgb.read_layout(path)
-    if metadata.get(handoff.run_item) != run:
+    if metadata.get(handoff.run_item) != record["run"]:
         raise InputDataError(f"{path}: written by another run of {handoff.made_by} than the hand-offs read with it "
                              f"in {Path(workdir)}; rerun {handoff.made_by}")
+    rasters = record.get("rasters")
+    recorded = rasters.get(handoff.filename) if isinstance(rasters, dict) else None
+    if not isinstance(recorded, dict):
+        raise InputDataError(f"{path}: the provenance of run {record['run']} records no checksum of this file; "
+                             f"rerun {handoff.made_by}")
+    if not _unchanged(recorded, path):
+        raise InputDataError(f"{path}: changed since {handoff.made_by} wrote it (its SHA-256 is not the one its run "
+                             f"recorded); rerun {handoff.made_by}")
     if bands != handoff.bands or dtype != np.dtype(handoff.dtype):
         raise InputDataError(f"{path}: {bands} band(s) of {dtype}, not {handoff.bands} of "
                              f"{np.dtype(handoff.dtype)}; rerun {handoff.made_by}")
     return grid
 
 
-def read_raster(handoff: RasterHandOff, workdir: Path, run: str, window: tuple | None = None) -> np.ndarray:
+_UNCHANGED: dict = {}  # path -> (size, mtime_ns, recorded SHA-256) of raster hand-offs already checked here
+
+
+def _unchanged(recorded: dict, path: Path) -> bool:
+    """:func:`matches`, computed once per process for a file whose size and time stay the same."""
+    try:
+        key = (*_stat(path), recorded.get("sha256"))
+    except OSError:
+        return False
+    if _UNCHANGED.get(str(path)) == key:
+        return True
+    if matches(recorded, path):
+        _UNCHANGED[str(path)] = key
+        return True
+    return False
+
+
+def read_raster(handoff: RasterHandOff, workdir: Path, record: dict, window: tuple | None = None) -> np.ndarray:
     """A raster hand-off, whole or a ``window`` (row, col, rows, cols), checked as by :func:`raster_grid`:
     (rows, cols) of its dtype for one band, (rows, cols, bands) channels last for several."""
-    raster_grid(handoff, workdir, run)
+    raster_grid(handoff, workdir, record)
     data = gdal_tif2rgb.read_window(handoff.path(workdir), handoff.bands, handoff.dtype, window)
     return data[0] if handoff.bands == 1 else np.moveaxis(data, 0, -1)
 

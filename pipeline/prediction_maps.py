@@ -49,11 +49,11 @@ def plot_uncertainty(uncertainty: np.ndarray):
     return figure
 
 
-def painted_windows(scene, step0_run: str, grid: gdal_tif2rgb.Grid, pred_labels: np.ndarray,
+def painted_windows(scene, step0_record: dict, grid: gdal_tif2rgb.Grid, pred_labels: np.ndarray,
                     uncertainty: np.ndarray):
     """The blocks of a tiled run: (map block, uncertainty block, row, col), one per window of the scene's
     ``tile_size``, painted with ``pred_labels`` (n,) uint8 and ``uncertainty`` (n,) float32 per superpixel from
-    the window of ``segments.tif``, checked to come from the Step 0 run ``step0_run``."""
+    the window of ``segments.tif``, checked to be the file of the Step 0 run of provenance ``step0_record``."""
     for window in grids.tile_windows((grid.rows, grid.cols), scene.params.tile_size):
-        segments = contract.read_raster(contract.SEGMENTS_RASTER, scene.workdir, step0_run, window)
+        segments = contract.read_raster(contract.SEGMENTS_RASTER, scene.workdir, step0_record, window)
         yield grids.paint_map(pred_labels, segments), grids.paint_map(uncertainty, segments), window[0], window[1]

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+import gdal_tif2rgb
 from gdal_tif2rgb import Grid, open_raster
 from pipeline import clouds, composite, sentinel2
+from pipeline.contract import UNLABELLED
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.georef import (as_path, crs_name, describe, north_up_grid, overlaps, spatial_reference,
                              transform_bounds, vector_bounds)
@@ -55,6 +57,24 @@ class PreparedSources:
     reference_codes: np.ndarray | None
     sources: dict
     clear_observations: np.ndarray | None = None
+
+    def read_image(self, window: tuple | None = None) -> tuple[dict, np.ndarray]:
+        """The bands of the image, whole or a ``window`` (row, col, rows, cols): layer name -> float32 array
+        (rows, cols) in ``unit``, and the valid mask (False at NaN or nodata pixels of any read band)."""
+        names = list(self.bands)
+        data, _, valid = gdal_tif2rgb.read_bands(self.image, [self.bands[n] for n in names], window=window)
+        return dict(zip(names, data)), valid
+
+    @staticmethod
+    def codes_where_valid(codes: np.ndarray | None, valid: np.ndarray) -> np.ndarray:
+        """A copy of the class codes ``codes`` (uint8, of the work grid or a tile of it; None without a
+        reference) with 255 where the image is not ``valid`` (bool, same shape); all 255 for a scene without a
+        reference (one to map with a trained model)."""
+        if codes is None:
+            return np.full(valid.shape, UNLABELLED, dtype=np.uint8)
+        codes = codes.copy()
+        codes[~valid] = UNLABELLED
+        return codes
 
 
 @dataclass(frozen=True)

@@ -32,20 +32,20 @@ class TiledOutputs:
     samples_mat: matfile.MatV73
 
     @classmethod
-    def open(cls, out: OutputSet, grid: gdal_tif2rgb.Grid, run: str, stack: contextlib.ExitStack,
-             class_names=None) -> "TiledOutputs":
-        """The writers of ``out``'s files on ``grid``, entered on ``stack``; the rasters carry the Step 0
-        ``run``. ``class_names`` are those of ``reference.tif``, or None for a scene without a reference (its
-        blocks are then dropped)."""
+    def open(cls, out: OutputSet, grid: gdal_tif2rgb.Grid, run: str, raster_stack: contextlib.ExitStack,
+             mat_stack: contextlib.ExitStack, class_names=None) -> "TiledOutputs":
+        """The writers of ``out``'s files on ``grid``, the rasters entered on ``raster_stack``, the MATLAB files
+        on ``mat_stack``; the rasters carry the Step 0 ``run``. ``class_names`` are those of ``reference.tif``,
+        or None for a scene without a reference (its blocks are then dropped)."""
         def raster(handoff, **style):
-            return stack.enter_context(contract.raster_writer(handoff, out.staging, grid, run, **style))
+            return raster_stack.enter_context(contract.raster_writer(handoff, out.staging, grid, run, **style))
 
         return cls(
             write_layers=raster(contract.LAYERS), write_segments=raster(contract.SEGMENTS_RASTER),
             write_reference=raster(contract.REFERENCE, **contract.class_style(class_names))
             if class_names is not None else lambda block, row, col: None,
-            segments_mat=stack.enter_context(matfile.mat_v73_writer(contract.SEGMENTS.path(out.staging))),
-            samples_mat=stack.enter_context(matfile.mat_v73_writer(contract.SAMPLES.path(out.staging))))
+            segments_mat=mat_stack.enter_context(matfile.mat_v73_writer(contract.SEGMENTS.path(out.staging))),
+            samples_mat=mat_stack.enter_context(matfile.mat_v73_writer(contract.SAMPLES.path(out.staging))))
 
 
 def write_tiles(outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int, class_names) -> dict:

@@ -228,3 +228,24 @@ def test_predicted_labels_that_do_not_fit_the_superpixels_are_one_line(step2_wor
     contract.save(contract.PRED_LABELS, copy, contents)
     fails_with_one_line(step3.main, [arguments[0], arguments[1], "--workdir", str(copy)], capsys, "predLabels.mat",
                         *fragments)
+
+
+@pytest.mark.parametrize("name, flags", [("reference.tif", ()), ("layers.tif", ()), ("predMap.tif", ()),
+                                         ("uncertainty.tif", ("--suggest", "5"))])
+def test_a_raster_hand_off_edited_after_its_run_is_refused_by_later_steps(step2_workdir, tmp_path, capsys, name,
+                                                                           flags):
+    from osgeo import gdal
+
+    workdir, _, arguments = step2_workdir
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy)  # a copied folder is accepted: its rasters' SHA-256 are those recorded
+    dataset = gdal.Open(str(copy / name), gdal.GA_Update)  # an edit in a GIS: the run stamp stays
+    band = dataset.GetRasterBand(1)
+    band.WriteArray(np.zeros((3, 3), dtype=band.ReadAsArray(0, 0, 1, 1).dtype), 0, 0)
+    dataset = None
+    assert gdal.Open(str(copy / name)).GetMetadataItem(contract.STEP0_RUN_ITEM if name in {
+        "reference.tif", "layers.tif"} else contract.STEP2_RUN_ITEM)
+    before = snapshot(copy)
+    fails_with_one_line(step3.main, [arguments[0], arguments[1], "--workdir", str(copy), *flags], capsys, name,
+                        "changed since", "rerun Step")
+    assert snapshot(copy) == before

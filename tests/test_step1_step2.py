@@ -101,7 +101,7 @@ class TestMap:
         workdir, _, _ = step2_workdir
         record = json.loads("".join(contract.load(contract.PRED_LABELS, workdir, ["provenance"])["provenance"]))
         for handoff in (contract.PRED_MAP_RASTER, contract.UNCERTAINTY):
-            assert contract.raster_grid(handoff, workdir, record["run"]).rows == gdal.Open(str(SUBSET)).RasterYSize
+            assert contract.raster_grid(handoff, workdir, record).rows == gdal.Open(str(SUBSET)).RasterYSize
         uncertainty = gdal.Open(str(workdir / "uncertainty.tif"))  # kept: its band lives only as long as it does
         assert uncertainty.GetRasterBand(1).GetDescription() == "1 - max class probability"
 

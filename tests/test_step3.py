@@ -168,9 +168,9 @@ class TestEndToEnd:
         workdir, _, _ = step2_workdir
         segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
         pred_labels = contract.load(contract.PRED_LABELS, workdir, ["predLabels"])["predLabels"]
-        run = contract.provenance_of(contract.load(contract.PRED_LABELS, workdir, [contract.PROVENANCE]),
-                                     contract.PRED_LABELS.path(workdir), contract.STEP2)["run"]
-        pred_map = contract.read_raster(contract.PRED_MAP_RASTER, workdir, run)
+        record = contract.provenance_of(contract.load(contract.PRED_LABELS, workdir, [contract.PROVENANCE]),
+                                        contract.PRED_LABELS.path(workdir), contract.STEP2)
+        pred_map = contract.read_raster(contract.PRED_MAP_RASTER, workdir, record)
         assert pred_map.dtype == np.uint8
         np.testing.assert_array_equal(pred_map, paint_map(pred_labels, segments))
 
@@ -179,10 +179,10 @@ class TestEndToEnd:
 
         workdir, _, _ = step2_workdir
         step0 = contract.load(contract.SEGMENTS, workdir, ["segments", contract.PROVENANCE])
-        segments, run = step0["segments"], contract.provenance_of(step0, workdir, contract.STEP0)["run"]
+        segments, record = step0["segments"], contract.provenance_of(step0, workdir, contract.STEP0)
 
         def read_layers(window=None):
-            return contract.read_raster(contract.LAYERS, workdir, run, window)
+            return contract.read_raster(contract.LAYERS, workdir, record, window)
 
         n = int(segments.max()) + 1
         whole = accuracy.superpixel_means([(read_layers(), segments)], n)

@@ -112,7 +112,7 @@ class TestTilePreparation:
         return scene, work, reference
 
     def whole_layers(self, work):
-        raw, valid = step0.read_image(work)
+        raw, valid = work.read_image()
         return stretched_layers(raw, valid)
 
     def test_tile_with_halo_gives_the_whole_scene_layers_and_patches(self, scene):
