@@ -48,7 +48,7 @@ from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.layers import apply_stretch, build_layers, stretched_layers, stretched_preview
+from pipeline.layers import apply_stretch, build_layers, check_limits_fit, stretched_layers, stretched_preview
 from pipeline.sampling import example_indices, sample_superpixels
 from pipeline.split import spatial_split, summarise, tiled_split
 from pipeline.tiled_outputs import TiledOutputs, write_tiles
@@ -128,6 +128,8 @@ def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: Output
              scene.class_names)
     with cli.timed("layers and stretch", timings):
         layers, preview, preview_valid, limits = stretched_layers(raw, valid, record["stretch"]["limits"])
+        if scene.stretch_from:
+            check_limits_fit(preview, preview_valid, limits, scene.stretch_from)
         record["stretch"]["limits"] = limits
         del raw
     step = grids.display_stride(*valid.shape)
@@ -200,6 +202,8 @@ def prepare_tiled(scene: Scene, work: sources.PreparedSources, out: OutputSet, r
     with cli.timed("preview, stretch limits and quicklooks", timings):
         preview, stretched, preview_valid, limits = stretched_preview(work.image, work.bands, shape, step,
                                                                       record["stretch"]["limits"])
+        if scene.stretch_from:
+            check_limits_fit(preview, preview_valid, limits, scene.stretch_from)
         record["stretch"]["limits"] = limits
         quicklooks.write_quicklooks(out, preview, stretched, limits, preview_valid, shape)
     with cli.timed(f"tiles: layers, SLIC (n_segments={p.n_segments}), sampling, writes, split", timings):

@@ -12,6 +12,7 @@ import numpy as np
 import gdal_tif2rgb
 from pipeline import grids
 from pipeline.contract import LAYER_NAMES
+from pipeline.errors import InputDataError
 
 
 def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -64,6 +65,24 @@ def apply_stretch(layers: np.ndarray, limits: dict, valid: np.ndarray) -> None:
     for i, name in enumerate(LAYER_NAMES):
         layers[..., i] = gdal_tif2rgb.rescale_to_unit(layers[..., i], *limits[name])
     layers[~valid] = 0
+
+
+def check_limits_fit(preview: np.ndarray, valid: np.ndarray, limits: dict, source, share: float = 0.99) -> None:
+    """Refuse stretch ``limits`` borrowed from ``source`` (a model's card) under which a layer of this scene would
+    be constant: ``share`` or more of the ``valid`` pixels of its ``preview`` (rows, cols, 8, unstretched) lie at
+    or beyond one limit, as when the model was trained on images of another scale."""
+    values = preview[valid]
+    if not len(values):
+        return
+    flat = []
+    for i, name in enumerate(LAYER_NAMES):
+        low, high = limits[name]
+        at_end = max(np.mean(values[:, i] <= low), np.mean(values[:, i] >= high))
+        if at_end >= share:
+            flat.append(f"{name} ({at_end:.1%} of pixels at one limit)")
+    if flat:
+        raise InputDataError(f"{source}: its stretch limits make layers of this scene constant: {', '.join(flat)}; "
+                             f"the model was trained on images of another scale, so train one on this kind")
 
 
 def stretched_layers(raw: dict, valid: np.ndarray, limits: dict | None = None):

@@ -99,8 +99,10 @@ class TestBadInputs:
     @pytest.mark.parametrize("unit, fragments", [
         ("reflectance", ("model.keras", "stretch limits are in reflectance", "image values in raster values (UInt16)",
                          "Step2")),
-        (None, ("model.json", "lacks stretch_unit", "rerun Step2"))],
-        ids=["another unit", "no unit recorded"])
+        (None, ("model.json", "lacks stretch_unit", "rerun Step2")),
+        ("raster values (UInt16)", ("model.keras", "make layers of this scene constant", "blue (100.0% of pixels",
+                                    "another scale"))],
+        ids=["another unit", "no unit recorded", "same unit, another scale"])
     def test_stretch_from_a_model_of_another_unit(self, scene, capsys, unit, fragments):
         model = scene["folder"] / "model" / "model.keras"
         model.parent.mkdir()
