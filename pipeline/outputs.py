@@ -9,10 +9,11 @@ A step opens its work folder with :func:`open_outputs`, which
    reads): inputs are never overwritten;
 3. yields an :class:`OutputSet` whose :meth:`~OutputSet.path` points into a staging folder beside the outputs.
 
-When the step's block ends cleanly, :meth:`OutputSet.commit` moves the staged files into place while SIGINT and
-SIGTERM wait, removing outputs of the step's set that this run did not make, and restores the previous set if a
-move fails. Any failure or signal before that leaves the previous set exactly as it was and removes the staging
-folder, so no temporary file is left behind.
+When the step's block ends cleanly and the folder is still the one locked (not removed or replaced during the
+run), :meth:`OutputSet.commit` moves the staged files into place while SIGINT and SIGTERM wait, removing outputs
+of the step's set that this run did not make, and restores the previous set if a move fails. Any failure or
+signal before that leaves the previous set exactly as it was and removes the staging folder, so no temporary
+file is left behind; a folder removed during the run is a one-line failure, and nothing is committed.
 """
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ STAGING_PREFIX = ".staging-"
 class OutputSet:
     """The outputs of one step run, staged in ``staging`` until :meth:`commit` moves them to ``folder``."""
 
-    def __init__(self, folder: Path, names, staging: Path):
+    def __init__(self, folder: Path, names, staging: Path, identity: tuple | None = None):
         self.folder = folder
         self.names = tuple(name.rstrip("/") for name in names)
         self.staging = staging
+        self.identity = identity  # (device, inode) of the folder as opened, checked at the commit
         self.extra_folders: dict[Path, Path] = {}
 
     def path(self, name: str) -> Path:
@@ -59,6 +61,7 @@ class OutputSet:
     def commit(self) -> list[str]:
         """Move the staged outputs into place as one set (signals wait); returns the names committed. Staged
         entries that are not outputs of the set (scratch files) are discarded with the staging folder."""
+        self.check_in_place()
         declared = {*self.names, *(f"{n}.aux.xml" for n in self.names)}
         made = sorted(p.name for p in self.staging.iterdir() if p.name in declared)  # files, and folders
         backup = self.staging / ".previous"
@@ -83,11 +86,30 @@ class OutputSet:
                 raise
         return made
 
+    def still_in_place(self) -> bool:
+        """Whether the folder at ``folder`` is still the one opened, and the staging folder still in it."""
+        try:
+            stat = os.stat(self.folder)
+        except OSError:
+            return False
+        return (self.identity is None or (stat.st_dev, stat.st_ino) == self.identity) and self.staging.is_dir()
+
+    def check_in_place(self) -> None:
+        """Refuse to go on with a work folder removed or replaced during the run (see :meth:`still_in_place`)."""
+        if not self.still_in_place():
+            raise ConfigError(f"{self.folder}: the work folder was removed or replaced while the step ran; nothing "
+                              f"was committed, run the step again")
+
     def discard(self) -> None:
-        """Remove everything staged (the previous outputs stay as they were)."""
+        """Remove everything staged (the previous outputs stay as they were); a work folder that writes remade
+        after it was removed during the run goes too, once empty."""
+        in_place = self.still_in_place()
         shutil.rmtree(self.staging, ignore_errors=True)
         for staging in self.extra_folders:
             shutil.rmtree(staging, ignore_errors=True)
+        if not in_place:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
 
 
 @contextlib.contextmanager
@@ -100,7 +122,7 @@ def open_outputs(folder: Path, names, inputs=()):
                 same_file(folder, source) or inside(folder, Path(source))):
             raise ConfigError(f"{folder}: is inside the input {source}; choose a --workdir outside it")
     _make_folder(folder)
-    with folder_lock(folder):
+    with folder_lock(folder) as identity:
         remove_stale_staging(folder)
         check_outputs(folder, names, inputs)
         staging = folder / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -108,10 +130,13 @@ def open_outputs(folder: Path, names, inputs=()):
             staging.mkdir()
         except OSError as error:
             raise ConfigError(f"{folder}: cannot write in this work folder ({error.strerror})") from None
-        outputs = OutputSet(folder, names, staging)
+        outputs = OutputSet(folder, names, staging, identity)
         try:
             yield outputs
             outputs.commit()
+        except Exception:
+            outputs.check_in_place()  # a write that failed because the folder went: say so
+            raise
         finally:
             outputs.discard()
 
@@ -129,8 +154,8 @@ def _make_folder(folder: Path) -> None:
 
 @contextlib.contextmanager
 def folder_lock(folder: Path):
-    """Hold an exclusive lock on ``folder`` (the folder itself, so no file is left) for the block; refuse at once
-    if another run holds it."""
+    """Hold an exclusive lock on ``folder`` (the folder itself, so no file is left) for the block, which gets the
+    folder's (device, inode); refuse at once if another run holds it."""
     try:
         handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as error:
@@ -143,7 +168,8 @@ def folder_lock(folder: Path):
                 raise InputDataError(f"{folder}: another run is using this work folder; wait for it to finish "
                                      f"or choose another --workdir") from None
             raise
-        yield
+        stat = os.fstat(handle)
+        yield stat.st_dev, stat.st_ino
     finally:
         os.close(handle)
 

@@ -249,3 +249,26 @@ def test_a_raster_hand_off_edited_after_its_run_is_refused_by_later_steps(step2_
     fails_with_one_line(step3.main, [arguments[0], arguments[1], "--workdir", str(copy), *flags], capsys, name,
                         "changed since", "rerun Step")
     assert snapshot(copy) == before
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_work_folder_removed_during_step0_is_one_line_and_nothing_is_committed(scene, capsys, monkeypatch, how):
+    from pipeline import quicklooks
+
+    workdir = scene["folder"] / "w"
+    original = quicklooks.write_quicklooks
+
+    def remove_then_write(out, *rest):
+        shutil.rmtree(workdir)
+        if how == "replaced":
+            workdir.mkdir()
+            (workdir / "notes.txt").write_text("mine")
+        out.path("sources").mkdir(parents=True, exist_ok=True)  # a careless write would remake the staging folder
+        return original(out, *rest)
+
+    monkeypatch.setattr(quicklooks, "write_quicklooks", remove_then_write)
+    before = snapshot(scene["folder"])
+    fails_with_one_line(step0.main, ["--config", str(scene["config"]), "--workdir", str(workdir)], capsys,
+                        str(workdir), "removed or replaced while the step ran", "nothing was committed")
+    assert snapshot(scene["folder"]) == before
+    assert (sorted(p.name for p in workdir.iterdir()) == ["notes.txt"] if how == "replaced" else not workdir.exists())
