@@ -302,8 +302,7 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
         with cli.timed("checksums of the image and reference", timings):
             record = contract.step0_provenance(scene, contract.fingerprint(scene.image), scene.reference and
                                                contract.fingerprint(scene.reference))
-        with contextlib.ExitStack() as stack:
-            client = stack.enter_context(cluster.dask_client(scheduler, workers)) if tiled else None
+        with cluster.client_if(tiled, scheduler, workers, out) as client:
             with cli.timed("image and reference on the work grid", timings):
                 work = on_work_grid(scene, out, client)
             record["stretch"] = stretch_from_model(scene, work.unit)

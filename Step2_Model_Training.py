@@ -20,7 +20,6 @@ chunk on a Dask cluster and the map is painted window by window. The TensorBoard
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -174,7 +173,7 @@ def train_and_map(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | None
             shutil.copy2(out.path(name), run_dir / name)
         classifier = {"model": trained, "path": out.path(contract.MODEL_FILE), "channels": p.train_layers,
                       "prior_shares": np.array(card.prior_shares) if p.prior_correction else None}
-        with cluster.dask_client(scheduler, workers) if p.tile_size else contextlib.nullcontext() as client:
+        with cluster.client_if(bool(p.tile_size), scheduler, workers, out) as client:
             pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
         final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
         log.info("final epoch: %s; TensorBoard: tensorboard --logdir %s", final, runs_dir)
@@ -204,7 +203,7 @@ def apply_model(scene: Scene, model_path: Path, scheduler: str | None, workers: 
                           "prior_shares": np.array(card.prior_shares) if card.prior_correction else None}
         record = contract.new_run(STEP2, step0_run=step0[contract.PROVENANCE]["run"], step1_run=None,
                                   model_run=card.model_run, model_scene=card.scene, parameters=card.parameters)
-        with cluster.dask_client(scheduler, workers) if p.tile_size else contextlib.nullcontext() as client:
+        with cluster.client_if(bool(p.tile_size), scheduler, workers, out) as client:
             pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
         record_map(scene, out, pred_labels, record, {"timings_s": timings, "applied_model": str(model_path),
                                                      "model_scene": card.scene})

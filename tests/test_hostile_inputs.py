@@ -272,3 +272,71 @@ def test_a_work_folder_removed_during_step0_is_one_line_and_nothing_is_committed
                         str(workdir), "removed or replaced while the step ran", "nothing was committed")
     assert snapshot(scene["folder"]) == before
     assert (sorted(p.name for p in workdir.iterdir()) == ["notes.txt"] if how == "replaced" else not workdir.exists())
+
+
+@pytest.fixture
+def greeting_server():
+    """A TCP server on 127.0.0.1 that sends each connection ``greeting`` (set on the returned dict) and closes;
+    yields {"port": ..., "greeting": bytes}."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    state, stop = {"port": server.getsockname()[1], "greeting": b""}, threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection = server.accept()[0]
+            except OSError:
+                continue
+            with connection:
+                connection.sendall(state["greeting"])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield state
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.mark.parametrize("greeting", [b"SSH-2.0-OpenSSH_9.2\r\n", b"\xff" * 8, b"HTTP/1.1 400 Bad Request\r\n\r\n",
+                                      (40).to_bytes(8, "little") + b"\x01" + b"\x00" * 39, b""],
+                         ids=["ssh", "a huge frame", "http", "frames that do not add up", "closes at once"])
+def test_a_server_that_greets_in_another_protocol_is_refused_before_dask_reads_it(scene, capsys, greeting_server,
+                                                                                    greeting):
+    import time
+
+    greeting_server["greeting"] = greeting
+    address = f"tcp://127.0.0.1:{greeting_server['port']}"
+    before = snapshot(scene["folder"])
+    start = time.monotonic()
+    fails_with_one_line(step0.main, ["--config", str(scene["config"]), "--workdir", str(scene["folder"] / "w"),
+                                     "--tile-size", "32", "--scheduler", address], capsys, address,
+                        "does not greet as a Dask scheduler")
+    assert time.monotonic() - start < 15 and snapshot(scene["folder"]) == before
+    assert not (scene["folder"] / "w").exists()
+
+
+@pytest.mark.parametrize("address, fragment", [("ucx://127.0.0.1:8786", "only tcp://"), ("tls://10.0.0.5:8786",
+                                                                                           "only tcp://"),
+                                               ("tcp://127.0.0.1:99999", "not an address"),
+                                               ("127.0.0.1", "not an address")])
+def test_scheduler_addresses_of_other_protocols_or_forms_are_one_line(scene, capsys, address, fragment):
+    fails_with_one_line(step0.main, ["--config", str(scene["config"]), "--workdir", str(scene["folder"] / "w"),
+                                     "--tile-size", "32", "--scheduler", address], capsys, address, fragment)
+
+
+def test_a_tiled_run_leaves_no_dask_scratch_outside_the_work_folder(scene, tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    workdir = scene["folder"] / "w"
+    result = subprocess.run([sys.executable, "Step0_Data_Preparation.py", "--config", str(scene["config"]),
+                             "--workdir", str(workdir), "--tile-size", "32", "--workers", "1"], cwd=PROJECT,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(temporary)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list(temporary.iterdir()) == [] and not list(workdir.glob("*scratch*")) and not list(workdir.glob(".*"))
