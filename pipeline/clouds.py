@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from gdal_tif2rgb import Grid, open_raster
+from pipeline.errors import InputDataError
+from pipeline.georef import overlaps, transform_bounds
 
 #: Causes by SCL class, as ``run.json`` counts them.
 SCL_CAUSES = {0: "no data", 1: "saturated or defective", 2: "dark area", 3: "cloud shadow", 4: "vegetation",
@@ -45,10 +47,15 @@ class MaskSource:
 
 
 def on_work_grid(path: str, grid: Grid, target: Path) -> str:
-    """A VRT at ``target`` of the raster ``path`` on ``grid`` (nearest neighbour: codes stay codes)."""
+    """A VRT at ``target`` of the raster ``path`` on ``grid`` (nearest neighbour: codes stay codes);
+    InputDataError when its CRS cannot be carried onto the grid's or it does not overlap the grid."""
     from osgeo import gdal
 
     source = open_raster(path)
+    bounds = transform_bounds(Grid.of(source).bounds, source.GetProjection(), grid.crs_wkt, path)
+    if not overlaps(bounds, grid.bounds):
+        raise InputDataError(f"{path}: the mask does not overlap the work grid (mask {tuple(round(v) for v in bounds)}"
+                             f", work grid {tuple(round(v) for v in grid.bounds)}, in the work grid's CRS)")
     target.parent.mkdir(parents=True, exist_ok=True)
     options = {"format": "VRT", "outputBounds": grid.bounds, "width": grid.cols, "height": grid.rows,
                "resampleAlg": "near", "dstSRS": grid.crs_wkt or None}

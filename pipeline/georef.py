@@ -54,9 +54,10 @@ def north_up_grid(dataset, path) -> Grid:
     return Grid.of(dataset)
 
 
-def transform_bounds(bounds, src_wkt: str, dst_wkt: str) -> tuple:
-    """Bounds in the CRS ``src_wkt`` -> the bounds enclosing them in ``dst_wkt`` (edges densified by GDAL);
-    unchanged when either CRS is missing or both are the same."""
+def transform_bounds(bounds, src_wkt: str, dst_wkt: str, path) -> tuple:
+    """Bounds in the CRS ``src_wkt`` (that of the file ``path``) -> the bounds enclosing them in ``dst_wkt``
+    (edges densified by GDAL); unchanged when either CRS is missing or both are the same. InputDataError when
+    no transformation joins the two (a local or engineering CRS, one PROJ cannot place on the Earth)."""
     from osgeo import osr
 
     if not src_wkt or not dst_wkt:
@@ -64,7 +65,14 @@ def transform_bounds(bounds, src_wkt: str, dst_wkt: str) -> tuple:
     src, dst = spatial_reference(src_wkt), spatial_reference(dst_wkt)
     if src.IsSame(dst):
         return tuple(bounds)
-    return tuple(osr.CoordinateTransformation(src, dst).TransformBounds(*bounds, 21))
+    try:
+        result = tuple(osr.CoordinateTransformation(src, dst).TransformBounds(*bounds, 21))
+    except (RuntimeError, TypeError, AttributeError):  # no transformation: GDAL gives an error or a null object
+        result = (float("nan"),)
+    if not np.all(np.isfinite(result)):
+        raise InputDataError(f"{path}: its CRS '{src.GetName()}' cannot be transformed to the work grid's CRS "
+                             f"'{dst.GetName()}' (a local or engineering CRS?); give it in the image's CRS")
+    return result
 
 
 def overlaps(a: tuple, b: tuple) -> bool:
@@ -102,7 +110,8 @@ def vector_bounds(path: Path, image_wkt: str, layers=None) -> tuple:
             continue
         xmin, xmax, ymin, ymax = layer.GetExtent()
         srs = layer.GetSpatialRef()
-        boxes.append(transform_bounds((xmin, ymin, xmax, ymax), srs.ExportToWkt() if srs else image_wkt, image_wkt))
+        boxes.append(transform_bounds((xmin, ymin, xmax, ymax), srs.ExportToWkt() if srs else image_wkt, image_wkt,
+                                      path))
     if not boxes:
         raise InputDataError(f"{path}: the vector file has no features")
     boxes = np.asarray(boxes)

@@ -121,7 +121,20 @@ def open_outputs(folder: Path, names, inputs=()):
         if not str(source).startswith("/vsi") and Path(source).is_dir() and (
                 same_file(folder, source) or inside(folder, Path(source))):
             raise ConfigError(f"{folder}: is inside the input {source}; choose a --workdir outside it")
+    made = not folder.exists()
     _make_folder(folder)
+    try:
+        with _locked_outputs(folder, names, inputs) as outputs:
+            yield outputs
+    except BaseException:
+        if made:  # a first run that failed leaves no empty work folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _locked_outputs(folder: Path, names, inputs):
     with folder_lock(folder) as identity:
         remove_stale_staging(folder)
         check_outputs(folder, names, inputs)

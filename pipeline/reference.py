@@ -138,7 +138,7 @@ def _from_raster(path: Path, dataset, classes: dict, grid: Grid) -> tuple[np.nda
     ref_grid = north_up_grid(dataset, path)
     if not ref_grid.crs_wkt and grid.crs_wkt:
         raise InputDataError(f"{path}: the reference raster has no CRS; give it the CRS of its grid")
-    ref_bounds = transform_bounds(ref_grid.bounds, ref_grid.crs_wkt, grid.crs_wkt)
+    ref_bounds = transform_bounds(ref_grid.bounds, ref_grid.crs_wkt, grid.crs_wkt, path)
     _check_overlap(path, ref_bounds, grid)
     _check_integer_values(path, classes)
     band = dataset.GetRasterBand(1)

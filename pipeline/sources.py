@@ -205,7 +205,7 @@ def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Pat
 
     image = _finish_image(date["stack"], own, window, date["scaling"], out_dir)
     if not _same_grid(own.subgrid(window), grid):
-        bounds = transform_bounds(own.bounds, own.crs_wkt, grid.crs_wkt)
+        bounds = transform_bounds(own.bounds, own.crs_wkt, grid.crs_wkt, date['source'])
         if not overlaps(bounds, grid.bounds):
             raise InputDataError(f"{date['source']}: covers {tuple(round(v) for v in bounds)}, which does not overlap "
                                  f"the work grid {tuple(round(v) for v in grid.bounds)} of the first date: another area")
@@ -321,7 +321,7 @@ def _aoi_bounds(aoi, image_wkt: str) -> tuple:
             src_wkt = spatial_reference(crs).ExportToWkt() if crs else image_wkt
         except RuntimeError:
             raise ConfigError(f"aoi crs {crs!r} is not a CRS GDAL knows (e.g. 'EPSG:4326')") from None
-        bounds = transform_bounds([float(v) for v in bbox], src_wkt, image_wkt)
+        bounds = transform_bounds([float(v) for v in bbox], src_wkt, image_wkt, "aoi bbox")
         return bounds, {"bbox": [float(v) for v in bbox], "crs": crs or crs_name(image_wkt)}
     if isinstance(aoi, (str, Path)):
         return vector_bounds(Path(aoi), image_wkt), {"file": str(aoi)}

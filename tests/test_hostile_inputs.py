@@ -340,3 +340,62 @@ def test_a_tiled_run_leaves_no_dask_scratch_outside_the_work_folder(scene, tmp_p
                             capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(temporary)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert list(temporary.iterdir()) == [] and not list(workdir.glob("*scratch*")) and not list(workdir.glob(".*"))
+
+
+LOCAL_CRS = {"local": 'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]',
+             "engineering": 'ENGCRS["site",EDATUM["site datum"],CS[Cartesian,2],AXIS["x",east,LENGTHUNIT["metre",1]],'
+                            'AXIS["y",north,LENGTHUNIT["metre",1]]]'}
+
+
+def with_crs(path, wkt: str):
+    """Set the CRS of the raster ``path``; returns the path."""
+    from osgeo import gdal
+
+    dataset = gdal.Open(str(path), gdal.GA_Update)
+    dataset.SetProjection(wkt)
+    dataset = None
+    return path
+
+
+def local_polygons(path, wkt: str):
+    """A GeoPackage of the quadrant scene's four class squares (field ``value``), in the CRS ``wkt``."""
+    from osgeo import ogr, osr
+
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = source.CreateLayer("labels", osr.SpatialReference(wkt), ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    for value, (x, y) in zip((3, 2, 1, 4), ((500000, 5999680), (500320, 5999680), (500000, 5999360),
+                                            (500320, 5999360))):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("value", value)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON (({x} {y}, {x + 320} {y}, {x + 320} {y + 320}, "
+                                                      f"{x} {y + 320}, {x} {y}))"))
+        layer.CreateFeature(feature)
+    source = None
+    return path
+
+
+@pytest.mark.parametrize("crs", sorted(LOCAL_CRS))
+@pytest.mark.parametrize("role", ["reference", "vector reference", "mask", "later date", "image"])
+def test_an_input_in_a_local_or_engineering_crs_is_one_line(scene, capsys, crs, role):
+    folder, wkt = scene["folder"], LOCAL_CRS[crs]
+    image, reference = "image.tif", "reference.tif"
+    keys, name = {}, None
+    if role == "reference":
+        reference = name = with_crs(shutil.copy(folder / "reference.tif", folder / "local_ref.tif"), wkt).name
+    elif role == "vector reference":
+        reference = name = local_polygons(folder / "local.gpkg", wkt).name
+        keys = {"reference_field": "value"}
+    elif role == "mask":
+        name = with_crs(shutil.copy(folder / "reference.tif", folder / "local_mask.tif"), wkt).name
+        keys = {"mask": name, "mask_values": [4]}
+    elif role == "later date":
+        name = with_crs(shutil.copy(folder / "image.tif", folder / "local_date.tif"), wkt).name
+        image = ["image.tif", name]
+    else:  # the image: the reference (in UTM) is then the file that cannot be carried onto its grid
+        image, name = with_crs(shutil.copy(folder / "image.tif", folder / "local_image.tif"), wkt).name, "reference.tif"
+    config = write_scene(folder / "local.toml", image, reference, QUADRANT_PARAMETERS, **keys)
+    before = snapshot(folder)
+    fails_with_one_line(step0.main, ["--config", str(config), "--workdir", str(folder / "w")], capsys, name,
+                        "cannot be transformed", "local or engineering CRS")
+    assert snapshot(folder) == before and not (folder / "w").exists()
