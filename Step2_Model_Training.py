@@ -54,14 +54,14 @@ def train(scene: Scene, out: OutputSet, balanced: dict, run_dir: Path, timings: 
     p = scene.params
     patches = balanced["images"]  # the hand-off key of Step 1's patches
     network_input = cnn.model_inputs(patches, balanced["masks"], p.train_layers)
-    with cli.timed(f"training ({p.epochs} epochs)", timings):
+    with cli.timed(f"training ({p.epochs} epochs)", timings), training_logs.run_writes(run_dir):
         model, history = cnn.train_model(network_input, balanced["labels"], balanced["index"], len(scene.classes),
                                          p, run_dir)
     timings["per_epoch"] = round(timings[f"training ({p.epochs} epochs)"] / p.epochs, 3)
     with gdal_tif2rgb.atomic_output(out.path(contract.MODEL_FILE)) as temporary:
         model.save(temporary)
     gdal_tif2rgb.save_png(out.path("learning_curve.png"), training_logs.plot_learning_curve(history))
-    with cli.timed("projector embeddings", timings):
+    with cli.timed("projector embeddings", timings), training_logs.run_writes(run_dir):
         training_logs.write_embeddings(run_dir, model, network_input, patches, balanced["labels"], scene.class_names,
                                        p.projector_layers, np.random.default_rng(p.seed))
     return model, history

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 import uuid
@@ -180,10 +181,25 @@ def atomic_output(path: Path):
     try:
         yield temporary
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
+        if isinstance(error, OSError) and error.filename is None and error.errno in DISK_ERRORS:
+            raise OSError(error.errno, error.strerror, str(path)) from None  # a full disk: name the file written
         raise
+
+
+#: Errors of a file system that takes no more data (full, a file too large, out of quota).
+DISK_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def _gdal_writing(path: Path):
+    """GDAL's errors while writing ``path`` (a full disk...) as an OSError naming it."""
+    try:
+        yield
+    except RuntimeError as error:
+        raise OSError(errno.EIO, f"GDAL could not write it ({error_text(error)})", str(path)) from None
 
 
 #: Band-1 metadata item prefix naming class values inside a class GeoTIFF: ``CLASS_0=urban``, ``CLASS_1=crop``...
@@ -215,8 +231,9 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     compression = ["COMPRESS=ZSTD", "ZSTD_LEVEL=1", "PREDICTOR=3"] if is_float else ["COMPRESS=DEFLATE", "PREDICTOR=2"]
     options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS", *compression]
     with atomic_output(path) as temporary, _staging_file(path) as staging:
-        dataset = gdal.GetDriverByName("GTiff").Create(str(staging), grid.cols, grid.rows, n_bands, gdal_type,
-                                                       options)
+        with _gdal_writing(path):
+            dataset = gdal.GetDriverByName("GTiff").Create(str(staging), grid.cols, grid.rows, n_bands, gdal_type,
+                                                           options)
         try:
             _describe_bands(dataset, grid, band_names, nodata, class_names, class_colours)
             for key, value in (metadata or {}).items():
@@ -224,15 +241,18 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
 
             def write(array: np.ndarray, row: int = 0, col: int = 0) -> None:
                 array = array[np.newaxis] if array.ndim == 2 else array
-                for i in range(n_bands):
-                    dataset.GetRasterBand(i + 1).WriteArray(array[i], col, row)
+                with _gdal_writing(path):
+                    for i in range(n_bands):
+                        dataset.GetRasterBand(i + 1).WriteArray(array[i], col, row)
 
             yield write
-            dataset.FlushCache()
+            with _gdal_writing(path):
+                dataset.FlushCache()
         finally:
             dataset = None
         try:
-            _translate_to_cog(staging, temporary, is_float) if cloud_optimized else os.replace(staging, temporary)
+            with _gdal_writing(path):
+                _translate_to_cog(staging, temporary, is_float) if cloud_optimized else os.replace(staging, temporary)
         except BaseException:
             _remove_sidecar(temporary)
             raise

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gdal_tif2rgb import InputFileError, atomic_output
 from pipeline.config import DEFAULT_CONFIG, PROJECT_ROOT, Parameters, Scene, load_scene, ordinary_path
+from pipeline import outputs
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -104,14 +105,14 @@ def run_step(parser: argparse.ArgumentParser, argv, driver, *flags: str) -> int:
         except (PipelineError, InputFileError) as error:
             if args.debug:
                 raise
-            print(f"error: {one_line(str(error))}", file=sys.stderr)
+            print(f"error: {one_line(outputs.final_path(str(error)))}", file=sys.stderr)
             return 1
         except OSError as error:  # the system's: a full disk, a folder taken away; outputs are as they were
             if args.debug:
                 raise
             where = f"{error.filename}: " if error.filename else ""
-            print(f"error: {one_line(f'{where}{error.strerror or error}')}; earlier outputs are left as they were",
-                  file=sys.stderr)
+            message = outputs.final_path(f"{where}{error.strerror or error}")
+            print(f"error: {one_line(message)}; earlier outputs are left as they were", file=sys.stderr)
             return 1
         except KeyboardInterrupt as interrupt:
             print("interrupted: earlier outputs are left as they were", file=sys.stderr)

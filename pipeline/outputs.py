@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import signal
 import uuid
@@ -152,6 +153,17 @@ def _locked_outputs(folder: Path, names, inputs):
             raise
         finally:
             outputs.discard()
+
+
+def final_path(text: str) -> str:
+    """``text`` (a message) with each staged output's path as it will be once committed.
+
+    >>> final_path("w/.staging-12-0a1b2c3d/x.tif: full; runs/.staging-12-demo-1-0a1b2c3d: full")
+    'w/x.tif: full; runs/demo-1: full'
+    """
+    prefix = re.escape(STAGING_PREFIX)
+    text = re.sub(rf"/{prefix}\d+-[0-9a-f]{{8}}/", "/", text)  # a work folder's staging folder
+    return re.sub(rf"/{prefix}\d+-(.+?)-[0-9a-f]{{8}}(?=[/:;,\s)]|$)", r"/\1", text)  # a new output folder's
 
 
 def _make_folder(folder: Path) -> None:

@@ -3,6 +3,8 @@ network input and of the features the CNN learned (TensorBoard's scalars, graph 
 Keras during training, see :func:`pipeline.cnn.train_model`)."""
 from __future__ import annotations
 
+import contextlib
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,25 @@ from pipeline.figures import pyplot
 
 #: Points shown in each TensorBoard projector embedding (spread evenly over the classes).
 PROJECTOR_POINTS = 1000
+
+
+@contextlib.contextmanager
+def run_writes(run_dir: Path):
+    """Errors writing the TensorBoard run in ``run_dir`` (TensorFlow's, or the system's without a file name: a
+    full disk...) as an OSError naming it; other errors as they are."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as error:
+        if str(run_dir) not in str(error):
+            raise
+        reason = str(error).strip().splitlines()[0].rsplit("; ", 1)[-1]
+        raise OSError(errno.EIO, f"TensorBoard could not write its run ({reason})", str(run_dir)) from None
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror, str(run_dir)) from None
 
 
 def plot_learning_curve(history: dict):

@@ -399,3 +399,51 @@ def test_an_input_in_a_local_or_engineering_crs_is_one_line(scene, capsys, crs, 
     fails_with_one_line(step0.main, ["--config", str(config), "--workdir", str(folder / "w")], capsys, name,
                         "cannot be transformed", "local or engineering CRS")
     assert snapshot(folder) == before and not (folder / "w").exists()
+
+
+def run_with_file_size_limit(arguments, limit: int, timeout: float = 120):
+    """A step in a child process that may write files of at most ``limit`` bytes, as on a disk that fills
+    (writes beyond it fail with EFBIG; the signal that would kill the process is ignored): (exit code, stderr)."""
+    import resource
+    import signal
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run([sys.executable, *map(str, arguments)], cwd=PROJECT, capture_output=True, text=True,
+                            timeout=timeout, preexec_fn=limited)
+    return result.returncode, result.stderr
+
+
+def hidden_files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*"))
+
+
+@pytest.mark.parametrize("limit, name", [(5_000, "rgb.png"), (60_000, "layers.tif")])  # Python's writes, GDAL's
+def test_a_disk_that_fills_during_step0_is_one_line_naming_the_file_and_the_earlier_set_stays(scene, limit, name):
+    workdir = scene["folder"] / "w"
+    assert step0.main(["--config", str(scene["config"]), "--workdir", str(workdir)]) == 0
+    before = snapshot(workdir)
+    code, error = run_with_file_size_limit(["Step0_Data_Preparation.py", "--config", scene["config"], "--workdir",
+                                            workdir, "--n-segments", "20"], limit)
+    assert code == 1
+    assert_one_line(error, [f"{workdir / name}:", "earlier outputs are left as they were"])
+    assert snapshot(workdir) == before and hidden_files(workdir) == []
+
+
+@pytest.mark.parametrize("step, limit, name", [(2, 20_000, "model.keras"), (2, 2_000, "runs"),
+                                               (3, 200_000, "report.html")])
+def test_a_disk_that_fills_during_steps_2_and_3_is_one_line_and_the_earlier_set_stays(step2_workdir, tmp_path, step,
+                                                                                        limit, name):
+    workdir, runs, arguments = step2_workdir
+    copy, new_runs = tmp_path / "work", tmp_path / "runs"
+    shutil.copytree(workdir, copy)
+    before = snapshot(copy)
+    script = {2: "Step2_Model_Training.py", 3: "Step3_Accuracy_Assessment.py"}[step]
+    extra = ["--epochs", "1", "--runs-dir", new_runs] if step == 2 else []
+    code, error = run_with_file_size_limit([script, arguments[0], arguments[1], "--workdir", copy, *extra], limit)
+    assert code == 1
+    assert_one_line(error, [str(new_runs) if name == "runs" else f"{copy / name}:", "earlier outputs are left"])
+    assert snapshot(copy) == before and hidden_files(copy) == []
+    assert not new_runs.exists() or list(new_runs.iterdir()) == []
