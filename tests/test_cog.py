@@ -102,7 +102,7 @@ def test_a_failed_cog_conversion_leaves_no_file(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(gdal_tif2rgb, "_translate_to_cog", broken)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(OSError, match=r"GDAL could not write it \(disk full\): '.*predMap.tif'"):
         with gdal_tif2rgb.geotiff_writer(tmp_path / "predMap.tif", _grid(), 1, np.uint8, class_names=NAMES) as write:
             write(np.zeros((600, 700), np.uint8))
     assert list(tmp_path.iterdir()) == []

@@ -1,8 +1,13 @@
 """Tiled mode on the demo scene: unique ids, identical layers and patches, accuracy close to the whole-scene run,
-and the tiles run through a Dask LocalCluster with 2 workers (and through a scheduler address)."""
+and the tiles run through a Dask LocalCluster with 2 workers, and through a real scheduler and two worker processes
+with the same outputs."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +17,7 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
-from conftest import DEMO_PARAMETERS, assert_cog, flags, qml_classes
+from conftest import DEMO_PARAMETERS, PROJECT, assert_cog, flags, qml_classes
 from pipeline import contract
 from pipeline.grids import tile_windows
 
@@ -92,11 +97,59 @@ def test_rasters_are_cogs_with_overviews_and_the_map_has_its_style(runs):
         assert qml_classes(folder / "predMap.qml") == expected, mode
 
 
-def test_tiles_run_on_a_cluster_given_by_its_scheduler_address(runs, tmp_path, subset_config):
-    from dask.distributed import LocalCluster
+@pytest.fixture
+def distributed_cluster(tmp_path):
+    """A real distributed cluster on localhost: a ``dask scheduler`` and two ``dask worker`` processes (one
+    thread each) started from the command line as on separate machines, the project importable on the workers;
+    yields the scheduler's address and stops the processes afterwards."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    processes = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], cwd=tmp_path,
+                                  env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for number in (1, 2):
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard",
+                 "--local-directory", str(tmp_path / f"worker{number}"), "--name", f"worker{number}"], cwd=tmp_path,
+                env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from dask.distributed import Client
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
-        assert step0.main(["--config", str(subset_config), "--workdir", str(tmp_path), "--tile-size", "200",
-                           "--scheduler", cluster.scheduler_address]) == 0
-    record = json.loads((tmp_path / "run.json").read_text())["steps"]["Step0_Data_Preparation"]
-    assert record["tiles"] == 4 and record["superpixels"] > 1000
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_steps_0_and_2_through_a_scheduler_and_two_workers_equal_the_local_cluster_run(runs, tmp_path,
+                                                                                        distributed_cluster):
+    workdir = tmp_path / "distributed"
+    common = ["--workdir", str(workdir), "--tile-size", str(TILE), "--scheduler", distributed_cluster]
+    assert step0.main(common) == 0
+    assert json.loads((workdir / "run.json").read_text())["steps"][contract.STEP0]["tiles"] == 9
+    local = runs["tiled"]
+    for handoff, keys in ((contract.SEGMENTS, ["segments"]), (contract.SAMPLES, ["samples", "masks", "labels",
+                                                                                 "centroids", "split"])):
+        mine, theirs = contract.load(handoff, workdir, keys), contract.load(handoff, local, keys)
+        for key in keys:
+            np.testing.assert_array_equal(mine[key], theirs[key], err_msg=key)
+    assert step2.main([*common, "--model", str(local / contract.MODEL_FILE)]) == 0  # tiled prediction, no training
+    mine, theirs = (contract.load(contract.PRED_LABELS, folder, ["predLabels"])["predLabels"] for folder in
+                    (workdir, local))
+    np.testing.assert_array_equal(mine, theirs)
+    np.testing.assert_array_equal(*(gdal.Open(str(folder / "predMap.tif")).ReadAsArray() for folder in
+                                    (workdir, local)))
