@@ -9,7 +9,8 @@ declared type.
 file                             made by    keys (dtype)
 ===============================  =========  ==========================================================
 ``segments.mat``                 Step 0     ``segments`` (rows x cols int32, ids 0..n-1)
-``samples_labels.mat``           Step 0     ``samples`` (n x w x w x 8 float32), ``masks`` (n x w x w uint8),
+``samples_labels.mat``           Step 0     ``samples`` (n x w x w x 8 patches, see below), ``patch_scale``,
+                                            ``masks`` (n x w x w uint8),
                                             ``labels`` (n uint8), ``centroids`` (n x 2 int32), ``purity``,
                                             ``valid_fraction`` (n float32), ``split`` (n uint8),
                                             ``class_names``, ``layer_names`` (text)
@@ -34,6 +35,13 @@ in the metadata item ``STEP0_RUN`` or ``STEP2_RUN``; :func:`raster_writer` write
 adds their size, time and SHA-256 to the run's provenance, and :func:`read_raster` and :func:`raster_grid` read
 them, checking that stamp, that the file is the one recorded (same size and time, else same SHA-256), the dtype
 and the band count.
+
+Patches (``samples`` of ``samples_labels.mat``, ``images`` of the balanced set) are stored as uint8: the layer
+value is the stored value times ``patch_scale`` (1 / 255), within 0.002 of the float32 value Step 0 cut;
+:func:`load` and :func:`load_rows` return them as float32 again. These two files are MATLAB 7.3 (HDF5) with
+their patches and masks deflated in chunks of 64 patches (about a fifth of the float32 size); the other
+``.mat`` files are MATLAB v5 (7.3 past 2 GB). Outside the pipeline: ``h5py.File(path)["samples"][()].T *
+patch_scale`` in Python (or ``hdf5storage.loadmat``), ``double(samples) * patch_scale`` in MATLAB.
 
 Provenance: every ``.mat`` hand-off holds ``provenance``, a JSON text naming the step and its run id, the runs
 of the hand-offs it was made from, and the parameters that shaped it; Step 0's also holds the size, time and
@@ -70,6 +78,12 @@ TRAIN, TEST, UNUSED = 0, 1, 2
 STEP0, STEP1, STEP2, STEP3 = ("Step0_Data_Preparation.py", "Step1_Class_Balance.py", "Step2_Model_Training.py",
                               "Step3_Accuracy_Assessment.py")
 TEXT = "text"
+#: Dtype of patch keys: layer values in [0, 1] stored as uint8 steps of 1 / PATCH_STEPS (to 0.002, finer than
+#: the radiometric steps of most stretched bands), deflated: a fifth of the float32 bytes; :func:`load` gives
+#: float32 back. Readers outside the pipeline multiply by the stored ``patch_scale``: ``value = stored * scale``.
+PATCHES = "patches"
+PATCH_STEPS = 255
+PATCH_SCALE = "patch_scale"
 PROVENANCE = "provenance"
 #: Metadata items of the raster hand-offs naming the run of the step that wrote them.
 STEP0_RUN_ITEM, STEP2_RUN_ITEM = "STEP0_RUN", "STEP2_RUN"
@@ -82,11 +96,13 @@ MODEL_FILE, MODEL_CARD = "model.keras", "model.json"
 
 @dataclass(frozen=True)
 class HandOff:
-    """A ``.mat`` hand-off: file name (may hold ``{per_class}``), the step that makes it, key -> dtype."""
+    """A ``.mat`` hand-off: file name (may hold ``{per_class}``), the step that makes it, key -> dtype; a
+    ``compressed`` one is a MATLAB 7.3 file whose big arrays are deflated (:mod:`pipeline.matfile`)."""
 
     filename: str
     made_by: str
     keys: dict
+    compressed: bool = False
 
     def path(self, workdir: Path, **fields) -> Path:
         return Path(workdir) / self.filename.format(**fields)
@@ -94,11 +110,12 @@ class HandOff:
 
 SEGMENTS = HandOff("segments.mat", STEP0, {"segments": np.int32, PROVENANCE: TEXT})
 SAMPLES = HandOff("samples_labels.mat", STEP0, {
-    "samples": np.float32, "masks": np.uint8, "labels": np.uint8, "centroids": np.int32, "purity": np.float32,
-    "split": np.uint8, "valid_fraction": np.float32, "class_names": TEXT, "layer_names": TEXT, PROVENANCE: TEXT})
+    "samples": PATCHES, PATCH_SCALE: np.float64, "masks": np.uint8, "labels": np.uint8, "centroids": np.int32,
+    "purity": np.float32, "split": np.uint8, "valid_fraction": np.float32, "class_names": TEXT, "layer_names": TEXT,
+    PROVENANCE: TEXT}, compressed=True)
 BALANCED = HandOff("Samples_classBalanced_{per_class}.mat", STEP1, {
-    "images": np.float32, "masks": np.uint8, "labels": np.uint8, "index": np.int32, "class_names": TEXT,
-    "layer_names": TEXT, PROVENANCE: TEXT})
+    "images": PATCHES, PATCH_SCALE: np.float64, "masks": np.uint8, "labels": np.uint8, "index": np.int32,
+    "class_names": TEXT, "layer_names": TEXT, PROVENANCE: TEXT}, compressed=True)
 PRED_LABELS = HandOff("predLabels.mat", STEP2, {"predLabels": np.uint8, PROVENANCE: TEXT})
 PRED_PROB = HandOff("predProb.mat", STEP2, {"predProb": np.float32, PROVENANCE: TEXT})
 PRED_MAP = HandOff("predMap.mat", STEP2, {"predMap": np.uint8, PROVENANCE: TEXT})
@@ -132,13 +149,46 @@ STEP0_RASTERS = (LAYERS, SEGMENTS_RASTER, REFERENCE)
 STEP2_RASTERS = (PRED_MAP_RASTER, UNCERTAINTY)
 
 def typed(handoff: HandOff, arrays: dict) -> dict:
-    """``arrays`` with every key of ``handoff``, each in its declared dtype (text as an array of str)."""
+    """``arrays`` with every key of ``handoff``, each in its declared dtype (text as an array of str, patches
+    encoded by :func:`encode_patches`); ``patch_scale`` is added where the hand-off has patches."""
+    if PATCH_SCALE in handoff.keys:
+        arrays = {**arrays, PATCH_SCALE: 1 / PATCH_STEPS}
     missing = set(handoff.keys) - set(arrays)
     extra = set(arrays) - set(handoff.keys)
     if missing or extra:
         raise ValueError(f"{handoff.filename}: keys missing {sorted(missing)}, unexpected {sorted(extra)}")
-    return {key: as_text(value) if handoff.keys[key] == TEXT else np.asarray(value, dtype=handoff.keys[key])
-            for key, value in arrays.items()}
+    return {key: encoded(handoff, key, value) for key, value in arrays.items()}
+
+
+def encoded(handoff: HandOff, key: str, value) -> np.ndarray:
+    """``value`` of ``key`` as ``handoff`` stores it: its declared dtype, text as an array of str, patches as
+    :func:`encode_patches` makes them (also for rows appended to a hand-off written tile by tile)."""
+    kind = handoff.keys[key]
+    return as_text(value) if kind == TEXT else encode_patches(value) if kind == PATCHES else np.asarray(value, kind)
+
+
+def encode_patches(patches: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """Patches of layer values in [0, 1] as uint8 steps of 1 / :data:`PATCH_STEPS` (rounded; clipped to the
+    range), ``rows`` patches at a time so no float copy of the whole array is made; uint8 patches as they are.
+
+    >>> encode_patches(np.array([0.0, 0.5, 1.0], np.float32)).tolist()
+    [0, 128, 255]
+    """
+    patches = np.asarray(patches)
+    if patches.dtype == np.uint8:
+        return patches
+    encoded = np.empty(patches.shape, dtype=np.uint8)
+    for start in range(0, max(len(patches), 1), rows):
+        block = np.clip(patches[start:start + rows], 0, 1) * np.float32(PATCH_STEPS) + np.float32(0.5)
+        encoded[start:start + rows] = block.astype(np.uint8)
+    return encoded
+
+
+def decoded(handoff: HandOff, contents: dict) -> dict:
+    """``contents`` read from ``handoff`` with its patch keys as float32 layer values again."""
+    return {key: np.divide(value, np.float32(PATCH_STEPS), dtype=np.float32)
+            if handoff.keys.get(key) == PATCHES and np.asarray(value).dtype == np.uint8 else value
+            for key, value in contents.items()}
 
 
 def as_text(value) -> np.ndarray:
@@ -153,19 +203,19 @@ def as_text(value) -> np.ndarray:
 def save(handoff: HandOff, workdir: Path, arrays: dict, **fields) -> Path:
     """Write a complete hand-off atomically; returns its path."""
     path = handoff.path(workdir, **fields)
-    matfile.save_mat(path, typed(handoff, arrays))
+    matfile.save_mat(path, typed(handoff, arrays), handoff.compressed)
     return path
 
 
 def load(handoff: HandOff, workdir: Path, keys, **fields) -> dict:
-    """Read ``keys`` of a hand-off; a missing or damaged file names the step to rerun."""
-    return matfile.load_mat(handoff.path(workdir, **fields), list(keys), made_by=handoff.made_by)
+    """Read ``keys`` of a hand-off (patches as float32); a missing or damaged file names the step to rerun."""
+    return decoded(handoff, matfile.load_mat(handoff.path(workdir, **fields), list(keys), made_by=handoff.made_by))
 
 
 def load_rows(handoff: HandOff, workdir: Path, keys, rows, **fields) -> dict:
     """Rows ``rows`` (slice or indices) of ``keys``; a MATLAB 7.3 file is read only at those rows."""
     path = existing(handoff.path(workdir, **fields), handoff.made_by)
-    return matfile.load_mat_rows(path, list(keys), rows, made_by=handoff.made_by)
+    return decoded(handoff, matfile.load_mat_rows(path, list(keys), rows, made_by=handoff.made_by))
 
 
 def existing(path: Path, made_by: str) -> Path:

@@ -45,7 +45,8 @@ class TiledOutputs:
             write_reference=raster(contract.REFERENCE, **contract.class_style(class_names))
             if class_names is not None else lambda block, row, col: None,
             segments_mat=mat_stack.enter_context(matfile.mat_v73_writer(contract.SEGMENTS.path(out.staging))),
-            samples_mat=mat_stack.enter_context(matfile.mat_v73_writer(contract.SAMPLES.path(out.staging))))
+            samples_mat=mat_stack.enter_context(matfile.mat_v73_writer(contract.SAMPLES.path(out.staging),
+                                                                       contract.SAMPLES.compressed)))
 
 
 def write_tiles(outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int, class_names) -> dict:
@@ -69,12 +70,14 @@ def write_tiles(outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int, class_
         outputs.segments_mat.write_window("segments", ids, row, col, shape)
         grids.place_in_preview(segments_preview, ids, row, col, step)
         for key in SAMPLED_KEYS:
-            outputs.samples_mat.append(key, tile[key])
+            outputs.samples_mat.append(key, contract.encoded(contract.SAMPLES, key, tile[key]))
         for key in kept:
             kept[key].append(tile[key])
         invalid += tile["invalid"]
         offset += len(tile["labels"])
         log.info("  tile %d / %d at row %d, col %d: %d superpixels", number, n_tiles, row, col, len(tile["labels"]))
+    outputs.samples_mat.put(contract.PATCH_SCALE, contract.encoded(contract.SAMPLES, contract.PATCH_SCALE,
+                                                                   1 / contract.PATCH_STEPS))
     outputs.samples_mat.put("class_names", np.array(class_names))
     outputs.samples_mat.put("layer_names", np.array(LAYER_NAMES))
     return {**{key: np.concatenate(values) for key, values in kept.items()}, "invalid": invalid,

@@ -136,7 +136,22 @@ class TestPatches:
         half = window // 2
         padded = np.pad(layers, ((half, half), (half, half), (0, 0)), mode="reflect")
         for i, (row, col) in enumerate(samples["centroids"]):
-            assert np.array_equal(samples["samples"][i], padded[row:row + window, col:col + window]), i
+            cut = padded[row:row + window, col:col + window]
+            assert np.array_equal(samples["samples"][i], contract.encode_patches(cut) / np.float32(255)), i
+            assert np.abs(samples["samples"][i] - cut).max() <= 0.5 / 255 + 1e-6, i  # the stored precision
+
+    def test_patches_are_stored_as_scaled_uint16_deflated_and_read_with_h5py_as_documented(self, step0_workdir):
+        import h5py
+
+        path = contract.SAMPLES.path(step0_workdir)
+        with h5py.File(path, "r") as file:
+            stored, scale = file["samples"], float(file["patch_scale"][()].ravel()[0])
+            assert stored.dtype == np.uint8 and stored.compression == "gzip" and scale == 1 / 255
+            outside = stored[()].T * scale  # the contract's recipe for code outside the pipeline
+        np.testing.assert_allclose(outside, contract.load(contract.SAMPLES, step0_workdir, ["samples"])["samples"],
+                                   atol=1e-7)
+        float32_file = outside.size * 4 + outside.size // 8  # the float32 patches and uint8 masks written before
+        assert path.stat().st_size < 0.25 * float32_file
 
 
     def test_masks_mark_the_superpixel_own_pixels_in_its_window(self, step0_workdir):
@@ -193,15 +208,19 @@ class TestOutputs:
         assert [layers.GetRasterBand(i + 1).GetDescription() for i in range(8)] == list(LAYER_NAMES)
 
     def test_hand_off_keys_shapes_and_types(self, step0_workdir):
+        import hdf5storage
+
         segments = scipy.io.loadmat(step0_workdir / "segments.mat")["segments"]
-        out = scipy.io.loadmat(step0_workdir / "samples_labels.mat")
+        out = hdf5storage.loadmat(str(step0_workdir / "samples_labels.mat"))  # MATLAB 7.3, as the README says
         n = segments.max() + 1
         assert segments.dtype == np.int32 and segments.shape == (339, 324)
-        assert out["samples"].shape == (n, 25, 25, 8) and out["samples"].dtype == np.float32
+        assert out["samples"].shape == (n, 25, 25, 8) and out["samples"].dtype == np.uint8
+        layers = out["samples"] * out["patch_scale"]
+        assert layers.dtype == np.float64 and layers.min() >= 0 and layers.max() == 1
         assert out["labels"].size == n and out["labels"].dtype == np.uint8
         assert out["centroids"].shape == (n, 2)
         assert set(np.unique(out["split"])) <= {0, 1, 2}
-        assert [s.strip() for s in out["class_names"]] == ["urban", "crop", "vegetation", "water"]
+        assert [str(s).strip() for s in out["class_names"].ravel()] == ["urban", "crop", "vegetation", "water"]
 
     def test_quicklooks_and_figures_are_written(self, step0_workdir):
         for name in ("rgb", "nir_green_blue", "swir_green_blue", "ndvi", "ndwi", "ndbi", "segments_boundaries",

@@ -140,7 +140,7 @@ def test_steps_0_and_2_through_a_scheduler_and_two_workers_equal_the_local_clust
     workdir = tmp_path / "distributed"
     common = ["--workdir", str(workdir), "--tile-size", str(TILE), "--scheduler", distributed_cluster]
     assert step0.main(common) == 0
-    assert json.loads((workdir / "run.json").read_text())["steps"][contract.STEP0]["tiles"] == 9
+    assert json.loads((workdir / "run.json").read_text())["steps"]["Step0_Data_Preparation"]["tiles"] == 9
     local = runs["tiled"]
     for handoff, keys in ((contract.SEGMENTS, ["segments"]), (contract.SAMPLES, ["samples", "masks", "labels",
                                                                                  "centroids", "split"])):
