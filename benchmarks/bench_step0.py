@@ -13,6 +13,9 @@ in this process times, on Step 0's own outputs:
   of each extra date of a composite);
 - Step 2: prediction over every superpixel (samples per second) and one training epoch of a balanced set.
 
+- plain SLIC: one ``skimage.segmentation.slic`` call, single-threaded, on the same three stretched layers, and
+  Step 0's wall time as a ratio of it (the issue-21 yardstick: at most 1.0 is the aim).
+
 Prints a table and writes ``benchmarks/results.json``. Run with ``make bench``.
 """
 from __future__ import annotations
@@ -79,6 +82,21 @@ def composite_cost(folder: Path, config: Path, repeats: int = 2) -> dict:
         seconds[count] = best
     return {"one_date_s": round(seconds[1], 2), "three_dates_s": round(seconds[3], 2),
             "per_extra_date_s": round((seconds[3] - seconds[1]) / 2, 2)}
+
+
+def plain_slic(layers: np.ndarray, n_segments: int, step0_wall_s: float) -> dict:
+    """Seconds of one plain ``skimage.segmentation.slic`` call (one thread, its own CIELAB conversion) on the
+    Step-0 default SLIC layers (red, green, blue) of ``layers``, and Step 0's wall time as a ratio of it."""
+    from skimage.segmentation import slic
+
+    from pipeline.config import Parameters
+
+    params = Parameters()
+    rgb = np.ascontiguousarray(layers[..., [contract.LAYER_NAMES.index(name) for name in params.slic_layers]])
+    start = time.perf_counter()
+    slic(rgb, n_segments=n_segments, compactness=params.compactness, start_label=0)
+    seconds = time.perf_counter() - start
+    return {"seconds": round(seconds, 2), "step0_to_slic_ratio": round(step0_wall_s / seconds, 2)}
 
 
 def tutorial_sampling(segments, layers, codes, n_classes, window, ids) -> float:
@@ -168,6 +186,8 @@ def main(argv=None) -> int:
     data, _, _ = gdal_tif2rgb.read_bands(workdir / "layers.tif", list(range(1, 9)))
     layers = np.ascontiguousarray(np.moveaxis(data, 0, -1))
     del data
+    print("scikit-image's slic alone, single-threaded, on the same three stretched layers ...", flush=True)
+    results["slic_alone"] = plain_slic(layers, args.n_segments, results["step0"]["wall_s"])
     reference = gdal_tif2rgb.read_window(folder / "reference.tif", 1, np.int32)[0]
     codes = class_codes(reference, {"urban": [3], "crop": [2], "vegetation": [1], "water": [4]})
     n = int(segments.max()) + 1
@@ -206,7 +226,9 @@ def print_table(results: dict) -> None:
     s0, sampling, painting, s2 = results["step0"], results["sampling"], results["painting"], results["step2"]
     rows = [("scene", f"{results['scene_px'][0]} x {results['scene_px'][1]} px, {s0['superpixels']} superpixels, "
                       f"{results['cpus']} CPUs"),
-            ("Step 0 wall time", f"{s0['wall_s']} s"), ("Step 0 peak RSS", f"{s0['peak_rss_mib']} MiB")]
+            ("Step 0 wall time", f"{s0['wall_s']} s"), ("Step 0 peak RSS", f"{s0['peak_rss_mib']} MiB"),
+            ("plain slic, one thread, same layers", f"{results['slic_alone']['seconds']} s: Step 0 takes "
+                                                    f"{results['slic_alone']['step0_to_slic_ratio']}x that")]
     rows += [(f"  {part}", f"{seconds} s") for part, seconds in s0["parts_s"].items()]
     rows += [("sampling, ours", f"{sampling['ours_s']} s"),
              ("sampling, tutorial loop", f"{sampling['tutorial_s_extrapolated']} s (extrapolated from "

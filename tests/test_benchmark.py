@@ -30,4 +30,6 @@ def test_benchmark_runs_on_a_tiny_scene(tmp_path, capsys):
     assert results["scene_px"] == [300, 300] and results["step0"]["superpixels"] > 100
     assert results["sampling"]["speedup"] > 1 and results["painting"]["tutorial_s"] > 0
     assert results["step2"]["predict_samples_per_s"] > 0
-    assert "sampling speed-up" in capsys.readouterr().out
+    assert results["slic_alone"]["seconds"] > 0 and results["slic_alone"]["step0_to_slic_ratio"] > 0
+    output = capsys.readouterr().out
+    assert "sampling speed-up" in output and "plain slic, one thread" in output
