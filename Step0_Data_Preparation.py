@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -133,17 +134,24 @@ def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: Output
         record["stretch"]["limits"] = limits
         del raw
     step = grids.display_stride(*valid.shape)
-    with cli.timed("quicklooks", timings):
-        quicklooks.write_quicklooks(out, preview, layers[::step, ::step], limits, preview_valid, valid.shape)
+
+    def draw_quicklooks():
+        with cli.timed("quicklooks (drawn alongside SLIC and the sampling)", timings):
+            quicklooks.write_quicklooks(out, preview, layers[::step, ::step], limits, preview_valid, valid.shape)
+
+    with ThreadPoolExecutor(1) as background:  # matplotlib and PNG encoding overlap SLIC's strips
+        quicklooks_drawn = background.submit(draw_quicklooks)
+        with cli.timed(f"SLIC (n_segments={p.n_segments}, compactness={p.compactness})", timings):
+            segments = superpixels.segment(layers, p.slic_layers, p.n_segments, p.compactness, valid)
+        record["superpixels"] = int(segments.max()) + 1  # the row count every superpixel hand-off must have
+        log.info("%d superpixels, %.1f px each on average", record["superpixels"],
+                 segments.size / record["superpixels"])
+        with cli.timed("sampling: centroids, patches, majority labels, split", timings):
+            sampled = sample_superpixels(layers, segments, codes, valid, p.patch_width, len(scene.classes))
+            sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p.patch_width,
+                                             p.block_size, p.test_fraction, np.random.default_rng(p.seed))
+        quicklooks_drawn.result()
     del preview
-    with cli.timed(f"SLIC (n_segments={p.n_segments}, compactness={p.compactness})", timings):
-        segments = superpixels.segment(layers, p.slic_layers, p.n_segments, p.compactness, valid)
-    record["superpixels"] = int(segments.max()) + 1  # the row count every superpixel hand-off must have
-    log.info("%d superpixels, %.1f px each on average", record["superpixels"], segments.size / record["superpixels"])
-    with cli.timed("sampling: centroids, patches, majority labels, split", timings):
-        sampled = sample_superpixels(layers, segments, codes, valid, p.patch_width, len(scene.classes))
-        sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p.patch_width,
-                                         p.block_size, p.test_fraction, np.random.default_rng(p.seed))
     with cli.timed("write layers, reference, segments and samples", timings):
         run = record["run"]
         contract.write_raster(contract.LAYERS, out.staging, layers, grid, run)

@@ -211,9 +211,9 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
                    class_names=None, class_colours=None, metadata=None, cloud_optimized: bool = True):
     """Yield ``write(array, row=0, col=0)``, which writes a (rows, cols) or (bands, rows, cols) block of a
     compressed Cloud-Optimized GeoTIFF on ``grid`` (a plain tiled one unless ``cloud_optimized``); the file
-    appears at ``path`` only when the block exits cleanly. Blocks go to a tiled GeoTIFF staged beside ``path``,
-    which GDAL's COG driver then turns into the final file with overviews (nearest-neighbour for integer
-    rasters, average for float layers); the staging file is removed in every case. ``class_names`` and
+    appears at ``path`` only when the block exits cleanly. Blocks go to an uncompressed tiled GeoTIFF staged
+    beside ``path``, which GDAL's COG driver then compresses into the final file with overviews
+    (nearest-neighbour for integer rasters, average for float layers); the staging file is removed in every case. ``class_names`` and
     ``class_colours`` (RGB tuples indexed by class value) add a colour table and category names to band 1,
     which QGIS shows as a legend. GeoTIFF keeps
     category names only in the ``.aux.xml`` side file, so they are also written inside the file as band 1
@@ -227,9 +227,10 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype))
     is_float = np.dtype(dtype).kind == "f"
     # Float layers: fast ZSTD with the floating-point predictor; class and id rasters: DEFLATE, which every
-    # GIS reads.
+    # GIS reads. A COG's staging file is left uncompressed: the COG driver compresses once, as it copies.
     compression = ["COMPRESS=ZSTD", "ZSTD_LEVEL=1", "PREDICTOR=3"] if is_float else ["COMPRESS=DEFLATE", "PREDICTOR=2"]
-    options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS", *compression]
+    options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
+               *(["COMPRESS=NONE"] if cloud_optimized else compression)]
     with atomic_output(path) as temporary, _staging_file(path) as staging:
         with _gdal_writing(path):
             dataset = gdal.GetDriverByName("GTiff").Create(str(staging), grid.cols, grid.rows, n_bands, gdal_type,
