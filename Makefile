@@ -2,7 +2,7 @@
 # make demo  : setup, then every step on the demo scene (data/aberystwyth.toml)
 # make test  : setup, Chromium and gdal-bin for the report and COG tests (test-setup), then the test suite
 # make bench : setup, then the tutorial-size performance benchmark
-# make bench-scale : setup, then a 10980 x 10980 px scene through tiled Steps 0 and 2 on a Dask LocalCluster
+# make bench-scale : setup, then a 10980 x 10980 px scene through all four steps, tiled on a Dask LocalCluster
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

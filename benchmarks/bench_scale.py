@@ -1,19 +1,20 @@
-"""Scale benchmark: a whole Sentinel-2 tile (10980 x 10980 px) through Step 0 and Step 2's prediction in tiled
-mode on a Dask LocalCluster, with the wall time and the peak memory of the whole process tree.
+"""Scale benchmark: a whole Sentinel-2 tile (10980 x 10980 px) through all four steps, tiled on a Dask
+LocalCluster, with the wall time, the peak memory of the whole process tree and the hand-off sizes per step.
 
 The scene is the real demo scene mirrored to ``--size`` px (its 5 used bands, and the reference mirrored the
-same way), written window by window so that building it needs little memory. Step 0 runs as a child process
-(``--tile-size``, ``--workers``); then an untrained tutorial CNN (prediction cost does not depend on the
-weights) predicts every superpixel on the cluster and the map is painted window by window, in a second child.
-A sampler thread adds up the resident memory of each child and all its descendants (the Dask scheduler and
-workers) twice a second. Prints a table and writes ``benchmarks/results_scale.json``. Run with
+same way), written window by window so that building it needs little memory. Each step runs as its own script
+in a child process: Step 0 tiled (``--tile-size``, ``--workers``), Step 1, Step 2 training ``--epochs`` epochs
+and mapping (``step2_train``), Step 3 on that map, then Step 2 again applying the model with ``--model``
+(``step2_predict``: prediction and painting alone). A sampler thread adds up the resident memory of each child and all its descendants
+(the Dask scheduler and workers) twice a second. Prints a table and writes ``benchmarks/results_scale.json``
+(per step: ``wall_s``, ``peak_rss_gib``, ``parts_s`` from ``run.json``, ``hand_offs_mb``). Run with
 ``make bench-scale``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -42,8 +43,9 @@ def mirrored(indices: np.ndarray, length: int) -> np.ndarray:
     return np.where(position < length, position, 2 * length - 1 - position)
 
 
-def build_big_scene(folder: Path, size: int, tile_size: int) -> Path:
-    """Write a ``size`` px mirror of the demo scene's 5 used bands and reference, window by window."""
+def build_big_scene(folder: Path, size: int, tile_size: int, n_segments: int) -> Path:
+    """Write a ``size`` px mirror of the demo scene's 5 used bands and reference, window by window, and its TOML
+    (``n_segments`` superpixels, tiles of ``tile_size`` px, so that every step reads the same settings)."""
     demo = load_scene(DEFAULT_CONFIG)
     image, grid, _ = gdal_tif2rgb.read_bands(demo.image, [demo.bands[name] for name in BANDS], dtype=np.float32)
     reference = gdal_tif2rgb.read_window(demo.reference, 1, np.int32)[0]
@@ -61,7 +63,8 @@ def build_big_scene(folder: Path, size: int, tile_size: int) -> Path:
     classes = classes[classes.index("[classes]"):classes.index("[run]")]
     config = folder / "scene.toml"
     config.write_text('name = "s2_tile"\nimage = "image.tif"\nreference = "reference.tif"\n[bands]\n'
-                      + "".join(f"{name} = {i + 1}\n" for i, name in enumerate(BANDS)) + classes)
+                      + "".join(f"{name} = {i + 1}\n" for i, name in enumerate(BANDS)) + classes
+                      + f"[superpixels]\nn_segments = {n_segments}\n[tiling]\ntile_size = {tile_size}\n")
     return config
 
 
@@ -93,34 +96,15 @@ def run_measured(command: list[str]) -> dict:
     return {"wall_s": round(wall, 1), "peak_rss_gib": round(peak[0] / 2**30, 2), "log_tail": output[-1500:]}
 
 
-def predict_and_paint(config: Path, workdir: Path, tile_size: int, workers: int) -> None:
-    """Child process: an untrained tutorial CNN predicts every superpixel on the cluster; the map is painted."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pipeline import cluster, cnn, prediction_maps, tiled_prediction
-    from pipeline.config import Parameters
-    from pipeline.outputs import open_outputs
+def hand_off_sizes(workdir: Path) -> dict:
+    """Size in MB of every hand-off (``.mat``, ``.tif``, ``model.keras``) in ``workdir``."""
+    return {path.name: round(path.stat().st_size / 1e6, 1) for path in sorted(workdir.iterdir())
+            if path.suffix in (".mat", ".tif", ".keras")}
 
-    scene = load_scene(config, workdir, {"tile_size": tile_size})
-    channels = Parameters().train_layers
-    step0 = contract.load(contract.SAMPLES, scene.workdir, ["labels", contract.PROVENANCE])
-    n = len(step0["labels"])
-    step0_record = contract.provenance_of(step0, contract.SAMPLES.path(scene.workdir), contract.STEP0)
-    model = cnn.build_cnn((scene.params.patch_width, scene.params.patch_width, len(channels)), len(scene.classes))
-    model_path = scene.output("model.keras")
-    with gdal_tif2rgb.atomic_output(model_path) as temporary:
-        model.save(temporary)
-    start = time.perf_counter()
-    with cluster.dask_client(None, workers) as client:
-        probabilities = tiled_prediction.predict_on_cluster(scene.workdir, model_path, client, n, channels)
-    predict_s = time.perf_counter() - start
-    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0_record)
-    start = time.perf_counter()
-    with open_outputs(scene.workdir, ("predMap.tif", "predMap.png", "predMap.qml", "uncertainty.tif",
-                                      "uncertainty.png")) as out:  # only what it writes: the set replaces those
-        blocks = prediction_maps.painted_windows(scene, step0_record, grid, probabilities.argmax(axis=1).astype(
-            np.uint8), (1 - probabilities.max(axis=1)).astype(np.float32))
-        prediction_maps.write_maps(out, scene.class_names, grid, blocks, contract.new_run(contract.STEP2)["run"])
-    print(json.dumps({"superpixels": n, "predict_s": round(predict_s, 1), "paint_s": round(time.perf_counter() - start, 1)}))
+
+def step_timings(workdir: Path, step: str) -> dict:
+    """The ``timings_s`` that ``step`` (a script's name without ``.py``) recorded in ``run.json``."""
+    return json.loads((workdir / "run.json").read_text())["steps"][step].get("timings_s", {})
 
 
 def main(argv=None) -> int:
@@ -131,41 +115,47 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default: 2)")
     parser.add_argument("--folder", type=Path, default=BENCH_DIR / "scenes", help="scene and outputs folder")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "results_scale.json", help="results file")
-    parser.add_argument("--predict-child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs of Step 2 (default: 2)")
     args = parser.parse_args(argv)
     folder = args.folder / f"s2_tile_{args.size}"
     workdir = folder / "work"
-    if args.predict_child:
-        predict_and_paint(args.predict_child, workdir, args.tile_size, args.workers)
-        return 0
-
     print(f"building a {args.size} x {args.size} px scene in {folder} ...", flush=True)
     start = time.perf_counter()
-    config = build_big_scene(folder, args.size, args.tile_size)
+    config = build_big_scene(folder, args.size, args.tile_size, args.n_segments)
     results = {"scene_px": [args.size, args.size], "megapixels": round(args.size**2 / 1e6, 1),
-               "tile_size": args.tile_size, "workers": args.workers, "build_s": round(time.perf_counter() - start, 1)}
-    print("Step 0, tiled, on a LocalCluster ...", flush=True)
-    results["step0"] = run_measured([sys.executable, str(BENCH_DIR.parent / "Step0_Data_Preparation.py"), "--config",
-                                     str(config), "--workdir", str(workdir), "--n-segments", str(args.n_segments),
-                                     "--tile-size", str(args.tile_size), "--workers", str(args.workers)])
-    record = json.loads((workdir / "run.json").read_text())["steps"]["Step0_Data_Preparation"]
-    print("Step 2 prediction and painting, tiled, on a LocalCluster ...", flush=True)
-    results["step2_predict"] = run_measured([sys.executable, __file__, "--predict-child", str(config), "--size",
-                                             str(args.size), "--tile-size", str(args.tile_size), "--workers",
-                                             str(args.workers), "--folder", str(args.folder)])
-    results["step2_predict"].update(json.loads(results["step2_predict"]["log_tail"].strip().splitlines()[-1]))
-    results["step0"].update(superpixels=record["superpixels"], parts_s=record["timings_s"])
-    megapixels = results["megapixels"]
-    for part in ("step0", "step2_predict"):
-        results[part]["s_per_megapixel"] = round(results[part]["wall_s"] / megapixels, 2)
-        del results[part]["log_tail"]
-    print(f"scene {args.size} x {args.size} px ({megapixels} Mpx), tiles of {args.tile_size} px, {args.workers} workers")
-    for part in ("step0", "step2_predict"):
-        r = results[part]
-        print(f"{part:<14} {r['wall_s']:>8} s  {r['s_per_megapixel']:>6} s/Mpx  peak {r['peak_rss_gib']} GiB "
-              f"(whole process tree)")
-    print(f"superpixels: {results['step0']['superpixels']}; prediction {results['step2_predict']['predict_s']} s, "
-          f"painting {results['step2_predict']['paint_s']} s")
+               "tile_size": args.tile_size, "workers": args.workers, "epochs": args.epochs,
+               "build_s": round(time.perf_counter() - start, 1)}
+    step = {name: [sys.executable, str(BENCH_DIR.parent / f"{name}.py"), "--config", str(config), "--workdir",
+                   str(workdir)] for name in (contract.STEP0[:-3], contract.STEP1[:-3], contract.STEP2[:-3],
+                                              contract.STEP3[:-3])}
+    tiled = ["--workers", str(args.workers)]
+    runs = {
+        "step0": (contract.STEP0, [*step[contract.STEP0[:-3]], *tiled]),
+        "step1": (contract.STEP1, step[contract.STEP1[:-3]]),
+        "step2_train": (contract.STEP2, [*step[contract.STEP2[:-3]], "--epochs", str(args.epochs), *tiled,
+                                         "--runs-dir", str(folder / "runs")]),
+        "step3": (contract.STEP3, step[contract.STEP3[:-3]]),  # on the map of the model trained here
+        "step2_predict": (contract.STEP2, [*step[contract.STEP2[:-3]], "--model", str(folder / "model.keras"),
+                                           *tiled])}
+    for key, (script, command) in runs.items():
+        print(f"{key}: {' '.join(command[1:])} ...", flush=True)
+        results[key] = run_measured(command)
+        del results[key]["log_tail"]
+        results[key].update(parts_s=step_timings(workdir, script[:-3]), hand_offs_mb=hand_off_sizes(workdir),
+                            s_per_megapixel=round(results[key]["wall_s"] / results["megapixels"], 2))
+        if key == "step2_train":  # the model applied in the next run: a copy outside the work folder
+            shutil.copy2(workdir / contract.MODEL_FILE, folder / contract.MODEL_FILE)
+            shutil.copy2(workdir / contract.MODEL_CARD, folder / contract.MODEL_CARD)
+        print(f"  {results[key]['wall_s']} s, peak {results[key]['peak_rss_gib']} GiB (whole process tree)",
+              flush=True)
+    results["superpixels"] = json.loads((workdir / "run.json").read_text())["steps"][contract.STEP0[:-3]][
+        "superpixels"]
+    print(f"scene {args.size} x {args.size} px ({results['megapixels']} Mpx), {results['superpixels']} superpixels, "
+          f"tiles of {args.tile_size} px, {args.workers} workers")
+    for key in runs:
+        r = results[key]
+        print(f"{key:<14} {r['wall_s']:>8} s  {r['s_per_megapixel']:>6} s/Mpx  peak {r['peak_rss_gib']} GiB")
+    print("hand-offs (MB):", json.dumps(results["step3"]["hand_offs_mb"]))  # all made by then
     args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.output}")
     return 0
