@@ -202,6 +202,23 @@ def _gdal_writing(path: Path):
         raise OSError(errno.EIO, f"GDAL could not write it ({error_text(error)})", str(path)) from None
 
 
+@contextlib.contextmanager
+def failed_write_closes_quiet():
+    """Inside, a GDAL dataset that closes with an error (it flushes blocks its failed write could not write)
+    is not reported again as Python's "Exception ignored": the write's own error is the one reported."""
+    report = sys.unraisablehook
+
+    def unless_a_failed_close(unraisable):
+        if getattr(unraisable.object, "__name__", "") != "delete_Dataset":
+            report(unraisable)
+
+    sys.unraisablehook = unless_a_failed_close
+    try:
+        yield
+    finally:
+        sys.unraisablehook = report
+
+
 #: Band-1 metadata item prefix naming class values inside a class GeoTIFF: ``CLASS_0=urban``, ``CLASS_1=crop``...
 CLASS_NAME_ITEM = "CLASS_"
 
@@ -235,6 +252,7 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
         with _gdal_writing(path):
             dataset = gdal.GetDriverByName("GTiff").Create(str(staging), grid.cols, grid.rows, n_bands, gdal_type,
                                                            options)
+        written = False
         try:
             _describe_bands(dataset, grid, band_names, nodata, class_names, class_colours)
             for key, value in (metadata or {}).items():
@@ -249,8 +267,10 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
             yield write
             with _gdal_writing(path):
                 dataset.FlushCache()
+            written = True
         finally:
-            dataset = None
+            with contextlib.nullcontext() if written else failed_write_closes_quiet():
+                dataset = None
         try:
             with _gdal_writing(path):
                 _translate_to_cog(staging, temporary, is_float) if cloud_optimized else os.replace(staging, temporary)

@@ -203,7 +203,7 @@ def as_text(value) -> np.ndarray:
 def save(handoff: HandOff, workdir: Path, arrays: dict, **fields) -> Path:
     """Write a complete hand-off atomically; returns its path."""
     path = handoff.path(workdir, **fields)
-    matfile.save_mat(path, typed(handoff, arrays), handoff.compressed)
+    matfile.save_mat(path, typed(handoff, arrays), compressed=handoff.compressed)
     return path
 
 

@@ -21,7 +21,7 @@ from gdal_tif2rgb import InputFileError, atomic_output
 MAT_V5_LIMIT_BYTES = 2**31 - 1
 
 
-#: Rows (along the first axis, e.g. patches) per compressed HDF5 chunk: ~0.6 MB of 25 x 25 x 8 uint16 patches.
+#: Rows (along the first axis, e.g. patches) per compressed HDF5 chunk: ~0.3 MB of 25 x 25 x 8 uint8 patches.
 CHUNK_ROWS = 64
 #: zlib level of compressed hand-offs: 1, the fastest, already takes most of what deflate can.
 DEFLATE_LEVEL = 1

@@ -373,11 +373,11 @@ class TestOutputsAsOneSet:
     def test_step0_write_fails_midway(self, guard, copied, monkeypatch):
         original, calls = matfile.save_mat, []
 
-        def disk_full_on_second_call(path, variables):
+        def disk_full_on_second_call(path, variables, **options):
             calls.append(path)
             if len(calls) == 2:
                 raise OSError(28, NO_SPACE)
-            return original(path, variables)
+            return original(path, variables, **options)
 
         monkeypatch.setattr(matfile, "save_mat", disk_full_on_second_call)
         guard.refused(step0.main, args(copied, "--n-segments", 30), NO_SPACE, work=copied["work"],
