@@ -13,13 +13,14 @@ split (``pipeline/split.py``) marks superpixels for training or testing; no trai
 Outputs in the work folder (``data/<name>/`` by default; keys and types in ``pipeline/contract.py``):
 
 - ``sources/`` (what the work grid was made from; ``image.tif``: a masked image or composite), ``layers.tif``
-  (8 stretched layers, float32), ``reference.tif`` (codes, uint8, 255 = unlabelled, colours), on the work grid;
+  (8 stretched layers in [0, 1] as uint8 steps of 1/255, that band scale set), ``reference.tif`` (codes,
+  uint8, 255 = unlabelled, colours), on the work grid;
 - quicklooks (``pipeline/quicklooks.py``): ``rgb.png``, ``nir_green_blue.png``, ``swir_green_blue.png``,
   ``ndvi.png``, ``ndwi.png``, ``ndbi.png``, ``histogram_<layer>.png``;
 - ``segments.mat`` (``segments``: int32 rows x cols, superpixel ids 0..n-1), ``segments.tif``,
   ``segments_boundaries.png``;
-- ``samples_labels.mat``: ``samples`` (n x w x w x 8 float32), ``masks`` (n x w x w uint8, 1 on the
-  superpixel's own pixels), ``labels`` (n uint8, 255 = unlabelled), ``centroids`` (n x 2 int32, row and
+- ``samples_labels.mat``: ``samples`` (n x w x w x 8, uint8 steps of ``patch_scale`` = 1/255), ``masks``
+  (n x w x w uint8, 1 on the superpixel's own pixels), ``labels`` (n uint8, 255 = unlabelled), ``centroids`` (n x 2 int32, row and
   column), ``purity`` (n float32), ``class_names``, ``layer_names``, ``split`` (n uint8: 0 train, 1 test,
   2 unused), ``valid_fraction`` (n float32);
 - ``clear_observations.tif`` (uint8, the clear dates of each pixel) and ``.png``, for a masked scene;
@@ -134,39 +135,40 @@ def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: Output
         record["stretch"]["limits"] = limits
         del raw
     step = grids.display_stride(*valid.shape)
+    steps = contract.encode_unit_values(layers)  # the stored precision: layers.tif and the patches
+    run = record["run"]
 
-    def draw_quicklooks():
+    def quicklooks_and_rasters():
         with cli.timed("quicklooks (drawn alongside SLIC and the sampling)", timings):
             quicklooks.write_quicklooks(out, preview, layers[::step, ::step], limits, preview_valid, valid.shape)
+        with cli.timed("write layers and reference (alongside SLIC and the sampling)", timings):
+            contract.write_raster(contract.LAYERS, out.staging, steps, grid, run)
+            if scene.reference is not None:
+                contract.write_raster(contract.REFERENCE, out.staging, codes, grid, run,
+                                      **contract.class_style(scene.class_names))
 
-    with ThreadPoolExecutor(1) as background:  # matplotlib and PNG encoding overlap SLIC's strips
-        quicklooks_drawn = background.submit(draw_quicklooks)
+    with ThreadPoolExecutor(1) as background:  # matplotlib, PNG and GeoTIFF encoding overlap SLIC's strips
+        background_done = background.submit(quicklooks_and_rasters)
         with cli.timed(f"SLIC (n_segments={p.n_segments}, compactness={p.compactness})", timings):
             segments = superpixels.segment(layers, p.slic_layers, p.n_segments, p.compactness, valid)
         record["superpixels"] = int(segments.max()) + 1  # the row count every superpixel hand-off must have
         log.info("%d superpixels, %.1f px each on average", record["superpixels"],
                  segments.size / record["superpixels"])
         with cli.timed("sampling: centroids, patches, majority labels, split", timings):
-            sampled = sample_superpixels(layers, segments, codes, valid, p.patch_width, len(scene.classes))
+            sampled = sample_superpixels(steps, segments, codes, valid, p.patch_width, len(scene.classes))
             sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p.patch_width,
                                              p.block_size, p.test_fraction, np.random.default_rng(p.seed))
-        quicklooks_drawn.result()
-    del preview
-    with cli.timed("write layers, reference, segments and samples", timings):
-        run = record["run"]
-        contract.write_raster(contract.LAYERS, out.staging, layers, grid, run)
-        if scene.reference is not None:
-            contract.write_raster(contract.REFERENCE, out.staging, codes, grid, run,
-                                  **contract.class_style(scene.class_names))
-        contract.write_raster(contract.SEGMENTS_RASTER, out.staging, segments, grid, run)
-        contract.record_rasters(record, out, contract.STEP0_RASTERS)
-        contract.save(contract.SEGMENTS, out.staging, {"segments": segments, contract.PROVENANCE: record})
-        contract.save(contract.SAMPLES, out.staging, {**sampled, "class_names": scene.class_names,
-                                                       "layer_names": LAYER_NAMES, contract.PROVENANCE: record})
+        with cli.timed("write segments and samples", timings):
+            background_done.result()  # its errors first: files fail in the order they are written
+            contract.write_raster(contract.SEGMENTS_RASTER, out.staging, segments, grid, run)
+            contract.record_rasters(record, out, contract.STEP0_RASTERS)
+            contract.save(contract.SEGMENTS, out.staging, {"segments": segments, contract.PROVENANCE: record})
+            contract.save(contract.SAMPLES, out.staging, {**sampled, "class_names": scene.class_names,
+                                                           "layer_names": LAYER_NAMES, contract.PROVENANCE: record})
     return PreparedScene(labels=sampled["labels"], split=sampled["split"], purity=sampled["purity"],
                          invalid_pixels=int(valid.size - valid.sum()), preview_layers=layers[::step, ::step],
                          preview_segments=segments[::step, ::step],
-                         read_patches=lambda indices: sampled["samples"][indices])
+                         read_patches=lambda indices: contract.decode_unit_values(sampled["samples"][indices]))
 
 
 # --- Driver 2: tiles with a halo on a Dask cluster -----------------------------------------------------------
@@ -177,7 +179,8 @@ def prepare_tile(scene: Scene, work: sources.PreparedSources, limits: dict, wind
     ``shape`` from ``work`` with a halo of w/2 pixels, stretch with the scene's ``limits``, segment the tile
     itself (ids from 0, in ``n_strips`` strips), and sample its superpixels with patches that see the real
     neighbours in the halo, labelled by ``codes`` (the reference codes of the ``window``, or None). Superpixels
-    end at the tile's edges. Returns what ``tiled_outputs.write_tiles`` writes of a tile."""
+    end at the tile's edges. Returns what ``tiled_outputs.write_tiles`` writes of a tile, layers and patches as
+    stored (uint8 steps, ``contract.encode_unit_values``)."""
     p = scene.params
     row, col, rows, cols = window
     top, left, *_ = haloed = grids.with_halo(window, p.patch_width // 2, shape)
@@ -189,9 +192,10 @@ def prepare_tile(scene: Scene, work: sources.PreparedSources, limits: dict, wind
     codes = work.codes_where_valid(codes, valid[core])
     n_segments = max(1, round(p.n_segments * rows * cols / (shape[0] * shape[1])))
     segments = superpixels.segment(layers[core], p.slic_layers, n_segments, p.compactness, valid[core], n_strips)
-    sampled = sample_superpixels(layers, segments, codes, valid[core], p.patch_width, len(scene.classes), shape,
+    steps = contract.encode_unit_values(layers)  # the stored precision, a quarter of the bytes to ship
+    sampled = sample_superpixels(steps, segments, codes, valid[core], p.patch_width, len(scene.classes), shape,
                                  (top, left), (row, col))
-    return {"window": window, "layers": np.ascontiguousarray(layers[core]), "segments": segments, "codes": codes,
+    return {"window": window, "layers": np.ascontiguousarray(steps[core]), "segments": segments, "codes": codes,
             "invalid": int((~valid[core]).sum()), **sampled}
 
 
@@ -248,12 +252,13 @@ def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, 
     (with ``details``: timings and the sources used)."""
     if prepared.invalid_pixels:
         log.warning("%d pixels are NaN or nodata in %s: they are masked", prepared.invalid_pixels, scene.image.name)
-    gdal_tif2rgb.save_png(out.path("segments_boundaries.png"), quicklooks.boundary_image(
-        quicklooks.to_rgb_display(prepared.preview_layers), prepared.preview_segments))
-    chosen = example_indices(prepared.labels, len(scene.classes), np.random.default_rng(scene.params.seed))
-    patches = prepared.read_patches(np.concatenate(chosen).astype(np.int64))
-    gdal_tif2rgb.save_png(out.path("example_patches.png"),
-                          quicklooks.plot_example_patches(chosen, patches, scene.class_names))
+    with cli.timed("superpixel boundaries and example patches", details["timings_s"]):
+        gdal_tif2rgb.save_png(out.path("segments_boundaries.png"), quicklooks.boundary_image(
+            quicklooks.to_rgb_display(prepared.preview_layers), prepared.preview_segments))
+        chosen = example_indices(prepared.labels, len(scene.classes), np.random.default_rng(scene.params.seed))
+        patches = prepared.read_patches(np.concatenate(chosen).astype(np.int64))
+        gdal_tif2rgb.save_png(out.path("example_patches.png"),
+                              quicklooks.plot_example_patches(chosen, patches, scene.class_names))
     summary = summarise(prepared.labels, prepared.split, prepared.purity, scene.class_names)
     for line in summary["table"]:
         log.info(line)

@@ -199,11 +199,28 @@ def _gdal_writing(path: Path):
     try:
         yield
     except RuntimeError as error:
-        raise OSError(errno.EIO, f"GDAL could not write it ({error_text(error)})", str(path)) from None
+        raise _write_error(path, error_text(error)) from None
+
+
+def _write_error(path: Path, message: str) -> OSError:
+    return OSError(errno.EIO, f"GDAL could not write it ({message})", str(path))
+
+
+def _gdal_call(path: Path, method, *args) -> None:
+    """Call GDAL's ``method`` (of a dataset or band writing ``path``); its error becomes an OSError naming the
+    file, raised holding no reference to the dataset (not even through the traceback), so that it closes
+    where its writer drops it."""
+    try:
+        method(*args)
+        return
+    except RuntimeError as error:
+        message = error_text(error)
+    del method, args
+    raise _write_error(path, message)
 
 
 @contextlib.contextmanager
-def failed_write_closes_quiet():
+def _failed_write_closes_quiet():
     """Inside, a GDAL dataset that closes with an error (it flushes blocks its failed write could not write)
     is not reported again as Python's "Exception ignored": the write's own error is the one reported."""
     report = sys.unraisablehook
@@ -224,18 +241,19 @@ CLASS_NAME_ITEM = "CLASS_"
 
 
 @contextlib.contextmanager
-def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=None, nodata=None,
+def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=None, nodata=None, scale=None,
                    class_names=None, class_colours=None, metadata=None, cloud_optimized: bool = True):
     """Yield ``write(array, row=0, col=0)``, which writes a (rows, cols) or (bands, rows, cols) block of a
     compressed Cloud-Optimized GeoTIFF on ``grid`` (a plain tiled one unless ``cloud_optimized``); the file
     appears at ``path`` only when the block exits cleanly. Blocks go to an uncompressed tiled GeoTIFF staged
     beside ``path``, which GDAL's COG driver then compresses into the final file with overviews
-    (nearest-neighbour for integer rasters, average for float layers); the staging file is removed in every case. ``class_names`` and
-    ``class_colours`` (RGB tuples indexed by class value) add a colour table and category names to band 1,
-    which QGIS shows as a legend. GeoTIFF keeps
-    category names only in the ``.aux.xml`` side file, so they are also written inside the file as band 1
-    metadata items ``CLASS_<value>=<name>`` (:func:`read_class_names` reads either). ``metadata`` (a dict of
-    str) is stored as the file's own metadata items (:func:`read_layout`).
+    (nearest-neighbour for class and id rasters, average for float or scaled layers); the staging file is
+    removed in every case. ``scale``: the band scale of integer steps of a continuous value (value = stored *
+    scale, as QGIS reads it). ``class_names`` and ``class_colours`` (RGB tuples indexed by class value) add a
+    colour table and category names to band 1, which QGIS shows as a legend. GeoTIFF keeps category names only
+    in the ``.aux.xml`` side file, so they are also written inside the file as band 1 metadata items
+    ``CLASS_<value>=<name>`` (:func:`read_class_names` reads either). ``metadata`` (a dict of str) is stored as
+    the file's own metadata items (:func:`read_layout`).
     """
     from osgeo import gdal, gdal_array
 
@@ -243,9 +261,9 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     path = Path(path)
     gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype))
     is_float = np.dtype(dtype).kind == "f"
-    # Float layers: fast ZSTD with the floating-point predictor; class and id rasters: DEFLATE, which every
-    # GIS reads. A COG's staging file is left uncompressed: the COG driver compresses once, as it copies.
-    compression = ["COMPRESS=ZSTD", "ZSTD_LEVEL=1", "PREDICTOR=3"] if is_float else ["COMPRESS=DEFLATE", "PREDICTOR=2"]
+    continuous = is_float or scale is not None
+    # A COG's staging file is left uncompressed: the COG driver compresses once, as it copies.
+    compression = [f"{key}={value}" for key, value in _compression(is_float, continuous, "GTiff").items()]
     options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
                *(["COMPRESS=NONE"] if cloud_optimized else compression)]
     with atomic_output(path) as temporary, _staging_file(path) as staging:
@@ -254,26 +272,27 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
                                                            options)
         written = False
         try:
-            _describe_bands(dataset, grid, band_names, nodata, class_names, class_colours)
+            _describe_bands(dataset, grid, band_names, nodata, scale, class_names, class_colours)
             for key, value in (metadata or {}).items():
                 dataset.SetMetadataItem(key, str(value))
 
             def write(array: np.ndarray, row: int = 0, col: int = 0) -> None:
                 array = array[np.newaxis] if array.ndim == 2 else array
-                with _gdal_writing(path):
-                    for i in range(n_bands):
-                        dataset.GetRasterBand(i + 1).WriteArray(array[i], col, row)
+                for i in range(n_bands):
+                    _gdal_call(path, dataset.GetRasterBand(i + 1).WriteArray, array[i], col, row)
 
             yield write
-            with _gdal_writing(path):
-                dataset.FlushCache()
+            _gdal_call(path, dataset.FlushCache)
             written = True
         finally:
-            with contextlib.nullcontext() if written else failed_write_closes_quiet():
-                dataset = None
+            with contextlib.nullcontext() if written else _failed_write_closes_quiet():
+                dataset = None  # the last reference: the dataset closes here
         try:
             with _gdal_writing(path):
-                _translate_to_cog(staging, temporary, is_float) if cloud_optimized else os.replace(staging, temporary)
+                if cloud_optimized:
+                    _translate_to_cog(staging, temporary, is_float, continuous)
+                else:
+                    os.replace(staging, temporary)
         except BaseException:
             _remove_sidecar(temporary)
             raise
@@ -307,8 +326,8 @@ def _remove_sidecar(path) -> None:
         os.remove(f"{path}.aux.xml")
 
 
-def _describe_bands(dataset, grid: Grid, band_names, nodata, class_names, class_colours) -> None:
-    """Set the grid, band names, nodata, colour table and class names of a new GeoTIFF."""
+def _describe_bands(dataset, grid: Grid, band_names, nodata, scale, class_names, class_colours) -> None:
+    """Set the grid, band names, nodata, scale, colour table and class names of a new GeoTIFF."""
     from osgeo import gdal
 
     dataset.SetGeoTransform(grid.geotransform)
@@ -319,6 +338,9 @@ def _describe_bands(dataset, grid: Grid, band_names, nodata, class_names, class_
             band.SetDescription(band_names[i])
         if nodata is not None:
             band.SetNoDataValue(nodata)
+        if scale is not None:
+            band.SetScale(scale)
+            band.SetOffset(0.0)
     if class_colours is not None:
         table = gdal.ColorTable()
         for value, colour in enumerate(class_colours):
@@ -331,14 +353,24 @@ def _describe_bands(dataset, grid: Grid, band_names, nodata, class_names, class_
             dataset.GetRasterBand(1).SetMetadataItem(f"{CLASS_NAME_ITEM}{value}", str(name))
 
 
-def _translate_to_cog(source: Path, target: Path, is_float: bool) -> None:
-    """Convert a GeoTIFF to a Cloud-Optimized GeoTIFF with overviews, compressed as :func:`geotiff_writer`'s."""
+def _compression(is_float: bool, continuous: bool, driver: str) -> dict:
+    """Creation options of GDAL's ``driver`` (GTiff or COG) compressing a raster: continuous layers (float, or
+    scaled integer steps) with ZSTD level 1, the fastest codec that still shrinks them, and its predictor;
+    class and id rasters with DEFLATE level 1, which every GIS reads."""
+    codec = "ZSTD" if continuous else "DEFLATE"
+    level = "LEVEL" if driver == "COG" else "ZSTD_LEVEL" if continuous else "ZLEVEL"
+    predictor = ("3" if is_float else "2") if driver == "GTiff" else ("FLOATING_POINT" if is_float else "STANDARD")
+    return {"COMPRESS": codec, level: 1, "PREDICTOR": predictor}
+
+
+def _translate_to_cog(source: Path, target: Path, is_float: bool, continuous: bool) -> None:
+    """Convert a GeoTIFF to a Cloud-Optimized GeoTIFF with overviews (averaged for a ``continuous`` value),
+    compressed as :func:`geotiff_writer`'s."""
     from osgeo import gdal
 
-    compression = (["COMPRESS=ZSTD", "LEVEL=1", "PREDICTOR=FLOATING_POINT"] if is_float
-                   else ["COMPRESS=DEFLATE", "PREDICTOR=STANDARD"])
+    compression = [f"{key}={value}" for key, value in _compression(is_float, continuous, "COG").items()]
     options = [*compression, "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
-               f"OVERVIEW_RESAMPLING={'AVERAGE' if is_float else 'NEAREST'}"]
+               f"OVERVIEW_RESAMPLING={'AVERAGE' if continuous else 'NEAREST'}"]
     result = gdal.Translate(str(target), str(source), format="COG", creationOptions=options)
     if result is None:
         raise InputFileError(f"{target}: GDAL could not write the Cloud-Optimized GeoTIFF")
@@ -433,13 +465,19 @@ def rescale_to_unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(stretched, 0.0, 1.0, out=stretched)
 
 
-def to_rgb8(rgb: np.ndarray) -> np.ndarray:
-    """An RGB uint8 image from three [0, 1] channels, shape (rows, cols, 3).
+def unit_to_byte(values: np.ndarray, rows: int = 1024) -> np.ndarray:
+    """Values in [0, 1] (e.g. an RGB image (rows, cols, 3)) as uint8 0..255, rounded half up and clipped to the
+    range, ``rows`` along the first axis at a time (no float copy of the whole array).
 
-    >>> to_rgb8(np.array([[[0.0, 0.5, 1.0]]])).tolist()
+    >>> unit_to_byte(np.array([[[0.0, 0.5, 1.0]]])).tolist()
     [[[0, 128, 255]]]
     """
-    return np.round(rgb * 255).astype(np.uint8)
+    values = np.asarray(values)
+    byte = np.empty(values.shape, dtype=np.uint8)
+    for start in range(0, max(len(values), 1), rows):
+        block = np.clip(values[start:start + rows], 0, 1) * np.float32(255) + np.float32(0.5)
+        byte[start:start + rows] = block.astype(np.uint8)
+    return byte
 
 
 def save_png(path: Path, image_or_figure) -> None:
@@ -463,7 +501,7 @@ def save_png(path: Path, image_or_figure) -> None:
 def tif_to_rgb(source: Path, target: Path, bands=(3, 2, 1), low: float = 2.0, high: float = 98.0) -> None:
     """Write an RGB PNG of three 1-based ``bands`` of a raster, each stretched between percentiles."""
     data, _, valid = read_bands(source, list(bands))
-    image = to_rgb8(np.stack([rescale_to_unit(band, *percentile_limits(band, valid, low, high)) for band in data],
+    image = unit_to_byte(np.stack([rescale_to_unit(band, *percentile_limits(band, valid, low, high)) for band in data],
                              axis=-1))
     image[~valid] = 0
     save_png(target, image)

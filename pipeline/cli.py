@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from gdal_tif2rgb import InputFileError, atomic_output, failed_write_closes_quiet
+from gdal_tif2rgb import InputFileError, atomic_output
 from pipeline.config import DEFAULT_CONFIG, PROJECT_ROOT, Parameters, Scene, load_scene, ordinary_path
 from pipeline import outputs
 from pipeline.errors import PipelineError
@@ -99,8 +99,7 @@ def run_step(parser: argparse.ArgumentParser, argv, driver, *flags: str) -> int:
     SIGTERM stop the step with its earlier outputs as they were (exit codes 130 and 143)."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    # a dataset whose write failed may close only as the error's traceback goes, after the one line is printed
-    with terminate_as_interrupt(), failed_write_closes_quiet():
+    with terminate_as_interrupt():
         try:
             driver(scene_from_args(args), *(getattr(args, flag) for flag in flags))
         except (PipelineError, InputFileError) as error:

@@ -78,11 +78,12 @@ TRAIN, TEST, UNUSED = 0, 1, 2
 STEP0, STEP1, STEP2, STEP3 = ("Step0_Data_Preparation.py", "Step1_Class_Balance.py", "Step2_Model_Training.py",
                               "Step3_Accuracy_Assessment.py")
 TEXT = "text"
-#: Dtype of patch keys: layer values in [0, 1] stored as uint8 steps of 1 / PATCH_STEPS (to 0.002, finer than
-#: the radiometric steps of most stretched bands), deflated: a fifth of the float32 bytes; :func:`load` gives
-#: float32 back. Readers outside the pipeline multiply by the stored ``patch_scale``: ``value = stored * scale``.
+#: Stretched layer values in [0, 1] are stored as uint8 steps of 1 / UNIT_STEPS, 255 (to 0.002, finer than the
+#: radiometric steps of most stretched bands), in ``layers.tif`` and in the patches: a quarter of float32's bytes.
+UNIT_STEPS = 255
+#: Dtype of patch keys: layer values as uint8 steps, deflated; :func:`load` gives float32 back. Readers outside
+#: the pipeline multiply by the stored ``patch_scale``: ``value = stored * scale``.
 PATCHES = "patches"
-PATCH_STEPS = 255
 PATCH_SCALE = "patch_scale"
 PROVENANCE = "provenance"
 #: Metadata items of the raster hand-offs naming the run of the step that wrote them.
@@ -125,7 +126,8 @@ PRED_MAP = HandOff("predMap.mat", STEP2, {"predMap": np.uint8, PROVENANCE: TEXT}
 @dataclass(frozen=True)
 class RasterHandOff:
     """A GeoTIFF hand-off: file name, the step that makes it, pixel dtype, band count, nodata value, and the
-    metadata item in which it carries the id of the run that wrote it."""
+    metadata item in which it carries the id of the run that wrote it; with a ``scale``, the file holds layer
+    values in [0, 1] as uint8 steps of ``scale`` (GDAL's band scale: QGIS shows the values), read back as float32."""
 
     filename: str
     made_by: str
@@ -134,12 +136,14 @@ class RasterHandOff:
     nodata: float | None
     run_item: str
     band_names: tuple | None = None
+    scale: float | None = None
 
     def path(self, workdir: Path) -> Path:
         return Path(workdir) / self.filename
 
 
-LAYERS = RasterHandOff("layers.tif", STEP0, np.float32, len(LAYER_NAMES), None, STEP0_RUN_ITEM, LAYER_NAMES)
+LAYERS = RasterHandOff("layers.tif", STEP0, np.uint8, len(LAYER_NAMES), None, STEP0_RUN_ITEM, LAYER_NAMES,
+                       scale=1 / UNIT_STEPS)
 SEGMENTS_RASTER = RasterHandOff("segments.tif", STEP0, np.int32, 1, None, STEP0_RUN_ITEM)
 REFERENCE = RasterHandOff("reference.tif", STEP0, np.uint8, 1, UNLABELLED, STEP0_RUN_ITEM)
 PRED_MAP_RASTER = RasterHandOff("predMap.tif", STEP2, np.uint8, 1, UNLABELLED, STEP2_RUN_ITEM)
@@ -150,9 +154,9 @@ STEP2_RASTERS = (PRED_MAP_RASTER, UNCERTAINTY)
 
 def typed(handoff: HandOff, arrays: dict) -> dict:
     """``arrays`` with every key of ``handoff``, each in its declared dtype (text as an array of str, patches
-    encoded by :func:`encode_patches`); ``patch_scale`` is added where the hand-off has patches."""
+    encoded by :func:`encode_unit_values`); ``patch_scale`` is added where the hand-off has patches."""
     if PATCH_SCALE in handoff.keys:
-        arrays = {**arrays, PATCH_SCALE: 1 / PATCH_STEPS}
+        arrays = {**arrays, PATCH_SCALE: 1 / UNIT_STEPS}
     missing = set(handoff.keys) - set(arrays)
     extra = set(arrays) - set(handoff.keys)
     if missing or extra:
@@ -162,31 +166,30 @@ def typed(handoff: HandOff, arrays: dict) -> dict:
 
 def encoded(handoff: HandOff, key: str, value) -> np.ndarray:
     """``value`` of ``key`` as ``handoff`` stores it: its declared dtype, text as an array of str, patches as
-    :func:`encode_patches` makes them (also for rows appended to a hand-off written tile by tile)."""
+    :func:`encode_unit_values` makes them (also for rows appended to a hand-off written tile by tile)."""
     kind = handoff.keys[key]
-    return as_text(value) if kind == TEXT else encode_patches(value) if kind == PATCHES else np.asarray(value, kind)
+    return as_text(value) if kind == TEXT else encode_unit_values(value) if kind == PATCHES else np.asarray(value, kind)
 
 
-def encode_patches(patches: np.ndarray, rows: int = 4096) -> np.ndarray:
-    """Patches of layer values in [0, 1] as uint8 steps of 1 / :data:`PATCH_STEPS` (rounded; clipped to the
-    range), ``rows`` patches at a time so no float copy of the whole array is made; uint8 patches as they are.
+def encode_unit_values(values: np.ndarray) -> np.ndarray:
+    """Layer values in [0, 1] (layers, patches) as uint8 steps of 1 / :data:`UNIT_STEPS` (rounded half up,
+    clipped to the range; :func:`gdal_tif2rgb.unit_to_byte`); uint8 values as they are.
 
-    >>> encode_patches(np.array([0.0, 0.5, 1.0], np.float32)).tolist()
+    >>> encode_unit_values(np.array([0.0, 0.5, 1.0], np.float32)).tolist()
     [0, 128, 255]
     """
-    patches = np.asarray(patches)
-    if patches.dtype == np.uint8:
-        return patches
-    encoded = np.empty(patches.shape, dtype=np.uint8)
-    for start in range(0, max(len(patches), 1), rows):
-        block = np.clip(patches[start:start + rows], 0, 1) * np.float32(PATCH_STEPS) + np.float32(0.5)
-        encoded[start:start + rows] = block.astype(np.uint8)
-    return encoded
+    values = np.asarray(values)
+    return values if values.dtype == np.uint8 else gdal_tif2rgb.unit_to_byte(values)
+
+
+def decode_unit_values(steps: np.ndarray) -> np.ndarray:
+    """uint8 steps of :func:`encode_unit_values` as float32 layer values in [0, 1]."""
+    return np.divide(steps, np.float32(UNIT_STEPS), dtype=np.float32)
 
 
 def decoded(handoff: HandOff, contents: dict) -> dict:
     """``contents`` read from ``handoff`` with its patch keys as float32 layer values again."""
-    return {key: np.divide(value, np.float32(PATCH_STEPS), dtype=np.float32)
+    return {key: decode_unit_values(value)
             if handoff.keys.get(key) == PATCHES and np.asarray(value).dtype == np.uint8 else value
             for key, value in contents.items()}
 
@@ -422,9 +425,10 @@ def raster_writer(handoff: RasterHandOff, folder: Path, grid, run: str, **style)
     (:func:`class_style`).
     The file appears only when the block exits cleanly (:func:`gdal_tif2rgb.geotiff_writer`)."""
     with gdal_tif2rgb.geotiff_writer(handoff.path(folder), grid, handoff.bands, handoff.dtype,
-                                     nodata=handoff.nodata, band_names=handoff.band_names,
+                                     nodata=handoff.nodata, band_names=handoff.band_names, scale=handoff.scale,
                                      metadata={handoff.run_item: run}, **style) as write:
         def write_block(block: np.ndarray, row: int = 0, col: int = 0) -> None:
+            block = encode_unit_values(block) if handoff.scale else block
             write(np.moveaxis(block, -1, 0) if block.ndim == 3 else block, row, col)
 
         yield write_block
@@ -492,9 +496,11 @@ def _unchanged(recorded: dict, path: Path) -> bool:
 
 def read_raster(handoff: RasterHandOff, workdir: Path, record: dict, window: tuple | None = None) -> np.ndarray:
     """A raster hand-off, whole or a ``window`` (row, col, rows, cols), checked as by :func:`raster_grid`:
-    (rows, cols) of its dtype for one band, (rows, cols, bands) channels last for several."""
+    (rows, cols) of its dtype for one band, (rows, cols, bands) channels last for several; float32 layer values
+    where it holds uint8 steps (a ``scale``)."""
     raster_grid(handoff, workdir, record)
     data = gdal_tif2rgb.read_window(handoff.path(workdir), handoff.bands, handoff.dtype, window)
+    data = decode_unit_values(data) if handoff.scale else data
     return data[0] if handoff.bands == 1 else np.moveaxis(data, 0, -1)
 
 

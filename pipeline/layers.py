@@ -5,6 +5,8 @@ masks are bool (rows, cols), False at NaN or nodata pixels.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,8 @@ def build_layers(raw: dict, valid: np.ndarray) -> np.ndarray:
     layers = np.empty((rows, cols, len(LAYER_NAMES)), dtype=np.float32)
     for i, name in enumerate(LAYER_NAMES):
         layers[..., i] = raw[name] if name in raw else normalized_difference(*(raw[n] for n in formulas[name]))
-    layers[~valid] = 0
+    if not valid.all():
+        layers[~valid] = 0
     return layers
 
 
@@ -64,7 +67,8 @@ def apply_stretch(layers: np.ndarray, limits: dict, valid: np.ndarray) -> None:
     (low, high)); invalid pixels become 0."""
     for i, name in enumerate(LAYER_NAMES):
         layers[..., i] = gdal_tif2rgb.rescale_to_unit(layers[..., i], *limits[name])
-    layers[~valid] = 0
+    if not valid.all():
+        layers[~valid] = 0
 
 
 def check_limits_fit(preview: np.ndarray, valid: np.ndarray, limits: dict, source, share: float = 0.99) -> None:
@@ -85,9 +89,9 @@ def check_limits_fit(preview: np.ndarray, valid: np.ndarray, limits: dict, sourc
                              f"the model was trained on images of another scale, so train one on this kind")
 
 
-def stretched_layers(raw: dict, valid: np.ndarray, limits: dict | None = None):
+def stretched_layers(raw: dict, valid: np.ndarray, limits: dict | None = None, block_rows: int = 128):
     """The 8 layers of ``raw`` (see :func:`build_layers`), stretched with ``limits`` (default: from the preview,
-    every ``grids.display_stride``-th row and column).
+    every ``grids.display_stride``-th row and column); built ``block_rows`` rows at a time on every core.
 
     Returns
     -------
@@ -97,11 +101,20 @@ def stretched_layers(raw: dict, valid: np.ndarray, limits: dict | None = None):
     preview_valid : bool array (ceil(rows / s), ceil(cols / s))
     limits : dict, layer name -> (low, high), the limits used
     """
-    layers = build_layers(raw, valid)
     step = grids.display_stride(*valid.shape)
-    preview, preview_valid = layers[::step, ::step].copy(), valid[::step, ::step]
+    preview_valid = valid[::step, ::step]
+    preview = build_layers({name: band[::step, ::step] for name, band in raw.items()}, preview_valid)
     limits = limits or stretch_limits(preview, preview_valid)
-    apply_stretch(layers, limits, valid)
+    layers = np.empty((*valid.shape, len(LAYER_NAMES)), dtype=np.float32)
+
+    def build_and_stretch(start: int) -> None:  # a block of rows stays in cache through both passes
+        rows = slice(start, start + block_rows)
+        block = build_layers({name: band[rows] for name, band in raw.items()}, valid[rows])
+        apply_stretch(block, limits, valid[rows])
+        layers[rows] = block
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy's arithmetic releases the GIL
+        list(pool.map(build_and_stretch, range(0, valid.shape[0], block_rows)))
     return layers, preview, preview_valid, limits
 
 

@@ -21,10 +21,15 @@ from gdal_tif2rgb import InputFileError, atomic_output
 MAT_V5_LIMIT_BYTES = 2**31 - 1
 
 
-#: Rows (along the first axis, e.g. patches) per compressed HDF5 chunk: ~0.3 MB of 25 x 25 x 8 uint8 patches.
+#: Rows (along the first axis, e.g. patches) per HDF5 chunk of a compressed hand-off: ~0.3 MB of 25 x 25 x 8
+#: uint8 patches.
 CHUNK_ROWS = 64
 #: zlib level of compressed hand-offs: 1, the fastest, already takes most of what deflate can.
 DEFLATE_LEVEL = 1
+#: A variable of a compressed hand-off is deflated only where that pays: when a trial chunk from its middle
+#: shrinks to at most this share of its bytes (masks: ~5 %; stretched patches only to ~60 %, for 4 s of zlib
+#: per 150 MB on a slow core, so they are stored as they are).
+DEFLATE_PAYS = 0.5
 
 
 def save_mat(path: Path, variables: dict, compressed: bool = False) -> None:
@@ -42,10 +47,29 @@ def save_mat(path: Path, variables: dict, compressed: bool = False) -> None:
             scipy.io.savemat(temporary, variables, do_compression=False, oned_as="column")
 
 
+def _chunk_bytes(value: np.ndarray, start: int) -> bytes:
+    """The chunk of ``value`` that starts at row ``start``, as HDF5 stores it (transposed; an edge chunk whole,
+    padded with zeros)."""
+    block = value[start:start + CHUNK_ROWS]
+    if len(block) < CHUNK_ROWS:
+        block = np.concatenate([block, np.zeros((CHUNK_ROWS - len(block), *value.shape[1:]), value.dtype)])
+    return np.ascontiguousarray(block.T).tobytes()
+
+
+def _deflate_pays(value: np.ndarray) -> bool:
+    """Whether a trial chunk from the middle of ``value`` deflates to at most :data:`DEFLATE_PAYS` of its bytes."""
+    trial = _chunk_bytes(value, len(value) // 2 // CHUNK_ROWS * CHUNK_ROWS)
+    return len(zlib.compress(trial, DEFLATE_LEVEL)) <= DEFLATE_PAYS * len(trial)
+
+
+def _deflate_options(deflate: bool) -> dict:
+    return {"compression": "gzip", "compression_opts": DEFLATE_LEVEL} if deflate else {}
+
+
 class MatV73:
     """An open MATLAB 7.3 file (HDF5 with a 512-byte header; arrays stored column-major, i.e. transposed);
-    ``compressed``: numeric arrays of a megabyte or more go to chunks of :data:`CHUNK_ROWS` rows, deflated (the
-    standard HDF5 filter, which MATLAB, h5py and hdf5storage read)."""
+    ``compressed``: numeric arrays of a megabyte or more go to chunks of :data:`CHUNK_ROWS` rows, deflated where
+    that pays (:data:`DEFLATE_PAYS`; the standard HDF5 filter, which MATLAB, h5py and hdf5storage read)."""
 
     def __init__(self, file, compressed: bool = False):
         self.file = file
@@ -57,29 +81,27 @@ class MatV73:
         if value.dtype.kind in "US":
             self._put_text(name, value)
         elif self.compressed and value.nbytes >= 1 << 20 and value.ndim > 1:
-            self._put_deflated(name, value)
+            self._put_chunked(name, value)
         else:
             self._create(name, value.T, value.dtype, maxshape=None)
 
-    def _put_deflated(self, name: str, value: np.ndarray) -> None:
-        """Store ``value`` in deflated chunks of :data:`CHUNK_ROWS` rows, compressed on every core (zlib
-        releases the GIL) and written as they are (HDF5 direct chunk writes)."""
+    def _put_chunked(self, name: str, value: np.ndarray) -> None:
+        """Store ``value`` in chunks of :data:`CHUNK_ROWS` rows, deflated where that pays (on every core: zlib
+        releases the GIL), written as they are (HDF5 direct chunk writes)."""
         from concurrent.futures import ThreadPoolExecutor
 
+        deflate = _deflate_pays(value)
         dataset = self.file.create_dataset(name, shape=value.shape[::-1], dtype=value.dtype,
-                                           chunks=(*value.shape[:0:-1], CHUNK_ROWS), compression="gzip",
-                                           compression_opts=DEFLATE_LEVEL)
+                                           chunks=(*value.shape[:0:-1], CHUNK_ROWS), **_deflate_options(deflate))
         dataset.attrs["MATLAB_class"] = np.bytes_(_matlab_class(value.dtype))
 
-        def deflated(start: int) -> bytes:
-            block = value[start:start + CHUNK_ROWS]
-            if len(block) < CHUNK_ROWS:  # an edge chunk is stored whole, padded
-                block = np.concatenate([block, np.zeros((CHUNK_ROWS - len(block), *value.shape[1:]), value.dtype)])
-            return zlib.compress(np.ascontiguousarray(block.T).tobytes(), DEFLATE_LEVEL)
+        def stored(start: int) -> bytes:
+            block = _chunk_bytes(value, start)
+            return zlib.compress(block, DEFLATE_LEVEL) if deflate else block
 
         starts = range(0, len(value), CHUNK_ROWS)
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-            for start, chunk in zip(starts, pool.map(deflated, starts)):
+            for start, chunk in zip(starts, pool.map(stored, starts)):
                 dataset.id.write_direct_chunk((*(0,) * (value.ndim - 1), start), chunk)
 
     def _put_text(self, name: str, value: np.ndarray) -> None:
@@ -103,8 +125,10 @@ class MatV73:
         """Add ``rows`` along the first axis of variable ``name`` (created on first use)."""
         rows = np.asarray(rows)
         if name not in self.file:
+            chunked = self.compressed and rows.ndim > 1
             self._create(name, rows.T, rows.dtype, maxshape=(*rows.shape[:0:-1], None),
-                         chunks=(*rows.shape[:0:-1], CHUNK_ROWS) if self.compressed and rows.ndim > 1 else True)
+                         chunks=(*rows.shape[:0:-1], CHUNK_ROWS) if chunked else True,
+                         deflate=chunked and _deflate_pays(rows))
             return
         dataset = self.file[name]
         start = dataset.shape[-1]
@@ -123,10 +147,9 @@ class MatV73:
         """Read back a (rows, cols) block of a 2-D variable written with :meth:`write_window`."""
         return self.file[name][col:col + cols, row:row + rows].T
 
-    def _create(self, name, data, dtype, maxshape, chunks=True):
-        deflate = {"compression": "gzip", "compression_opts": DEFLATE_LEVEL} if self.compressed and maxshape else {}
+    def _create(self, name, data, dtype, maxshape, chunks=True, deflate=False):
         dataset = self.file.create_dataset(name, data=data, maxshape=maxshape, chunks=chunks if maxshape else None,
-                                           **deflate)
+                                           **_deflate_options(deflate))
         dataset.attrs["MATLAB_class"] = np.bytes_(_matlab_class(dtype))
 
 

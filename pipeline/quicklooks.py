@@ -31,7 +31,7 @@ def write_quicklooks(out, raw: np.ndarray, stretched: np.ndarray, limits: dict, 
     plt = pyplot()
     for name, triplet in COMPOSITES.items():
         rgb = stretched[..., [LAYER_NAMES.index(n) for n in triplet]]
-        gdal_tif2rgb.save_png(out.path(f"{name}.png"), gdal_tif2rgb.to_rgb8(rgb))
+        gdal_tif2rgb.save_png(out.path(f"{name}.png"), gdal_tif2rgb.unit_to_byte(rgb))
     for name in INDEX_LAYERS:
         figure, axis = plt.subplots(figsize=(7, 6))
         shown = np.where(valid, raw[..., LAYER_NAMES.index(name)], np.nan)
@@ -69,7 +69,7 @@ def boundary_image(rgb: np.ndarray, segments: np.ndarray, colour=(255, 255, 0)) 
 
 def to_rgb_display(layers: np.ndarray) -> np.ndarray:
     """RGB uint8 image (rows, cols, 3) of the Red, Green, Blue layers of a stretched stack (rows, cols, 8)."""
-    return gdal_tif2rgb.to_rgb8(layers[..., [LAYER_NAMES.index(n) for n in COMPOSITES["rgb"]]])
+    return gdal_tif2rgb.unit_to_byte(layers[..., [LAYER_NAMES.index(n) for n in COMPOSITES["rgb"]]])
 
 
 def plot_example_patches(chosen: list, patches: np.ndarray, class_names, per_class: int = 6):

@@ -105,7 +105,7 @@ def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarr
     whole scene: all three the same).
 
     Returns the superpixel-sized arrays under their ``samples_labels.mat`` keys: ``centroids`` (n, 2) int32 in
-    scene pixels, ``samples`` (the patches, n x w x w x 8 float32), ``masks`` (n, w, w) uint8, ``labels`` (n,)
+    scene pixels, ``samples`` (the patches, n x w x w x 8, of the dtype of ``layers``), ``masks`` (n, w, w) uint8, ``labels`` (n,)
     uint8, ``purity`` (n,) float32 and ``valid_fraction`` (n,) float32, the share of valid pixels.
     """
     n = int(segments.max()) + 1

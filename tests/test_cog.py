@@ -97,7 +97,7 @@ def test_a_failed_write_leaves_no_file(tmp_path):
 
 
 def test_a_failed_cog_conversion_leaves_no_file(tmp_path, monkeypatch):
-    def broken(source, target, is_float):
+    def broken(source, target, is_float, continuous):
         target.write_bytes(b"half")
         raise RuntimeError("disk full")
 

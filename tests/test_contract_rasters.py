@@ -23,14 +23,29 @@ def recorded(folder, run: str, *handoffs) -> dict:
     return record
 
 
-def test_layers_round_trip_channels_last_whole_and_by_window(tmp_path):
-    layers = np.arange(6 * 5 * 8, dtype=np.float32).reshape(6, 5, 8)
+def test_layers_round_trip_channels_last_whole_and_by_window_to_the_stored_step(tmp_path):
+    layers = np.arange(6 * 5 * 8, dtype=np.float32).reshape(6, 5, 8) / np.float32(239)  # in [0, 1]
     contract.write_raster(contract.LAYERS, tmp_path, layers, GRID, "run-a")
     record = recorded(tmp_path, "run-a", contract.LAYERS)
-    assert np.array_equal(contract.read_raster(contract.LAYERS, tmp_path, record), layers)
+    back = contract.read_raster(contract.LAYERS, tmp_path, record)
+    assert back.dtype == np.float32 and np.abs(back - layers).max() <= 0.5 / 255 + 1e-7
+    assert np.array_equal(back, contract.decode_unit_values(contract.encode_unit_values(layers)))
     assert np.array_equal(contract.read_raster(contract.LAYERS, tmp_path, record, window=(2, 1, 3, 4)),
-                          layers[2:5, 1:5])
+                          back[2:5, 1:5])
     assert contract.raster_grid(contract.LAYERS, tmp_path, record).rows == 6
+
+
+def test_layers_carry_their_band_scale_as_gdal_and_qgis_read_it(tmp_path):
+    from osgeo import gdal
+
+    layers = np.full((6, 5, 8), 0.5, np.float32)
+    contract.write_raster(contract.LAYERS, tmp_path, layers, GRID, "run-a")
+    dataset = gdal.Open(str(tmp_path / "layers.tif"))
+    for i in range(8):
+        band = dataset.GetRasterBand(i + 1)
+        assert band.DataType == gdal.GDT_Byte and band.GetScale() == pytest.approx(1 / 255) and band.GetOffset() == 0
+        value = float(band.ReadAsArray()[0, 0]) * band.GetScale() + band.GetOffset()
+        assert value == pytest.approx(0.5, abs=0.5 / 255)
 
 
 def test_written_block_by_block_equals_written_whole(tmp_path):

@@ -134,7 +134,10 @@ class TestMissingInvalidPixels:
         workdir = tmp_path / "work"
         assert step0.main(["--config", str(config), "--workdir", str(workdir)]) == 0
         assert "596 pixels" in capsys.readouterr().out  # 400 NaN + 196 nodata
-        layers = gdal_tif2rgb.read_bands(workdir / "layers.tif", list(range(1, 9)))[0]
+        path = contract.SEGMENTS.path(workdir)
+        record = contract.provenance_of(contract.load(contract.SEGMENTS, workdir, [contract.PROVENANCE]), path,
+                                        contract.STEP0)
+        layers = contract.read_raster(contract.LAYERS, workdir, record)
         assert np.isfinite(layers).all() and layers.min() >= 0 and layers.max() <= 1
         segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
         out = contract.load(contract.SAMPLES, workdir, ["labels", "valid_fraction"])

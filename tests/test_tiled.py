@@ -58,7 +58,7 @@ def test_layers_and_patches_are_those_of_the_whole_scene(runs):
     segments = gdal.Open(str(runs["tiled"] / "segments.tif")).ReadAsArray()
     layers = np.moveaxis(whole, 0, -1)
     half = tiled["samples"].shape[1] // 2
-    padded_layers = contract.decoded(contract.SAMPLES, {"samples": contract.encode_patches(
+    padded_layers = contract.decoded(contract.SAMPLES, {"samples": contract.encode_unit_values(
         np.pad(layers, ((half, half), (half, half), (0, 0)), mode="reflect"))})["samples"]
     padded_segments = np.pad(segments, half, mode="reflect")
     seam = np.zeros(len(tiled["centroids"]), bool)

@@ -8,7 +8,7 @@ import pytest
 import Step0_Data_Preparation as step0
 from conftest import write_scene, write_tif
 from gdal_tif2rgb import read_layout
-from pipeline import grids, superpixels
+from pipeline import contract, grids, superpixels
 from pipeline.config import load_scene
 from pipeline.reference import class_codes
 from pipeline.sources import PreparedSources
@@ -120,6 +120,7 @@ class TestTilePreparation:
         layers, _, _, limits = self.whole_layers(work)
         window = (24, 20, 24, 20)  # bottom-right tile of 2 x 2
         tile = step0.prepare_tile(scene, work, limits, window, (48, 40), work.reference_codes[24:, 20:])
+        layers = contract.encode_unit_values(layers)  # a tile's layers and patches come as stored: uint8 steps
         assert np.array_equal(tile["layers"], layers[24:, 20:])
         assert tile["segments"].shape == (24, 20) and tile["segments"].min() == 0
         n = tile["segments"].max() + 1
