@@ -184,7 +184,7 @@ def main(argv=None) -> int:
 
     segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
     data, _, _ = gdal_tif2rgb.read_bands(workdir / "layers.tif", list(range(1, 9)))
-    layers = np.ascontiguousarray(np.moveaxis(data, 0, -1))
+    layers = np.ascontiguousarray(contract.decode_unit_values(np.moveaxis(data, 0, -1)))  # float32, as in Step 0
     del data
     print("scikit-image's slic alone, single-threaded, on the same three stretched layers ...", flush=True)
     results["slic_alone"] = plain_slic(layers, args.n_segments, results["step0"]["wall_s"])
