@@ -68,8 +68,9 @@ def _deflate_options(deflate: bool) -> dict:
 
 class MatV73:
     """An open MATLAB 7.3 file (HDF5 with a 512-byte header; arrays stored column-major, i.e. transposed);
-    ``compressed``: numeric arrays of a megabyte or more go to chunks of :data:`CHUNK_ROWS` rows, deflated where
-    that pays (:data:`DEFLATE_PAYS`; the standard HDF5 filter, which MATLAB, h5py and hdf5storage read)."""
+    ``compressed``: numeric arrays (2-D or more) of :data:`CHUNK_ROWS` rows or more go to chunks of that many
+    rows, deflated where that pays (:data:`DEFLATE_PAYS`; the standard HDF5 filter, which MATLAB, h5py and
+    hdf5storage read)."""
 
     def __init__(self, file, compressed: bool = False):
         self.file = file
@@ -80,7 +81,7 @@ class MatV73:
         value = np.asarray(value)
         if value.dtype.kind in "US":
             self._put_text(name, value)
-        elif self.compressed and value.nbytes >= 1 << 20 and value.ndim > 1:
+        elif self.compressed and value.ndim > 1 and len(value) >= CHUNK_ROWS:
             self._put_chunked(name, value)
         else:
             self._create(name, value.T, value.dtype, maxshape=None)

@@ -149,8 +149,7 @@ class TestPatches:
         with h5py.File(path, "r") as file:
             stored, scale = file["samples"], float(file["patch_scale"][()].ravel()[0])
             assert stored.dtype == np.uint8 and scale == 1 / 255
-            # deflated only where it pays: the masks shrink to a few per cent, the stretched patches do not
-            assert file["masks"].compression == "gzip" and stored.compression is None
+            assert stored.compression is None  # stretched patches do not deflate enough to pay (test_mat_chunks)
             outside = stored[()].T * scale  # the contract's recipe for code outside the pipeline
         np.testing.assert_allclose(outside, contract.load(contract.SAMPLES, step0_workdir, ["samples"])["samples"],
                                    atol=1e-7)
