@@ -20,9 +20,9 @@ Outputs in the work folder (``data/<name>/`` by default; keys and types in ``pip
 - ``segments.mat`` (``segments``: int32 rows x cols, superpixel ids 0..n-1), ``segments.tif``,
   ``segments_boundaries.png``;
 - ``samples_labels.mat``: ``samples`` (n x w x w x 8, uint8 steps of ``patch_scale`` = 1/255), ``masks``
-  (n x w x w uint8, 1 on the superpixel's own pixels), ``labels`` (n uint8, 255 = unlabelled), ``centroids`` (n x 2 int32, row and
-  column), ``purity`` (n float32), ``class_names``, ``layer_names``, ``split`` (n uint8: 0 train, 1 test,
-  2 unused), ``valid_fraction`` (n float32);
+  (n x w x w uint8, 1 on the superpixel's own pixels), ``labels`` (n uint8, 255 = unlabelled), ``centroids``
+  (n x 2 int32, row and column), ``purity`` (n float32), ``class_names``, ``layer_names``, ``split`` (n uint8:
+  0 train, 1 test, 2 unused), ``valid_fraction`` (n float32);
 - ``clear_observations.tif`` (uint8, the clear dates of each pixel) and ``.png``, for a masked scene;
 - ``example_patches.png``, and ``run.json`` (parameters, timings, package versions, input checksums, sources).
 
@@ -252,13 +252,17 @@ def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, 
     (with ``details``: timings and the sources used)."""
     if prepared.invalid_pixels:
         log.warning("%d pixels are NaN or nodata in %s: they are masked", prepared.invalid_pixels, scene.image.name)
-    with cli.timed("superpixel boundaries and example patches", details["timings_s"]):
+    def draw_boundaries():  # numpy and PNG encoding, no pyplot: safe beside the example-patch figure
         gdal_tif2rgb.save_png(out.path("segments_boundaries.png"), quicklooks.boundary_image(
             quicklooks.to_rgb_display(prepared.preview_layers), prepared.preview_segments))
+
+    with cli.timed("superpixel boundaries and example patches", details["timings_s"]), ThreadPoolExecutor(1) as side:
+        boundaries = side.submit(draw_boundaries)
         chosen = example_indices(prepared.labels, len(scene.classes), np.random.default_rng(scene.params.seed))
         patches = prepared.read_patches(np.concatenate(chosen).astype(np.int64))
         gdal_tif2rgb.save_png(out.path("example_patches.png"),
                               quicklooks.plot_example_patches(chosen, patches, scene.class_names))
+        boundaries.result()
     summary = summarise(prepared.labels, prepared.split, prepared.purity, scene.class_names)
     for line in summary["table"]:
         log.info(line)

@@ -7,6 +7,9 @@ scene pixel (row, col) of the array's top-left pixel.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from pipeline import superpixels
@@ -105,8 +108,9 @@ def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarr
     whole scene: all three the same).
 
     Returns the superpixel-sized arrays under their ``samples_labels.mat`` keys: ``centroids`` (n, 2) int32 in
-    scene pixels, ``samples`` (the patches, n x w x w x 8, of the dtype of ``layers``), ``masks`` (n, w, w) uint8, ``labels`` (n,)
-    uint8, ``purity`` (n,) float32 and ``valid_fraction`` (n,) float32, the share of valid pixels.
+    scene pixels, ``samples`` (the patches, n x w x w x 8, of the dtype of ``layers``), ``masks`` (n, w, w)
+    uint8, ``labels`` (n,) uint8, ``purity`` (n,) float32 and ``valid_fraction`` (n,) float32, the share of
+    valid pixels.
     """
     n = int(segments.max()) + 1
     centroids = superpixels.centroids(segments) + np.array(core, dtype=np.int32)
@@ -116,12 +120,17 @@ def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarr
         owners = np.full(layers.shape[:2], -1, dtype=np.int32)
         owners[core[0] - origin[0]:core[0] - origin[0] + segments.shape[0],
                core[1] - origin[1]:core[1] - origin[1] + segments.shape[1]] = segments
-    labels, purity = majority_labels(segments, codes, n_classes)
-    sizes = np.bincount(segments.ravel(), minlength=n)
-    return {"centroids": centroids, "samples": extract_patches(layers, centroids, patch_width, shape, origin),
-            "masks": superpixel_masks(owners, centroids, patch_width, shape, origin), "labels": labels,
-            "purity": purity, "valid_fraction": (np.bincount(segments.ravel(), weights=valid.ravel(), minlength=n)
-                                                 / sizes).astype(np.float32)}
+    parts = os.cpu_count() or 1
+    with ThreadPoolExecutor(parts) as pool:  # numpy's gathers release the GIL: patches in parts, beside the rest
+        patches = [pool.submit(extract_patches, layers, part, patch_width, shape, origin)
+                   for part in np.array_split(centroids, parts)]
+        masks = pool.submit(superpixel_masks, owners, centroids, patch_width, shape, origin)
+        labels, purity = majority_labels(segments, codes, n_classes)
+        sizes = np.bincount(segments.ravel(), minlength=n)
+        valid_fraction = (np.bincount(segments.ravel(), weights=valid.ravel(), minlength=n) / sizes).astype(np.float32)
+        samples = np.concatenate([part.result() for part in patches])
+        return {"centroids": centroids, "samples": samples, "masks": masks.result(), "labels": labels,
+                "purity": purity, "valid_fraction": valid_fraction}
 
 
 def example_indices(labels: np.ndarray, n_classes: int, rng: np.random.Generator, per_class: int = 6) -> list:
