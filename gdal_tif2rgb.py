@@ -193,30 +193,16 @@ def atomic_output(path: Path):
 DISK_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
-@contextlib.contextmanager
-def _gdal_writing(path: Path):
-    """GDAL's errors while writing ``path`` (a full disk...) as an OSError naming it."""
+def _gdal_call(path: Path, method, *args):
+    """``method(*args)``: a GDAL call writing ``path``; its error (a full disk...) becomes an OSError naming the
+    file, raised holding no reference to the dataset (not even through the traceback), so that the dataset
+    closes where its writer drops it."""
     try:
-        yield
-    except RuntimeError as error:
-        raise _write_error(path, error_text(error)) from None
-
-
-def _write_error(path: Path, message: str) -> OSError:
-    return OSError(errno.EIO, f"GDAL could not write it ({message})", str(path))
-
-
-def _gdal_call(path: Path, method, *args) -> None:
-    """Call GDAL's ``method`` (of a dataset or band writing ``path``); its error becomes an OSError naming the
-    file, raised holding no reference to the dataset (not even through the traceback), so that it closes
-    where its writer drops it."""
-    try:
-        method(*args)
-        return
+        return method(*args)
     except RuntimeError as error:
         message = error_text(error)
     del method, args
-    raise _write_error(path, message)
+    raise OSError(errno.EIO, f"GDAL could not write it ({message})", str(path))
 
 
 @contextlib.contextmanager
@@ -267,9 +253,8 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
                *(["COMPRESS=NONE"] if cloud_optimized else compression)]
     with atomic_output(path) as temporary, _staging_file(path) as staging:
-        with _gdal_writing(path):
-            dataset = gdal.GetDriverByName("GTiff").Create(str(staging), grid.cols, grid.rows, n_bands, gdal_type,
-                                                           options)
+        dataset = _gdal_call(path, gdal.GetDriverByName("GTiff").Create, str(staging), grid.cols, grid.rows,
+                             n_bands, gdal_type, options)
         written = False
         try:
             _describe_bands(dataset, grid, band_names, nodata, scale, class_names, class_colours)
@@ -288,11 +273,10 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
             with contextlib.nullcontext() if written else _failed_write_closes_quiet():
                 dataset = None  # the last reference: the dataset closes here
         try:
-            with _gdal_writing(path):
-                if cloud_optimized:
-                    _translate_to_cog(staging, temporary, is_float, continuous)
-                else:
-                    os.replace(staging, temporary)
+            if cloud_optimized:
+                _gdal_call(path, _translate_to_cog, staging, temporary, is_float, continuous)
+            else:
+                os.replace(staging, temporary)
         except BaseException:
             _remove_sidecar(temporary)
             raise
