@@ -81,8 +81,10 @@ TEXT = "text"
 #: Stretched layer values in [0, 1] are stored as uint8 steps of 1 / UNIT_STEPS, 255 (to 0.002, finer than the
 #: radiometric steps of most stretched bands), in ``layers.tif`` and in the patches: a quarter of float32's bytes.
 UNIT_STEPS = 255
-#: Dtype of patch keys: layer values as uint8 steps, deflated; :func:`load` gives float32 back. Readers outside
-#: the pipeline multiply by the stored ``patch_scale``: ``value = stored * scale``.
+#: The value of one step: ``layers.tif``'s band scale and the stored ``patch_scale``.
+UNIT_SCALE = 1 / UNIT_STEPS
+#: Dtype of patch keys: layer values as uint8 steps (deflated where that pays); :func:`load` gives float32 back.
+#: Readers outside the pipeline multiply by the stored ``patch_scale``: ``value = stored * scale``.
 PATCHES = "patches"
 PATCH_SCALE = "patch_scale"
 PROVENANCE = "provenance"
@@ -143,7 +145,7 @@ class RasterHandOff:
 
 
 LAYERS = RasterHandOff("layers.tif", STEP0, np.uint8, len(LAYER_NAMES), None, STEP0_RUN_ITEM, LAYER_NAMES,
-                       scale=1 / UNIT_STEPS)
+                       scale=UNIT_SCALE)
 SEGMENTS_RASTER = RasterHandOff("segments.tif", STEP0, np.int32, 1, None, STEP0_RUN_ITEM)
 REFERENCE = RasterHandOff("reference.tif", STEP0, np.uint8, 1, UNLABELLED, STEP0_RUN_ITEM)
 PRED_MAP_RASTER = RasterHandOff("predMap.tif", STEP2, np.uint8, 1, UNLABELLED, STEP2_RUN_ITEM)
@@ -156,7 +158,7 @@ def typed(handoff: HandOff, arrays: dict) -> dict:
     """``arrays`` with every key of ``handoff``, each in its declared dtype (text as an array of str, patches
     encoded by :func:`encode_unit_values`); ``patch_scale`` is added where the hand-off has patches."""
     if PATCH_SCALE in handoff.keys:
-        arrays = {**arrays, PATCH_SCALE: 1 / UNIT_STEPS}
+        arrays = {**arrays, PATCH_SCALE: UNIT_SCALE}
     missing = set(handoff.keys) - set(arrays)
     extra = set(arrays) - set(handoff.keys)
     if missing or extra:

@@ -77,7 +77,7 @@ def write_tiles(outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int, class_
         offset += len(tile["labels"])
         log.info("  tile %d / %d at row %d, col %d: %d superpixels", number, n_tiles, row, col, len(tile["labels"]))
     outputs.samples_mat.put(contract.PATCH_SCALE, contract.encoded(contract.SAMPLES, contract.PATCH_SCALE,
-                                                                   1 / contract.UNIT_STEPS))
+                                                                   contract.UNIT_SCALE))
     outputs.samples_mat.put("class_names", np.array(class_names))
     outputs.samples_mat.put("layer_names", np.array(LAYER_NAMES))
     return {**{key: np.concatenate(values) for key, values in kept.items()}, "invalid": invalid,
