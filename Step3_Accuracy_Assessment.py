@@ -19,7 +19,10 @@ reference value, with the test blocks as the sampling units of a cluster sample 
 ``area_estimates.sample`` says what the sample is. A reference that labels only part of the map (training
 polygons) is no probability sample of it: then no areas or accuracies are estimated from it.
 
-The map assessed is Step 2's ``predMap.tif``, as written. Two modes depart from the above:
+The map assessed is Step 2's ``predMap.tif``, as written. Step 3 reads it, ``segments.tif``, ``reference.tif``
+and ``layers.tif`` window by window (:data:`WINDOW`) and sums pixel counts over the windows
+(``pipeline/pixel_counts.py``), so its memory is bounded by a window, not by the scene; the figures are drawn
+from previews (every ``display_stride``-th row and column) gathered on the way. Two modes depart from the above:
 
 - a model applied from another scene (Step 2 ``--model``) was trained on none of this scene's superpixels:
   every labelled superpixel is held out, and there is no random forest baseline (it would need this scene's
@@ -51,16 +54,18 @@ from pathlib import Path
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import accuracy, cli, contract, label_suggestions, point_files, report, validation_sample
+from pipeline import accuracy, cli, contract, grids, label_suggestions, pixel_counts, point_files, report
+from pipeline import validation_sample
 from pipeline.accuracy import ASSESSMENTS, AXES_NOTE
 from pipeline.accuracy_figures import plot_confusion, plot_disagreement, plot_maps, plot_split
 from pipeline.area_estimates import (OLOFSSON_2014, STEHMAN_2014, class_areas_ha, estimates, held_out_estimates,
                                      pixel_area)
 from pipeline.config import Scene
-from pipeline.contract import STEP0, STEP2, TEST, UNLABELLED
+from pipeline.contract import STEP2, TEST, UNLABELLED
 from pipeline.errors import InputDataError
 from pipeline.grids import paint_map
 from pipeline.outputs import OutputSet, open_outputs
+from pipeline.split import block_of
 
 log = logging.getLogger(__name__)
 #: Every file Step 3 writes (committed together).
@@ -68,30 +73,37 @@ OUTPUTS = ("metrics.json", "report.html", "reference_maps.png", "disagreement_ma
            *(f"confusion_{name}.png" for name in ASSESSMENTS), "run.json")
 DESIGN_OUTPUTS = ("validation_sample.gpkg", "validation_sample.csv")
 SUGGEST_OUTPUTS = ("suggested_samples.gpkg", "suggested_samples.csv")
+#: Side in pixels of the square windows in which Step 3 reads the rasters: a window of the 8 float32 layers takes
+#: 32 MiB, one of the segments (int32), the map and the reference codes (uint8) 6 MiB, whatever the scene's size.
+WINDOW = 1024
 
 
 def read_hand_offs(scene: Scene) -> dict:
-    """Everything Step 3 reads but the layers (see :func:`forest_labels`): Step 0's labels, split, segments and
-    reference codes (if the scene has a reference), Step 2's labels and map (``pred_map``, rows x cols uint8)
-    and, for a model trained here, Step 1's balanced set; checked to come from one chain of runs on the scene
-    as it is now. For an applied model, every labelled superpixel's split is ``TEST``."""
-    step0, segments = contract.load_step0(scene, ["labels", "split", "centroids"])
-    step0_run = step0[contract.PROVENANCE]["run"]
-    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0[contract.PROVENANCE])
-    if segments.shape != (grid.rows, grid.cols):
-        raise InputDataError(f"{scene.workdir}: segments.mat and layers.tif disagree in size; rerun {STEP0}")
-    pred_labels, prediction = contract.load_pred_labels(scene, step0_run, len(step0["labels"]))
-    pred_map = contract.read_raster(contract.PRED_MAP_RASTER, scene.workdir, prediction)
-    data = {"segments": segments, "labels": step0["labels"], "split": step0["split"], "centroids": step0["centroids"],
-            "pred_labels": pred_labels,
-            "pred_map": pred_map, "step0": step0[contract.PROVENANCE], "codes": None, "balanced": None,
-            "grid": grid, "prediction": prediction, "map_run": prediction["run"],
+    """Everything Step 3 holds whole: Step 0's per-superpixel labels, split, centroids and split ``block``, Step
+    2's labels and, for a model trained here, Step 1's balanced set; checked to come from one chain of runs on
+    the scene as it is now, with ``segments.tif``, ``predMap.tif`` and (if the scene has a ``reference``)
+    ``reference.tif`` on the grid of ``layers.tif``. The rasters are read window by window (:func:`reader`). For
+    an applied model, every labelled superpixel's split is ``TEST``."""
+    step0, _ = contract.load_step0(scene, ["labels", "split", "centroids"], with_segments=False)
+    record = step0[contract.PROVENANCE]
+    grid = contract.raster_grid(contract.LAYERS, scene.workdir, record)
+    pred_labels, prediction = contract.load_pred_labels(scene, record["run"], len(step0["labels"]))
+    has_reference = record["inputs"]["reference"] is not None
+    for handoff, provenance in ((contract.SEGMENTS_RASTER, record), (contract.PRED_MAP_RASTER, prediction),
+                                *([(contract.REFERENCE, record)] if has_reference else [])):
+        other = contract.raster_grid(handoff, scene.workdir, provenance)
+        if (other.rows, other.cols) != (grid.rows, grid.cols):
+            raise InputDataError(f"{handoff.path(scene.workdir)}: {other.cols} x {other.rows} px, but layers.tif "
+                                 f"{grid.cols} x {grid.rows}; rerun {handoff.made_by}")
+    shape = (grid.rows, grid.cols)
+    data = {"labels": step0["labels"], "split": step0["split"], "centroids": step0["centroids"],
+            "block": block_of(step0["centroids"], shape, scene.params.block_size), "pred_labels": pred_labels,
+            "step0": record, "reference": has_reference, "balanced": None, "grid": grid, "shape": shape,
+            "prediction": prediction, "map_run": prediction["run"],
             "pixel_area_m2": pixel_area(grid, contract.LAYERS.path(scene.workdir)),
             "applied_from": prediction.get("model_scene")}
-    if step0[contract.PROVENANCE]["inputs"]["reference"] is not None:
-        data["codes"] = contract.read_raster(contract.REFERENCE, scene.workdir, step0[contract.PROVENANCE])
     if prediction.get("step1_run") is not None:  # trained here: the forest baseline uses the same balanced set
-        data["balanced"] = contract.load_balanced(scene, ["labels"], step0_run)
+        data["balanced"] = contract.load_balanced(scene, ["labels"], record["run"])
         if data["balanced"][contract.PROVENANCE]["run"] != prediction["step1_run"]:
             raise InputDataError(f"{contract.PRED_LABELS.path(scene.workdir)}: predicted by a model trained on "
                                  f"another balanced set than the one in {scene.workdir}; rerun {STEP2}")
@@ -100,26 +112,56 @@ def read_hand_offs(scene: Scene) -> dict:
     return data
 
 
+def reader(scene: Scene, data: dict, handoff: contract.RasterHandOff):
+    """``read(window=None)``: the raster hand-off ``handoff`` of the runs of ``data``, whole or a window (row,
+    col, rows, cols)."""
+    record = data["prediction"] if handoff.made_by == STEP2 else data["step0"]
+    return lambda window=None: contract.read_raster(handoff, scene.workdir, record, window)
+
+
+def count_scene(scene: Scene, data: dict) -> pixel_counts.PixelCounts:
+    """The map's pixel counts against the reference and the previews, window by window of :data:`WINDOW` px
+    (for a scene without a reference, the map's class counts only)."""
+    read_map, read_codes, read_segments = (reader(scene, data, handoff) for handoff in (
+        contract.PRED_MAP_RASTER, contract.REFERENCE, contract.SEGMENTS_RASTER))
+
+    def read(window):
+        if not data["reference"]:
+            return read_map(window), None, None
+        return read_map(window), read_codes(window), read_segments(window)
+
+    return pixel_counts.count_pixels(read, data["shape"], WINDOW, len(scene.class_names), data["labels"],
+                                     data["split"], data["block"])
+
+
 def forest_labels(scene: Scene, data: dict) -> np.ndarray:
     """Class of every superpixel by the random forest baseline on the superpixels' mean layers, trained on the
-    superpixels of the balanced set; the means are summed window by window of ``layers.tif``."""
-    def read_layers(window):
-        return contract.read_raster(contract.LAYERS, scene.workdir, data["step0"], window)
-
-    means = accuracy.superpixel_means(accuracy.layer_windows(read_layers, data["segments"]), len(data["labels"]))
+    superpixels of the balanced set; the means are summed window by window of ``layers.tif`` and ``segments.tif``."""
+    windows = grids.read_windows(data["shape"], WINDOW, reader(scene, data, contract.LAYERS),
+                                 reader(scene, data, contract.SEGMENTS_RASTER))
+    means = accuracy.superpixel_means(windows, len(data["labels"]))
     trained = np.unique(data["balanced"]["index"])
     return accuracy.random_forest_predictions(means, trained, data["labels"][trained], scene.params.seed)
 
 
-def write_figures(out: OutputSet, data: dict, metrics: dict, block_size: int) -> None:
-    """Step 3's PNGs: the maps, the disagreement map, the split map and every confusion matrix."""
-    class_names, pred_map = metrics["class_names"], data["pred_map"]
-    superpixel_reference = paint_map(data["labels"], data["segments"])
+def held_out(scene: Scene, data: dict, counts: pixel_counts.PixelCounts) -> dict:
+    """``metrics.json``'s ``area_estimates``: the estimates from the held-out test blocks."""
+    return held_out_estimates(counts, data["labels"], data["split"], data["block"], scene.class_names,
+                              data["pixel_area_m2"], scene.params.block_size)
+
+
+def write_figures(out: OutputSet, data: dict, counts: pixel_counts.PixelCounts, metrics: dict,
+                  block_size: int) -> None:
+    """Step 3's PNGs, the maps from the previews: the maps, the disagreement map, the split map and every
+    confusion matrix."""
+    class_names, previews = metrics["class_names"], counts.previews
+    superpixel_reference = paint_map(data["labels"], previews["segments"])
     gdal_tif2rgb.save_png(out.path("reference_maps.png"),
-                          plot_maps(data["codes"], superpixel_reference, pred_map, class_names))
-    gdal_tif2rgb.save_png(out.path("disagreement_map.png"), plot_disagreement(data["codes"], pred_map))
+                          plot_maps(previews["codes"], superpixel_reference, previews["map"], class_names))
+    gdal_tif2rgb.save_png(out.path("disagreement_map.png"),
+                          plot_disagreement(previews["codes"], previews["map"], counts.disagreement_share))
     gdal_tif2rgb.save_png(out.path("split_map.png"),
-                          plot_split(data["labels"], data["split"], data["segments"],
+                          plot_split(data["labels"], data["split"], previews["segments"],
                                      f"Spatial split: held-out test superpixels in {block_size} px blocks"
                                      if data["applied_from"] is None else
                                      f"Every labelled superpixel held out (model trained on {data['applied_from']})"))
@@ -130,25 +172,24 @@ def write_figures(out: OutputSet, data: dict, metrics: dict, block_size: int) ->
 def assess_map(scene: Scene, out: OutputSet, data: dict, timings: dict) -> dict:
     """Every assessment of the map against the reference, the figures, ``metrics.json`` and ``report.html``;
     returns the overall accuracies for ``run.json``."""
-    class_names, pred_map = scene.class_names, data["pred_map"]
+    class_names = scene.class_names
     forest = None
     if data["balanced"] is not None:
         with cli.timed("random forest baseline on superpixel means", timings):
             forest = forest_labels(scene, data)
     with cli.timed("assessments", timings):
+        counts = count_scene(scene, data)
         metrics = {"note": AXES_NOTE, "class_names": class_names,
-                   "assessments": accuracy.assessments(data["segments"], data["codes"], data["labels"], data["split"],
-                                                       data["pred_labels"], pred_map, forest, class_names),
-                   "area_estimates": held_out_estimates(data["segments"], data["codes"], data["labels"], data["split"],
-                                                        pred_map, class_names, data["pixel_area_m2"],
-                                                        scene.params.block_size, data["centroids"])}
+                   "assessments": accuracy.assessments(counts, data["labels"], data["split"], data["pred_labels"],
+                                                       forest, class_names),
+                   "area_estimates": held_out(scene, data, counts)}
         if scene.validation is not None:
-            metrics["validation_sample"] = validation_estimates(scene, data)
+            metrics["validation_sample"] = validation_estimates(scene, data, counts)
         if data["applied_from"]:
             metrics["applied_model_note"] = (f"The model was trained on scene {data['applied_from']}: every "
                                              f"labelled superpixel of this scene is held out.")
     with cli.timed("figures, metrics.json and report.html", timings):
-        write_figures(out, data, metrics, scene.params.block_size)
+        write_figures(out, data, counts, metrics, scene.params.block_size)
         cli.write_json(out.path("metrics.json"), metrics)
         report.write_report(scene, out, metrics)
     for line in report.summary_lines(metrics):
@@ -157,35 +198,37 @@ def assess_map(scene: Scene, out: OutputSet, data: dict, timings: dict) -> dict:
     return {"overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}}
 
 
-def validation_estimates(scene: Scene, data: dict) -> dict:
+def validation_estimates(scene: Scene, data: dict, counts: pixel_counts.PixelCounts) -> dict:
     """Areas and accuracies from the labelled validation sample ``scene.validation`` (designed by
-    ``--design-sample``), by the stratified estimators, for ``metrics.json``'s ``validation_sample``."""
+    ``--design-sample``), by the stratified estimators, for ``metrics.json``'s ``validation_sample``; the map's
+    classes at the points are read window by window, its class areas are those of ``counts``."""
+    read_map = reader(scene, data, contract.PRED_MAP_RASTER)
+
+    def map_at(rows, cols):
+        return grids.pixel_values(read_map, data["shape"], WINDOW, rows, cols)
+
     x, y, columns = point_files.read_points(scene.validation, data["grid"].crs_wkt)
     units = validation_sample.labelled_units(scene.validation, x, y, columns, scene.validation_field, scene.classes,
-                                             data["pred_map"], data["grid"], data["pixel_area_m2"], data["map_run"])
-    result = estimates(units["tables"], units["strata"], units["population_units"], map_areas(scene, data),
-                       scene.class_names)
+                                             map_at, counts.map_pixels, data["grid"], data["pixel_area_m2"],
+                                             data["map_run"])
+    result = estimates(units["tables"], units["strata"], units["population_units"],
+                       class_areas_ha(counts.map_pixels, data["pixel_area_m2"]), scene.class_names)
     log.info("validation sample %s: %d labelled points, %d without a reference left out", scene.validation.name,
              units["sample"]["labelled"], units["sample"]["unlabelled_left_out"])
     return {**result, "sample": {**units["sample"], "references": [OLOFSSON_2014, STEHMAN_2014]},
             "pixel_area_m2": data["pixel_area_m2"]}
 
 
-def map_areas(scene: Scene, data: dict) -> np.ndarray:
-    """Area of every class of the map in hectares (K,)."""
-    k = len(scene.class_names)
-    return class_areas_ha(np.bincount(data["pred_map"].ravel(), minlength=k)[:k], data["pixel_area_m2"])
-
-
 def describe_map(scene: Scene, out: OutputSet, data: dict) -> dict:
     """A scene without a reference: ``metrics.json`` with the class areas (hectares) and a report of the map,
     its uncertainty and the areas; returns the areas for ``run.json``."""
-    areas = map_areas(scene, data)
+    counts = count_scene(scene, data)
+    areas = class_areas_ha(counts.map_pixels, data["pixel_area_m2"])
     metrics = {"note": "no reference: the map's class areas only (no accuracy can be assessed)",
                "class_names": scene.class_names, "class_areas_ha": dict(zip(scene.class_names, np.round(areas, 2))),
                "total_area_ha": round(float(areas.sum()), 2), "model_scene": data["applied_from"]}
     if scene.validation is not None:
-        metrics["validation_sample"] = validation_estimates(scene, data)
+        metrics["validation_sample"] = validation_estimates(scene, data, counts)
     cli.write_json(out.path("metrics.json"), metrics)
     report.write_map_page(scene, out, areas, data["applied_from"], metrics.get("validation_sample"))
     log.info("class areas (ha): %s; report: %s", metrics["class_areas_ha"], scene.output("report.html"))
@@ -194,20 +237,20 @@ def describe_map(scene: Scene, out: OutputSet, data: dict) -> dict:
 
 def design_sample(scene: Scene, data: dict) -> None:
     """``validation_sample.gpkg`` and ``.csv``: a stratified random sample of the map to label (see
-    ``pipeline/validation_sample.py``), sized for ``target_se`` with the held-out user's accuracies (if any)."""
+    ``pipeline/validation_sample.py``), sized for ``target_se`` with the held-out user's accuracies (if any). The
+    draw reads the map whole (uint8, one byte a pixel)."""
     existing = scene.output("validation_sample.gpkg")
     if existing.is_file():
         labels = point_files.read_points(existing, data["grid"].crs_wkt)[2].get(validation_sample.REFERENCE_FIELD, [])
         if any(label not in (None, "") for label in labels):
             raise InputDataError(f"{existing}: holds labelled points; move it away before designing a new sample")
     users = [None] * len(scene.class_names)
-    if data["codes"] is not None:
-        held_out = held_out_estimates(data["segments"], data["codes"], data["labels"], data["split"],
-                                      data["pred_map"], scene.class_names, data["pixel_area_m2"],
-                                      scene.params.block_size, data["centroids"])
-        users = [entry["users_accuracy"] for entry in held_out["classes"].values()]
+    if data["reference"]:
+        classes = held_out(scene, data, count_scene(scene, data))["classes"]
+        users = [entry["users_accuracy"] for entry in classes.values()]
     params = scene.params
-    sample = validation_sample.design(data["pred_map"], data["grid"], scene.class_names, data["pixel_area_m2"], users,
+    pred_map = reader(scene, data, contract.PRED_MAP_RASTER)()
+    sample = validation_sample.design(pred_map, data["grid"], scene.class_names, data["pixel_area_m2"], users,
                                       params.target_se, params.min_per_class, params.sample_size, data["map_run"],
                                       np.random.default_rng(params.seed))
     with open_outputs(scene.workdir, DESIGN_OUTPUTS, hand_off_paths(scene)) as out:
@@ -223,10 +266,12 @@ def design_sample(scene: Scene, data: dict) -> None:
 
 def suggest_samples(scene: Scene, data: dict, count: int) -> None:
     """``suggested_samples.gpkg`` and ``.csv``: ``count`` points at the centroids of the most uncertain
-    superpixels, spread over the scene, to label and add to the training polygons."""
-    uncertainty = contract.read_raster(contract.UNCERTAINTY, scene.workdir, data["prediction"])
-    per_superpixel = label_suggestions.superpixel_uncertainty(uncertainty, data["segments"], len(data["labels"]))
-    distance = label_suggestions.spacing(int(np.isfinite(uncertainty).sum()), count, scene.params.patch_width)
+    superpixels, spread over the scene, to label and add to the training polygons; the uncertainty is summed
+    window by window of ``uncertainty.tif`` and ``segments.tif``."""
+    windows = grids.read_windows(data["shape"], WINDOW, reader(scene, data, contract.UNCERTAINTY),
+                                 reader(scene, data, contract.SEGMENTS_RASTER))
+    per_superpixel, mapped_pixels = label_suggestions.superpixel_uncertainty(windows, len(data["labels"]))
+    distance = label_suggestions.spacing(mapped_pixels, count, scene.params.patch_width)
     chosen = label_suggestions.most_uncertain(data["centroids"], per_superpixel, count, distance)
     rows, cols = data["centroids"][chosen, 0] + 0.5, data["centroids"][chosen, 1] + 0.5
     x0, dx, rx, y0, ry, dy = data["grid"].geotransform
@@ -245,8 +290,9 @@ def hand_off_paths(scene: Scene) -> tuple:
     """Every file Step 3 reads, which its outputs must never overwrite."""
     balanced = contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class)
     return (scene.config_path, balanced, *(handoff.path(scene.workdir) for handoff in (
-        contract.REFERENCE, contract.LAYERS, contract.SEGMENTS, contract.SAMPLES, contract.PRED_LABELS,
-        contract.PRED_MAP_RASTER, contract.UNCERTAINTY)), *([scene.validation] if scene.validation else []))
+        contract.REFERENCE, contract.LAYERS, contract.SEGMENTS, contract.SEGMENTS_RASTER, contract.SAMPLES,
+        contract.PRED_LABELS, contract.PRED_MAP_RASTER, contract.UNCERTAINTY)),
+            *([scene.validation] if scene.validation else []))
 
 
 def assess_run(scene: Scene, design: bool = False, suggest: int | None = None) -> None:
@@ -259,10 +305,10 @@ def assess_run(scene: Scene, design: bool = False, suggest: int | None = None) -
     with open_outputs(scene.workdir, OUTPUTS, hand_off_paths(scene)) as out:
         with cli.timed("read Step 0, 1 and 2 outputs", timings):
             data = read_hand_offs(scene)
-        if data["codes"] is None:
-            results = describe_map(scene, out, data)
-        else:
+        if data["reference"]:
             results = assess_map(scene, out, data, timings)
+        else:
+            results = describe_map(scene, out, data)
         cli.record_run(scene, out.path("run.json"), "Step3_Accuracy_Assessment", {"timings_s": timings, **results})
 
 

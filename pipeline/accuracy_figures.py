@@ -39,8 +39,8 @@ def plot_confusion(result: dict, title: str):
 
 
 def plot_maps(codes: np.ndarray, superpixel_reference: np.ndarray, pred_map: np.ndarray, class_names):
-    """Pixel reference, superpixel reference and prediction, class codes (rows, cols) each, side by side
-    (tutorial Figs 5.1, 5.2); returns the Figure."""
+    """Pixel reference, superpixel reference and prediction, class codes (rows, cols) each (the scene or its
+    preview), side by side (tutorial Figs 5.1, 5.2); returns the Figure."""
     figure, axes = pyplot().subplots(1, 3, figsize=(18, 6.5))
     for axis, (image, title) in zip(axes, ((codes, "Reference, pixel-based (black = unlabelled)"),
                                            (superpixel_reference, "Reference, superpixel-based (majority)"),
@@ -70,16 +70,17 @@ def split_map_category(labels: np.ndarray, split: np.ndarray) -> np.ndarray:
     return np.where(labels == UNLABELLED, UNUSED + 1, split).astype(np.uint8)
 
 
-def plot_disagreement(codes: np.ndarray, pred_map: np.ndarray):
-    """Where the map (rows, cols) agrees and disagrees with the reference ``codes`` (rows, cols), on every
-    labelled pixel; returns the Figure."""
-    share = np.mean(codes[codes != UNLABELLED] != pred_map[codes != UNLABELLED]) if (codes != UNLABELLED).any() else 0
+def plot_disagreement(codes: np.ndarray, pred_map: np.ndarray, share: float):
+    """Where the map (rows, cols) agrees and disagrees with the reference ``codes`` (rows, cols; the scene or its
+    preview), on every labelled pixel, titled with the ``share`` (0 to 1) of the scene's labelled pixels that
+    disagree; returns the Figure."""
     return plot_class_map(agreement_category(codes, pred_map), AGREEMENT_CATEGORIES,
                           f"Map vs reference, every labelled pixel: {share:.1%} disagree", colours=AGREEMENT_COLOURS)
 
 
 def plot_split(labels: np.ndarray, split: np.ndarray, segments: np.ndarray, title: str):
     """Step 0's spatial split (or, for a model trained elsewhere, every labelled superpixel held out): per
-    superpixel ``labels`` and ``split`` (n,), painted on ``segments`` (rows, cols); returns the Figure."""
+    superpixel ``labels`` and ``split`` (n,), painted on ``segments`` (rows, cols; the scene's or their
+    preview); returns the Figure."""
     return plot_class_map(paint_map(split_map_category(labels, split), segments),
                           list(SPLIT_MAP_CATEGORIES.values()), title, colours=SPLIT_MAP_COLOURS)

@@ -24,7 +24,6 @@ import numpy as np
 import gdal_tif2rgb
 from pipeline.contract import STEP0, TEST, UNLABELLED
 from pipeline.errors import InputDataError
-from pipeline.split import block_of
 
 OLOFSSON_2014 = ("Olofsson, P., Foody, G. M., Herold, M., Stehman, S. V., Woodcock, C. E., Wulder, M. A. (2014). "
                  "Good practices for estimating area and assessing accuracy of land change. "
@@ -204,8 +203,7 @@ def area_weighted_accuracy(confusion: np.ndarray, map_area_ha: np.ndarray, class
 COMPLETE_REFERENCE = 0.95
 
 
-def held_out_estimates(segments, codes, labels, split, pred_map, class_names, pixel_area_m2: float,
-                       block_size: int, centroids) -> dict:
+def held_out_estimates(counts, labels, split, block, class_names, pixel_area_m2: float, block_size: int) -> dict:
     """:func:`estimates` of the map from the held-out test blocks of Step 0's spatial split, each test pixel
     with its own reference value, the blocks as sampling units (see the module docstring), and what the sample
     is (``sample``). Without a probability sample (a reference labelling less than :data:`COMPLETE_REFERENCE` of
@@ -213,37 +211,31 @@ def held_out_estimates(segments, codes, labels, split, pred_map, class_names, pi
 
     Parameters
     ----------
-    segments : int array (rows, cols), superpixel ids 0..n-1
-    codes, pred_map : uint8 arrays (rows, cols): reference and map class codes, 255 where none
+    counts : pixel_counts.PixelCounts
+        The scene's pixel counts: ``map_pixels``, ``mapped_labelled`` and the test blocks' ``block_tables``.
     labels, split : uint8 arrays (n,): majority reference label and split code of each superpixel
+    block : int array (n,): the split block of each superpixel (``split.block_of`` of its centroid)
     pixel_area_m2 : area of a pixel in m²; block_size : side of the split's blocks in pixels
-    centroids : int array (n, 2): each superpixel's centroid (row, col), which places it in a block
     """
-    k = len(class_names)
-    mapped = pred_map < k
-    map_area = class_areas_ha(np.bincount(pred_map[mapped], minlength=k)[:k], pixel_area_m2)
-    coverage = np.count_nonzero(mapped & (codes < k)) / max(np.count_nonzero(mapped), 1)
+    map_area = class_areas_ha(counts.map_pixels, pixel_area_m2)
+    coverage = counts.mapped_labelled / max(int(counts.map_pixels.sum()), 1)
     labelled = labels != UNLABELLED
-    block = block_of(centroids, segments.shape, block_size)
-    observed = (labelled & (split == TEST))[segments] & mapped & (codes < k)
-    blocks, unit = np.unique(block[segments[observed]], return_inverse=True)
-    tables = np.bincount((unit * k + codes[observed]) * k + pred_map[observed],
-                         minlength=len(blocks) * k * k).reshape(-1, k, k)
+    tables = counts.block_tables[counts.block_tables.sum(axis=(1, 2)) > 0]  # the blocks with a test pixel
     population = np.unique(block[labelled]).size
-    result = estimates(tables, np.zeros(len(blocks), np.intp), np.array([population]), map_area, class_names,
+    result = estimates(tables, np.zeros(len(tables), np.intp), np.array([population]), map_area, class_names,
                        map_shares=map_area / max(map_area.sum(), 1e-300))
-    probability = bool(coverage >= COMPLETE_REFERENCE and len(blocks) > 0)
+    probability = bool(coverage >= COMPLETE_REFERENCE and len(tables) > 0)
     sample = {"design": "cluster sample: the spatial split's test blocks, drawn in random order among the blocks "
                         "holding labelled superpixels until the test share was reached, taken as a simple random "
                         "sample of blocks without replacement",
               "unit": f"block of {block_size} x {block_size} px (the superpixels whose centroids lie in it)",
-              "blocks": int(len(blocks)), "population_blocks": int(population), "pixels": int(tables.sum()),
+              "blocks": int(len(tables)), "population_blocks": int(population), "pixels": int(tables.sum()),
               "test_superpixels": int((labelled & (split == TEST)).sum()), "reference_coverage": round(coverage, 4),
               "probability_sample": probability,
               "variance": "Taylor linearization of the ratio estimators over blocks, finite population correction "
                           "1 - blocks / population_blocks (Stehman 1997; Cochran 1977)",
               "references": [OLOFSSON_2014, STEHMAN_1997, COCHRAN_1977]}
-    if len(blocks) == population:
+    if len(tables) == population:
         sample["note"] = "every block is held out: a census of the reference, without sampling error"
     if not probability:
         sample["note"] = (f"not a probability sample of the map: the reference labels {coverage:.1%} of the mapped "

@@ -1,4 +1,5 @@
-"""Pixel-grid arithmetic shared by the steps: tile windows and halos, previews, painting superpixel labels.
+"""Pixel-grid arithmetic shared by the steps: tile windows and halos, reading rasters window by window,
+previews, painting superpixel labels.
 
 A *window* here is always a rectangle of the scene, ``(row, col, rows, cols)`` in pixels; the width of a patch
 around a superpixel is the *patch width* (``Parameters.patch_width``).
@@ -19,6 +20,37 @@ def tile_windows(shape: tuple, tile_size: int) -> list[tuple[int, int, int, int]
     """
     return [(row, col, min(tile_size, shape[0] - row), min(tile_size, shape[1] - col))
             for row in range(0, shape[0], tile_size) for col in range(0, shape[1], tile_size)]
+
+
+def read_windows(shape: tuple, size: int, *readers):
+    """For each of the :func:`tile_windows` of ``size`` px over a scene of ``shape``, the tuple of what every
+    reader returns for it (``reader(window)``, window = (row, col, rows, cols)): only one window of each raster
+    is in memory at a time.
+
+    >>> segments = np.arange(6).reshape(2, 3)
+    >>> [s.tolist() for s, in read_windows(segments.shape, 2, lambda w: segments[w[0]:w[0] + w[2], w[1]:w[1] + w[3]])]
+    [[[0, 1], [3, 4]], [[2], [5]]]
+    """
+    for window in tile_windows(shape, size):
+        yield tuple(read(window) for read in readers)
+
+
+def pixel_values(read, shape: tuple, size: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Values (int64) of an integer raster of a scene of ``shape`` at the pixels ``rows``, ``cols`` (int arrays,
+    inside the scene), reading only the :func:`tile_windows` of ``size`` px that hold one of them:
+    ``read(window)`` returns the raster's (rows, cols) in a window (row, col, rows, cols).
+
+    >>> scene = np.arange(12).reshape(3, 4)
+    >>> def read(w): return scene[w[0]:w[0] + w[2], w[1]:w[1] + w[3]]
+    >>> pixel_values(read, scene.shape, 2, np.array([2, 0, 1]), np.array([3, 1, 2])).tolist()
+    [11, 1, 6]
+    """
+    values = np.zeros(len(rows), np.int64)
+    for row, col, n_rows, n_cols in tile_windows(shape, size):
+        inside = (rows >= row) & (rows < row + n_rows) & (cols >= col) & (cols < col + n_cols)
+        if inside.any():
+            values[inside] = read((row, col, n_rows, n_cols))[rows[inside] - row, cols[inside] - col]
+    return values
 
 
 def with_halo(window: tuple, halo: int, shape: tuple) -> tuple[int, int, int, int]:

@@ -7,14 +7,23 @@ import math
 import numpy as np
 
 
-def superpixel_uncertainty(uncertainty: np.ndarray, segments: np.ndarray, n_superpixels: int) -> np.ndarray:
-    """Mean uncertainty of each superpixel (float64, n) from the per-pixel ``uncertainty`` raster (rows, cols;
-    NaN where unmapped) and ``segments`` (rows, cols); NaN for a superpixel without a mapped pixel."""
-    valid = np.isfinite(uncertainty)
-    sums = np.bincount(segments[valid], weights=uncertainty[valid], minlength=n_superpixels)
-    counts = np.bincount(segments[valid], minlength=n_superpixels)
+def superpixel_uncertainty(blocks, n_superpixels: int) -> tuple[np.ndarray, int]:
+    """Mean uncertainty of each superpixel (float64, n; NaN for a superpixel without a mapped pixel) and the
+    number of mapped pixels, summed window by window: ``blocks`` yields (uncertainty, segments) of windows
+    covering the scene once (``grids.read_windows``), the per-pixel uncertainty (rows, cols; NaN where unmapped)
+    and the superpixel ids of the same pixels.
+
+    >>> uncertainty, segments = np.array([[0.25, 0.75, np.nan]]), np.array([[0, 0, 1]])
+    >>> superpixel_uncertainty([(uncertainty[:, :1], segments[:, :1]), (uncertainty[:, 1:], segments[:, 1:])], 2)
+    (array([0.5, nan]), 2)
+    """
+    sums, counts = np.zeros(n_superpixels), np.zeros(n_superpixels, np.int64)
+    for uncertainty, segments in blocks:
+        valid = np.isfinite(uncertainty)
+        sums += np.bincount(segments[valid], weights=uncertainty[valid], minlength=n_superpixels)
+        counts += np.bincount(segments[valid], minlength=n_superpixels)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / counts, np.nan)
+        return np.where(counts > 0, sums / counts, np.nan), int(counts.sum())
 
 
 def spacing(mapped_pixels: int, count: int, patch_width: int) -> float:

@@ -110,11 +110,13 @@ def design(pred_map: np.ndarray, grid: Grid, class_names, pixel_area_m2: float, 
     return {"x": x, "y": y, "fields": fields, "summary": summary}
 
 
-def labelled_units(path: Path, x, y, columns: dict, field: str, classes: dict, pred_map: np.ndarray, grid: Grid,
+def labelled_units(path: Path, x, y, columns: dict, field: str, classes: dict, map_at, map_pixels, grid: Grid,
                    pixel_area_m2: float, map_run: str) -> dict:
     """The labelled points of a designed sample as inputs of ``area_estimates.estimates``: ``tables`` (u, K, K
-    one-hot, reference rows, map columns; the map class from ``pred_map``), ``strata``, ``population_units``
-    (pixels per stratum) and the ``sample`` description. Points without a reference are left out and counted."""
+    one-hot, reference rows, map columns), ``strata``, ``population_units`` (pixels per stratum) and the
+    ``sample`` description. The map assessed gives its class codes at pixels by ``map_at(rows, cols)`` (int
+    arrays) and its pixels of each class in ``map_pixels`` (K,). Points without a reference are left out and
+    counted."""
     names = list(classes)
     missing = [name for name in ("map_class", "stratum_area_ha", "inclusion_probability", "map_run", field)
                if name not in columns]
@@ -128,13 +130,12 @@ def labelled_units(path: Path, x, y, columns: dict, field: str, classes: dict, p
     lookup.update({str(value).casefold(): i for i, values in enumerate(classes.values()) for value in values})
     reference = _codes(path, [value for value in references if value is not None], lookup, field)
     population = _stratum_pixels(path, strata, columns["stratum_area_ha"], len(names), pixel_area_m2)
-    mapped_pixels = np.count_nonzero(pred_map < len(names))
+    mapped_pixels = int(np.sum(map_pixels))
     if abs(population.sum() - mapped_pixels) > 0.5:
         raise InputDataError(f"{path}: its strata cover {population.sum() * pixel_area_m2 / 1e4:,.2f} ha, this map "
                              f"{mapped_pixels * pixel_area_m2 / 1e4:,.2f} ha: designed on another map, or the points "
                              f"of a whole stratum were removed")
-    rows, cols = _pixels_of(path, x, y, grid, pred_map, len(names))
-    mapped = pred_map[rows, cols].astype(np.int64)
+    mapped = _map_classes(path, x, y, grid, map_at, len(names))
     design_runs = sorted({str(run) for run in columns["map_run"]})
     if len(design_runs) != 1:
         raise InputDataError(f"{path}: points of designs on {len(design_runs)} maps ({', '.join(design_runs)}); "
@@ -186,15 +187,18 @@ def _stratum_pixels(path: Path, strata, areas, k: int, pixel_area_m2: float) -> 
     return population
 
 
-def _pixels_of(path: Path, x, y, grid: Grid, pred_map: np.ndarray, k: int):
-    """Map rows and columns of points ``x``, ``y``; points off the map, or on its unmapped pixels, are an error."""
+def _map_classes(path: Path, x, y, grid: Grid, map_at, k: int) -> np.ndarray:
+    """The map's class codes (int64) at points ``x``, ``y`` from ``map_at(rows, cols)``; points off the map, or on
+    its unmapped pixels, are an error."""
     x0, dx, rx, y0, ry, dy = grid.geotransform
     det = dx * dy - rx * ry
     cols = np.floor(((x - x0) * dy - (y - y0) * rx) / det).astype(np.int64)
     rows = np.floor(((y - y0) * dx - (x - x0) * ry) / det).astype(np.int64)
     inside = (rows >= 0) & (rows < grid.rows) & (cols >= 0) & (cols < grid.cols)
-    inside[inside] = pred_map[rows[inside], cols[inside]] < k
-    if not inside.all():
-        raise InputDataError(f"{path}: {int((~inside).sum())} of {len(x)} points lie outside the map (first at x "
-                             f"{x[~inside][0]:.1f}, y {y[~inside][0]:.1f}): a sample of another scene?")
-    return rows, cols
+    classes = np.full(len(x), k, np.int64)
+    classes[inside] = map_at(rows[inside], cols[inside])
+    outside = classes >= k
+    if outside.any():
+        raise InputDataError(f"{path}: {int(outside.sum())} of {len(x)} points lie outside the map (first at x "
+                             f"{x[outside][0]:.1f}, y {y[outside][0]:.1f}): a sample of another scene?")
+    return classes

@@ -29,6 +29,11 @@ def olofsson_map():
     return pred_map, gdal_tif2rgb.Grid(2000, 5000, (500000.0, 30.0, 0.0, 6000000.0, 0.0, -30.0), utm_wkt())
 
 
+def in_memory(pred_map: np.ndarray, k: int = 4) -> tuple:
+    """``map_at`` and ``map_pixels`` of ``validation_sample.labelled_units`` for a map held in memory."""
+    return (lambda rows, cols: pred_map[rows, cols]), np.bincount(pred_map.ravel(), minlength=256)[:k]
+
+
 def utm_wkt() -> str:
     from osgeo import osr
 
@@ -54,7 +59,7 @@ def test_olofsson_worked_example_through_a_labelled_geopackage(tmp_path):
     for read in (path, path.with_suffix(".csv")):
         x, y, columns = point_files.read_points(read, grid.crs_wkt)
         units = validation_sample.labelled_units(read, x, y, columns, "reference", {n: [i] for i, n in enumerate(NAMES)},
-                                                 pred_map, grid, 900.0, "run-a")
+                                                 *in_memory(pred_map), grid, 900.0, "run-a")
         result = estimates(units["tables"], units["strata"], units["population_units"], PIXELS * 0.09, NAMES)
         got = [result["classes"][n]["estimated_area_ha"] for n in NAMES]
         assert got == pytest.approx([21_158, 11_686, 285_770, 581_386], abs=1)
@@ -131,12 +136,13 @@ def test_designed_sample_intervals_contain_the_true_areas_about_95_percent_of_th
     true_oa = float(np.mean(codes[mapped] == pred_map[mapped]))
     map_area = np.bincount(pred_map[mapped], minlength=k)[:k] / 100.0
     covered, covered_oa, draws = 0, 0, 200
+    the_map = in_memory(pred_map)
     for seed in range(draws):
         sample = validation_sample.design(pred_map, grid, names, 100.0, [None] * k, 0.02, 30, 0, "run",
                                           np.random.default_rng(seed))
         fields = label_in_memory(sample, codes, grid, names)
         units = validation_sample.labelled_units("memory", sample["x"], sample["y"], fields, "reference",
-                                                 {n: [n] for n in names}, pred_map, grid, 100.0, "run")
+                                                 {n: [n] for n in names}, *the_map, grid, 100.0, "run")
         result = estimates(units["tables"], units["strata"], units["population_units"], map_area, names)
         for name, true_area in zip(names, truth):
             entry = result["classes"][name]
@@ -162,7 +168,7 @@ def label_file(path, codes, grid, names, field="reference", value=None):
     dataset = None
 
 
-def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys):
+def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys, monkeypatch):
     workdir, arguments = assessed["workdir"], assessed["arguments"]
     names = ["urban", "crop", "vegetation", "water"]
     assert step3.main([*arguments, "--design-sample", "--target-se", "0.02", "--min-per-class", "20"]) == 0
@@ -191,6 +197,12 @@ def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys):
     report = (workdir / "report.html").read_text(encoding="utf-8")
     assert "Class areas and accuracy from the validation sample" in report and "Stehman" in report
     assert "validation sample of" in report  # the headline names its sample
+
+    # the map's classes at the points and its class areas read in windows of 100 px: the same estimates
+    written = (workdir / "metrics.json").read_text()
+    monkeypatch.setattr(step3, "WINDOW", 100)
+    assert step3.main([*arguments, "--validation", str(labelled)]) == 0
+    assert (workdir / "metrics.json").read_text() == written
 
     # a designed file that holds labels is never overwritten by a new design
     shutil.copy(labelled, designed)
@@ -230,15 +242,16 @@ def test_unlabelled_points_are_left_out_and_counted(assessed, tmp_path):
     fields = label_in_memory(sample, assessed["codes"], assessed["grid"], names)
     fields["reference"] = [None if i % 5 == 0 else value for i, value in enumerate(fields["reference"])]
     units = validation_sample.labelled_units("memory", sample["x"], sample["y"], fields, "reference",
-                                             {n: [n] for n in names}, assessed["pred_map"], assessed["grid"], 100.0,
-                                             assessed["map_run"])
+                                             {n: [n] for n in names}, *in_memory(assessed["pred_map"]),
+                                             assessed["grid"], 100.0, assessed["map_run"])
     assert units["sample"]["unlabelled_left_out"] == len(range(0, len(sample["x"]), 5))
     assert units["sample"]["labelled"] + units["sample"]["unlabelled_left_out"] == len(sample["x"])
     # [classes] values are accepted in place of names, in any field
     fields["code"] = [{"urban": 3, "crop": 2, "vegetation": 1, "water": 4}[v] if v else None for v in fields["reference"]]
     by_value = validation_sample.labelled_units("memory", sample["x"], sample["y"], fields, "code",
                                                 {"urban": [3], "crop": [2], "vegetation": [1], "water": [4]},
-                                                assessed["pred_map"], assessed["grid"], 100.0, assessed["map_run"])
+                                                *in_memory(assessed["pred_map"]), assessed["grid"], 100.0,
+                                                assessed["map_run"])
     assert np.array_equal(by_value["tables"], units["tables"])
 
 
@@ -251,7 +264,8 @@ def test_a_later_map_is_assessed_with_the_strata_of_the_design(assessed):
     fields = label_in_memory(sample, assessed["codes"], assessed["grid"], names)
     later = np.where(pred_map == 1, 2, pred_map).astype(np.uint8)  # a map without crop
     units = validation_sample.labelled_units("memory", sample["x"], sample["y"], fields, "reference",
-                                             {n: [n] for n in names}, later, assessed["grid"], 100.0, "later-run")
+                                             {n: [n] for n in names}, *in_memory(later), assessed["grid"], 100.0,
+                                             "later-run")
     assert "Stehman 2014" in units["sample"]["design"]
     result = estimates(units["tables"], units["strata"], units["population_units"],
                        np.bincount(later.ravel(), minlength=4)[:4] / 100.0, names)
