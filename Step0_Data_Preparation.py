@@ -50,7 +50,8 @@ from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.layers import apply_stretch, build_layers, check_limits_fit, stretched_layers, stretched_preview
+from pipeline.layers import (apply_stretch, build_layers, check_limits_fit, select_layers, stretched_layers,
+                             stretched_preview)
 from pipeline.sampling import example_indices, sample_superpixels
 from pipeline.split import spatial_split, summarise, tiled_split
 from pipeline.tiled_outputs import TiledOutputs, write_tiles
@@ -76,7 +77,7 @@ class PreparedScene:
     split: np.ndarray  # (n,) uint8 split codes
     purity: np.ndarray  # (n,) float32
     invalid_pixels: int
-    preview_layers: np.ndarray  # stretched layers (rows', cols', 8) of the preview: every s-th row and column
+    preview_steps: np.ndarray  # stretched layers (rows', cols', 8) of the preview, as stored uint8 steps
     preview_segments: np.ndarray  # superpixel ids (rows', cols') on the preview
     read_patches: Callable[[np.ndarray], np.ndarray]  # superpixel indices -> their patches (m, w, w, 8)
     tiles: int = 1
@@ -129,18 +130,18 @@ def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: Output
     log.info("scene %s: %d x %d px, %d classes %s", scene.name, grid.cols, grid.rows, len(scene.classes),
              scene.class_names)
     with cli.timed("layers and stretch", timings):
-        layers, preview, preview_valid, limits = stretched_layers(raw, valid, record["stretch"]["limits"])
+        stretched = stretched_layers(raw, valid, p.slic_layers, record["stretch"]["limits"])
         if scene.stretch_from:
-            check_limits_fit(preview, preview_valid, limits, scene.stretch_from)
-        record["stretch"]["limits"] = limits
+            check_limits_fit(stretched.preview, stretched.preview_valid, stretched.limits, scene.stretch_from)
+        record["stretch"]["limits"] = stretched.limits
         del raw
-    step = grids.display_stride(*valid.shape)
-    steps = contract.encode_unit_values(layers)  # the stored precision: layers.tif and the patches
+    steps = stretched.steps  # the stored precision: layers.tif and the patches
     run = record["run"]
 
     def quicklooks_and_rasters():
         with cli.timed("quicklooks (drawn alongside SLIC and the sampling)", timings):
-            quicklooks.write_quicklooks(out, preview, layers[::step, ::step], limits, preview_valid, valid.shape)
+            quicklooks.write_quicklooks(out, stretched.preview, stretched.preview_steps, stretched.limits,
+                                        stretched.preview_valid, valid.shape)
         with cli.timed("write layers and reference (alongside SLIC and the sampling)", timings):
             contract.write_raster(contract.LAYERS, out.staging, steps, grid, run)
             if scene.reference is not None:
@@ -150,23 +151,28 @@ def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: Output
     with ThreadPoolExecutor(1) as background:  # matplotlib, PNG and GeoTIFF encoding overlap SLIC's strips
         background_done = background.submit(quicklooks_and_rasters)
         with cli.timed(f"SLIC (n_segments={p.n_segments}, compactness={p.compactness})", timings):
-            segments = superpixels.segment(layers, p.slic_layers, p.n_segments, p.compactness, valid)
+            segments = superpixels.segment(stretched.slic_input, p.n_segments, p.compactness, valid)
         record["superpixels"] = int(segments.max()) + 1  # the row count every superpixel hand-off must have
         log.info("%d superpixels, %.1f px each on average", record["superpixels"],
                  segments.size / record["superpixels"])
+        segments_written = background.submit(contract.write_raster, contract.SEGMENTS_RASTER, out.staging, segments,
+                                             grid, run)  # after the quicklooks, beside the sampling
         with cli.timed("sampling: centroids, patches, majority labels, split", timings):
             sampled = sample_superpixels(steps, segments, codes, valid, p.patch_width, len(scene.classes))
             sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p.patch_width,
                                              p.block_size, p.test_fraction, np.random.default_rng(p.seed))
         with cli.timed("write segments and samples", timings):
             background_done.result()  # its errors first: files fail in the order they are written
-            contract.write_raster(contract.SEGMENTS_RASTER, out.staging, segments, grid, run)
-            contract.record_rasters(record, out, contract.STEP0_RASTERS)
-            contract.save(contract.SEGMENTS, out.staging, {"segments": segments, contract.PROVENANCE: record})
+            segments_written.result()
+            contract.record_rasters(record, out, contract.STEP0_RASTERS)  # the .mat files carry the fingerprints
+            segments_saved = background.submit(contract.save, contract.SEGMENTS, out.staging,
+                                               {"segments": segments, contract.PROVENANCE: record})
             contract.save(contract.SAMPLES, out.staging, {**sampled, "class_names": scene.class_names,
                                                            "layer_names": LAYER_NAMES, contract.PROVENANCE: record})
+            segments_saved.result()
+    step = grids.display_stride(*valid.shape)
     return PreparedScene(labels=sampled["labels"], split=sampled["split"], purity=sampled["purity"],
-                         invalid_pixels=int(valid.size - valid.sum()), preview_layers=layers[::step, ::step],
+                         invalid_pixels=int(valid.size - valid.sum()), preview_steps=stretched.preview_steps,
                          preview_segments=segments[::step, ::step],
                          read_patches=lambda indices: contract.decode_unit_values(sampled["samples"][indices]))
 
@@ -191,7 +197,8 @@ def prepare_tile(scene: Scene, work: sources.PreparedSources, limits: dict, wind
     core = (slice(row - top, row - top + rows), slice(col - left, col - left + cols))
     codes = work.codes_where_valid(codes, valid[core])
     n_segments = max(1, round(p.n_segments * rows * cols / (shape[0] * shape[1])))
-    segments = superpixels.segment(layers[core], p.slic_layers, n_segments, p.compactness, valid[core], n_strips)
+    segments = superpixels.segment(select_layers(layers[core], p.slic_layers), n_segments, p.compactness,
+                                   valid[core], n_strips)
     steps = contract.encode_unit_values(layers)  # the stored precision, a quarter of the bytes to ship
     sampled = sample_superpixels(steps, segments, codes, valid[core], p.patch_width, len(scene.classes), shape,
                                  (top, left), (row, col))
@@ -212,12 +219,12 @@ def prepare_tiled(scene: Scene, work: sources.PreparedSources, out: OutputSet, r
     windows = grids.tile_windows(shape, p.tile_size)
     step = grids.display_stride(*shape)
     with cli.timed("preview, stretch limits and quicklooks", timings):
-        preview, stretched, preview_valid, limits = stretched_preview(work.image, work.bands, shape, step,
+        preview, preview_steps, preview_valid, limits = stretched_preview(work.image, work.bands, shape, step,
                                                                       record["stretch"]["limits"])
         if scene.stretch_from:
             check_limits_fit(preview, preview_valid, limits, scene.stretch_from)
         record["stretch"]["limits"] = limits
-        quicklooks.write_quicklooks(out, preview, stretched, limits, preview_valid, shape)
+        quicklooks.write_quicklooks(out, preview, preview_steps, limits, preview_valid, shape)
     with cli.timed(f"tiles: layers, SLIC (n_segments={p.n_segments}), sampling, writes, split", timings):
         log.info("%d tiles of up to %d px on %s", len(windows), p.tile_size, client)
         codes = work.reference_codes
@@ -240,7 +247,7 @@ def prepare_tiled(scene: Scene, work: sources.PreparedSources, out: OutputSet, r
             outputs.samples_mat.put("split", split)
     return PreparedScene(
         labels=kept["labels"], split=split, purity=kept["purity"], invalid_pixels=kept["invalid"],
-        preview_layers=stretched, preview_segments=kept["segments_preview"], tiles=len(windows),
+        preview_steps=preview_steps, preview_segments=kept["segments_preview"], tiles=len(windows),
         read_patches=lambda indices: contract.load_rows(contract.SAMPLES, out.staging, ["samples"],
                                                         indices)["samples"])
 
@@ -254,7 +261,7 @@ def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, 
         log.warning("%d pixels are NaN or nodata in %s: they are masked", prepared.invalid_pixels, scene.image.name)
     def draw_boundaries():  # numpy and PNG encoding, no pyplot: safe beside the example-patch figure
         gdal_tif2rgb.save_png(out.path("segments_boundaries.png"), quicklooks.boundary_image(
-            quicklooks.to_rgb_display(prepared.preview_layers), prepared.preview_segments))
+            select_layers(prepared.preview_steps, quicklooks.COMPOSITES["rgb"]), prepared.preview_segments))
 
     with cli.timed("superpixel boundaries and example patches", details["timings_s"]), ThreadPoolExecutor(1) as side:
         boundaries = side.submit(draw_boundaries)
@@ -279,8 +286,9 @@ def explore_slic(scene: Scene, work: sources.PreparedSources, out: OutputSet, cr
     """Grid of SLIC boundaries on a central crop of ``crop_size`` px of the image on the work grid (``work``) over
     compactness 0.01..100 and three superpixel counts (see ``quicklooks.plot_slic_exploration``)."""
     raw, valid = work.read_image()
-    figure = quicklooks.plot_slic_exploration(stretched_layers(raw, valid)[0], valid, scene.params.slic_layers,
-                                              scene.params.n_segments, crop_size)
+    stretched = stretched_layers(raw, valid, scene.params.slic_layers)
+    rgb = select_layers(stretched.steps, quicklooks.COMPOSITES["rgb"])
+    figure = quicklooks.plot_slic_exploration(rgb, stretched.slic_input, valid, scene.params.n_segments, crop_size)
     gdal_tif2rgb.save_png(out.path("explore_slic.png"), figure)
     log.info("wrote explore_slic.png in %s: pick n_segments and compactness, then run without --explore",
              scene.workdir)

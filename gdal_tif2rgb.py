@@ -226,20 +226,24 @@ def _failed_write_closes_quiet():
 CLASS_NAME_ITEM = "CLASS_"
 
 
+#: Rasters of at most this many bytes, uncompressed, are staged in memory for the COG driver (one pass to disk).
+STAGING_IN_MEMORY_BYTES = 512 * 2**20
+
+
 @contextlib.contextmanager
 def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=None, nodata=None, scale=None,
                    class_names=None, class_colours=None, metadata=None, cloud_optimized: bool = True):
     """Yield ``write(array, row=0, col=0)``, which writes a (rows, cols) or (bands, rows, cols) block of a
     compressed Cloud-Optimized GeoTIFF on ``grid`` (a plain tiled one unless ``cloud_optimized``); the file
-    appears at ``path`` only when the block exits cleanly. Blocks go to an uncompressed tiled GeoTIFF staged
-    beside ``path``, which GDAL's COG driver then compresses into the final file with overviews
-    (nearest-neighbour for class and id rasters, average for float or scaled layers); the staging file is
-    removed in every case. ``scale``: the band scale of integer steps of a continuous value (value = stored *
-    scale, as QGIS reads it). ``class_names`` and ``class_colours`` (RGB tuples indexed by class value) add a
-    colour table and category names to band 1, which QGIS shows as a legend. GeoTIFF keeps category names only
-    in the ``.aux.xml`` side file, so they are also written inside the file as band 1 metadata items
-    ``CLASS_<value>=<name>`` (:func:`read_class_names` reads either). ``metadata`` (a dict of str) is stored as
-    the file's own metadata items (:func:`read_layout`).
+    appears at ``path`` only when the block exits cleanly. Blocks go to an uncompressed staging raster, in
+    memory up to ``STAGING_IN_MEMORY_BYTES``, else a tiled GeoTIFF beside ``path``, which GDAL's COG driver
+    then compresses into the final file with overviews (nearest-neighbour for class and id rasters, average
+    for float or scaled layers); a staging file is removed in every case. ``scale``: the band scale of integer
+    steps of a continuous value (value = stored * scale, as QGIS reads it). ``class_names`` and
+    ``class_colours`` (RGB tuples indexed by class value) add a colour table and category names to band 1,
+    which QGIS shows as a legend. GeoTIFF keeps category names only in the ``.aux.xml`` side file, so they are
+    also written inside the file as band 1 metadata items ``CLASS_<value>=<name>`` (:func:`read_class_names`
+    reads either). ``metadata`` (a dict of str) is stored as the file's own metadata items (:func:`read_layout`).
     """
     from osgeo import gdal, gdal_array
 
@@ -248,13 +252,16 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype))
     is_float = np.dtype(dtype).kind == "f"
     continuous = is_float or scale is not None
-    # A COG's staging file is left uncompressed: the COG driver compresses once, as it copies.
+    in_memory = cloud_optimized and n_bands * grid.rows * grid.cols * np.dtype(dtype).itemsize <= \
+        STAGING_IN_MEMORY_BYTES
+    # A COG's staging raster is left uncompressed: the COG driver compresses once, as it copies.
     compression = [f"{key}={value}" for key, value in _compression(is_float, continuous, "GTiff").items()]
     options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
                *(["COMPRESS=NONE"] if cloud_optimized else compression)]
-    with atomic_output(path) as temporary, _staging_file(path) as staging:
-        dataset = _gdal_call(path, gdal.GetDriverByName("GTiff").Create, str(staging), grid.cols, grid.rows,
-                             n_bands, gdal_type, options)
+    with atomic_output(path) as temporary, _staging_file(path, in_memory) as staging:
+        create = (gdal.GetDriverByName("MEM").Create, "", grid.cols, grid.rows, n_bands, gdal_type) if in_memory \
+            else (gdal.GetDriverByName("GTiff").Create, str(staging), grid.cols, grid.rows, n_bands, gdal_type, options)
+        dataset = _gdal_call(path, *create)
         written = False
         try:
             _describe_bands(dataset, grid, band_names, nodata, scale, class_names, class_colours)
@@ -269,9 +276,11 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
             yield write
             _gdal_call(path, dataset.FlushCache)
             written = True
+            if in_memory:
+                staging = dataset  # converted from memory below
         finally:
             with contextlib.nullcontext() if written else _failed_write_closes_quiet():
-                dataset = None  # the last reference: the dataset closes here
+                dataset = None  # the last reference to a staging file's dataset: it closes here
         try:
             if cloud_optimized:
                 _gdal_call(path, _translate_to_cog, staging, temporary, is_float, continuous)
@@ -280,6 +289,8 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
         except BaseException:
             _remove_sidecar(temporary)
             raise
+        finally:
+            staging = None  # an in-memory staging raster is freed here
         sidecar = Path(f"{temporary}.aux.xml")  # GDAL keeps category names in this side file
         if sidecar.exists():
             os.replace(sidecar, f"{path}.aux.xml")
@@ -294,8 +305,12 @@ def _new_file_beside(path: Path, suffix: str) -> Path:
 
 
 @contextlib.contextmanager
-def _staging_file(path: Path):
-    """Yield a fresh temporary .tif path beside ``path``; remove it and its side file on exit, whatever happens."""
+def _staging_file(path: Path, in_memory: bool = False):
+    """Yield a fresh temporary .tif path beside ``path`` (None if the raster is staged ``in_memory``); remove it
+    and its side file on exit, whatever happens."""
+    if in_memory:
+        yield None
+        return
     staging = _new_file_beside(path, "staging.tif")
     try:
         yield staging
@@ -347,15 +362,16 @@ def _compression(is_float: bool, continuous: bool, driver: str) -> dict:
     return {"COMPRESS": codec, level: 1, "PREDICTOR": predictor}
 
 
-def _translate_to_cog(source: Path, target: Path, is_float: bool, continuous: bool) -> None:
-    """Convert a GeoTIFF to a Cloud-Optimized GeoTIFF with overviews (averaged for a ``continuous`` value),
-    compressed as :func:`geotiff_writer`'s."""
+def _translate_to_cog(source, target: Path, is_float: bool, continuous: bool) -> None:
+    """Convert a raster (a GeoTIFF's path, or an open GDAL dataset) to a Cloud-Optimized GeoTIFF with overviews
+    (averaged for a ``continuous`` value), compressed as :func:`geotiff_writer`'s."""
     from osgeo import gdal
 
     compression = [f"{key}={value}" for key, value in _compression(is_float, continuous, "COG").items()]
     options = [*compression, "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
                f"OVERVIEW_RESAMPLING={'AVERAGE' if continuous else 'NEAREST'}"]
-    result = gdal.Translate(str(target), str(source), format="COG", creationOptions=options)
+    source = str(source) if isinstance(source, Path) else source
+    result = gdal.Translate(str(target), source, format="COG", creationOptions=options)
     if result is None:
         raise InputFileError(f"{target}: GDAL could not write the Cloud-Optimized GeoTIFF")
     result.FlushCache()

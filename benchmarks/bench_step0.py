@@ -37,6 +37,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 import gdal_tif2rgb  # noqa: E402
 from pipeline import contract, superpixels  # noqa: E402
 from pipeline.grids import paint_map  # noqa: E402
+from pipeline.layers import select_layers  # noqa: E402
 from pipeline.sampling import extract_patches, majority_labels  # noqa: E402
 from pipeline.reference import class_codes  # noqa: E402
 from tutorial_scene import build_scene  # noqa: E402
@@ -92,7 +93,7 @@ def plain_slic(layers: np.ndarray, n_segments: int, step0_wall_s: float) -> dict
     from pipeline.config import Parameters
 
     params = Parameters()
-    rgb = np.ascontiguousarray(layers[..., [contract.LAYER_NAMES.index(name) for name in params.slic_layers]])
+    rgb = np.ascontiguousarray(select_layers(layers, params.slic_layers))
     start = time.perf_counter()
     slic(rgb, n_segments=n_segments, compactness=params.compactness, start_label=0)
     seconds = time.perf_counter() - start

@@ -12,29 +12,34 @@ import gdal_tif2rgb
 from pipeline import grids, superpixels
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES
 from pipeline.figures import pyplot
+from pipeline.layers import select_layers
 
 #: Layer triplets written as colour composites, and the colour maps of the index layers.
 COMPOSITES = {"rgb": ("red", "green", "blue"), "nir_green_blue": ("nir", "green", "blue"),
               "swir_green_blue": ("swir", "green", "blue")}
 INDEX_COLOUR_MAPS = {"ndvi": "RdYlGn", "ndwi": "BrBG", "ndbi": "RdGy_r"}
+#: Longest side of an index map's image (px): about what its figure shows, so matplotlib has little to resample.
+INDEX_MAP_PX = 1000
 
 
-def write_quicklooks(out, raw: np.ndarray, stretched: np.ndarray, limits: dict, valid: np.ndarray,
+def write_quicklooks(out, raw: np.ndarray, steps: np.ndarray, limits: dict, valid: np.ndarray,
                      scene_shape: tuple) -> None:
     """Colour composites, index maps with colour bars and a histogram per layer (tutorial 1.1), written to
     ``out.path(name)`` (an ``outputs.OutputSet``).
 
-    ``raw`` and ``stretched`` are (rows, cols, 8) previews of the layers before and after the stretch,
+    ``raw`` and ``steps`` are (rows, cols, 8) previews of the layers before and after the stretch (as stored
+    uint8 steps),
     ``valid`` their mask (rows, cols) and ``limits`` the stretch (layer name -> (low, high)); scenes bigger
-    than 2000 px (``scene_shape``, rows and cols) pass a subsampled preview.
+    than 2000 px (``scene_shape``, rows and cols) pass a subsampled preview, and the index maps show every
+    s-th pixel of it, at most ``INDEX_MAP_PX`` on the longest side.
     """
     plt = pyplot()
+    step = grids.display_stride(*valid.shape, INDEX_MAP_PX)  # the index maps' pixels at the figure's size
     for name, triplet in COMPOSITES.items():
-        rgb = stretched[..., [LAYER_NAMES.index(n) for n in triplet]]
-        gdal_tif2rgb.save_png(out.path(f"{name}.png"), gdal_tif2rgb.unit_to_byte(rgb))
+        gdal_tif2rgb.save_png(out.path(f"{name}.png"), select_layers(steps, triplet))
     for name in INDEX_LAYERS:
         figure, axis = plt.subplots(figsize=(7, 6))
-        shown = np.where(valid, raw[..., LAYER_NAMES.index(name)], np.nan)
+        shown = np.where(valid[::step, ::step], raw[::step, ::step, LAYER_NAMES.index(name)], np.nan)
         image = axis.imshow(shown, cmap=INDEX_COLOUR_MAPS[name], vmin=limits[name][0], vmax=limits[name][1])
         figure.colorbar(image, ax=axis, label=name.upper())
         axis.set_title(f"{name.upper()} (colour scale: 1st-99th percentile)")
@@ -67,49 +72,49 @@ def boundary_image(rgb: np.ndarray, segments: np.ndarray, colour=(255, 255, 0)) 
     return out
 
 
-def to_rgb_display(layers: np.ndarray) -> np.ndarray:
-    """RGB uint8 image (rows, cols, 3) of the Red, Green, Blue layers of a stretched stack (rows, cols, 8)."""
-    return gdal_tif2rgb.unit_to_byte(layers[..., [LAYER_NAMES.index(n) for n in COMPOSITES["rgb"]]])
-
-
-def plot_example_patches(chosen: list, patches: np.ndarray, class_names, per_class: int = 6):
+def plot_example_patches(chosen: list, patches: np.ndarray, class_names, per_class: int = 6, gap: int = 8):
     """Figure of the RGB ``patches`` (m, w, w, 8), stretched, of the superpixels ``chosen`` per class (one
-    index array per class, m indices in all, in that order) (tutorial 2.2)."""
-    rgb = [LAYER_NAMES.index(n) for n in ("red", "green", "blue")]
-    figure, axes = pyplot().subplots(len(class_names), per_class, squeeze=False,
-                                     figsize=(1.6 * per_class, 1.7 * len(class_names)))
+    index array per class, m indices in all, in that order) (tutorial 2.2): one row per class, the patches
+    ``gap`` px apart in one mosaic image (one image draws several times faster than an axes per patch)."""
+    width = patches.shape[1]
+    cell = width + gap
+    mosaic = np.full((len(class_names) * cell, per_class * cell, 3), 255, np.uint8)
+    rgb = gdal_tif2rgb.unit_to_byte(select_layers(patches, COMPOSITES["rgb"]))
+    figure, axis = pyplot().subplots(figsize=(1.6 * per_class, 1.6 * per_class * mosaic.shape[0] / mosaic.shape[1]))
+    figure.subplots_adjust(left=0.14, right=0.99, bottom=0.01, top=0.9)
     start = 0
     for code, name in enumerate(class_names):
-        for j, axis in enumerate(axes[code]):
-            axis.set_axis_off()
-            if j < len(chosen[code]):
-                axis.imshow(patches[start + j][..., rgb])
-                axis.set_title(f"#{chosen[code][j]}", fontsize=7)
+        for j, index in enumerate(chosen[code][:per_class]):
+            top, left = code * cell + gap, j * cell + gap // 2
+            mosaic[top:top + width, left:left + width] = rgb[start + j]
+            axis.text(left + width / 2, top - 1, f"#{index}", fontsize=7, ha="center", va="bottom")
         start += len(chosen[code])
-        axes[code][0].text(-0.1, 0.5, name, transform=axes[code][0].transAxes, ha="right", va="center")
+        axis.text(-2, code * cell + gap + width / 2, name, ha="right", va="center")
+    axis.imshow(mosaic, interpolation="nearest")
+    axis.set_axis_off()
     figure.suptitle("Example patches per class (RGB, centred on the superpixel)")
     return figure
 
 
-def plot_slic_exploration(layers: np.ndarray, valid: np.ndarray, slic_layers, n_segments: int,
+def plot_slic_exploration(rgb: np.ndarray, slic_input: np.ndarray, valid: np.ndarray, n_segments: int,
                           crop_size: int = 200):
-    """Figure of SLIC boundaries on the central ``crop_size`` px crop of the stretched ``layers`` (rows, cols, 8)
-    (tutorial 2.1): compactness 0.01..100 across, down three superpixel counts, half, once and twice the
-    scene's ``n_segments`` scaled to the crop; ``valid`` (rows, cols) masks the pixels SLIC sees."""
+    """Figure of SLIC boundaries on the central ``crop_size`` px crop of a scene (tutorial 2.1), drawn on its
+    ``rgb`` (rows, cols, 3 uint8), of SLIC on its ``slic_input`` (rows, cols, 3 stretched layers, see
+    ``superpixels.segment``): compactness 0.01..100 across, down three superpixel counts, half, once and twice
+    the scene's ``n_segments`` scaled to the crop; ``valid`` (rows, cols) masks the pixels SLIC sees."""
     rows, cols = valid.shape
     size = min(crop_size, rows, cols)
     top, left = (rows - size) // 2, (cols - size) // 2
-    crop, crop_valid = layers[top:top + size, left:left + size], valid[top:top + size, left:left + size]
+    crop = (slice(top, top + size), slice(left, left + size))
     scene_count = n_segments * size * size / (rows * cols)
     counts = sorted({max(2, round(scene_count * f)) for f in (0.5, 1, 2)})
     compactness_values = [0.01, 0.1, 1, 10, 100]
-    rgb = to_rgb_display(crop)
     figure, axes = pyplot().subplots(len(counts), len(compactness_values), squeeze=False,
                                      figsize=(3 * len(compactness_values), 3.1 * len(counts)))
     for i, count in enumerate(counts):
         for j, compactness in enumerate(compactness_values):
-            segments = superpixels.segment(crop, slic_layers, count, compactness, crop_valid)
-            axes[i][j].imshow(boundary_image(rgb, segments))
+            segments = superpixels.segment(slic_input[crop], count, compactness, valid[crop])
+            axes[i][j].imshow(boundary_image(rgb[crop], segments))
             axes[i][j].set_title(f"n_segments={count}, compactness={compactness:g}", fontsize=8)
             axes[i][j].set_axis_off()
     figure.suptitle(f"SLIC on a {size}x{size} px crop at row {top}, col {left} "

@@ -9,14 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from pipeline.contract import LAYER_NAMES
 
-
-def segment(layers: np.ndarray, slic_layers, n_segments: int, compactness: float, valid: np.ndarray,
+def segment(slic_input: np.ndarray, n_segments: int, compactness: float, valid: np.ndarray,
             n_strips: int | None = None) -> np.ndarray:
-    """SLIC superpixels of 3 of the stretched ``layers`` (rows, cols, 8), named by ``slic_layers`` and treated
-    as an RGB triplet converted to CIELAB as in the tutorial (so ``compactness`` is in Lab units: 10-40 gives
-    compact superpixels that still follow edges); about ``n_segments`` of them.
+    """SLIC superpixels of 3 stretched layers ``slic_input`` (rows, cols, 3; the scene's ``slic_layers``,
+    ``layers.select_layers``) treated as an RGB triplet converted to CIELAB as in the tutorial (so
+    ``compactness`` is in Lab units: 10-40 gives compact superpixels that still follow edges); about
+    ``n_segments`` of them.
 
     The image is cut into ``n_strips`` horizontal strips (default: one per CPU core, each at least 256 rows)
     segmented in parallel threads; superpixels do not cross strip boundaries. Invalid pixels (False in
@@ -27,12 +26,11 @@ def segment(layers: np.ndarray, slic_layers, n_segments: int, compactness: float
     rows = valid.shape[0]
     n_strips = n_strips or max(1, min(os.cpu_count() or 1, rows // 256))
     bounds = np.linspace(0, rows, n_strips + 1).round().astype(int)
-    channels = [LAYER_NAMES.index(name) for name in slic_layers]
 
     def segment_strip(k: int) -> np.ndarray:
         strip = slice(bounds[k], bounds[k + 1])
         share = (bounds[k + 1] - bounds[k]) / rows
-        return slic_lab(layers[strip][..., channels], max(1, round(n_segments * share)), compactness, valid[strip])
+        return slic_lab(slic_input[strip], max(1, round(n_segments * share)), compactness, valid[strip])
 
     with ThreadPoolExecutor(n_strips) as pool:  # scikit-image's SLIC loop releases the GIL
         strips = list(pool.map(segment_strip, range(n_strips)))

@@ -9,7 +9,7 @@ from osgeo import gdal
 from conftest import SUBSET
 from pipeline import contract, superpixels
 from pipeline.contract import LAYER_NAMES
-from pipeline.layers import apply_stretch, build_layers, normalized_difference, stretch_limits
+from pipeline.layers import apply_stretch, build_layers, normalized_difference, select_layers, stretch_limits
 from pipeline.sampling import extract_patches, majority_labels
 from pipeline.split import spatial_split
 
@@ -59,7 +59,7 @@ class TestSuperpixels:
     def test_slic_ids_are_consecutive_from_zero(self):
         rng = np.random.default_rng(1)
         layers = rng.random((60, 70, 8), dtype=np.float32)
-        segments = superpixels.segment(layers, ["red", "green", "blue"], 40, 10, np.ones((60, 70), bool))
+        segments = superpixels.segment(select_layers(layers, ["red", "green", "blue"]), 40, 10, np.ones((60, 70), bool))
         assert segments.dtype == np.int32 and segments.shape == (60, 70)
         assert np.array_equal(np.unique(segments), np.arange(segments.max() + 1))
 
@@ -67,7 +67,7 @@ class TestSuperpixels:
         layers = np.zeros((40, 40, 8), np.float32)
         layers[:20, 20:, 2] = 1  # top-right red
         layers[20:, :20, 1] = 1  # bottom-left green
-        segments = superpixels.segment(layers, ["red", "green", "blue"], 4, 1, np.ones((40, 40), bool))
+        segments = superpixels.segment(select_layers(layers, ["red", "green", "blue"]), 4, 1, np.ones((40, 40), bool))
         quadrants = [segments[:20, :20], segments[:20, 20:], segments[20:, :20], segments[20:, 20:]]
         assert all(np.unique(q).size == 1 for q in quadrants[1:3])
         assert not set(np.unique(quadrants[1])) & set(np.unique(quadrants[2]))
@@ -77,13 +77,13 @@ class TestSuperpixels:
 
         layers = np.random.default_rng(3).random((80, 90, 8), dtype=np.float32)
         layers[0, 0, :3], layers[0, 1, :3] = 0, 1  # full [0, 1] range, as after the stretch
-        ours = superpixels.segment(layers, ["red", "green", "blue"], 60, 20, np.ones((80, 90), bool), 1)
+        ours = superpixels.segment(select_layers(layers, ["red", "green", "blue"]), 60, 20, np.ones((80, 90), bool), 1)
         reference = slic(layers[..., [2, 1, 0]], n_segments=60, compactness=20, channel_axis=-1, start_label=0)
         assert np.array_equal(ours, superpixels.consecutive_ids(reference))
 
     def test_strips_give_unique_ids_that_stop_at_strip_boundaries(self):
         layers = np.random.default_rng(4).random((100, 60, 8), dtype=np.float32)
-        segments = superpixels.segment(layers, ["nir", "swir", "ndvi"], 40, 10, np.ones((100, 60), bool), 2)
+        segments = superpixels.segment(select_layers(layers, ["nir", "swir", "ndvi"]), 40, 10, np.ones((100, 60), bool), 2)
         assert not set(np.unique(segments[:50])) & set(np.unique(segments[50:]))
         assert np.array_equal(np.unique(segments), np.arange(segments.max() + 1))
 

@@ -8,7 +8,7 @@ import pytest
 import Step0_Data_Preparation as step0
 from conftest import write_scene, write_tif
 from gdal_tif2rgb import read_layout
-from pipeline import contract, grids, superpixels
+from pipeline import grids, superpixels
 from pipeline.config import load_scene
 from pipeline.reference import class_codes
 from pipeline.sources import PreparedSources
@@ -113,14 +113,14 @@ class TestTilePreparation:
 
     def whole_layers(self, work):
         raw, valid = work.read_image()
-        return stretched_layers(raw, valid)
+        return stretched_layers(raw, valid, ["red", "green", "blue"])
 
     def test_tile_with_halo_gives_the_whole_scene_layers_and_patches(self, scene):
         scene, work, reference = scene
-        layers, _, _, limits = self.whole_layers(work)
+        whole = self.whole_layers(work)
         window = (24, 20, 24, 20)  # bottom-right tile of 2 x 2
-        tile = step0.prepare_tile(scene, work, limits, window, (48, 40), work.reference_codes[24:, 20:])
-        layers = contract.encode_unit_values(layers)  # a tile's layers and patches come as stored: uint8 steps
+        tile = step0.prepare_tile(scene, work, whole.limits, window, (48, 40), work.reference_codes[24:, 20:])
+        layers = whole.steps  # a tile's layers and patches come as stored: uint8 steps
         assert np.array_equal(tile["layers"], layers[24:, 20:])
         assert tile["segments"].shape == (24, 20) and tile["segments"].min() == 0
         n = tile["segments"].max() + 1
@@ -133,7 +133,7 @@ class TestTilePreparation:
 
     def test_tile_labels_and_codes_come_from_its_own_window(self, scene):
         scene, work, reference = scene
-        _, _, _, limits = self.whole_layers(work)
+        limits = self.whole_layers(work).limits
         tile = step0.prepare_tile(scene, work, limits, (0, 0, 24, 20), (48, 40), work.reference_codes[:24, :20])
         expected_codes = np.where(reference[:24, :20] == 3, 0, UNLABELLED)
         assert np.array_equal(tile["codes"], expected_codes)
