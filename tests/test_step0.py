@@ -81,6 +81,13 @@ class TestSuperpixels:
         reference = slic(layers[..., [2, 1, 0]], n_segments=60, compactness=20, channel_axis=-1, start_label=0)
         assert np.array_equal(ours, superpixels.consecutive_ids(reference))
 
+    def test_lab_in_blocks_equals_scikit_image_rgb2lab(self):
+        from skimage.color import rgb2lab
+
+        rgb = np.random.default_rng(5).random((37, 11, 3), dtype=np.float32)
+        lab = superpixels.to_lab(rgb, block_pixels=50)  # blocks of 4 rows, the last one of 1
+        assert lab.dtype == np.float32 and np.array_equal(lab, rgb2lab(rgb))
+
     def test_strips_give_unique_ids_that_stop_at_strip_boundaries(self):
         layers = np.random.default_rng(4).random((100, 60, 8), dtype=np.float32)
         segments = superpixels.segment(select_layers(layers, ["nir", "swir", "ndvi"]), 40, 10, np.ones((100, 60), bool), 2)
