@@ -110,16 +110,18 @@ def open_raster(path):
 
 def read_bands(path: Path, bands: list[int], dtype=np.float32, window: tuple | None = None
                ) -> tuple[np.ndarray, Grid, np.ndarray]:
-    """Read 1-based ``bands`` of a raster, whole or a ``window`` (row, col, rows, cols) of it.
+    """Read 1-based ``bands`` of a raster, whole or a ``window`` (row, col, rows, cols) of it, as ``dtype``;
+    None: the bands' own type where they are all integers of up to 16 bits (which float32 holds exactly, in
+    half its bytes), else float32.
 
     Returns
     -------
-    data : ndarray, shape (len(bands), rows, cols), ``dtype``
+    data : ndarray, shape (len(bands), rows, cols)
     grid : Grid
     valid : ndarray of bool, shape (rows, cols)
         False where any read band is NaN, infinite or equal to its nodata value.
     """
-    from osgeo import gdal
+    from osgeo import gdal, gdal_array
 
     gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", "ALL_CPUS")  # parallel decoding; read when files open
     try:
@@ -130,6 +132,10 @@ def read_bands(path: Path, bands: list[int], dtype=np.float32, window: tuple | N
             raise InputFileError(f"{path}: has {count} bands, but the configuration asks for band(s) {too_high}")
         grid = Grid.of(dataset)
         row, col, rows, cols = window or (0, 0, grid.rows, grid.cols)
+        if dtype is None:
+            types = [np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(dataset.GetRasterBand(b).DataType))
+                     for b in bands]
+            dtype = np.result_type(*types) if all(t.kind in "iu" and t.itemsize <= 2 for t in types) else np.float32
         data = np.empty((len(bands), rows, cols), dtype=dtype)
         dataset.ReadAsArray(col, row, cols, rows, buf_obj=data, band_list=list(bands))  # each block decoded once
     except RuntimeError as error:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import InputFileError, atomic_output
+from gdal_tif2rgb import DISK_ERRORS, InputFileError, atomic_output
 
 #: Largest variable scipy.io writes in a MATLAB v5 file; bigger hand-offs go to v7.3 (HDF5).
 MAT_V5_LIMIT_BYTES = 2**31 - 1
@@ -38,12 +38,12 @@ def save_mat(path: Path, variables: dict, compressed: bool = False) -> None:
     import scipy.io
 
     largest = max(np.asarray(value).nbytes for value in variables.values())
-    with atomic_output(path) as temporary:
-        if compressed or largest > MAT_V5_LIMIT_BYTES:
-            with mat_v73_writer(temporary, compressed) as mat:
-                for name, value in variables.items():
-                    mat.put(name, value)
-        else:
+    if compressed or largest > MAT_V5_LIMIT_BYTES:
+        with mat_v73_writer(path, compressed) as mat:
+            for name, value in variables.items():
+                mat.put(name, value)
+    else:
+        with atomic_output(path) as temporary:
             scipy.io.savemat(temporary, variables, do_compression=False, oned_as="column")
 
 
@@ -166,8 +166,14 @@ def mat_v73_writer(path: Path, compressed: bool = False):
     import h5py
 
     with atomic_output(path) as temporary:
-        with h5py.File(temporary, "w", userblock_size=512) as file:
-            yield MatV73(file, compressed)
+        try:
+            with h5py.File(temporary, "w", userblock_size=512) as file:
+                yield MatV73(file, compressed)
+        except (OSError, RuntimeError) as error:  # HDF5's write error, or its failure to close the file after it
+            failed = error if isinstance(error, OSError) else error.__context__
+            if isinstance(failed, OSError) and failed.errno in DISK_ERRORS:  # a full disk: atomic_output names
+                raise OSError(failed.errno, os.strerror(failed.errno)) from None  # the file
+            raise
         with open(temporary, "r+b") as file:
             file.write(_mat_v73_header())
 

@@ -59,10 +59,11 @@ class PreparedSources:
     clear_observations: np.ndarray | None = None
 
     def read_image(self, window: tuple | None = None) -> tuple[dict, np.ndarray]:
-        """The bands of the image, whole or a ``window`` (row, col, rows, cols): layer name -> float32 array
-        (rows, cols) in ``unit``, and the valid mask (False at NaN or nodata pixels of any read band)."""
+        """The bands of the image, whole or a ``window`` (row, col, rows, cols): layer name -> array (rows,
+        cols) in ``unit``, of the bands' own type if integers of up to 16 bits, else float32
+        (``gdal_tif2rgb.read_bands``), and the valid mask (False at NaN or nodata pixels of any read band)."""
         names = list(self.bands)
-        data, _, valid = gdal_tif2rgb.read_bands(self.image, [self.bands[n] for n in names], window=window)
+        data, _, valid = gdal_tif2rgb.read_bands(self.image, [self.bands[n] for n in names], None, window)
         return dict(zip(names, data)), valid
 
     @staticmethod

@@ -27,15 +27,19 @@ def segment(slic_input: np.ndarray, n_segments: int, compactness: float, valid: 
     n_strips = n_strips or max(1, min(os.cpu_count() or 1, rows // 256))
     bounds = np.linspace(0, rows, n_strips + 1).round().astype(int)
 
-    def segment_strip(k: int) -> np.ndarray:
+    segments = np.empty(valid.shape, dtype=np.int32)
+
+    def segment_strip(k: int) -> int:  # each strip's labels go straight into its rows; returns their count
         strip = slice(bounds[k], bounds[k + 1])
         share = (bounds[k + 1] - bounds[k]) / rows
-        return slic_lab(slic_input[strip], max(1, round(n_segments * share)), compactness, valid[strip])
+        segments[strip] = slic_lab(slic_input[strip], max(1, round(n_segments * share)), compactness, valid[strip])
+        return int(segments[strip].max()) + 1
 
     with ThreadPoolExecutor(n_strips) as pool:  # scikit-image's SLIC loop releases the GIL
-        strips = list(pool.map(segment_strip, range(n_strips)))
-    offsets = np.cumsum([0] + [int(strip.max()) + 1 for strip in strips[:-1]])
-    return consecutive_ids(np.concatenate([strip + offset for strip, offset in zip(strips, offsets)]))
+        counts = list(pool.map(segment_strip, range(n_strips)))
+    for k, offset in enumerate(np.cumsum([0] + counts[:-1])):
+        segments[bounds[k]:bounds[k + 1]] += offset
+    return consecutive_ids(segments)
 
 
 def slic_lab(rgb: np.ndarray, n_segments: int, compactness: float, valid: np.ndarray) -> np.ndarray:

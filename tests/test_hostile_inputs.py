@@ -15,6 +15,7 @@ import pytest
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step3_Accuracy_Assessment as step3
+import gdal_tif2rgb
 from conftest import (CLASS_VALUES, PROJECT, QUADRANT_PARAMETERS, assert_one_line, fails_with_one_line,
                       quadrant_scene, snapshot, write_product, write_scene, write_tif)
 from pipeline import contract
@@ -420,7 +421,7 @@ def hidden_files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*"))
 
 
-@pytest.mark.parametrize("limit, name", [(5_000, "rgb.png"), (60_000, "layers.tif")])  # Python's writes, GDAL's
+@pytest.mark.parametrize("limit, name", [(5_000, "rgb.png"), (60_000, "samples_labels.mat")])  # Python's, HDF5's
 def test_a_disk_that_fills_during_step0_is_one_line_naming_the_file_and_the_earlier_set_stays(scene, limit, name):
     workdir = scene["folder"] / "w"
     assert step0.main(["--config", str(scene["config"]), "--workdir", str(workdir)]) == 0
@@ -430,6 +431,22 @@ def test_a_disk_that_fills_during_step0_is_one_line_naming_the_file_and_the_earl
     assert code == 1
     assert_one_line(error, [f"{workdir / name}:", "earlier outputs are left as they were"])
     assert snapshot(workdir) == before and hidden_files(workdir) == []
+
+
+def test_a_disk_that_fills_during_a_cog_write_from_memory_names_the_file_and_leaves_nothing(tmp_path):
+    """GDAL's own write failing: a raster staged in memory whose COG passes the file size limit."""
+    target = tmp_path / "layers.tif"
+    code = ("import sys, numpy as np, gdal_tif2rgb\n"
+            "noise = np.random.default_rng(0).integers(0, 255, (3, 600, 700), dtype=np.uint8)\n"
+            "try:\n"
+            "    gdal_tif2rgb.write_geotiff(sys.argv[1], noise, gdal_tif2rgb.Grid(600, 700, (0, 10, 0, 0, 0, -10), ''))\n"
+            "except OSError as error:\n"
+            "    sys.exit(f'error: {error}')\n")
+    assert 600 * 700 * 3 <= gdal_tif2rgb.STAGING_IN_MEMORY_BYTES
+    exit_code, error = run_with_file_size_limit(["-c", code, target], 200_000)
+    assert exit_code == 1
+    assert_one_line(error, [str(target), "GDAL could not write it"])
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("step, limit, name", [(2, 20_000, "model.keras"), (2, 2_000, "runs"),
