@@ -260,14 +260,8 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     continuous = is_float or scale is not None
     in_memory = cloud_optimized and n_bands * grid.rows * grid.cols * np.dtype(dtype).itemsize <= \
         STAGING_IN_MEMORY_BYTES
-    # A COG's staging raster is left uncompressed: the COG driver compresses once, as it copies.
-    compression = [f"{key}={value}" for key, value in _compression(is_float, continuous, "GTiff").items()]
-    options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
-               *(["COMPRESS=NONE"] if cloud_optimized else compression)]
     with atomic_output(path) as temporary, _staging_file(path, in_memory) as staging:
-        create = (gdal.GetDriverByName("MEM").Create, "", grid.cols, grid.rows, n_bands, gdal_type) if in_memory \
-            else (gdal.GetDriverByName("GTiff").Create, str(staging), grid.cols, grid.rows, n_bands, gdal_type, options)
-        dataset = _gdal_call(path, *create)
+        dataset = _gdal_call(path, *_creation(staging, grid, n_bands, gdal_type, is_float, continuous, cloud_optimized))
         written = False
         try:
             _describe_bands(dataset, grid, band_names, nodata, scale, class_names, class_colours)
@@ -300,6 +294,21 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
         sidecar = Path(f"{temporary}.aux.xml")  # GDAL keeps category names in this side file
         if sidecar.exists():
             os.replace(sidecar, f"{path}.aux.xml")
+
+
+def _creation(staging: Path | None, grid: Grid, n_bands: int, gdal_type: int, is_float: bool, continuous: bool,
+              cloud_optimized: bool) -> tuple:
+    """GDAL's ``Create`` and its arguments for :func:`geotiff_writer`'s raster: an in-memory one if ``staging``
+    is None, else a tiled GeoTIFF at ``staging``, uncompressed for a COG (the COG driver compresses once, as it
+    copies), else compressed."""
+    from osgeo import gdal
+
+    if staging is None:
+        return gdal.GetDriverByName("MEM").Create, "", grid.cols, grid.rows, n_bands, gdal_type
+    compression = [f"{key}={value}" for key, value in _compression(is_float, continuous, "GTiff").items()]
+    options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
+               *(["COMPRESS=NONE"] if cloud_optimized else compression)]
+    return gdal.GetDriverByName("GTiff").Create, str(staging), grid.cols, grid.rows, n_bands, gdal_type, options
 
 
 def _new_file_beside(path: Path, suffix: str) -> Path:

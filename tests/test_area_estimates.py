@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.area_estimates import area_weighted_accuracy, class_areas_ha, design_variance, estimates
+from pipeline.area_estimates import area_weighted_accuracy, class_areas_ha, estimates
 
 NAMES = ["deforestation", "forest gain", "stable forest", "stable non-forest"]
 # Olofsson et al. (2014), section 5, Table 8, in this project's layout: rows = REFERENCE, columns = MAP.

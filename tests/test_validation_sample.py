@@ -216,7 +216,7 @@ def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys, mon
     ("no_field", ("no field reference",)),
 ])
 def test_bad_validation_files_are_one_line_errors(assessed, tmp_path, capsys, edit, fragments):
-    workdir, arguments = assessed["workdir"], assessed["arguments"]
+    arguments = assessed["arguments"]
     names = ["urban", "crop", "vegetation", "water"]
     sample = validation_sample.design(assessed["pred_map"], assessed["grid"], names, 100.0, [None] * 4, 0.05, 5, 0,
                                       assessed["map_run"], np.random.default_rng(0))
