@@ -26,11 +26,11 @@ from pipeline.errors import ConfigError, InputDataError
 from pipeline.georef import north_up_grid, open_dataset, overlaps, transform_bounds, vector_bounds
 
 
-def class_codes(values: np.ndarray, classes: dict, nodata=None) -> np.ndarray:
+def class_codes(values: np.ndarray, classes: dict, nodata=None, chunk: int = 2**20) -> np.ndarray:
     """Map reference values to class codes 0..K-1 in the order of ``classes``; other values and ``nodata`` to 255.
 
     Works for values of any integer or float type and range in memory proportional to the pixels (a search in
-    the sorted class values, no lookup table as long as the value range).
+    the sorted class values, no lookup table as long as the value range), ``chunk`` values at a time.
 
     Parameters
     ----------
@@ -53,11 +53,14 @@ def class_codes(values: np.ndarray, classes: dict, nodata=None) -> np.ndarray:
     order = np.argsort(keys, kind="stable")
     keys, codes_of = keys[order], codes_of[order]
     flat = values.ravel()
-    if flat.dtype.kind == "u" and flat.dtype.itemsize == 8:  # uint64 beyond int64's range cannot be a class
-        flat = np.where(flat > np.iinfo(np.int64).max, -1, flat).astype(np.int64)
-    position = np.minimum(np.searchsorted(keys, flat), len(keys) - 1)
-    found = keys[position] == flat
-    codes = np.where(found, codes_of[position], UNLABELLED).astype(np.uint8).reshape(values.shape)
+    codes = np.empty(flat.shape, dtype=np.uint8)
+    for start in range(0, flat.size, chunk):  # chunks of 8 MB temporaries, reused, not one set per scene
+        part = flat[start:start + chunk]
+        if part.dtype.kind == "u" and part.dtype.itemsize == 8:  # uint64 beyond int64's range cannot be a class
+            part = np.where(part > np.iinfo(np.int64).max, -1, part).astype(np.int64)
+        position = np.minimum(np.searchsorted(keys, part), len(keys) - 1)
+        codes[start:start + chunk] = np.where(keys[position] == part, codes_of[position], UNLABELLED)
+    codes = codes.reshape(values.shape)
     if nodata is not None:
         codes[values == nodata] = UNLABELLED
     return codes
