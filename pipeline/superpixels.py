@@ -89,15 +89,22 @@ def consecutive_ids(segments: np.ndarray) -> np.ndarray:
     return new_ids[segments]
 
 
-def centroids(segments: np.ndarray) -> np.ndarray:
-    """Mean row and column of each superpixel's pixels, rounded half up: int32 array (n, 2), in pixels.
+def centroids(segments: np.ndarray, block_pixels: int = 2**20) -> np.ndarray:
+    """Mean row and column of each superpixel's pixels, rounded half up: int32 array (n, 2), in pixels; summed
+    over blocks of rows of about ``block_pixels`` pixels (small temporaries, reused).
 
     >>> centroids(np.array([[0, 0, 1], [0, 0, 1]])).tolist()
     [[1, 1], [1, 2]]
     """
     rows, cols = segments.shape
-    flat = segments.ravel()
-    sizes = np.bincount(flat)
-    row_sum = np.bincount(flat, weights=np.repeat(np.arange(rows, dtype=np.float64), cols))
-    col_sum = np.bincount(flat, weights=np.tile(np.arange(cols, dtype=np.float64), rows))
-    return np.floor(np.stack([row_sum, col_sum], axis=1) / sizes[:, None] + 0.5).astype(np.int32)
+    n = int(segments.max()) + 1
+    sums = np.zeros((3, n))  # pixels, row sum, column sum
+    step = max(1, block_pixels // max(cols, 1))
+    for top in range(0, rows, step):
+        block = segments[top:top + step].ravel()
+        block_rows = len(block) // cols
+        sums[0] += np.bincount(block, minlength=n)
+        sums[1] += np.bincount(block, weights=np.repeat(np.arange(top, top + block_rows, dtype=np.float64), cols),
+                               minlength=n)
+        sums[2] += np.bincount(block, weights=np.tile(np.arange(cols, dtype=np.float64), block_rows), minlength=n)
+    return np.floor(sums[1:].T / sums[0][:, None] + 0.5).astype(np.int32)
