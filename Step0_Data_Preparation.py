@@ -220,7 +220,7 @@ def prepare_tiled(scene: Scene, work: sources.PreparedSources, out: OutputSet, r
     step = grids.display_stride(*shape)
     with cli.timed("preview, stretch limits and quicklooks", timings):
         preview, preview_steps, preview_valid, limits = stretched_preview(work.image, work.bands, shape, step,
-                                                                      record["stretch"]["limits"])
+                                                                          record["stretch"]["limits"])
         if scene.stretch_from:
             check_limits_fit(preview, preview_valid, limits, scene.stretch_from)
         record["stretch"]["limits"] = limits
