@@ -242,9 +242,10 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     """Yield ``write(array, row=0, col=0)``, which writes a (rows, cols) or (bands, rows, cols) block of a
     compressed Cloud-Optimized GeoTIFF on ``grid`` (a plain tiled one unless ``cloud_optimized``); the file
     appears at ``path`` only when the block exits cleanly. Blocks go to an uncompressed staging raster, in
-    memory up to ``STAGING_IN_MEMORY_BYTES``, else a tiled GeoTIFF beside ``path``, which GDAL's COG driver
-    then compresses into the final file with overviews (nearest-neighbour for class and id rasters, average
-    for float or scaled layers); a staging file is removed in every case. ``scale``: the band scale of integer
+    memory up to ``STAGING_IN_MEMORY_BYTES``, else a tiled GeoTIFF beside ``path``, given its overviews
+    (:func:`overview_factors`; nearest-neighbour for class and id rasters, average for float or scaled layers:
+    built on the staging raster, half the CPU of the COG driver's own), which GDAL's COG driver then
+    compresses into the final file; a staging file is removed in every case. ``scale``: the band scale of integer
     steps of a continuous value (value = stored * scale, as QGIS reads it). ``class_names`` and
     ``class_colours`` (RGB tuples indexed by class value) add a colour table and category names to band 1,
     which QGIS shows as a legend. GeoTIFF keeps category names only in the ``.aux.xml`` side file, so they are
@@ -264,9 +265,7 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
         dataset = _gdal_call(path, *_creation(staging, grid, n_bands, gdal_type, is_float, continuous, cloud_optimized))
         written = False
         try:
-            _describe_bands(dataset, grid, band_names, nodata, scale, class_names, class_colours)
-            for key, value in (metadata or {}).items():
-                dataset.SetMetadataItem(key, str(value))
+            _describe_bands(dataset, grid, band_names, nodata, scale, class_names, class_colours, metadata)
 
             def write(array: np.ndarray, row: int = 0, col: int = 0) -> None:
                 array = array[np.newaxis] if array.ndim == 2 else array
@@ -274,6 +273,9 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
                     _gdal_call(path, dataset.GetRasterBand(i + 1).WriteArray, array[i], col, row)
 
             yield write
+            if cloud_optimized:
+                _gdal_call(path, dataset.BuildOverviews, "AVERAGE" if continuous else "NEAREST",
+                           overview_factors(grid))
             _gdal_call(path, dataset.FlushCache)
             written = True
             if in_memory:
@@ -282,18 +284,25 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
             with contextlib.nullcontext() if written else _failed_write_closes_quiet():
                 dataset = None  # the last reference to a staging file's dataset: it closes here
         try:
-            if cloud_optimized:
-                _gdal_call(path, _translate_to_cog, staging, temporary, is_float, continuous)
-            else:
-                os.replace(staging, temporary)
-        except BaseException:
-            _remove_sidecar(temporary)
-            raise
+            _publish(path, staging, temporary, cloud_optimized, is_float, continuous)
         finally:
             staging = None  # an in-memory staging raster is freed here
-        sidecar = Path(f"{temporary}.aux.xml")  # GDAL keeps category names in this side file
-        if sidecar.exists():
-            os.replace(sidecar, f"{path}.aux.xml")
+
+
+def _publish(path: Path, staging, temporary: Path, cloud_optimized: bool, is_float: bool, continuous: bool) -> None:
+    """Make the staged raster (a file's path, or an in-memory dataset) the file ``temporary``, converted to a
+    COG or moved, and move its ``.aux.xml`` side file, if any, beside ``path``."""
+    try:
+        if cloud_optimized:
+            _gdal_call(path, _translate_to_cog, staging, temporary, is_float, continuous)
+        else:
+            os.replace(staging, temporary)
+    except BaseException:
+        _remove_sidecar(temporary)
+        raise
+    sidecar = Path(f"{temporary}.aux.xml")  # GDAL keeps category names in this side file
+    if sidecar.exists():
+        os.replace(sidecar, f"{path}.aux.xml")
 
 
 def _creation(staging: Path | None, grid: Grid, n_bands: int, gdal_type: int, is_float: bool, continuous: bool,
@@ -340,8 +349,8 @@ def _remove_sidecar(path) -> None:
         os.remove(f"{path}.aux.xml")
 
 
-def _describe_bands(dataset, grid: Grid, band_names, nodata, scale, class_names, class_colours) -> None:
-    """Set the grid, band names, nodata, scale, colour table and class names of a new GeoTIFF."""
+def _describe_bands(dataset, grid: Grid, band_names, nodata, scale, class_names, class_colours, metadata) -> None:
+    """Set the grid, band names, nodata, scale, colour table, class names and file metadata of a new GeoTIFF."""
     from osgeo import gdal
 
     dataset.SetGeoTransform(grid.geotransform)
@@ -365,6 +374,8 @@ def _describe_bands(dataset, grid: Grid, band_names, nodata, scale, class_names,
         dataset.GetRasterBand(1).SetCategoryNames(list(class_names))
         for value, name in enumerate(class_names):
             dataset.GetRasterBand(1).SetMetadataItem(f"{CLASS_NAME_ITEM}{value}", str(name))
+    for key, value in (metadata or {}).items():
+        dataset.SetMetadataItem(key, str(value))
 
 
 def _compression(is_float: bool, continuous: bool, driver: str) -> dict:
@@ -377,16 +388,34 @@ def _compression(is_float: bool, continuous: bool, driver: str) -> dict:
     return {"COMPRESS": codec, level: 1, "PREDICTOR": predictor}
 
 
+def overview_factors(grid: Grid, block: int = 512) -> list[int]:
+    """Overview factors 2, 4, 8... of a COG on ``grid`` in ``block`` px tiles, down to the first level whose
+    longest side fits one tile, as GDAL's COG driver chooses them.
+
+    >>> overview_factors(Grid(3500, 3500, (0, 10, 0, 0, 0, -10), "")), overview_factors(Grid(64, 64, (), ""))
+    ([2, 4, 8], [])
+    """
+    factors, side = [], max(grid.rows, grid.cols)
+    while side > block:
+        side = -(-side // 2)
+        factors.append(2 * (factors[-1] if factors else 1))
+    return factors
+
+
 def _translate_to_cog(source, target: Path, is_float: bool, continuous: bool) -> None:
-    """Convert a raster (a GeoTIFF's path, or an open GDAL dataset) to a Cloud-Optimized GeoTIFF with overviews
-    (averaged for a ``continuous`` value), compressed as :func:`geotiff_writer`'s."""
+    """Convert a raster (a GeoTIFF's path, or an open GDAL dataset) with its overviews (see
+    :func:`geotiff_writer`) to a Cloud-Optimized GeoTIFF, compressed as :func:`geotiff_writer`'s."""
     from osgeo import gdal
 
     compression = [f"{key}={value}" for key, value in _compression(is_float, continuous, "COG").items()]
     options = [*compression, "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
-               f"OVERVIEW_RESAMPLING={'AVERAGE' if continuous else 'NEAREST'}"]
+               "OVERVIEWS=FORCE_USE_EXISTING"]
     source = str(source) if isinstance(source, Path) else source
-    result = gdal.Translate(str(target), source, format="COG", creationOptions=options)
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # its errors still raise; its warnings (a failing write's
+    try:  # about rewriting a block of a half-written file) are not printed on the user's terminal
+        result = gdal.Translate(str(target), source, format="COG", creationOptions=options)
+    finally:
+        gdal.PopErrorHandler()
     if result is None:
         raise InputFileError(f"{target}: GDAL could not write the Cloud-Optimized GeoTIFF")
     result.FlushCache()
