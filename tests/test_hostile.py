@@ -299,11 +299,11 @@ class TestInputsAreReadOnly:
         as_read = sha(scene["image"])
         original, calls = gdal_tif2rgb.save_png, []
 
-        def change_image_then_save(path, figure):
+        def change_image_then_save(path, figure, **options):
             if not calls:
                 change_one_pixel(scene["image"])
             calls.append(path)
-            return original(path, figure)
+            return original(path, figure, **options)
 
         monkeypatch.setattr(gdal_tif2rgb, "save_png", change_image_then_save)
         guard.capsys.readouterr()
@@ -387,11 +387,11 @@ class TestOutputsAsOneSet:
     def test_step2_write_fails_after_training(self, guard, copied, monkeypatch):
         original, failed = gdal_tif2rgb.save_png, []
 
-        def disk_full_on_the_map(path, figure):
+        def disk_full_on_the_map(path, figure, **options):
             if "predMap" in Path(path).name:
                 failed.append(path)
                 raise OSError(28, NO_SPACE)
-            return original(path, figure)
+            return original(path, figure, **options)
 
         monkeypatch.setattr(gdal_tif2rgb, "save_png", disk_full_on_the_map)
         before = snapshot(copied["work"])
