@@ -53,6 +53,17 @@ def pixel_values(read, shape: tuple, size: int, rows: np.ndarray, cols: np.ndarr
     return values
 
 
+def row_blocks(rows: int, cols: int, block_pixels: int) -> list[slice]:
+    """Slices of consecutive rows of a (rows, cols) array, each of about ``block_pixels`` pixels (at least one
+    row): blocks small enough that their temporaries stay in cache and in the allocator's reused memory.
+
+    >>> row_blocks(5, 4, 8)
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 6, None)]
+    """
+    step = max(1, block_pixels // max(cols, 1))
+    return [slice(top, top + step) for top in range(0, rows, step)]
+
+
 def with_halo(window: tuple, halo: int, shape: tuple) -> tuple[int, int, int, int]:
     """The (row, col, rows, cols) ``window`` grown by ``halo`` pixels on every side, within the scene.
 

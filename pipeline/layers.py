@@ -119,17 +119,15 @@ def stretched_layers(raw: dict, valid: np.ndarray, slic_layers, limits: dict | N
     limits = limits or stretch_limits(preview, preview_valid)
     steps = np.empty((*valid.shape, len(LAYER_NAMES)), dtype=np.uint8)
     slic_input = np.empty((*valid.shape, len(slic_layers)), dtype=np.float32)
-    block_rows = max(1, block_pixels // valid.shape[1])
 
-    def build_and_stretch(start: int) -> None:  # a block of rows stays in cache through every pass
-        rows = slice(start, start + block_rows)
+    def build_and_stretch(rows: slice) -> None:  # a block of rows stays in cache through every pass
         block = build_layers({name: band[rows] for name, band in raw.items()}, valid[rows])
         apply_stretch(block, limits, valid[rows])
         steps[rows] = encode_unit_values(block)
         slic_input[rows] = select_layers(block, slic_layers)
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy's arithmetic releases the GIL
-        list(pool.map(build_and_stretch, range(0, valid.shape[0], block_rows)))
+        list(pool.map(build_and_stretch, grids.row_blocks(*valid.shape, block_pixels)))
     preview_steps = np.ascontiguousarray(steps[::step, ::step])
     return StretchedLayers(steps, slic_input, preview, preview_steps, preview_valid, limits)
 

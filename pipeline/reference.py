@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gdal_tif2rgb import Grid
+from pipeline import grids
 from pipeline.contract import UNLABELLED
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.georef import north_up_grid, open_dataset, overlaps, transform_bounds, vector_bounds
@@ -54,12 +55,12 @@ def class_codes(values: np.ndarray, classes: dict, nodata=None, chunk: int = 2**
     keys, codes_of = keys[order], codes_of[order]
     flat = values.ravel()
     codes = np.empty(flat.shape, dtype=np.uint8)
-    for start in range(0, flat.size, chunk):  # chunks of 8 MB temporaries, reused, not one set per scene
-        part = flat[start:start + chunk]
+    for values_at in grids.row_blocks(flat.size, 1, chunk):  # 8 MB temporaries, reused, not one set per scene
+        part = flat[values_at]
         if part.dtype.kind == "u" and part.dtype.itemsize == 8:  # uint64 beyond int64's range cannot be a class
             part = np.where(part > np.iinfo(np.int64).max, -1, part).astype(np.int64)
         position = np.minimum(np.searchsorted(keys, part), len(keys) - 1)
-        codes[start:start + chunk] = np.where(keys[position] == part, codes_of[position], UNLABELLED)
+        codes[values_at] = np.where(keys[position] == part, codes_of[position], UNLABELLED)
     codes = codes.reshape(values.shape)
     if nodata is not None:
         codes[values == nodata] = UNLABELLED

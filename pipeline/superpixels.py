@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from pipeline.grids import row_blocks
+
 
 def segment(slic_input: np.ndarray, n_segments: int, compactness: float, valid: np.ndarray,
             n_strips: int | None = None) -> np.ndarray:
@@ -70,9 +72,8 @@ def to_lab(rgb: np.ndarray, block_pixels: int = 2**17) -> np.ndarray:
     from skimage.color import rgb2lab
 
     lab = np.empty(rgb.shape, dtype=np.result_type(rgb.dtype, np.float32))
-    rows = max(1, block_pixels // max(rgb.shape[1], 1))
-    for start in range(0, len(rgb), rows):
-        lab[start:start + rows] = rgb2lab(rgb[start:start + rows])
+    for rows in row_blocks(*rgb.shape[:2], block_pixels):
+        lab[rows] = rgb2lab(rgb[rows])
     return lab
 
 
@@ -99,12 +100,11 @@ def centroids(segments: np.ndarray, block_pixels: int = 2**20) -> np.ndarray:
     rows, cols = segments.shape
     n = int(segments.max()) + 1
     sums = np.zeros((3, n))  # pixels, row sum, column sum
-    step = max(1, block_pixels // max(cols, 1))
-    for top in range(0, rows, step):
-        block = segments[top:top + step].ravel()
-        block_rows = len(block) // cols
+    for block_rows in row_blocks(rows, cols, block_pixels):
+        block = segments[block_rows].ravel()
+        row_numbers = np.arange(rows, dtype=np.float64)[block_rows]
         sums[0] += np.bincount(block, minlength=n)
-        sums[1] += np.bincount(block, weights=np.repeat(np.arange(top, top + block_rows, dtype=np.float64), cols),
+        sums[1] += np.bincount(block, weights=np.repeat(row_numbers, cols), minlength=n)
+        sums[2] += np.bincount(block, weights=np.tile(np.arange(cols, dtype=np.float64), len(row_numbers)),
                                minlength=n)
-        sums[2] += np.bincount(block, weights=np.tile(np.arange(cols, dtype=np.float64), block_rows), minlength=n)
     return np.floor(sums[1:].T / sums[0][:, None] + 0.5).astype(np.int32)
