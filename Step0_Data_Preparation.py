@@ -37,7 +37,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -86,18 +86,16 @@ class PreparedScene:
 # --- 1. Inputs ---------------------------------------------------------------------------------------------
 
 def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedSources:
-    """The scene's image and reference prepared on one work grid by GDAL (the tutorial's SNAP work): a
-    Sentinel-2 product's bands stacked at 10 m as reflectance, the image cut to the ``aoi``, each date's clouds,
-    shadows and bad pixels masked and several dates combined, window by window (on the Dask ``client``'s
-    cluster if given), the reference resampled or rasterized onto the grid as class codes, in memory (see
+    """The scene's image prepared on its work grid by GDAL (the tutorial's SNAP work): a Sentinel-2 product's
+    bands stacked at 10 m as reflectance, the image cut to the ``aoi``, each date's clouds, shadows and bad
+    pixels masked and several dates combined, window by window (on the Dask ``client``'s cluster if given) (see
     ``pipeline/sources.py``); the VRTs and a composite go to ``sources/`` in ``out``, the clear dates of every
-    pixel to ``clear_observations.tif`` and ``.png``."""
+    pixel to ``clear_observations.tif`` and ``.png``. The reference comes next (:func:`with_reference`)."""
     p = scene.params
     masking = sources.Masking(p.masking, p.mask_classes, p.mask_buffer_m, scene.mask, scene.mask_values)
     run_windows = None if client is None else (lambda function, tuples: cluster.map_in_order(client, function, tuples))
-    prepared = sources.prepare_sources(scene.images, scene.bands, scene.reference, scene.classes,
-                                       out.path(sources.FOLDER), aoi=scene.aoi, reference_field=scene.reference_field,
-                                       masking=masking, run_windows=run_windows)
+    prepared = sources.prepare_image(scene.images, scene.bands, out.path(sources.FOLDER), aoi=scene.aoi,
+                                     masking=masking, run_windows=run_windows)
     if prepared.clear_observations is not None:
         quicklooks.write_clear_observations(out.path(CLEAR_OBSERVATIONS), prepared.clear_observations, prepared.grid,
                                             len(scene.images))
@@ -114,19 +112,25 @@ def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedS
     return prepared
 
 
+def with_reference(scene: Scene, image: sources.PreparedSources) -> sources.PreparedSources:
+    """The scene's ``image`` on the work grid with the reference resampled or rasterized onto that grid as class
+    codes, in memory (``sources.add_reference``); unchanged but for its description without a reference."""
+    return sources.add_reference(image, scene.reference, scene.classes, scene.reference_field)
+
+
 # --- Driver 1: the whole scene in memory (tutorial 1.1, 2.1, 2.2) ----------------------------------------------
 
-def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: OutputSet, record: dict,
+def prepare_whole_scene(scene: Scene, image: sources.PreparedSources, work: Future, out: OutputSet, record: dict,
                         timings: dict) -> PreparedScene:
     """Step 0 on the whole scene in memory: layers, quicklooks, SLIC, sampling, split, then the writes into
-    ``out``; ``work`` is the scene's inputs on the work grid, ``record`` the run's provenance."""
+    ``out``; ``image`` is the scene's image on the work grid, ``work`` the future of it with the reference
+    (prepared meanwhile), ``record`` the run's provenance."""
     p = scene.params
-    with cli.timed("read image and reference", timings):
-        grid = work.grid
-        raw, valid = work.read_image()
-        codes = work.codes_where_valid(work.reference_codes, valid)
+    with cli.timed("read image", timings):
+        grid = image.grid
+        raw, valid = image.read_image()
     if not valid.any():
-        raise InputDataError(f"{work.image}: every pixel is NaN or nodata")
+        raise InputDataError(f"{image.image}: every pixel is NaN or nodata")
     log.info("scene %s: %d x %d px, %d classes %s", scene.name, grid.cols, grid.rows, len(scene.classes),
              scene.class_names)
     with cli.timed("layers and stretch", timings):
@@ -135,6 +139,8 @@ def prepare_whole_scene(scene: Scene, work: sources.PreparedSources, out: Output
             check_limits_fit(stretched.preview, stretched.preview_valid, stretched.limits, scene.stretch_from)
         record["stretch"]["limits"] = stretched.limits
         del raw
+    with cli.timed("reference on the work grid (prepared beside the read and the layers)", timings):
+        codes = image.codes_where_valid(work.result().reference_codes, valid)
     steps = stretched.steps  # the stored precision: layers.tif and the patches
     run = record["run"]
 
@@ -323,19 +329,22 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
     tiled = bool(scene.params.tile_size)
     if tiled:
         cluster.check_settings(scheduler, workers)
-    with open_outputs(scene.workdir, OUTPUTS, inputs) as out:
-        with cli.timed("checksums of the image and reference", timings):
-            record = contract.step0_provenance(scene, contract.fingerprint(scene.image), scene.reference and
-                                               contract.fingerprint(scene.reference))
+    with open_outputs(scene.workdir, OUTPUTS, inputs) as out, ThreadPoolExecutor(2) as side:
+        # checksums and the reference's warp are GDAL and hashlib work without the GIL: beside the image's
+        provenance = side.submit(lambda: contract.step0_provenance(
+            scene, contract.fingerprint(scene.image), scene.reference and contract.fingerprint(scene.reference)))
         with cluster.client_if(tiled, scheduler, workers, out) as client:
-            with cli.timed("image and reference on the work grid", timings):
-                work = on_work_grid(scene, out, client)
-            record["stretch"] = stretch_from_model(scene, work.unit)
+            with cli.timed("image on the work grid", timings):
+                image = on_work_grid(scene, out, client)
+            work = side.submit(with_reference, scene, image)
+            with cli.timed("checksums of the image and reference (beside the image on the work grid)", timings):
+                record = provenance.result()
+            record["stretch"] = stretch_from_model(scene, image.unit)
             if tiled:
-                prepared = prepare_tiled(scene, work, out, record, client, timings)
+                prepared = prepare_tiled(scene, work.result(), out, record, client, timings)
             else:
-                prepared = prepare_whole_scene(scene, work, out, record, timings)
-        finish(scene, out, prepared, record, {"timings_s": timings, "sources": work.sources})
+                prepared = prepare_whole_scene(scene, image, work, out, record, timings)
+        finish(scene, out, prepared, record, {"timings_s": timings, "sources": work.result().sources})
 
 
 def build_parser():

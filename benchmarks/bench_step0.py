@@ -38,7 +38,7 @@ import gdal_tif2rgb  # noqa: E402
 from pipeline import contract, superpixels  # noqa: E402
 from pipeline.grids import paint_map  # noqa: E402
 from pipeline.layers import select_layers  # noqa: E402
-from pipeline.sampling import extract_patches, majority_labels  # noqa: E402
+from pipeline.sampling import class_counts, extract_patches, majority_labels  # noqa: E402
 from pipeline.reference import class_codes  # noqa: E402
 from tutorial_scene import build_scene  # noqa: E402
 
@@ -124,7 +124,7 @@ def our_sampling(segments, layers, codes, n_classes, window, repeats: int = 3) -
         start = time.perf_counter()
         centroids = superpixels.centroids(segments)
         samples = extract_patches(layers, centroids, window)
-        majority_labels(segments, codes, n_classes)
+        majority_labels(class_counts(segments, codes, n_classes))
         best = min(best, time.perf_counter() - start)
         del samples
     return best

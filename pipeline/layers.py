@@ -59,8 +59,10 @@ def stretch_limits(layers: np.ndarray, valid: np.ndarray, low: float = 1.0, high
     pixel of scenes up to 2000 px, every s-th row and column of bigger ones), in tiled mode too, so both
     modes stretch alike.
     """
-    return {name: gdal_tif2rgb.percentile_limits(layers[..., i], valid, low, high)
-            for i, name in enumerate(LAYER_NAMES)}
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy's partition releases the GIL
+        limits = pool.map(lambda i: gdal_tif2rgb.percentile_limits(layers[..., i], valid, low, high),
+                          range(len(LAYER_NAMES)))
+        return dict(zip(LAYER_NAMES, limits))
 
 
 def apply_stretch(layers: np.ndarray, limits: dict, valid: np.ndarray) -> None:
@@ -115,10 +117,13 @@ def stretched_layers(raw: dict, valid: np.ndarray, slic_layers, limits: dict | N
     blocks of 16 MB on a 3500 px wide scene)."""
     step = grids.display_stride(*valid.shape)
     preview_valid = valid[::step, ::step]
-    preview = build_layers({name: band[::step, ::step] for name, band in raw.items()}, preview_valid)
-    limits = limits or stretch_limits(preview, preview_valid)
+    preview = np.empty((*preview_valid.shape, len(LAYER_NAMES)), dtype=np.float32)
     steps = np.empty((*valid.shape, len(LAYER_NAMES)), dtype=np.uint8)
     slic_input = np.empty((*valid.shape, len(slic_layers)), dtype=np.float32)
+
+    def build_preview(rows: slice) -> None:  # rows of the preview
+        preview[rows] = build_layers({name: band[::step, ::step][rows] for name, band in raw.items()},
+                                     preview_valid[rows])
 
     def build_and_stretch(rows: slice) -> None:  # a block of rows stays in cache through every pass
         block = build_layers({name: band[rows] for name, band in raw.items()}, valid[rows])
@@ -127,6 +132,8 @@ def stretched_layers(raw: dict, valid: np.ndarray, slic_layers, limits: dict | N
         slic_input[rows] = select_layers(block, slic_layers)
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy's arithmetic releases the GIL
+        list(pool.map(build_preview, grids.row_blocks(*preview_valid.shape, block_pixels)))
+        limits = limits or stretch_limits(preview, preview_valid)
         list(pool.map(build_and_stretch, grids.row_blocks(*valid.shape, block_pixels)))
     preview_steps = np.ascontiguousarray(steps[::step, ::step])
     return StretchedLayers(steps, slic_input, preview, preview_steps, preview_valid, limits)

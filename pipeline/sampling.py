@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from pipeline import superpixels
+from pipeline.grids import row_blocks
 from pipeline.contract import UNLABELLED
 from pipeline.errors import InputDataError
 
@@ -68,33 +69,44 @@ def superpixel_masks(owners: np.ndarray, centroids: np.ndarray, patch_width: int
     return (owners[patch_indices(centroids, patch_width, shape or owners.shape, origin)] == ids).astype(np.uint8)
 
 
-def majority_labels(segments: np.ndarray, codes: np.ndarray, n_classes: int):
-    """Majority reference class of each superpixel of ``segments`` (rows, cols), and its purity.
+def class_counts(segments: np.ndarray, codes: np.ndarray, n_classes: int, block_pixels: int = 2**20) -> np.ndarray:
+    """Pixels of each superpixel of ``segments`` (rows, cols) by class code in ``codes`` (rows, cols): int64
+    (n, ``n_classes`` + 1), column k for code k, the last for pixels without a class (any code >= ``n_classes``);
+    a row sums to the superpixel's size. Counted in blocks of rows of about ``block_pixels`` pixels, one
+    ``np.bincount`` of (id, class) pairs each.
 
-    ``codes`` (rows, cols) are class codes, any value >= ``n_classes`` unlabelled. A superpixel of which fewer
-    than half the pixels carry a class gets 255. Purity is the share of all its pixels that carry the majority
-    class.
+    >>> class_counts(np.array([[0, 0, 1]]), np.array([[2, 255, 0]]), 3).tolist()
+    [[0, 0, 1, 1], [1, 0, 0, 0]]
+    """
+    n, columns = int(segments.max()) + 1, n_classes + 1
+    pair_type = np.int32 if n * columns < 2**31 else np.int64
+    counts = np.zeros(n * columns, dtype=np.int64)
+    for rows in row_blocks(*segments.shape, block_pixels):
+        pairs = segments[rows].astype(pair_type) * columns
+        pairs += np.minimum(codes[rows], n_classes)
+        counts += np.bincount(pairs.ravel(), minlength=n * columns)
+    return counts.reshape(n, columns)
+
+
+def majority_labels(counts: np.ndarray):
+    """Majority reference class of each superpixel, and its purity, from its :func:`class_counts` ``counts``
+    (n, K + 1). A superpixel of which fewer than half the pixels carry a class gets 255. Purity is the share of
+    all its pixels that carry the majority class.
 
     Returns
     -------
     labels : uint8 array (n,)
     purity : float32 array (n,)
 
-    >>> labels, purity = majority_labels(np.array([[0, 0, 1]]), np.array([[2, 255, 255]]), 3)
+    >>> labels, purity = majority_labels(class_counts(np.array([[0, 0, 1]]), np.array([[2, 255, 255]]), 3))
     >>> labels.tolist(), purity.tolist()
     ([2, 255], [0.5, 0.0])
     """
-    flat = segments.ravel()
-    n = int(flat.max()) + 1
-    codes = codes.ravel()
-    labelled = codes < n_classes
-    counts = np.bincount(flat[labelled].astype(np.int64) * n_classes + codes[labelled],
-                         minlength=n * n_classes).reshape(n, n_classes)
-    sizes = np.bincount(flat, minlength=n)
-    majority = counts.argmax(axis=1)
-    enough = 2 * counts.sum(axis=1) >= sizes
-    labels = np.where(enough & (counts.sum(axis=1) > 0), majority, UNLABELLED).astype(np.uint8)
-    purity = (counts[np.arange(n), majority] / sizes).astype(np.float32)
+    classes, sizes = counts[:, :-1], counts.sum(axis=1)
+    majority = classes.argmax(axis=1)
+    labelled = classes.sum(axis=1)
+    labels = np.where((2 * labelled >= sizes) & (labelled > 0), majority, UNLABELLED).astype(np.uint8)
+    purity = (classes[np.arange(len(counts)), majority] / sizes).astype(np.float32)
     return labels, purity
 
 
@@ -125,8 +137,9 @@ def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarr
         patches = [pool.submit(extract_patches, layers, part, patch_width, shape, origin)
                    for part in np.array_split(centroids, parts)]
         masks = pool.submit(superpixel_masks, owners, centroids, patch_width, shape, origin)
-        labels, purity = majority_labels(segments, codes, n_classes)
-        sizes = np.bincount(segments.ravel(), minlength=n)
+        counts = class_counts(segments, codes, n_classes)
+        labels, purity = majority_labels(counts)
+        sizes = counts.sum(axis=1)
         invalid = np.bincount(segments[~valid], minlength=n)  # integer counts of the few invalid pixels: fast
         valid_fraction = ((sizes - invalid) / sizes).astype(np.float32)
         samples = np.concatenate([part.result() for part in patches])

@@ -7,11 +7,12 @@ all geometry (VRT, warp, rasterize); these modules only map values and check wha
 
 The prepared image of a product is a Float32 VRT of reflectance (ComplexSource ScaleRatio/ScaleOffset) whose
 nodata is NaN; an ordinary raster cut to an aoi is a VRT of its window. Both are written by GDAL into the folder
-given to :func:`prepare_sources`; Step 0 gives :data:`FOLDER` of its output set's staging folder, so they appear
+given to :func:`prepare_image`; Step 0 gives :data:`FOLDER` of its output set's staging folder, so they appear
 with Step 0's other outputs or not at all. Nothing is written for the reference: its codes stay in memory.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 from dataclasses import dataclass
@@ -93,20 +94,25 @@ class Masking:
 def prepare_sources(images, bands: dict, reference: Path | None, classes: dict, out_dir: Path, *,
                     aoi=None, reference_field: str | None = None, masking: Masking = Masking(),
                     run_windows=None) -> PreparedSources:
-    """Prepare the image (one date or several) and the reference of a scene on one work grid.
+    """Prepare the image (one date or several) and the reference of a scene on one work grid: the image as
+    :func:`prepare_image` does it, then the ``reference`` (raster or vector file of reference labels, or None)
+    as :func:`add_reference` does it, with the ``classes`` and ``reference_field`` described there."""
+    image = prepare_image(images, bands, out_dir, aoi=aoi, masking=masking, run_windows=run_windows)
+    return add_reference(image, reference, classes, reference_field)
+
+
+def prepare_image(images, bands: dict, out_dir: Path, *, aoi=None, masking: Masking = Masking(),
+                  run_windows=None) -> PreparedSources:
+    """Prepare the image (one date or several) of a scene on its work grid; no reference codes yet.
 
     Parameters
     ----------
     images : tuple of dates, each a raster file, Sentinel-2 ``.SAFE`` folder, its ``.zip``, or a folder of
         ``*_Bxx[_RRm].jp2`` files; the first one's grid (cut to the ``aoi``) is the work grid
     bands : layer role -> 1-based band number or band description (rasters) or band name "B02" (products)
-    reference : raster or vector file of reference labels, or None
-    classes : ordered class name -> list of reference values (as checked by :mod:`pipeline.config`); the order
-        gives the codes 0..K-1
     out_dir : folder for the prepared VRTs (made when one is written) and a composite's ``image.tif``
     aoi : None, {"bbox": [xmin, ymin, xmax, ymax], "crs": "EPSG:4326"} (crs defaults to the image's CRS)
         or a vector file whose extent (reprojected to the image CRS) is used
-    reference_field : attribute of a vector reference holding the values of ``classes``
     masking : how dates are masked; with masks or several dates the image is their composite
     run_windows : ``run_windows(function, argument tuples)`` -> results in order; default: in this process
 
@@ -144,12 +150,22 @@ def prepare_sources(images, bands: dict, reference: Path | None, classes: dict, 
                                               clouds.buffer_radius_px(masking.buffer_m, grid),
                                               run_windows or _in_process, info)
     info["prepared_image"] = str(image)
-    codes, info["reference"] = None, None
-    if reference is not None:
-        codes, info["reference"] = reference_codes(as_path(reference), classes, grid, reference_field)
-    info["classes"] = {name: list(values) for name, values in classes.items()}
-    return PreparedSources(image=image, bands=band_map, grid=grid, unit=first["unit"], reference_codes=codes,
+    return PreparedSources(image=image, bands=band_map, grid=grid, unit=first["unit"], reference_codes=None,
                            sources=info, clear_observations=clear)
+
+
+def add_reference(image: PreparedSources, reference: Path | None, classes: dict,
+                  reference_field: str | None = None) -> PreparedSources:
+    """``image`` (from :func:`prepare_image`) with the class codes of the ``reference`` on its work grid, resampled
+    or rasterized (:func:`pipeline.reference.reference_codes`; None: no reference, no codes), and both described
+    in its ``sources``. ``classes`` maps ordered class names to lists of reference values (as checked by
+    :mod:`pipeline.config`), the order giving the codes 0..K-1; ``reference_field`` is the attribute of a vector
+    reference holding those values."""
+    codes, described = None, None
+    if reference is not None:
+        codes, described = reference_codes(as_path(reference), classes, image.grid, reference_field)
+    info = {**image.sources, "reference": described, "classes": {name: list(values) for name, values in classes.items()}}
+    return dataclasses.replace(image, reference_codes=codes, sources=info)
 
 
 def _clear_image(dates: list, roles: list, grid: Grid, target: Path, buffer_px: int, run_windows, info: dict):

@@ -8,6 +8,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from skimage.color import rgb2lab
+from skimage.segmentation import slic  # imported with the module: in the strips' threads, it would delay them
 
 from pipeline.grids import row_blocks
 
@@ -53,8 +55,6 @@ def slic_lab(rgb: np.ndarray, n_segments: int, compactness: float, valid: np.nda
     ``compactness`` depend on the strip's colour range, so it is divided by that range, which leaves
     every SLIC distance comparison exactly as on the unscaled Lab image.
     """
-    from skimage.segmentation import slic
-
     if not valid.any():
         return np.zeros(valid.shape, dtype=np.int64)
     lab = to_lab(rgb)
@@ -69,8 +69,6 @@ def to_lab(rgb: np.ndarray, block_pixels: int = 2**17) -> np.ndarray:
     """CIELAB (D65) of an RGB float image (rows, cols, 3) in [0, 1]: ``skimage.color.rgb2lab``'s values,
     converted in blocks of rows of about ``block_pixels`` pixels, whose temporaries stay in cache (3 to 5 times
     faster than one call on a 1750 x 3500 px strip)."""
-    from skimage.color import rgb2lab
-
     lab = np.empty(rgb.shape, dtype=np.result_type(rgb.dtype, np.float32))
     for rows in row_blocks(*rgb.shape[:2], block_pixels):
         lab[rows] = rgb2lab(rgb[rows])

@@ -10,7 +10,7 @@ from conftest import SUBSET
 from pipeline import contract, superpixels
 from pipeline.contract import LAYER_NAMES
 from pipeline.layers import apply_stretch, build_layers, normalized_difference, select_layers, stretch_limits
-from pipeline.sampling import extract_patches, majority_labels
+from pipeline.sampling import class_counts, extract_patches, majority_labels
 from pipeline.split import spatial_split
 
 
@@ -116,7 +116,7 @@ class TestMajorityLabels:
         rng = np.random.default_rng(2)
         segments = superpixels.consecutive_ids(rng.integers(0, 50, size=(40, 40)))
         codes = rng.choice([0, 1, 2, 3, 255], size=(40, 40), p=[0.2, 0.1, 0.1, 0.1, 0.5]).astype(np.uint8)
-        labels, purity = majority_labels(segments, codes, 4)
+        labels, purity = majority_labels(class_counts(segments, codes, 4))
         expected_labels, expected_purity = slow_majority(segments, codes, 4)
         assert np.array_equal(labels, expected_labels)
         np.testing.assert_allclose(purity, expected_purity, rtol=1e-6)
@@ -125,7 +125,7 @@ class TestMajorityLabels:
     def test_half_labelled_is_kept_and_less_is_unlabelled(self):
         segments = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
         codes = np.array([[2, 2, 3, 255], [255, 255, 255, 255]], np.uint8)
-        labels, purity = majority_labels(segments, codes, 4)
+        labels, purity = majority_labels(class_counts(segments, codes, 4))
         assert labels.tolist() == [2, 255]
         assert purity.tolist() == [0.5, 0.25]
 
