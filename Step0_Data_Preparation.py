@@ -154,6 +154,10 @@ def prepare_whole_scene(scene: Scene, image: sources.PreparedSources, work: Futu
                 contract.write_raster(contract.REFERENCE, out.staging, codes, grid, run,
                                       **contract.class_style(scene.class_names))
 
+    def write_segments_and_fingerprints(segments: np.ndarray) -> None:  # the last raster, after the others
+        contract.write_raster(contract.SEGMENTS_RASTER, out.staging, segments, grid, run)
+        contract.record_rasters(record, out, contract.STEP0_RASTERS)  # the .mat files carry the fingerprints
+
     with ThreadPoolExecutor(1) as background:  # matplotlib, PNG and GeoTIFF encoding overlap SLIC's strips
         background_done = background.submit(quicklooks_and_rasters)
         with cli.timed(f"SLIC (n_segments={p.n_segments}, compactness={p.compactness})", timings):
@@ -161,16 +165,14 @@ def prepare_whole_scene(scene: Scene, image: sources.PreparedSources, work: Futu
         record["superpixels"] = int(segments.max()) + 1  # the row count every superpixel hand-off must have
         log.info("%d superpixels, %.1f px each on average", record["superpixels"],
                  segments.size / record["superpixels"])
-        segments_written = background.submit(contract.write_raster, contract.SEGMENTS_RASTER, out.staging, segments,
-                                             grid, run)  # after the quicklooks, beside the sampling
+        rasters_done = background.submit(write_segments_and_fingerprints, segments)  # beside the sampling
         with cli.timed("sampling: centroids, patches, majority labels, split", timings):
             sampled = sample_superpixels(steps, segments, codes, valid, p.patch_width, len(scene.classes))
             sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p.patch_width,
                                              p.block_size, p.test_fraction, np.random.default_rng(p.seed))
         with cli.timed("write segments and samples", timings):
             background_done.result()  # its errors first: files fail in the order they are written
-            segments_written.result()
-            contract.record_rasters(record, out, contract.STEP0_RASTERS)  # the .mat files carry the fingerprints
+            rasters_done.result()
             segments_saved = background.submit(contract.save, contract.SEGMENTS, out.staging,
                                                {"segments": segments, contract.PROVENANCE: record})
             contract.save(contract.SAMPLES, out.staging, {**sampled, "class_names": scene.class_names,

@@ -53,19 +53,24 @@ def extract_patches(layers: np.ndarray, centroids: np.ndarray, patch_width: int,
 
     The scene is mirrored at its borders. ``layers`` may be a window of a scene of ``shape`` whose top-left
     pixel is ``origin`` (a tile with its halo). Returns an array (n, w, w, c) of the dtype of ``layers``.
+    Each pixel's c values are gathered as one record (twice as fast as indexing the layers themselves).
     """
-    return layers[patch_indices(centroids, patch_width, shape or layers.shape, origin)]
+    rows, cols = patch_indices(centroids, patch_width, shape or layers.shape, origin)
+    channels = layers.shape[-1]
+    records = np.ascontiguousarray(layers).view(np.dtype((np.void, layers.dtype.itemsize * channels)))[..., 0]
+    return records[rows, cols].view(layers.dtype).reshape(len(centroids), patch_width, patch_width, channels)
 
 
 def superpixel_masks(owners: np.ndarray, centroids: np.ndarray, patch_width: int, shape: tuple | None = None,
-                     origin: tuple = (0, 0)) -> np.ndarray:
-    """For each superpixel i, its patch with 1 where the pixel belongs to i, else 0: uint8 (n, w, w).
+                     origin: tuple = (0, 0), first_id: int = 0) -> np.ndarray:
+    """For each superpixel i (ids ``first_id``, ``first_id`` + 1, ... in the order of ``centroids``), its patch
+    with 1 where the pixel belongs to i, else 0: uint8 (n, w, w).
 
     ``owners`` (rows, cols) holds superpixel ids (or -1) on the same pixels as ``layers`` in
     :func:`extract_patches`. Tells the CNN which of the patch's pixels are the superpixel it labels (the centre
     may be all it has in a patch of many small superpixels).
     """
-    ids = np.arange(len(centroids), dtype=owners.dtype)[:, None, None]
+    ids = np.arange(first_id, first_id + len(centroids), dtype=owners.dtype)[:, None, None]
     return (owners[patch_indices(centroids, patch_width, shape or owners.shape, origin)] == ids).astype(np.uint8)
 
 
@@ -112,7 +117,7 @@ def majority_labels(counts: np.ndarray):
 
 def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarray, valid: np.ndarray,
                        patch_width: int, n_classes: int, shape: tuple | None = None, origin: tuple = (0, 0),
-                       core: tuple = (0, 0)) -> dict:
+                       core: tuple = (0, 0), block_superpixels: int = 2048) -> dict:
     """Tutorial 2.2 for every superpixel of ``segments``: centroid, patch, mask, majority label, purity.
 
     ``segments``, ``codes`` and ``valid`` (rows, cols) cover the part of the scene (of ``shape``) starting at
@@ -122,7 +127,7 @@ def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarr
     Returns the superpixel-sized arrays under their ``samples_labels.mat`` keys: ``centroids`` (n, 2) int32 in
     scene pixels, ``samples`` (the patches, n x w x w x 8, of the dtype of ``layers``), ``masks`` (n, w, w)
     uint8, ``labels`` (n,) uint8, ``purity`` (n,) float32 and ``valid_fraction`` (n,) float32, the share of
-    valid pixels.
+    valid pixels. Patches and masks are cut ``block_superpixels`` at a time on every core.
     """
     n = int(segments.max()) + 1
     centroids = superpixels.centroids(segments) + np.array(core, dtype=np.int32)
@@ -132,19 +137,24 @@ def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarr
         owners = np.full(layers.shape[:2], -1, dtype=np.int32)
         owners[core[0] - origin[0]:core[0] - origin[0] + segments.shape[0],
                core[1] - origin[1]:core[1] - origin[1] + segments.shape[1]] = segments
-    parts = os.cpu_count() or 1
-    with ThreadPoolExecutor(parts) as pool:  # numpy's gathers release the GIL: patches in parts, beside the rest
-        patches = [pool.submit(extract_patches, layers, part, patch_width, shape, origin)
-                   for part in np.array_split(centroids, parts)]
-        masks = pool.submit(superpixel_masks, owners, centroids, patch_width, shape, origin)
+    samples = np.empty((n, patch_width, patch_width, layers.shape[-1]), dtype=layers.dtype)
+    masks = np.empty((n, patch_width, patch_width), dtype=np.uint8)
+
+    def cut(first: int) -> None:  # a block of superpixels, whose temporaries stay in cache
+        block = slice(first, min(n, first + block_superpixels))
+        samples[block] = extract_patches(layers, centroids[block], patch_width, shape, origin)
+        masks[block] = superpixel_masks(owners, centroids[block], patch_width, shape, origin, first)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy's gathers release the GIL
+        cutting = pool.map(cut, range(0, n, block_superpixels))
         counts = class_counts(segments, codes, n_classes)
         labels, purity = majority_labels(counts)
         sizes = counts.sum(axis=1)
         invalid = np.bincount(segments[~valid], minlength=n)  # integer counts of the few invalid pixels: fast
         valid_fraction = ((sizes - invalid) / sizes).astype(np.float32)
-        samples = np.concatenate([part.result() for part in patches])
-        return {"centroids": centroids, "samples": samples, "masks": masks.result(), "labels": labels,
-                "purity": purity, "valid_fraction": valid_fraction}
+        list(cutting)
+    return {"centroids": centroids, "samples": samples, "masks": masks, "labels": labels, "purity": purity,
+            "valid_fraction": valid_fraction}
 
 
 def example_indices(labels: np.ndarray, n_classes: int, rng: np.random.Generator, per_class: int = 6) -> list:

@@ -25,11 +25,14 @@ def test_mirror_tiling_is_seamless_and_keeps_the_original():
 def test_benchmark_runs_on_a_tiny_scene(tmp_path, capsys):
     output = tmp_path / "results.json"
     assert bench_step0.main(["--size", "300", "--n-segments", "200", "--baseline-superpixels", "10",
-                             "--train-samples", "128", "--folder", str(tmp_path), "--output", str(output)]) == 0
+                             "--train-samples", "128", "--pairs", "2", "--folder", str(tmp_path), "--output",
+                             str(output)]) == 0
     results = json.loads(output.read_text())
     assert results["scene_px"] == [300, 300] and results["step0"]["superpixels"] > 100
     assert results["sampling"]["speedup"] > 1 and results["painting"]["tutorial_s"] > 0
     assert results["step2"]["predict_samples_per_s"] > 0
     assert results["slic_alone"]["seconds"] > 0 and results["slic_alone"]["step0_to_slic_ratio"] > 0
+    pairs = results["slic_alone"]["pairs"]
+    assert len(pairs) == 2 and all(pair["ratio"] > 0 and pair["step0_s"] > 0 for pair in pairs)
     output = capsys.readouterr().out
     assert "sampling speed-up" in output and "plain slic, one thread" in output
