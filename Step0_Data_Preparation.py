@@ -122,12 +122,10 @@ def with_reference(scene: Scene, image: sources.PreparedSources) -> sources.Prep
 
 def prepare_whole_scene(scene: Scene, image: sources.PreparedSources, work: Future, out: OutputSet, record: dict,
                         timings: dict) -> PreparedScene:
-    """Step 0 on the whole scene in memory: layers, quicklooks, SLIC, sampling, split, then the writes into
-    ``out``; ``image`` is the scene's image on the work grid, ``work`` the future of it with the reference
-    (prepared meanwhile), ``record`` the run's provenance."""
-    p = scene.params
+    """Step 0 on the whole scene in memory: layers, quicklooks, SLIC, sampling, split, then the writes into ``out``;
+    ``image``: the image on the work grid, ``work``: its future with the reference, ``record``: the provenance."""
+    p, grid = scene.params, image.grid
     with cli.timed("read image", timings):
-        grid = image.grid
         raw, valid = image.read_image()
     if not valid.any():
         raise InputDataError(f"{image.image}: every pixel is NaN or nodata")
@@ -139,23 +137,22 @@ def prepare_whole_scene(scene: Scene, image: sources.PreparedSources, work: Futu
             check_limits_fit(stretched.preview, stretched.preview_valid, stretched.limits, scene.stretch_from)
         record["stretch"]["limits"] = stretched.limits
         del raw
-    with cli.timed("reference on the work grid (prepared beside the read and the layers)", timings):
+    with cli.timed("waiting for the reference on the work grid (warped beside the read and the layers)", timings):
         codes = image.codes_where_valid(work.result().reference_codes, valid)
     steps = stretched.steps  # the stored precision: layers.tif and the patches
-    run = record["run"]
 
     def quicklooks_and_rasters():
         with cli.timed("quicklooks (drawn alongside SLIC and the sampling)", timings):
             quicklooks.write_quicklooks(out, stretched.preview, stretched.preview_steps, stretched.limits,
                                         stretched.preview_valid, valid.shape)
         with cli.timed("write layers and reference (alongside SLIC and the sampling)", timings):
-            contract.write_raster(contract.LAYERS, out.staging, steps, grid, run)
+            contract.write_raster(contract.LAYERS, out.staging, steps, grid, record["run"])
             if scene.reference is not None:
-                contract.write_raster(contract.REFERENCE, out.staging, codes, grid, run,
+                contract.write_raster(contract.REFERENCE, out.staging, codes, grid, record["run"],
                                       **contract.class_style(scene.class_names))
 
     def write_segments_and_fingerprints(segments: np.ndarray) -> None:  # the last raster, after the others
-        contract.write_raster(contract.SEGMENTS_RASTER, out.staging, segments, grid, run)
+        contract.write_raster(contract.SEGMENTS_RASTER, out.staging, segments, grid, record["run"])
         contract.record_rasters(record, out, contract.STEP0_RASTERS)  # the .mat files carry the fingerprints
 
     with ThreadPoolExecutor(1) as background:  # matplotlib, PNG and GeoTIFF encoding overlap SLIC's strips
