@@ -34,7 +34,6 @@ in the same finishing path. ``--explore`` instead renders SLIC boundaries for a 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -211,31 +210,30 @@ def prepare_tile(scene: Scene, work: sources.PreparedSources, limits: dict, wind
             "invalid": int((~valid[core]).sum()), **sampled}
 
 
-def prepare_tiled(scene: Scene, work: sources.PreparedSources, out: OutputSet, record: dict, client,
+def prepare_tiled(scene: Scene, image: sources.PreparedSources, work: Future, out: OutputSet, record: dict, client,
                   timings: dict) -> PreparedScene:
     """Step 0 tile by tile on the Dask ``client``'s cluster, memory bounded by the tile size: layers, reference
     and segments go to GeoTIFF window by window, the hand-offs to MATLAB 7.3 files tile by tile, into ``out``;
-    ``work`` is the scene's inputs on the work grid, ``record`` the run's provenance."""
-    p = scene.params
-    grid = work.grid
+    ``image``: the image on the work grid, ``work``: its future with the reference, ``record``: the provenance."""
+    p, grid = scene.params, image.grid
     if p.tile_size < p.patch_width:
         raise ConfigError(f"tile_size = {p.tile_size} must be at least the patch width ({p.patch_width} px)")
     shape = (grid.rows, grid.cols)
     windows = grids.tile_windows(shape, p.tile_size)
     step = grids.display_stride(*shape)
     with cli.timed("preview, stretch limits and quicklooks", timings):
-        preview, preview_steps, preview_valid, limits = stretched_preview(work.image, work.bands, shape, step,
+        preview, preview_steps, preview_valid, limits = stretched_preview(image.image, image.bands, shape, step,
                                                                           record["stretch"]["limits"])
         if scene.stretch_from:
             check_limits_fit(preview, preview_valid, limits, scene.stretch_from)
         record["stretch"]["limits"] = limits
         quicklooks.write_quicklooks(out, preview, preview_steps, limits, preview_valid, shape)
+    with cli.timed("waiting for the reference on the work grid (warped beside the preview)", timings):
+        codes = work.result().reference_codes  # each tile gets only its window's codes, with the image
     with cli.timed(f"tiles: layers, SLIC (n_segments={p.n_segments}), sampling, writes, split", timings):
         log.info("%d tiles of up to %d px on %s", len(windows), p.tile_size, client)
-        codes = work.reference_codes
-        image_only = dataclasses.replace(work, reference_codes=None)  # each tile gets only its window's codes
         tiles = cluster.map_in_order(client, prepare_tile, (
-            (scene, image_only, limits, (row, col, rows, cols), shape,
+            (scene, image, limits, (row, col, rows, cols), shape,
              None if codes is None else codes[row:row + rows, col:col + cols]) for row, col, rows, cols in windows))
         with contextlib.ExitStack() as mat_files:
             with contextlib.ExitStack() as rasters:  # closed (made final) first, so that they can be fingerprinted
@@ -340,7 +338,7 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
                 record = provenance.result()
             record["stretch"] = stretch_from_model(scene, image.unit)
             if tiled:
-                prepared = prepare_tiled(scene, work.result(), out, record, client, timings)
+                prepared = prepare_tiled(scene, image, work, out, record, client, timings)
             else:
                 prepared = prepare_whole_scene(scene, image, work, out, record, timings)
         finish(scene, out, prepared, record, {"timings_s": timings, "sources": work.result().sources})
