@@ -7,7 +7,7 @@ import scipy.io
 from osgeo import gdal
 
 from conftest import SUBSET
-from pipeline import contract, superpixels
+from pipeline import contract, sampling, superpixels
 from pipeline.contract import LAYER_NAMES
 from pipeline.layers import apply_stretch, build_layers, normalized_difference, select_layers, stretch_limits
 from pipeline.sampling import class_counts, extract_patches, majority_labels
@@ -131,6 +131,22 @@ class TestMajorityLabels:
 
 
 class TestPatches:
+    def test_blocks_of_any_size_cut_the_patches_and_masks_of_a_tile_with_its_halo(self):
+        rng = np.random.default_rng(5)
+        segments = superpixels.consecutive_ids(rng.integers(0, 40, size=(30, 36)))  # scattered ids
+        layers = rng.random((34, 40, 8), dtype=np.float32)  # the tile (30 x 36 px at scene pixel 10, 12) and its halo
+        codes = rng.choice([0, 1, 255], size=segments.shape).astype(np.uint8)
+        valid = np.ones(segments.shape, bool)
+        cut = {size: sampling.sample_superpixels(layers, segments, codes, valid, 5, 2, (50, 60), (8, 10), (10, 12),
+                                                 block_superpixels=size) for size in (3, 10**6)}
+        for key in ("samples", "masks", "labels", "centroids"):
+            assert np.array_equal(cut[3][key], cut[10**6][key])
+        rows, cols = sampling.patch_indices(cut[3]["centroids"], 5, (50, 60), (8, 10))
+        assert np.array_equal(cut[3]["samples"], layers[rows, cols])  # as plain fancy indexing of the layers cuts it
+        owners = np.full(layers.shape[:2], -1)
+        owners[2:32, 2:38] = segments
+        assert np.array_equal(cut[3]["masks"], owners[rows, cols] == np.arange(len(rows))[:, None, None])
+
     def test_mirrored_window_at_borders(self):
         layers = np.arange(5 * 6, dtype=np.float32).reshape(5, 6, 1)
         patch = extract_patches(layers, np.array([[0, 0]]), 3)[0, ..., 0]
