@@ -297,6 +297,7 @@ def _publish(path: Path, staging, temporary: Path, cloud_optimized: bool, is_flo
             _gdal_call(path, _translate_to_cog, staging, temporary, is_float, continuous)
         else:
             os.replace(staging, temporary)
+            _gdal_call(path, _check_complete, temporary)  # its last writes happened as it closed
     except BaseException:
         _remove_sidecar(temporary)
         raise
@@ -420,6 +421,23 @@ def _translate_to_cog(source, target: Path, is_float: bool, continuous: bool) ->
         raise InputFileError(f"{target}: GDAL could not write the Cloud-Optimized GeoTIFF")
     result.FlushCache()
     result = None
+    _check_complete(target)
+
+
+def _check_complete(path: Path) -> None:
+    """RuntimeError unless the GeoTIFF at ``path`` holds all of its last band's blocks: GDAL's COG driver may
+    meet a failed write (a full disk, a file size limit) without raising, leaving a file cut short."""
+    from osgeo import gdal
+
+    dataset = gdal.Open(str(path))
+    band = dataset.GetRasterBand(dataset.RasterCount)
+    width, height = band.GetBlockSize()
+    blocks = [(x, y) for y in range(-(-dataset.RasterYSize // height)) for x in range(-(-dataset.RasterXSize // width))]
+    end = max(int(band.GetMetadataItem(f"BLOCK_OFFSET_{x}_{y}", "TIFF") or 0) +
+              int(band.GetMetadataItem(f"BLOCK_SIZE_{x}_{y}", "TIFF") or 0) for x, y in blocks)
+    if end > os.path.getsize(path):
+        raise RuntimeError(f"it was cut short at byte {os.path.getsize(path)} of {end}: a full disk or a file size "
+                           f"limit?")
 
 
 def read_class_names(path: Path) -> list[str]:

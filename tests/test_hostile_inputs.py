@@ -449,6 +449,24 @@ def test_a_disk_that_fills_during_a_cog_write_from_memory_names_the_file_and_lea
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_cog_that_gdal_cuts_short_without_an_error_is_refused_and_leaves_nothing(tmp_path):
+    """GDAL's COG driver meets a failed write (here a file size limit) and returns as if it had written the file:
+    the file ends before its last block, which is a write error naming the file, and nothing is left."""
+    target = tmp_path / "layers.tif"
+    code = ("import sys, numpy as np, gdal_tif2rgb\n"
+            "noise = np.random.default_rng(0).integers(0, 255, (8, 64, 64), dtype=np.uint8)\n"
+            "try:\n"
+            "    gdal_tif2rgb.write_geotiff(sys.argv[1], noise, gdal_tif2rgb.Grid(64, 64, (0, 10, 0, 0, 0, -10), ''),\n"
+            "                               scale=1 / 255)\n"
+            "except OSError as error:\n"
+            "    sys.exit(f'error: {error}')\n")
+    exit_code, error = run_with_file_size_limit(["-c", code, target], 20_000)  # the file would take about 35 kB
+    assert exit_code == 1
+    last = error.splitlines()[-1]  # GDAL prints its own line about the failed write before it
+    assert last.startswith("error: ") and str(target) in last and "cut short at byte 20000" in last
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("step, limit, name", [(2, 20_000, "model.keras"), (2, 2_000, "runs"),
                                                (3, 200_000, "report.html")])
 def test_a_disk_that_fills_during_steps_2_and_3_is_one_line_and_the_earlier_set_stays(step2_workdir, tmp_path, step,
