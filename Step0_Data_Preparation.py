@@ -89,7 +89,7 @@ def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedS
     bands stacked at 10 m as reflectance, the image cut to the ``aoi``, each date's clouds, shadows and bad
     pixels masked and several dates combined, window by window (on the Dask ``client``'s cluster if given) (see
     ``pipeline/sources.py``); the VRTs and a composite go to ``sources/`` in ``out``, the clear dates of every
-    pixel to ``clear_observations.tif`` and ``.png``. The reference comes next (:func:`with_reference`)."""
+    pixel to ``clear_observations.tif`` and ``.png``. The reference comes next (``sources.add_reference``)."""
     p = scene.params
     masking = sources.Masking(p.masking, p.mask_classes, p.mask_buffer_m, scene.mask, scene.mask_values)
     run_windows = None if client is None else (lambda function, tuples: cluster.map_in_order(client, function, tuples))
@@ -109,12 +109,6 @@ def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedS
         raise ConfigError(f"{scene.config_path}: [bands] lacks {', '.join(missing)} (needed for an image that is "
                           f"not a Sentinel-2 product)")
     return prepared
-
-
-def with_reference(scene: Scene, image: sources.PreparedSources) -> sources.PreparedSources:
-    """The scene's ``image`` on the work grid with the reference resampled or rasterized onto that grid as class
-    codes, in memory (``sources.add_reference``); unchanged but for its description without a reference."""
-    return sources.add_reference(image, scene.reference, scene.classes, scene.reference_field)
 
 
 # --- Driver 1: the whole scene in memory (tutorial 1.1, 2.1, 2.2) ----------------------------------------------
@@ -333,7 +327,7 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
         with cluster.client_if(tiled, scheduler, workers, out) as client:
             with cli.timed("image on the work grid", timings):
                 image = on_work_grid(scene, out, client)
-            work = side.submit(with_reference, scene, image)
+            work = side.submit(sources.add_reference, image, scene.reference, scene.classes, scene.reference_field)
             with cli.timed("checksums of the image and reference (beside the image on the work grid)", timings):
                 record = provenance.result()
             record["stretch"] = stretch_from_model(scene, image.unit)

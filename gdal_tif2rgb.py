@@ -435,9 +435,9 @@ def _check_complete(path: Path) -> None:
     blocks = [(x, y) for y in range(-(-dataset.RasterYSize // height)) for x in range(-(-dataset.RasterXSize // width))]
     end = max(int(band.GetMetadataItem(f"BLOCK_OFFSET_{x}_{y}", "TIFF") or 0) +
               int(band.GetMetadataItem(f"BLOCK_SIZE_{x}_{y}", "TIFF") or 0) for x, y in blocks)
-    if end > os.path.getsize(path):
-        raise RuntimeError(f"it was cut short at byte {os.path.getsize(path)} of {end}: a full disk or a file size "
-                           f"limit?")
+    size = os.path.getsize(path)
+    if end > size:
+        raise RuntimeError(f"it was cut short at byte {size} of {end}: a full disk or a file size limit?")
 
 
 def read_class_names(path: Path) -> list[str]:
