@@ -151,7 +151,7 @@ def prepare_whole_scene(scene: Scene, image: sources.PreparedSources, work: Futu
     with ThreadPoolExecutor(1) as background:  # matplotlib, PNG and GeoTIFF encoding overlap SLIC's strips
         background_done = background.submit(quicklooks_and_rasters)
         with cli.timed(f"SLIC (n_segments={p.n_segments}, compactness={p.compactness})", timings):
-            segments = superpixels.segment(stretched.slic_input, p.n_segments, p.compactness, valid)
+            segments = superpixels.segment(stretched.slic_lab, p.n_segments, p.compactness, valid)
         record["superpixels"] = int(segments.max()) + 1  # the row count every superpixel hand-off must have
         log.info("%d superpixels, %.1f px each on average", record["superpixels"],
                  segments.size / record["superpixels"])
@@ -195,8 +195,8 @@ def prepare_tile(scene: Scene, work: sources.PreparedSources, limits: dict, wind
     core = (slice(row - top, row - top + rows), slice(col - left, col - left + cols))
     codes = work.codes_where_valid(codes, valid[core])
     n_segments = max(1, round(p.n_segments * rows * cols / (shape[0] * shape[1])))
-    segments = superpixels.segment(select_layers(layers[core], p.slic_layers), n_segments, p.compactness,
-                                   valid[core], n_strips)
+    segments = superpixels.segment(superpixels.to_lab(select_layers(layers[core], p.slic_layers)), n_segments,
+                                   p.compactness, valid[core], n_strips)
     steps = contract.encode_unit_values(layers)  # the stored precision, a quarter of the bytes to ship
     sampled = sample_superpixels(steps, segments, codes, valid[core], p.patch_width, len(scene.classes), shape,
                                  (top, left), (row, col))
@@ -285,7 +285,7 @@ def explore_slic(scene: Scene, work: sources.PreparedSources, out: OutputSet, cr
     raw, valid = work.read_image()
     stretched = stretched_layers(raw, valid, scene.params.slic_layers)
     rgb = select_layers(stretched.steps, quicklooks.COMPOSITES["rgb"])
-    figure = quicklooks.plot_slic_exploration(rgb, stretched.slic_input, valid, scene.params.n_segments, crop_size)
+    figure = quicklooks.plot_slic_exploration(rgb, stretched.slic_lab, valid, scene.params.n_segments, crop_size)
     gdal_tif2rgb.save_png(out.path("explore_slic.png"), figure)
     log.info("wrote explore_slic.png in %s: pick n_segments and compactness, then run without --explore",
              scene.workdir)

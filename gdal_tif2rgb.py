@@ -252,27 +252,58 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     also written inside the file as band 1 metadata items ``CLASS_<value>=<name>`` (:func:`read_class_names`
     reads either). ``metadata`` (a dict of str) is stored as the file's own metadata items (:func:`read_layout`).
     """
+    description = dict(band_names=band_names, nodata=nodata, scale=scale, class_names=class_names,
+                       class_colours=class_colours, metadata=metadata)
+    with _staged_geotiff(path, grid, n_bands, dtype, cloud_optimized, description) as dataset:
+        yield lambda array, row=0, col=0: _write_block(path, dataset, array, row, col)
+
+
+def write_geotiff(path: Path, data: np.ndarray, grid: Grid, *, cloud_optimized: bool = True, **description) -> None:
+    """Write ``data`` of shape (rows, cols) or (bands, rows, cols) as a GeoTIFF (see :func:`geotiff_writer`);
+    staged in memory, GDAL reads ``data`` where it lies (no copy)."""
+    bands = data[np.newaxis] if data.ndim == 2 else data
+    with _staged_geotiff(path, grid, len(bands), data.dtype, cloud_optimized, description, bands):
+        pass
+
+
+def _write_block(path: Path, dataset, array: np.ndarray, row: int, col: int) -> None:
+    """Write a (rows, cols) or (bands, rows, cols) block into ``dataset`` at pixel ``row``, ``col``."""
+    array = array[np.newaxis] if array.ndim == 2 else array
+    for i in range(dataset.RasterCount):
+        _gdal_call(path, dataset.GetRasterBand(i + 1).WriteArray, array[i], col, row)
+
+
+@contextlib.contextmanager
+def _staged_geotiff(path: Path, grid: Grid, n_bands: int, dtype, cloud_optimized: bool, description: dict,
+                    data: np.ndarray | None = None):
+    """Yield :func:`geotiff_writer`'s staging raster, described (band names, nodata, ...: ``description``) and
+    holding ``data`` (bands, rows, cols) if given; give it overviews, then publish it as the file ``path`` when
+    the block exits cleanly. Staged in memory, the raster is a numpy array (``data`` itself, else zeros) that
+    GDAL reads and writes in place."""
     from osgeo import gdal, gdal_array
 
     gdal.UseExceptions()
     path = Path(path)
     gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype))
+    if gdal_type is None:
+        raise TypeError(f"{path}: numpy dtype {np.dtype(dtype)} has no GDALDataType")
     is_float = np.dtype(dtype).kind == "f"
-    continuous = is_float or scale is not None
+    continuous = is_float or description.get("scale") is not None
     in_memory = cloud_optimized and n_bands * grid.rows * grid.cols * np.dtype(dtype).itemsize <= \
         STAGING_IN_MEMORY_BYTES
     with atomic_output(path) as temporary, _staging_file(path, in_memory) as staging:
-        dataset = _gdal_call(path, *_creation(staging, grid, n_bands, gdal_type, is_float, continuous, cloud_optimized))
+        if in_memory:  # ``pixels`` lives as long as the dataset over it
+            pixels = np.zeros((n_bands, grid.rows, grid.cols), dtype) if data is None else _steppable(data)
+            dataset = _gdal_call(path, _memory_raster, pixels)
+        else:
+            dataset = _gdal_call(path, *_creation(staging, grid, n_bands, gdal_type, is_float, continuous,
+                                                  cloud_optimized))
         written = False
         try:
-            _describe_bands(dataset, grid, band_names, nodata, scale, class_names, class_colours, metadata)
-
-            def write(array: np.ndarray, row: int = 0, col: int = 0) -> None:
-                array = array[np.newaxis] if array.ndim == 2 else array
-                for i in range(n_bands):
-                    _gdal_call(path, dataset.GetRasterBand(i + 1).WriteArray, array[i], col, row)
-
-            yield write
+            _describe_bands(dataset, grid, **description)
+            if data is not None and not in_memory:
+                _write_block(path, dataset, data, 0, 0)
+            yield dataset
             if cloud_optimized:
                 _gdal_call(path, dataset.BuildOverviews, "AVERAGE" if continuous else "NEAREST",
                            overview_factors(grid))
@@ -287,6 +318,31 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
             _publish(path, staging, temporary, cloud_optimized, is_float, continuous)
         finally:
             staging = None  # an in-memory staging raster is freed here
+
+
+def _steppable(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` (bands, rows, cols) itself if GDAL can step through its memory (strides > 0 where they count),
+    else a C-ordered copy."""
+    strides = pixels.strides[1:] if len(pixels) == 1 else pixels.strides
+    return pixels if min(strides) > 0 else np.ascontiguousarray(pixels)
+
+
+def _memory_raster(pixels: np.ndarray):
+    """A GDAL in-memory raster over the memory of ``pixels`` (bands, rows, cols; see :func:`_steppable`), no
+    copy: ``pixels`` must outlive it."""
+    from osgeo import gdal, gdal_array
+
+    n_bands, rows, cols = pixels.shape
+    band_step, line_step, pixel_step = pixels.strides
+    kind = gdal.GetDataTypeName(gdal_array.NumericTypeCodeToGDALTypeCode(pixels.dtype))
+    name = (f"MEM:::DATAPOINTER={pixels.ctypes.data},PIXELS={cols},LINES={rows},BANDS={n_bands},DATATYPE={kind},"
+            f"PIXELOFFSET={pixel_step},LINEOFFSET={line_step},BANDOFFSET={band_step}")
+    allowed = gdal.GetThreadLocalConfigOption("GDAL_MEM_ENABLE_OPEN", None)
+    gdal.SetThreadLocalConfigOption("GDAL_MEM_ENABLE_OPEN", "YES")  # GDAL 3.10 and newer ask for it
+    try:
+        return gdal.OpenEx(name, gdal.OF_RASTER | gdal.OF_UPDATE)
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_MEM_ENABLE_OPEN", allowed)
 
 
 def _publish(path: Path, staging, temporary: Path, cloud_optimized: bool, is_float: bool, continuous: bool) -> None:
@@ -306,15 +362,12 @@ def _publish(path: Path, staging, temporary: Path, cloud_optimized: bool, is_flo
         os.replace(sidecar, f"{path}.aux.xml")
 
 
-def _creation(staging: Path | None, grid: Grid, n_bands: int, gdal_type: int, is_float: bool, continuous: bool,
+def _creation(staging: Path, grid: Grid, n_bands: int, gdal_type: int, is_float: bool, continuous: bool,
               cloud_optimized: bool) -> tuple:
-    """GDAL's ``Create`` and its arguments for :func:`geotiff_writer`'s raster: an in-memory one if ``staging``
-    is None, else a tiled GeoTIFF at ``staging``, uncompressed for a COG (the COG driver compresses once, as it
-    copies), else compressed."""
+    """GDAL's ``Create`` and its arguments for :func:`geotiff_writer`'s staging file: a tiled GeoTIFF at
+    ``staging``, uncompressed for a COG (the COG driver compresses once, as it copies), else compressed."""
     from osgeo import gdal
 
-    if staging is None:
-        return gdal.GetDriverByName("MEM").Create, "", grid.cols, grid.rows, n_bands, gdal_type
     compression = [f"{key}={value}" for key, value in _compression(is_float, continuous, "GTiff").items()]
     options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
                *(["COMPRESS=NONE"] if cloud_optimized else compression)]
@@ -350,7 +403,8 @@ def _remove_sidecar(path) -> None:
         os.remove(f"{path}.aux.xml")
 
 
-def _describe_bands(dataset, grid: Grid, band_names, nodata, scale, class_names, class_colours, metadata) -> None:
+def _describe_bands(dataset, grid: Grid, band_names=None, nodata=None, scale=None, class_names=None,
+                    class_colours=None, metadata=None) -> None:
     """Set the grid, band names, nodata, scale, colour table, class names and file metadata of a new GeoTIFF."""
     from osgeo import gdal
 
@@ -478,12 +532,6 @@ def write_qml(path: Path, class_names, class_colours, nodata=255) -> None:
     text = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode")
     with atomic_output(path) as temporary:
         Path(temporary).write_text(text + "\n", encoding="utf-8")
-
-
-def write_geotiff(path: Path, data: np.ndarray, grid: Grid, **options) -> None:
-    """Write ``data`` of shape (rows, cols) or (bands, rows, cols) as a GeoTIFF (see :func:`geotiff_writer`)."""
-    with geotiff_writer(path, grid, 1 if data.ndim == 2 else data.shape[0], data.dtype, **options) as write:
-        write(data)
 
 
 def class_palette(class_names) -> list[tuple[int, int, int]]:

@@ -427,24 +427,31 @@ def raster_writer(handoff: RasterHandOff, folder: Path, grid, run: str, **style)
     (:func:`class_style`).
     The file appears only when the block exits cleanly (:func:`gdal_tif2rgb.geotiff_writer`)."""
     with gdal_tif2rgb.geotiff_writer(handoff.path(folder), grid, handoff.bands, handoff.dtype,
-                                     nodata=handoff.nodata, band_names=handoff.band_names, scale=handoff.scale,
-                                     metadata={handoff.run_item: run}, **style) as write:
-        def write_block(block: np.ndarray, row: int = 0, col: int = 0) -> None:
-            block = encode_unit_values(block) if handoff.scale else block
-            write(np.moveaxis(block, -1, 0) if block.ndim == 3 else block, row, col)
+                                     **_description(handoff, run, style)) as write:
+        yield lambda block, row=0, col=0: write(_band_first(handoff, block), row, col)
 
-        yield write_block
+
+def write_raster(handoff: RasterHandOff, folder: Path, array: np.ndarray, grid, run: str, **style) -> None:
+    """Write a whole raster hand-off at once, as :func:`raster_writer` would (GDAL reads ``array`` where it lies,
+    if it is already of the stored type)."""
+    gdal_tif2rgb.write_geotiff(handoff.path(folder), np.asarray(_band_first(handoff, array), handoff.dtype), grid,
+                               **_description(handoff, run, style))
+
+
+def _description(handoff: RasterHandOff, run: str, style: dict) -> dict:
+    return dict(nodata=handoff.nodata, band_names=handoff.band_names, scale=handoff.scale,
+                metadata={handoff.run_item: run}, **style)
+
+
+def _band_first(handoff: RasterHandOff, block: np.ndarray) -> np.ndarray:
+    """A block (rows, cols) or (rows, cols, bands) as stored (unit values as steps), bands first (a view)."""
+    block = encode_unit_values(block) if handoff.scale else block
+    return np.moveaxis(block, -1, 0) if block.ndim == 3 else block
 
 
 def class_style(class_names) -> dict:
     """The style of a class raster of ``class_names``: their names and palette colours, for :func:`raster_writer`."""
     return {"class_names": list(class_names), "class_colours": gdal_tif2rgb.class_palette(class_names)}
-
-
-def write_raster(handoff: RasterHandOff, folder: Path, array: np.ndarray, grid, run: str, **style) -> None:
-    """Write a whole raster hand-off at once (see :func:`raster_writer`)."""
-    with raster_writer(handoff, folder, grid, run, **style) as write:
-        write(array)
 
 
 def record_rasters(record: dict, out, handoffs) -> None:

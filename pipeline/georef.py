@@ -54,6 +54,14 @@ def north_up_grid(dataset, path) -> Grid:
     return Grid.of(dataset)
 
 
+def same_grid(a: Grid, b: Grid) -> bool:
+    """Whether two grids have the same size, pixels (to a thousandth of a pixel) and CRS."""
+    same_crs = (not a.crs_wkt and not b.crs_wkt) or (bool(a.crs_wkt) and bool(b.crs_wkt) and
+                                                     spatial_reference(a.crs_wkt).IsSame(spatial_reference(b.crs_wkt)))
+    return (a.rows, a.cols) == (b.rows, b.cols) and same_crs and np.allclose(
+        a.geotransform, b.geotransform, rtol=0, atol=1e-3 * abs(b.geotransform[1]))
+
+
 def transform_bounds(bounds, src_wkt: str, dst_wkt: str, path) -> tuple:
     """Bounds in the CRS ``src_wkt`` (that of the file ``path``) -> the bounds enclosing them in ``dst_wkt``
     (edges densified by GDAL); unchanged when either CRS is missing or both are the same. InputDataError when

@@ -16,6 +16,7 @@ import gdal_tif2rgb
 from pipeline import grids
 from pipeline.contract import LAYER_NAMES, encode_unit_values
 from pipeline.errors import InputDataError
+from pipeline.superpixels import to_lab
 
 
 def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -96,7 +97,7 @@ class StretchedLayers(NamedTuple):
     """What :func:`stretched_layers` makes of a scene's bands: the stored layers, SLIC's input and the preview."""
 
     steps: np.ndarray  # uint8 (rows, cols, 8): the stretched layers as stored (``contract.encode_unit_values``)
-    slic_input: np.ndarray  # float32 (rows, cols, 3): the stretched layers SLIC segments, not rounded to steps
+    slic_lab: np.ndarray  # float32 (rows, cols, 3): CIELAB of the stretched layers SLIC segments (not rounded)
     preview: np.ndarray  # float32 (ceil(rows / s), ceil(cols / s), 8): the preview before the stretch
     preview_steps: np.ndarray  # uint8, the same preview stretched, as stored: every s-th pixel of ``steps``
     preview_valid: np.ndarray  # bool (ceil(rows / s), ceil(cols / s))
@@ -112,14 +113,14 @@ def stretched_layers(raw: dict, valid: np.ndarray, slic_layers, limits: dict | N
                      block_pixels: int = 2**17) -> StretchedLayers:
     """The 8 layers of ``raw`` (see :func:`build_layers`) stretched with ``limits`` (default: from the preview,
     every s-th row and column, s = ``grids.display_stride``), as stored steps and, for the ``slic_layers``, as
-    float32; built in blocks of rows of about ``block_pixels`` pixels on every core, so no float32 copy of all 8
-    layers is made (blocks of 4 MB stay in cache and in the allocator's reused memory: 3 times faster than
-    blocks of 16 MB on a 3500 px wide scene)."""
+    the CIELAB image SLIC segments (``superpixels.to_lab``); built in blocks of rows of about ``block_pixels``
+    pixels on every core, so no float32 copy of all 8 layers is made (blocks of 4 MB stay in cache and in the
+    allocator's reused memory: 3 times faster than blocks of 16 MB on a 3500 px wide scene)."""
     step = grids.display_stride(*valid.shape)
     preview_valid = valid[::step, ::step]
     preview = np.empty((*preview_valid.shape, len(LAYER_NAMES)), dtype=np.float32)
     steps = np.empty((*valid.shape, len(LAYER_NAMES)), dtype=np.uint8)
-    slic_input = np.empty((*valid.shape, len(slic_layers)), dtype=np.float32)
+    slic_lab = np.empty((*valid.shape, 3), dtype=np.float32)
 
     def build_preview(rows: slice) -> None:  # rows of the preview
         preview[rows] = build_layers({name: band[::step, ::step][rows] for name, band in raw.items()},
@@ -129,14 +130,14 @@ def stretched_layers(raw: dict, valid: np.ndarray, slic_layers, limits: dict | N
         block = build_layers({name: band[rows] for name, band in raw.items()}, valid[rows])
         apply_stretch(block, limits, valid[rows])
         steps[rows] = encode_unit_values(block)
-        slic_input[rows] = select_layers(block, slic_layers)
+        slic_lab[rows] = to_lab(select_layers(block, slic_layers))
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy's arithmetic releases the GIL
         list(pool.map(build_preview, grids.row_blocks(*preview_valid.shape, block_pixels)))
         limits = limits or stretch_limits(preview, preview_valid)
         list(pool.map(build_and_stretch, grids.row_blocks(*valid.shape, block_pixels)))
     preview_steps = np.ascontiguousarray(steps[::step, ::step])
-    return StretchedLayers(steps, slic_input, preview, preview_steps, preview_valid, limits)
+    return StretchedLayers(steps, slic_lab, preview, preview_steps, preview_valid, limits)
 
 
 def read_preview(image: Path, bands: dict, shape: tuple, step: int) -> tuple[np.ndarray, np.ndarray]:

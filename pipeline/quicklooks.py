@@ -98,12 +98,12 @@ def plot_example_patches(chosen: list, patches: np.ndarray, class_names, per_cla
     return figure
 
 
-def plot_slic_exploration(rgb: np.ndarray, slic_input: np.ndarray, valid: np.ndarray, n_segments: int,
+def plot_slic_exploration(rgb: np.ndarray, slic_lab: np.ndarray, valid: np.ndarray, n_segments: int,
                           crop_size: int = 200):
     """Figure of SLIC boundaries on the central ``crop_size`` px crop of a scene (tutorial 2.1), drawn on its
-    ``rgb`` (rows, cols, 3 uint8), of SLIC on its ``slic_input`` (rows, cols, 3 stretched layers, see
-    ``superpixels.segment``): compactness 0.01..100 across, down three superpixel counts, half, once and twice
-    the scene's ``n_segments`` scaled to the crop; ``valid`` (rows, cols) masks the pixels SLIC sees."""
+    ``rgb`` (rows, cols, 3 uint8), of SLIC on its ``slic_lab`` (rows, cols, 3: CIELAB of the stretched SLIC
+    layers, see ``superpixels.segment``): compactness 0.01..100 across, down three superpixel counts, half, once
+    and twice the scene's ``n_segments`` scaled to the crop; ``valid`` (rows, cols) masks the pixels SLIC sees."""
     rows, cols = valid.shape
     size = min(crop_size, rows, cols)
     top, left = (rows - size) // 2, (cols - size) // 2
@@ -115,7 +115,7 @@ def plot_slic_exploration(rgb: np.ndarray, slic_input: np.ndarray, valid: np.nda
                                      figsize=(3 * len(compactness_values), 3.1 * len(counts)))
     for i, count in enumerate(counts):
         for j, compactness in enumerate(compactness_values):
-            segments = superpixels.segment(slic_input[crop], count, compactness, valid[crop])
+            segments = superpixels.segment(slic_lab[crop], count, compactness, valid[crop])
             axes[i][j].imshow(boundary_image(rgb[crop], segments))
             axes[i][j].set_title(f"n_segments={count}, compactness={compactness:g}", fontsize=8)
             axes[i][j].set_axis_off()

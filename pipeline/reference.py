@@ -24,7 +24,7 @@ from gdal_tif2rgb import Grid
 from pipeline import grids
 from pipeline.contract import UNLABELLED
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.georef import north_up_grid, open_dataset, overlaps, transform_bounds, vector_bounds
+from pipeline.georef import north_up_grid, open_dataset, overlaps, same_grid, transform_bounds, vector_bounds
 
 
 def class_codes(values: np.ndarray, classes: dict, nodata=None, chunk: int = 2**20) -> np.ndarray:
@@ -150,6 +150,9 @@ def _from_raster(path: Path, dataset, classes: dict, grid: Grid) -> tuple[np.nda
     _check_every_class_occurs(path, band, codes, classes)
     area = (ref_bounds[2] - ref_bounds[0]) * (ref_bounds[3] - ref_bounds[1])
     ref_pixel = math.sqrt(area / (ref_grid.cols * ref_grid.rows))
+    if same_grid(ref_grid, grid):  # already on the work grid: no resampling
+        return codes, {"kind": "raster", "field": None, "resampling": None,
+                       "reference_pixel_in_image_crs": round(ref_pixel, 4)}
     resampling = "nearest" if ref_pixel >= 0.99 * grid.geotransform[1] else "mode"
     source = _memory_raster(ref_grid, codes)
     del codes
@@ -160,9 +163,8 @@ def _from_raster(path: Path, dataset, classes: dict, grid: Grid) -> tuple[np.nda
     # GDAL's warper writes 254 where a pixel's value is the nodata value 255 but counts as data (the mode of
     # unlabelled pixels), so that it is not read as nodata: that pixel is unlabelled too.
     codes[codes >= len(classes)] = UNLABELLED
-    return codes, {
-        "kind": "raster", "field": None, "resampling": resampling,
-        "reference_pixel_in_image_crs": round(ref_pixel, 4)}
+    return codes, {"kind": "raster", "field": None, "resampling": resampling,
+                   "reference_pixel_in_image_crs": round(ref_pixel, 4)}
 
 
 def _layer_fields(dataset) -> dict:

@@ -25,7 +25,7 @@ from gdal_tif2rgb import Grid, open_raster
 from pipeline import clouds, composite, sentinel2
 from pipeline.contract import UNLABELLED
 from pipeline.errors import ConfigError, InputDataError
-from pipeline.georef import (as_path, crs_name, describe, north_up_grid, overlaps, spatial_reference,
+from pipeline.georef import (as_path, crs_name, describe, north_up_grid, overlaps, same_grid, spatial_reference,
                              transform_bounds, vector_bounds)
 from pipeline.reference import reference_codes
 
@@ -180,14 +180,6 @@ def _clear_image(dates: list, roles: list, grid: Grid, target: Path, buffer_px: 
     return target, {role: i + 1 for i, role in enumerate(roles)}, clear
 
 
-def _same_grid(a: Grid, b: Grid) -> bool:
-    """Whether two grids have the same size, pixels (to a thousandth of a pixel) and CRS."""
-    same_crs = (not a.crs_wkt and not b.crs_wkt) or (bool(a.crs_wkt) and bool(b.crs_wkt) and
-                                                     spatial_reference(a.crs_wkt).IsSame(spatial_reference(b.crs_wkt)))
-    return (a.rows, a.cols) == (b.rows, b.cols) and same_crs and np.allclose(
-        a.geotransform, b.geotransform, rtol=0, atol=1e-3 * abs(b.geotransform[1]))
-
-
 def files_of(path) -> list:
     """The files an input is made of: itself, and for a Shapefile its side files (``.dbf``, ``.shx``, ``.prj``...)."""
     path = as_path(path)
@@ -221,7 +213,7 @@ def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Pat
     from osgeo import gdal
 
     image = _finish_image(date["stack"], own, window, date["scaling"], out_dir)
-    if not _same_grid(own.subgrid(window), grid):
+    if not same_grid(own.subgrid(window), grid):
         bounds = transform_bounds(own.bounds, own.crs_wkt, grid.crs_wkt, date['source'])
         if not overlaps(bounds, grid.bounds):
             raise InputDataError(f"{date['source']}: covers {tuple(round(v) for v in bounds)}, which does not overlap "

@@ -14,29 +14,27 @@ from skimage.segmentation import slic  # imported with the module: in the strips
 from pipeline.grids import row_blocks
 
 
-def segment(slic_input: np.ndarray, n_segments: int, compactness: float, valid: np.ndarray,
+def segment(lab: np.ndarray, n_segments: int, compactness: float, valid: np.ndarray,
             n_strips: int | None = None) -> np.ndarray:
-    """SLIC superpixels of 3 stretched layers ``slic_input`` (rows, cols, 3; the scene's ``slic_layers``,
-    ``layers.select_layers``) treated as an RGB triplet converted to CIELAB as in the tutorial (so
+    """SLIC superpixels of a CIELAB image ``lab`` (rows, cols, 3): :func:`to_lab` of 3 stretched layers (the
+    scene's ``slic_layers``, ``layers.select_layers``) treated as an RGB triplet, as in the tutorial (so
     ``compactness`` is in Lab units: 10-40 gives compact superpixels that still follow edges); about
     ``n_segments`` of them.
 
     The image is cut into ``n_strips`` horizontal strips (default: one per CPU core, each at least 256 rows)
     segmented in parallel threads; superpixels do not cross strip boundaries. Invalid pixels (False in
     ``valid``, bool (rows, cols)), if any, are left out of SLIC and gathered in one superpixel per strip.
-
     Returns int32 array (rows, cols) of superpixel ids 0..n-1 without gaps.
     """
     rows = valid.shape[0]
     n_strips = n_strips or max(1, min(os.cpu_count() or 1, rows // 256))
     bounds = np.linspace(0, rows, n_strips + 1).round().astype(int)
-
     segments = np.empty(valid.shape, dtype=np.int32)
 
     def segment_strip(k: int) -> int:  # each strip's labels go straight into its rows; returns their count
         strip = slice(bounds[k], bounds[k + 1])
         share = (bounds[k + 1] - bounds[k]) / rows
-        segments[strip] = slic_lab(slic_input[strip], max(1, round(n_segments * share)), compactness, valid[strip])
+        segments[strip] = slic_lab(lab[strip], max(1, round(n_segments * share)), compactness, valid[strip])
         return int(segments[strip].max()) + 1
 
     with ThreadPoolExecutor(n_strips) as pool:  # scikit-image's SLIC loop releases the GIL
@@ -46,10 +44,10 @@ def segment(slic_input: np.ndarray, n_segments: int, compactness: float, valid: 
     return consecutive_ids(segments)
 
 
-def slic_lab(rgb: np.ndarray, n_segments: int, compactness: float, valid: np.ndarray) -> np.ndarray:
-    """scikit-image SLIC of an RGB float image (rows, cols, 3) in [0, 1] with its default CIELAB conversion,
-    done here. Returns int64 labels (rows, cols) from 0; where some pixels are not ``valid``, those are 0 and
-    the superpixels start at 1.
+def slic_lab(lab: np.ndarray, n_segments: int, compactness: float, valid: np.ndarray) -> np.ndarray:
+    """scikit-image SLIC of a CIELAB image (rows, cols, 3; :func:`to_lab`), as its ``slic`` with its default
+    CIELAB conversion would segment the RGB image. Returns int64 labels (rows, cols) from 0; where some pixels
+    are not ``valid``, those are 0 and the superpixels start at 1.
 
     SLIC rescales whatever it gets to [0, 1] by its min and max. On the Lab image that would make
     ``compactness`` depend on the strip's colour range, so it is divided by that range, which leaves
@@ -57,7 +55,6 @@ def slic_lab(rgb: np.ndarray, n_segments: int, compactness: float, valid: np.nda
     """
     if not valid.any():
         return np.zeros(valid.shape, dtype=np.int64)
-    lab = to_lab(rgb)
     mask = None if valid.all() else valid
     values = lab if mask is None else lab[mask]
     lab_range = float(values.max() - values.min()) or 1.0

@@ -114,7 +114,7 @@ def test_reference_on_the_image_grid(tmp_path, crop_files, crop_scene):
     codes = prepared.reference_codes
     assert codes.dtype == np.uint8 and np.array_equal(codes, codes_of(crop_scene["labels"]))
     assert np.allclose(prepared.grid.geotransform, crop_scene["geotransform"])
-    assert prepared.sources["reference"]["resampling"] == "nearest" and not (tmp_path / "reference.tif").exists()
+    assert prepared.sources["reference"]["resampling"] is None and not (tmp_path / "reference.tif").exists()
 
 
 @pytest.mark.parametrize("resolution, resampling, bound",

@@ -55,11 +55,16 @@ class TestLayers:
         assert limits["blue"][1] < 50 and (layers[~valid] == 0).all()
 
 
+def lab_of(layers: np.ndarray, names) -> np.ndarray:
+    """What Step 0 gives SLIC: the CIELAB image of three layers."""
+    return superpixels.to_lab(select_layers(layers, names))
+
+
 class TestSuperpixels:
     def test_slic_ids_are_consecutive_from_zero(self):
         rng = np.random.default_rng(1)
         layers = rng.random((60, 70, 8), dtype=np.float32)
-        segments = superpixels.segment(select_layers(layers, ["red", "green", "blue"]), 40, 10, np.ones((60, 70), bool))
+        segments = superpixels.segment(lab_of(layers, ["red", "green", "blue"]), 40, 10, np.ones((60, 70), bool))
         assert segments.dtype == np.int32 and segments.shape == (60, 70)
         assert np.array_equal(np.unique(segments), np.arange(segments.max() + 1))
 
@@ -67,7 +72,7 @@ class TestSuperpixels:
         layers = np.zeros((40, 40, 8), np.float32)
         layers[:20, 20:, 2] = 1  # top-right red
         layers[20:, :20, 1] = 1  # bottom-left green
-        segments = superpixels.segment(select_layers(layers, ["red", "green", "blue"]), 4, 1, np.ones((40, 40), bool))
+        segments = superpixels.segment(lab_of(layers, ["red", "green", "blue"]), 4, 1, np.ones((40, 40), bool))
         quadrants = [segments[:20, :20], segments[:20, 20:], segments[20:, :20], segments[20:, 20:]]
         assert all(np.unique(q).size == 1 for q in quadrants[1:3])
         assert not set(np.unique(quadrants[1])) & set(np.unique(quadrants[2]))
@@ -77,7 +82,7 @@ class TestSuperpixels:
 
         layers = np.random.default_rng(3).random((80, 90, 8), dtype=np.float32)
         layers[0, 0, :3], layers[0, 1, :3] = 0, 1  # full [0, 1] range, as after the stretch
-        ours = superpixels.segment(select_layers(layers, ["red", "green", "blue"]), 60, 20, np.ones((80, 90), bool), 1)
+        ours = superpixels.segment(lab_of(layers, ["red", "green", "blue"]), 60, 20, np.ones((80, 90), bool), 1)
         reference = slic(layers[..., [2, 1, 0]], n_segments=60, compactness=20, channel_axis=-1, start_label=0)
         assert np.array_equal(ours, superpixels.consecutive_ids(reference))
 
@@ -90,7 +95,7 @@ class TestSuperpixels:
 
     def test_strips_give_unique_ids_that_stop_at_strip_boundaries(self):
         layers = np.random.default_rng(4).random((100, 60, 8), dtype=np.float32)
-        segments = superpixels.segment(select_layers(layers, ["nir", "swir", "ndvi"]), 40, 10, np.ones((100, 60), bool), 2)
+        segments = superpixels.segment(lab_of(layers, ["nir", "swir", "ndvi"]), 40, 10, np.ones((100, 60), bool), 2)
         assert not set(np.unique(segments[:50])) & set(np.unique(segments[50:]))
         assert np.array_equal(np.unique(segments), np.arange(segments.max() + 1))
 
