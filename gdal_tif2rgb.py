@@ -15,8 +15,10 @@ import argparse
 import contextlib
 import errno
 import os
+import struct
 import sys
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -591,23 +593,46 @@ def unit_to_byte(values: np.ndarray, rows: int = 1024) -> np.ndarray:
 
 
 def save_png(path: Path, image_or_figure, crop: bool = True) -> None:
-    """Write an RGB(A) uint8 image array or a matplotlib Figure to PNG atomically (figures are closed); a
-    figure is cropped to what it draws, unless ``crop`` is False (for a figure with its own margins: cropping
-    draws it twice).
+    """Write a uint8 image array (:func:`png_bytes`) or a matplotlib Figure to PNG atomically (figures are
+    closed); a figure is cropped to what it draws, unless ``crop`` is False (for a figure with its own margins:
+    cropping draws it twice).
 
     PNGs use zlib level 1: about 5x faster than the default on photos of scenes, files a little larger.
     """
-    from PIL import Image
-
     with atomic_output(path) as temporary:
         if isinstance(image_or_figure, np.ndarray):
-            Image.fromarray(image_or_figure).save(temporary, format="PNG", compress_level=1)
+            Path(temporary).write_bytes(png_bytes(image_or_figure))
         else:
             import matplotlib.pyplot as plt
 
             image_or_figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight" if crop else None,
                                     pil_kwargs={"compress_level": 1})
             plt.close(image_or_figure)
+
+
+#: PNG colour type of an image with 1, 2, 3 or 4 channels (grey, grey + alpha, RGB, RGBA).
+PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """The PNG file of a uint8 image (rows, cols) or (rows, cols, 1 to 4 channels: grey, grey + alpha, RGB,
+    RGBA), rows unfiltered and deflated at zlib level 1 (on photos of scenes PNG's row filters save under 1 % at
+    that level, and Pillow's encoder takes twice the time).
+
+    >>> png_bytes(np.zeros((2, 3), np.uint8))[:8]
+    b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"a PNG holds uint8 (rows, cols[, 1-4 channels]), not {image.dtype} {image.shape}")
+    rows, cols = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    scanlines = np.zeros((rows, 1 + cols * channels), np.uint8)  # each row: filter type 0, then its bytes
+    scanlines[:, 1:] = image.reshape(rows, cols * channels)
+    header = struct.pack(">IIBBBBB", cols, rows, 8, PNG_COLOUR_TYPES[channels], 0, 0, 0)
+    parts = [b"\x89PNG\r\n\x1a\n"]
+    for kind, data in ((b"IHDR", header), (b"IDAT", zlib.compress(scanlines, 1)), (b"IEND", b"")):
+        parts += [struct.pack(">I", len(data)), kind, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))]
+    return b"".join(parts)  # the image's bytes copied once
 
 
 def tif_to_rgb(source: Path, target: Path, bands=(3, 2, 1), low: float = 2.0, high: float = 98.0) -> None:

@@ -350,7 +350,8 @@ def _stat(path) -> tuple[int, int]:
 
 
 def _chunks(path, size: int = 8 << 20):
-    """The bytes of a file (or a GDAL virtual path) in chunks; of a folder, its listing with sizes and times."""
+    """The bytes of a file (or a GDAL virtual path) in chunks (a file's: views of one reused buffer, valid until
+    the next); of a folder, its listing with sizes and times."""
     if Path(path).is_dir():
         for file in sorted(Path(path).rglob("*")):
             if file.is_file():
@@ -358,9 +359,10 @@ def _chunks(path, size: int = 8 << 20):
                 yield f"{file.relative_to(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode()
         return
     if not str(path).startswith("/vsi"):
+        buffer = memoryview(bytearray(size))
         with open(path, "rb") as file:
-            while chunk := file.read(size):
-                yield chunk
+            while read := file.readinto(buffer):
+                yield buffer[:read]
         return
     from osgeo import gdal
 

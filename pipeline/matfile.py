@@ -47,19 +47,19 @@ def save_mat(path: Path, variables: dict, compressed: bool = False) -> None:
             scipy.io.savemat(temporary, variables, do_compression=False, oned_as="column")
 
 
-def _chunk_bytes(value: np.ndarray, start: int) -> bytes:
-    """The chunk of ``value`` that starts at row ``start``, as HDF5 stores it (transposed; an edge chunk whole,
-    padded with zeros)."""
+def _chunk(value: np.ndarray, start: int) -> np.ndarray:
+    """The chunk of ``value`` that starts at row ``start``, as HDF5 stores it (transposed, C-ordered: a buffer
+    of its bytes; an edge chunk whole, padded with zeros)."""
     block = value[start:start + CHUNK_ROWS]
     if len(block) < CHUNK_ROWS:
         block = np.concatenate([block, np.zeros((CHUNK_ROWS - len(block), *value.shape[1:]), value.dtype)])
-    return np.ascontiguousarray(block.T).tobytes()
+    return np.ascontiguousarray(block.T)
 
 
 def _deflate_pays(value: np.ndarray) -> bool:
     """Whether a trial chunk from the middle of ``value`` deflates to at most :data:`DEFLATE_PAYS` of its bytes."""
-    trial = _chunk_bytes(value, len(value) // 2 // CHUNK_ROWS * CHUNK_ROWS)
-    return len(zlib.compress(trial, DEFLATE_LEVEL)) <= DEFLATE_PAYS * len(trial)
+    trial = _chunk(value, len(value) // 2 // CHUNK_ROWS * CHUNK_ROWS)
+    return len(zlib.compress(trial, DEFLATE_LEVEL)) <= DEFLATE_PAYS * trial.nbytes
 
 
 def _deflate_options(deflate: bool) -> dict:
@@ -96,8 +96,8 @@ class MatV73:
                                            chunks=(*value.shape[:0:-1], CHUNK_ROWS), **_deflate_options(deflate))
         dataset.attrs["MATLAB_class"] = np.bytes_(_matlab_class(value.dtype))
 
-        def stored(start: int) -> bytes:
-            block = _chunk_bytes(value, start)
+        def stored(start: int):  # bytes, or an array whose buffer is them
+            block = _chunk(value, start)
             return zlib.compress(block, DEFLATE_LEVEL) if deflate else block
 
         starts = range(0, len(value), CHUNK_ROWS)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from osgeo import gdal
 from PIL import Image
 
@@ -72,3 +73,20 @@ def test_explore_grid_is_five_compactness_values_across(explored_workdir):
     image = png(explored_workdir / "explore_slic.png")
     assert image.shape[1] > 1.3 * image.shape[0]  # 5 columns, 3 rows
     assert colour_count(image, YELLOW) > 3000  # the boundaries (the rest blended by resampling)
+
+
+def test_png_writer_gives_files_that_libpng_and_pillow_read_back_exactly(tmp_path):
+    rng = np.random.default_rng(7)
+    for shape in [(9, 13), (9, 13, 2), (9, 13, 3), (9, 13, 4), (1, 1, 3)]:
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        path = tmp_path / f"{len(shape)}_{shape[-1]}.png"
+        gdal_tif2rgb.save_png(path, image[::-1])  # a view with a negative stride
+        read = gdal.Open(str(path))  # GDAL's PNG driver: libpng, which checks every chunk's CRC
+        assert read.GetDriver().ShortName == "PNG"
+        bands = read.ReadAsArray()
+        assert np.array_equal(bands if bands.ndim == 2 else np.moveaxis(bands, 0, -1), image[::-1])
+        assert np.array_equal(np.asarray(Image.open(path)).reshape(shape), image[::-1])
+    for bad in (np.zeros((4, 4), np.float32), np.zeros((4, 4, 5), np.uint8)):
+        with pytest.raises(ValueError, match="a PNG holds uint8"):
+            gdal_tif2rgb.save_png(tmp_path / "bad.png", bad)
+    assert not (tmp_path / "bad.png").exists() and not list(tmp_path.glob("*partial*"))
