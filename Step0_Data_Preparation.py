@@ -49,6 +49,7 @@ from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
 from pipeline.errors import ConfigError, InputDataError
+from pipeline.fingerprints import fingerprint
 from pipeline.layers import (apply_stretch, build_layers, check_limits_fit, select_layers, stretched_layers,
                              stretched_preview)
 from pipeline.sampling import example_indices, sample_superpixels
@@ -323,7 +324,7 @@ def prepare(scene: Scene, scheduler: str | None = None, workers: int | None = No
     with open_outputs(scene.workdir, OUTPUTS, inputs) as out, ThreadPoolExecutor(2) as side:
         # checksums and the reference's warp are GDAL and hashlib work without the GIL: beside the image's
         provenance = side.submit(lambda: contract.step0_provenance(
-            scene, contract.fingerprint(scene.image), scene.reference and contract.fingerprint(scene.reference)))
+            scene, fingerprint(scene.image), scene.reference and fingerprint(scene.reference)))
         with cluster.client_if(tiled, scheduler, workers, out) as client:
             with cli.timed("image on the work grid", timings):
                 image = on_work_grid(scene, out, client)
