@@ -77,8 +77,9 @@ def test_explore_grid_is_five_compactness_values_across(explored_workdir):
 
 def test_png_writer_gives_files_that_libpng_and_pillow_read_back_exactly(tmp_path):
     rng = np.random.default_rng(7)
-    for shape in [(9, 13), (9, 13, 2), (9, 13, 3), (9, 13, 4), (1, 1, 3)]:
-        image = rng.integers(0, 256, shape, dtype=np.uint8)
+    ramp = np.add.outer(np.arange(90), np.arange(70)).astype(np.uint8)  # smooth: rows filtered "Up"
+    for shape in [(9, 13), (9, 13, 2), (9, 13, 3), (9, 13, 4), (1, 1, 3), (90, 70, 3)]:
+        image = rng.integers(0, 256, shape, dtype=np.uint8) if shape[0] < 90 else np.stack([ramp] * 3, axis=-1)
         path = tmp_path / f"{len(shape)}_{shape[-1]}.png"
         gdal_tif2rgb.save_png(path, image[::-1])  # a view with a negative stride
         read = gdal.Open(str(path))  # GDAL's PNG driver: libpng, which checks every chunk's CRC
