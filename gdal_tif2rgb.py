@@ -617,6 +617,8 @@ def save_png(path: Path, image_or_figure, crop: bool = True) -> None:
 
 #: PNG colour type of an image with 1, 2, 3 or 4 channels (grey, grey + alpha, RGB, RGBA).
 PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+#: Largest PNG chunk written (PNG allows up to 2**31 - 1 bytes): the deflated image goes in IDAT chunks of this size.
+PNG_CHUNK_BYTES = 2**30
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -628,7 +630,8 @@ def png_bytes(image: np.ndarray) -> bytes:
     >>> png_bytes(np.zeros((2, 3), np.uint8))[:8]
     b'\\x89PNG\\r\\n\\x1a\\n'
     """
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4):
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4) \
+            or 0 in image.shape:
         raise ValueError(f"a PNG holds uint8 (rows, cols[, 1-4 channels]), not {image.dtype} {image.shape}")
     rows, cols = image.shape[:2]
     channels = 1 if image.ndim == 2 else image.shape[2]
@@ -636,8 +639,11 @@ def png_bytes(image: np.ndarray) -> bytes:
     middle = flat[max(0, rows // 2 - 32):rows // 2 + 32]
     up = len(zlib.compress(_scanlines(middle, True), 1)) < len(zlib.compress(_scanlines(middle, False), 1))
     header = struct.pack(">IIBBBBB", cols, rows, 8, PNG_COLOUR_TYPES[channels], 0, 0, 0)
+    deflated = memoryview(zlib.compress(_scanlines(flat, up), 1))
+    chunks = [(b"IHDR", header), *((b"IDAT", deflated[start:start + PNG_CHUNK_BYTES])
+                                   for start in range(0, len(deflated), PNG_CHUNK_BYTES)), (b"IEND", b"")]
     parts = [b"\x89PNG\r\n\x1a\n"]
-    for kind, data in ((b"IHDR", header), (b"IDAT", zlib.compress(_scanlines(flat, up), 1)), (b"IEND", b"")):
+    for kind, data in chunks:
         parts += [struct.pack(">I", len(data)), kind, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))]
     return b"".join(parts)  # the image's bytes copied once
 

@@ -75,7 +75,9 @@ def test_explore_grid_is_five_compactness_values_across(explored_workdir):
     assert colour_count(image, YELLOW) > 3000  # the boundaries (the rest blended by resampling)
 
 
-def test_png_writer_gives_files_that_libpng_and_pillow_read_back_exactly(tmp_path):
+@pytest.mark.parametrize("chunk_bytes", [2**30, 500])  # one IDAT chunk, or many (images deflating past 1 GiB)
+def test_png_writer_gives_files_that_libpng_and_pillow_read_back_exactly(tmp_path, monkeypatch, chunk_bytes):
+    monkeypatch.setattr(gdal_tif2rgb, "PNG_CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(7)
     ramp = np.add.outer(np.arange(90), np.arange(70)).astype(np.uint8)  # smooth: rows filtered "Up"
     for shape in [(9, 13), (9, 13, 2), (9, 13, 3), (9, 13, 4), (1, 1, 3), (90, 70, 3)]:
@@ -87,7 +89,7 @@ def test_png_writer_gives_files_that_libpng_and_pillow_read_back_exactly(tmp_pat
         bands = read.ReadAsArray()
         assert np.array_equal(bands if bands.ndim == 2 else np.moveaxis(bands, 0, -1), image[::-1])
         assert np.array_equal(np.asarray(Image.open(path)).reshape(shape), image[::-1])
-    for bad in (np.zeros((4, 4), np.float32), np.zeros((4, 4, 5), np.uint8)):
+    for bad in (np.zeros((4, 4), np.float32), np.zeros((4, 4, 5), np.uint8), np.zeros((0, 4), np.uint8)):
         with pytest.raises(ValueError, match="a PNG holds uint8"):
             gdal_tif2rgb.save_png(tmp_path / "bad.png", bad)
     assert not (tmp_path / "bad.png").exists() and not list(tmp_path.glob("*partial*"))
