@@ -50,7 +50,7 @@ from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.fingerprints import fingerprint
-from pipeline.layers import (apply_stretch, build_layers, check_limits_fit, select_layers, stretched_layers,
+from pipeline.layers import (apply_stretch, build_layers, check_limits_fit, select_layers, slic_lab, stretched_layers,
                              stretched_preview)
 from pipeline.sampling import example_indices, sample_superpixels
 from pipeline.split import spatial_split, summarise, tiled_split
@@ -196,8 +196,8 @@ def prepare_tile(scene: Scene, work: sources.PreparedSources, limits: dict, wind
     core = (slice(row - top, row - top + rows), slice(col - left, col - left + cols))
     codes = work.codes_where_valid(codes, valid[core])
     n_segments = max(1, round(p.n_segments * rows * cols / (shape[0] * shape[1])))
-    segments = superpixels.segment(superpixels.to_lab(select_layers(layers[core], p.slic_layers)), n_segments,
-                                   p.compactness, valid[core], n_strips)
+    segments = superpixels.segment(slic_lab(layers[core], p.slic_layers), n_segments, p.compactness, valid[core],
+                                   n_strips)
     steps = contract.encode_unit_values(layers)  # the stored precision, a quarter of the bytes to ship
     sampled = sample_superpixels(steps, segments, codes, valid[core], p.patch_width, len(scene.classes), shape,
                                  (top, left), (row, col))

@@ -109,6 +109,12 @@ def select_layers(layers: np.ndarray, names) -> np.ndarray:
     return layers[..., [LAYER_NAMES.index(name) for name in names]]
 
 
+def slic_lab(layers: np.ndarray, slic_layers) -> np.ndarray:
+    """What SLIC segments: the CIELAB image (``superpixels.to_lab``) of the ``slic_layers`` of a stretched stack
+    (..., 8), float32 (..., 3)."""
+    return to_lab(select_layers(layers, slic_layers))
+
+
 def stretched_layers(raw: dict, valid: np.ndarray, slic_layers, limits: dict | None = None,
                      block_pixels: int = 2**17) -> StretchedLayers:
     """The 8 layers of ``raw`` (see :func:`build_layers`) stretched with ``limits`` (default: from the preview,
@@ -120,7 +126,7 @@ def stretched_layers(raw: dict, valid: np.ndarray, slic_layers, limits: dict | N
     preview_valid = valid[::step, ::step]
     preview = np.empty((*preview_valid.shape, len(LAYER_NAMES)), dtype=np.float32)
     steps = np.empty((*valid.shape, len(LAYER_NAMES)), dtype=np.uint8)
-    slic_lab = np.empty((*valid.shape, 3), dtype=np.float32)
+    lab = np.empty((*valid.shape, 3), dtype=np.float32)
 
     sampled = {name: np.ascontiguousarray(band[::step, ::step]) for name, band in raw.items()}  # 6x faster than
     # arithmetic on the strided views
@@ -132,14 +138,14 @@ def stretched_layers(raw: dict, valid: np.ndarray, slic_layers, limits: dict | N
         block = build_layers({name: band[rows] for name, band in raw.items()}, valid[rows])
         apply_stretch(block, limits, valid[rows])
         steps[rows] = encode_unit_values(block)
-        slic_lab[rows] = to_lab(select_layers(block, slic_layers))
+        lab[rows] = slic_lab(block, slic_layers)
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy's arithmetic releases the GIL
         list(pool.map(build_preview, grids.row_blocks(*preview_valid.shape, block_pixels)))
         limits = limits or stretch_limits(preview, preview_valid)
         list(pool.map(build_and_stretch, grids.row_blocks(*valid.shape, block_pixels)))
     preview_steps = np.ascontiguousarray(steps[::step, ::step])
-    return StretchedLayers(steps, slic_lab, preview, preview_steps, preview_valid, limits)
+    return StretchedLayers(steps, lab, preview, preview_steps, preview_valid, limits)
 
 
 def read_preview(image: Path, bands: dict, shape: tuple, step: int) -> tuple[np.ndarray, np.ndarray]:

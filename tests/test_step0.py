@@ -9,7 +9,7 @@ from osgeo import gdal
 from conftest import SUBSET
 from pipeline import contract, sampling, superpixels
 from pipeline.contract import LAYER_NAMES
-from pipeline.layers import apply_stretch, build_layers, normalized_difference, select_layers, stretch_limits
+from pipeline.layers import apply_stretch, build_layers, normalized_difference, slic_lab, stretch_limits
 from pipeline.sampling import class_counts, extract_patches, majority_labels
 from pipeline.split import spatial_split
 
@@ -57,7 +57,7 @@ class TestLayers:
 
 def lab_of(layers: np.ndarray, names) -> np.ndarray:
     """What Step 0 gives SLIC: the CIELAB image of three layers."""
-    return superpixels.to_lab(select_layers(layers, names))
+    return slic_lab(layers, names)
 
 
 class TestSuperpixels:
