@@ -66,13 +66,14 @@ def stretch_limits(layers: np.ndarray, valid: np.ndarray, low: float = 1.0, high
         return dict(zip(LAYER_NAMES, limits))
 
 
-def apply_stretch(layers: np.ndarray, limits: dict, valid: np.ndarray) -> None:
-    """Map each layer of ``layers`` (rows, cols, 8) in place to [0, 1] between its ``limits`` (layer name ->
-    (low, high)); invalid pixels become 0."""
+def apply_stretch(layers: np.ndarray, limits: dict, valid: np.ndarray) -> np.ndarray:
+    """Each layer of ``layers`` (rows, cols, 8) mapped to [0, 1] between its ``limits`` (layer name -> (low,
+    high)), invalid pixels 0: a new float32 array (rows, cols, 8)."""
     lows, highs = zip(*(limits[name] for name in LAYER_NAMES))
-    layers[...] = gdal_tif2rgb.rescale_to_unit(layers, lows, highs)  # all 8 at once: contiguous passes
+    stretched = gdal_tif2rgb.rescale_to_unit(layers, lows, highs)  # all 8 at once: contiguous passes
     if not valid.all():
-        layers[~valid] = 0
+        stretched[~valid] = 0
+    return stretched
 
 
 def check_limits_fit(preview: np.ndarray, valid: np.ndarray, limits: dict, source, share: float = 0.99) -> None:
@@ -135,8 +136,8 @@ def stretched_layers(raw: dict, valid: np.ndarray, slic_layers, limits: dict | N
         preview[rows] = build_layers({name: band[rows] for name, band in sampled.items()}, preview_valid[rows])
 
     def build_and_stretch(rows: slice) -> None:  # a block of rows stays in cache through every pass
-        block = build_layers({name: band[rows] for name, band in raw.items()}, valid[rows])
-        apply_stretch(block, limits, valid[rows])
+        block = apply_stretch(build_layers({name: band[rows] for name, band in raw.items()}, valid[rows]), limits,
+                              valid[rows])
         steps[rows] = encode_unit_values(block)
         lab[rows] = slic_lab(block, slic_layers)
 
@@ -179,6 +180,4 @@ def stretched_preview(image: Path, bands: dict, shape: tuple, step: int, limits:
     """
     preview, preview_valid = read_preview(image, bands, shape, step)
     limits = limits or stretch_limits(preview, preview_valid)
-    stretched = preview.copy()
-    apply_stretch(stretched, limits, preview_valid)
-    return preview, encode_unit_values(stretched), preview_valid, limits
+    return preview, encode_unit_values(apply_stretch(preview, limits, preview_valid)), preview_valid, limits

@@ -39,7 +39,7 @@ class TestLayers:
         values = np.random.default_rng(0).normal(100, 20, size=(200, 300)).astype(np.float32)
         layers = np.repeat(values[..., None], 8, axis=2)
         limits = stretch_limits(layers, np.ones(values.shape, bool))
-        apply_stretch(layers, limits, np.ones(values.shape, bool))
+        layers = apply_stretch(layers, limits, np.ones(values.shape, bool))
         low, high = np.percentile(values, [1, 99])
         assert limits["red"] == pytest.approx((low, high), rel=1e-5)
         expected = np.clip((values - low) / (high - low), 0, 1)
@@ -51,7 +51,7 @@ class TestLayers:
         valid = values < 50
         layers = np.repeat(values[..., None], 8, axis=2)
         limits = stretch_limits(layers, valid)
-        apply_stretch(layers, limits, valid)
+        layers = apply_stretch(layers, limits, valid)
         assert limits["blue"][1] < 50 and (layers[~valid] == 0).all()
 
 
