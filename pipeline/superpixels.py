@@ -34,7 +34,7 @@ def segment(lab: np.ndarray, n_segments: int, compactness: float, valid: np.ndar
     def segment_strip(k: int) -> int:  # each strip's labels go straight into its rows; returns their count
         strip = slice(bounds[k], bounds[k + 1])
         share = (bounds[k + 1] - bounds[k]) / rows
-        segments[strip] = slic_lab(lab[strip], max(1, round(n_segments * share)), compactness, valid[strip])
+        segments[strip] = slic_of_lab(lab[strip], max(1, round(n_segments * share)), compactness, valid[strip])
         return int(segments[strip].max()) + 1
 
     with ThreadPoolExecutor(n_strips) as pool:  # scikit-image's SLIC loop releases the GIL
@@ -44,7 +44,7 @@ def segment(lab: np.ndarray, n_segments: int, compactness: float, valid: np.ndar
     return consecutive_ids(segments)
 
 
-def slic_lab(lab: np.ndarray, n_segments: int, compactness: float, valid: np.ndarray) -> np.ndarray:
+def slic_of_lab(lab: np.ndarray, n_segments: int, compactness: float, valid: np.ndarray) -> np.ndarray:
     """scikit-image SLIC of a CIELAB image (rows, cols, 3; :func:`to_lab`), as its ``slic`` with its default
     CIELAB conversion would segment the RGB image. Returns int64 labels (rows, cols) from 0; where some pixels
     are not ``valid``, those are 0 and the superpixels start at 1.
