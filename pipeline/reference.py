@@ -136,7 +136,8 @@ def _memory_raster(grid: Grid, codes: np.ndarray | None = None):
 
 
 def _from_raster(path: Path, dataset, classes: dict, grid: Grid) -> tuple[np.ndarray, dict]:
-    """Map reference values to codes, then warp the codes onto the work grid (nearest or mode), in memory."""
+    """Map reference values to codes, then warp the codes onto the work grid (nearest or mode), in memory,
+    unless they are on it already."""
     from osgeo import gdal
 
     ref_grid = north_up_grid(dataset, path)
@@ -150,19 +151,19 @@ def _from_raster(path: Path, dataset, classes: dict, grid: Grid) -> tuple[np.nda
     _check_every_class_occurs(path, band, codes, classes)
     area = (ref_bounds[2] - ref_bounds[0]) * (ref_bounds[3] - ref_bounds[1])
     ref_pixel = math.sqrt(area / (ref_grid.cols * ref_grid.rows))
-    if same_grid(ref_grid, grid):  # already on the work grid: no resampling
-        return codes, {"kind": "raster", "field": None, "resampling": None,
-                       "reference_pixel_in_image_crs": round(ref_pixel, 4)}
-    resampling = "nearest" if ref_pixel >= 0.99 * grid.geotransform[1] else "mode"
-    source = _memory_raster(ref_grid, codes)
-    del codes
-    warped = gdal.Warp("", source, format="MEM", outputBounds=grid.bounds, width=grid.cols, height=grid.rows,
-                       dstSRS=grid.crs_wkt or None, resampleAlg=resampling, dstNodata=UNLABELLED,
-                       outputType=gdal.GDT_Byte)
-    codes = warped.GetRasterBand(1).ReadAsArray()
-    # GDAL's warper writes 254 where a pixel's value is the nodata value 255 but counts as data (the mode of
-    # unlabelled pixels), so that it is not read as nodata: that pixel is unlabelled too.
-    codes[codes >= len(classes)] = UNLABELLED
+    if same_grid(ref_grid, grid):  # already on the work grid: taken as it is
+        resampling = None
+    else:
+        resampling = "nearest" if ref_pixel >= 0.99 * grid.geotransform[1] else "mode"
+        source = _memory_raster(ref_grid, codes)
+        del codes
+        warped = gdal.Warp("", source, format="MEM", outputBounds=grid.bounds, width=grid.cols, height=grid.rows,
+                           dstSRS=grid.crs_wkt or None, resampleAlg=resampling, dstNodata=UNLABELLED,
+                           outputType=gdal.GDT_Byte)
+        codes = warped.GetRasterBand(1).ReadAsArray()
+        # GDAL's warper writes 254 where a pixel's value is the nodata value 255 but counts as data (the mode of
+        # unlabelled pixels), so that it is not read as nodata: that pixel is unlabelled too.
+        codes[codes >= len(classes)] = UNLABELLED
     return codes, {"kind": "raster", "field": None, "resampling": resampling,
                    "reference_pixel_in_image_crs": round(ref_pixel, 4)}
 
