@@ -156,10 +156,10 @@ def prepare_whole_scene(scene: Scene, image: sources.PreparedSources, work: Futu
             segments = superpixels.segment(stretched.slic_lab, p.n_segments, p.compactness, valid)
         record["superpixels"] = int(segments.max()) + 1  # the row count every superpixel hand-off must have
         log.info("%d superpixels, %.1f px each on average", record["superpixels"],
-                 segments.size / record["superpixels"])
+                 np.count_nonzero(valid) / record["superpixels"])
         rasters_done = background.submit(write_segments_and_fingerprints, segments)  # beside the sampling
         with cli.timed("sampling: centroids, patches, majority labels, split", timings):
-            sampled = sample_superpixels(steps, segments, codes, valid, p.patch_width, len(scene.classes))
+            sampled = sample_superpixels(steps, segments, codes, p.patch_width, len(scene.classes))
             sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p.patch_width,
                                              p.block_size, p.test_fraction, np.random.default_rng(p.seed))
         with cli.timed("write segments and samples", timings):
@@ -199,7 +199,7 @@ def prepare_tile(scene: Scene, work: sources.PreparedSources, limits: dict, wind
     segments = superpixels.segment(slic_lab(layers[core], p.slic_layers), n_segments, p.compactness, valid[core],
                                    n_strips)
     steps = contract.encode_unit_values(layers)  # the stored precision, a quarter of the bytes to ship
-    sampled = sample_superpixels(steps, segments, codes, valid[core], p.patch_width, len(scene.classes), shape,
+    sampled = sample_superpixels(steps, segments, codes, p.patch_width, len(scene.classes), shape,
                                  (top, left), (row, col))
     return {"window": window, "layers": np.ascontiguousarray(steps[core]), "segments": segments, "codes": codes,
             "invalid": int((~valid[core]).sum()), **sampled}

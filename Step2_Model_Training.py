@@ -89,7 +89,8 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step
     """Classify every superpixel, in memory or (with a Dask ``client``) chunk by chunk on the cluster, and write
     ``predLabels.mat``, ``predProb.mat``, the map (``predMap.tif``, ``.png``, ``.qml`` and, in memory, ``.mat``)
     and the uncertainty map into ``out``. ``classifier`` holds the model (and its file), its channels and the
-    class shares of its priors; ``step0`` holds Step 0's labels, split, valid fraction, segments and grid.
+    class shares of its priors; ``step0`` holds Step 0's labels, split, segments and grid. Masked pixels (no
+    superpixel) are 255 in the map and NaN in the uncertainty.
     Returns the predicted class code per superpixel, (n,) uint8."""
     n = len(step0["labels"])
     with cli.timed(f"predict {n} superpixels", timings):
@@ -104,16 +105,14 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step
     if classifier["prior_shares"] is not None:
         probabilities = cnn.correct_priors(probabilities, classifier["prior_shares"])
     pred_labels = probabilities.argmax(axis=1).astype(np.uint8)
-    invalid = step0["valid_fraction"] == 0
-    pred_labels[invalid] = UNLABELLED
-    uncertainty = np.where(invalid, np.nan, 1 - probabilities.max(axis=1)).astype(np.float32)
+    uncertainty = (1 - probabilities.max(axis=1)).astype(np.float32)
     with cli.timed("paint and write the maps", timings):
         if client is not None:
             blocks = prediction_maps.painted_windows(scene, step0[contract.PROVENANCE], step0["grid"], pred_labels,
                                                      uncertainty)
         else:
-            pred_map = grids.paint_map(pred_labels, step0["segments"])
-            blocks = [(pred_map, grids.paint_map(uncertainty, step0["segments"]), 0, 0)]
+            pred_map = grids.paint_map(pred_labels, step0["segments"], UNLABELLED)
+            blocks = [(pred_map, grids.paint_map(uncertainty, step0["segments"], np.nan), 0, 0)]
         prediction_maps.write_maps(out, scene.class_names, step0["grid"], blocks, record["run"])
         contract.record_rasters(record, out, contract.STEP2_RASTERS)
         contract.save(contract.PRED_LABELS, out.staging, {"predLabels": pred_labels, contract.PROVENANCE: record})
@@ -132,10 +131,10 @@ def step0_input_files(scene: Scene) -> tuple:
 
 
 def read_step0(scene: Scene) -> dict:
-    """Step 0's labels, split, valid fraction, provenance, segments and grid, checked to belong together and to
+    """Step 0's labels, split, provenance, segments and grid, checked to belong together and to
     the scene. A tiled run paints from ``segments.tif`` window by window, so it reads no whole segments."""
     tiled = bool(scene.params.tile_size)
-    step0, segments = contract.load_step0(scene, ["labels", "split", "valid_fraction"], with_segments=not tiled)
+    step0, segments = contract.load_step0(scene, ["labels", "split"], with_segments=not tiled)
     grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0[contract.PROVENANCE])
     if tiled:  # checked before the work, though it is read only when the map is painted
         contract.raster_grid(contract.SEGMENTS_RASTER, scene.workdir, step0[contract.PROVENANCE])

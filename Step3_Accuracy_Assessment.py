@@ -155,7 +155,7 @@ def write_figures(out: OutputSet, data: dict, counts: pixel_counts.PixelCounts, 
     """Step 3's PNGs, the maps from the previews: the maps, the disagreement map, the split map and every
     confusion matrix."""
     class_names, previews = metrics["class_names"], counts.previews
-    superpixel_reference = paint_map(data["labels"], previews["segments"])
+    superpixel_reference = paint_map(data["labels"], previews["segments"], UNLABELLED)
     gdal_tif2rgb.save_png(out.path("reference_maps.png"),
                           plot_maps(previews["codes"], superpixel_reference, previews["map"], class_names))
     gdal_tif2rgb.save_png(out.path("disagreement_map.png"),
@@ -182,7 +182,8 @@ def assess_map(scene: Scene, out: OutputSet, data: dict, timings: dict) -> dict:
         metrics = {"note": AXES_NOTE, "class_names": class_names,
                    "assessments": accuracy.assessments(counts, data["labels"], data["split"], data["pred_labels"],
                                                        forest, class_names),
-                   "area_estimates": held_out(scene, data, counts)}
+                   "area_estimates": held_out(scene, data, counts),
+                   "masked_area_ha": masked_area_ha(counts, data["pixel_area_m2"])}
         if scene.validation is not None:
             metrics["validation_sample"] = validation_estimates(scene, data, counts)
         if data["applied_from"]:
@@ -219,6 +220,11 @@ def validation_estimates(scene: Scene, data: dict, counts: pixel_counts.PixelCou
             "pixel_area_m2": data["pixel_area_m2"]}
 
 
+def masked_area_ha(counts: pixel_counts.PixelCounts, pixel_area_m2: float) -> float:
+    """Hectares of the scene that are masked (clouds, shadows, nodata): mapped as no class, in no class's area."""
+    return round(counts.masked * pixel_area_m2 / 1e4, 2)
+
+
 def describe_map(scene: Scene, out: OutputSet, data: dict) -> dict:
     """A scene without a reference: ``metrics.json`` with the class areas (hectares) and a report of the map,
     its uncertainty and the areas; returns the areas for ``run.json``."""
@@ -226,11 +232,13 @@ def describe_map(scene: Scene, out: OutputSet, data: dict) -> dict:
     areas = class_areas_ha(counts.map_pixels, data["pixel_area_m2"])
     metrics = {"note": "no reference: the map's class areas only (no accuracy can be assessed)",
                "class_names": scene.class_names, "class_areas_ha": dict(zip(scene.class_names, np.round(areas, 2))),
-               "total_area_ha": round(float(areas.sum()), 2), "model_scene": data["applied_from"]}
+               "total_area_ha": round(float(areas.sum()), 2),
+               "masked_area_ha": masked_area_ha(counts, data["pixel_area_m2"]), "model_scene": data["applied_from"]}
     if scene.validation is not None:
         metrics["validation_sample"] = validation_estimates(scene, data, counts)
     cli.write_json(out.path("metrics.json"), metrics)
-    report.write_map_page(scene, out, areas, data["applied_from"], metrics.get("validation_sample"))
+    report.write_map_page(scene, out, areas, data["applied_from"], metrics.get("validation_sample"),
+                          metrics["masked_area_ha"])
     log.info("class areas (ha): %s; report: %s", metrics["class_areas_ha"], scene.output("report.html"))
     return {"class_areas_ha": metrics["class_areas_ha"]}
 

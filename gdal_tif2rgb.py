@@ -543,15 +543,16 @@ def class_palette(class_names) -> list[tuple[int, int, int]]:
 
 
 def colourise(codes: np.ndarray, class_names, colours=None) -> np.ndarray:
-    """Turn class codes 0..K-1 of shape (rows, cols) into an RGB uint8 image; other codes are black.
+    """Turn class codes 0..K-1 of shape (rows, cols) into an RGB uint8 image; other codes (unlabelled, masked)
+    are blank (white).
     ``colours`` (K RGB tuples) replaces the class palette.
 
     >>> colourise(np.array([[0, 255]], np.uint8), ["water"]).tolist()
-    [[[31, 59, 255], [0, 0, 0]]]
+    [[[31, 59, 255], [255, 255, 255]]]
     >>> colourise(np.array([[0]], np.uint8), ["agree"], [(0, 128, 0)]).tolist()
     [[[0, 128, 0]]]
     """
-    lookup = np.zeros((256, 3), dtype=np.uint8)
+    lookup = np.full((256, 3), 255, dtype=np.uint8)
     lookup[: len(class_names)] = class_palette(class_names) if colours is None else colours
     return lookup[codes]
 

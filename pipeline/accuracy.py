@@ -124,7 +124,8 @@ def superpixel_means(blocks, n_superpixels: int) -> np.ndarray:
     ----------
     blocks : iterable of (layers, segments)
         Windows covering every pixel of the scene once (``grids.read_windows``): ``layers`` float (rows, cols, c)
-        and ``segments`` int (rows, cols), the superpixel ids 0..n_superpixels-1 of the same pixels.
+        and ``segments`` int (rows, cols), the superpixel ids 0..n_superpixels-1 of the same pixels (-1: none,
+        left out).
     n_superpixels : int
 
     Returns
@@ -134,19 +135,21 @@ def superpixel_means(blocks, n_superpixels: int) -> np.ndarray:
 
     >>> layers = np.array([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]], np.float32)  # 1 x 3 px, 2 layers
     >>> segments = np.array([[0, 0, 1]])
+    >>> superpixel_means([(layers, np.array([[0, -1, 1]]))], 2).tolist()
+    [[1.0, 2.0], [5.0, 6.0]]
     >>> superpixel_means([(layers, segments)], 2).tolist()
     [[2.0, 3.0], [5.0, 6.0]]
     >>> superpixel_means([(layers[:, :1], segments[:, :1]), (layers[:, 1:], segments[:, 1:])], 2).tolist()
     [[2.0, 3.0], [5.0, 6.0]]
     """
-    sizes, sums = np.zeros(n_superpixels, np.int64), None
+    sizes, sums = np.zeros(n_superpixels + 1, np.int64), None  # first for pixels of no superpixel, dropped
     for layers, segments in blocks:
-        flat = segments.ravel()
-        sizes += np.bincount(flat, minlength=n_superpixels)
-        window_sums = np.stack([np.bincount(flat, weights=layers[..., i].ravel(), minlength=n_superpixels)
+        flat = segments.ravel() + 1
+        sizes += np.bincount(flat, minlength=n_superpixels + 1)
+        window_sums = np.stack([np.bincount(flat, weights=layers[..., i].ravel(), minlength=n_superpixels + 1)
                                 for i in range(layers.shape[-1])], axis=1)
         sums = window_sums if sums is None else sums + window_sums
-    return (sums / sizes[:, None]).astype(np.float32)
+    return (sums[1:] / sizes[1:, None]).astype(np.float32)
 
 
 def random_forest_predictions(features: np.ndarray, train_index: np.ndarray, train_labels: np.ndarray,

@@ -42,7 +42,7 @@ def plot_maps(codes: np.ndarray, superpixel_reference: np.ndarray, pred_map: np.
     """Pixel reference, superpixel reference and prediction, class codes (rows, cols) each (the scene or its
     preview), side by side (tutorial Figs 5.1, 5.2); returns the Figure."""
     figure, axes = pyplot().subplots(1, 3, figsize=(18, 6.5))
-    for axis, (image, title) in zip(axes, ((codes, "Reference, pixel-based (black = unlabelled)"),
+    for axis, (image, title) in zip(axes, ((codes, "Reference, pixel-based (blank = unlabelled)"),
                                            (superpixel_reference, "Reference, superpixel-based (majority)"),
                                            (pred_map, "Prediction (CNN)"))):
         plot_class_map(image, class_names, title, axis)
@@ -82,5 +82,5 @@ def plot_split(labels: np.ndarray, split: np.ndarray, segments: np.ndarray, titl
     """Step 0's spatial split (or, for a model trained elsewhere, every labelled superpixel held out): per
     superpixel ``labels`` and ``split`` (n,), painted on ``segments`` (rows, cols; the scene's or their
     preview); returns the Figure."""
-    return plot_class_map(paint_map(split_map_category(labels, split), segments),
+    return plot_class_map(paint_map(split_map_category(labels, split), segments, UNLABELLED),
                           list(SPLIT_MAP_CATEGORIES.values()), title, colours=SPLIT_MAP_COLOURS)

@@ -8,11 +8,11 @@ declared type.
 ===============================  =========  ==========================================================
 file                             made by    keys (dtype)
 ===============================  =========  ==========================================================
-``segments.mat``                 Step 0     ``segments`` (rows x cols int32, ids 0..n-1)
+``segments.mat``                 Step 0     ``segments`` (rows x cols int32, ids 0..n-1; -1 masked)
 ``samples_labels.mat``           Step 0     ``samples`` (n x w x w x 8 patches, see below), ``patch_scale``,
                                             ``masks`` (n x w x w uint8),
-                                            ``labels`` (n uint8), ``centroids`` (n x 2 int32), ``purity``,
-                                            ``valid_fraction`` (n float32), ``split`` (n uint8),
+                                            ``labels`` (n uint8), ``centroids`` (n x 2 int32), ``purity``
+                                            (n float32), ``split`` (n uint8),
                                             ``class_names``, ``layer_names`` (text)
 ``Samples_classBalanced_<N>.mat``  Step 1   ``images``, ``masks``, ``labels``, ``index`` (m int32), names
 ``predLabels.mat``               Step 2     ``predLabels`` (n uint8)
@@ -24,7 +24,7 @@ file                             made by    keys (dtype)
 raster (Cloud-Optimized GeoTIFF)  made by    bands (dtype), nodata
 ================================  =========  =========================================================
 ``layers.tif``                   Step 0     8 float32 bands in :data:`LAYER_NAMES` order, stretched to [0, 1]
-``segments.tif``                 Step 0     superpixel ids (int32), as ``segments.mat``
+``segments.tif``                 Step 0     superpixel ids (int32), as ``segments.mat``, nodata -1
 ``reference.tif``                Step 0     class codes (uint8), nodata :data:`UNLABELLED`
 ``predMap.tif``                  Step 2     predicted class codes (uint8), nodata :data:`UNLABELLED`
 ``uncertainty.tif``              Step 2     1 - the highest class probability (float32), nodata NaN
@@ -71,6 +71,8 @@ INDEX_LAYERS = LAYER_NAMES[5:]
 MASK_CHANNEL = "mask"
 #: Class code of superpixels and pixels without a reference label, and map nodata.
 UNLABELLED = 255
+#: Segment id of masked and nodata pixels in ``segments``: they belong to no superpixel (nodata of ``segments.tif``).
+NO_SUPERPIXEL = -1
 #: Codes of the ``split`` hand-off.
 TRAIN, TEST, UNUSED = 0, 1, 2
 
@@ -113,7 +115,7 @@ class HandOff:
 SEGMENTS = HandOff("segments.mat", STEP0, {"segments": np.int32, PROVENANCE: TEXT})
 SAMPLES = HandOff("samples_labels.mat", STEP0, {
     "samples": PATCHES, PATCH_SCALE: np.float64, "masks": np.uint8, "labels": np.uint8, "centroids": np.int32,
-    "purity": np.float32, "split": np.uint8, "valid_fraction": np.float32, "class_names": TEXT, "layer_names": TEXT,
+    "purity": np.float32, "split": np.uint8, "class_names": TEXT, "layer_names": TEXT,
     PROVENANCE: TEXT}, compressed=True)
 BALANCED = HandOff("Samples_classBalanced_{per_class}.mat", STEP1, {
     "images": PATCHES, PATCH_SCALE: np.float64, "masks": np.uint8, "labels": np.uint8, "index": np.int32,
@@ -145,7 +147,7 @@ class RasterHandOff:
 
 LAYERS = RasterHandOff("layers.tif", STEP0, np.uint8, len(LAYER_NAMES), None, STEP0_RUN_ITEM, LAYER_NAMES,
                        scale=UNIT_SCALE)
-SEGMENTS_RASTER = RasterHandOff("segments.tif", STEP0, np.int32, 1, None, STEP0_RUN_ITEM)
+SEGMENTS_RASTER = RasterHandOff("segments.tif", STEP0, np.int32, 1, NO_SUPERPIXEL, STEP0_RUN_ITEM)
 REFERENCE = RasterHandOff("reference.tif", STEP0, np.uint8, 1, UNLABELLED, STEP0_RUN_ITEM)
 PRED_MAP_RASTER = RasterHandOff("predMap.tif", STEP2, np.uint8, 1, UNLABELLED, STEP2_RUN_ITEM)
 UNCERTAINTY = RasterHandOff("uncertainty.tif", STEP2, np.float32, 1, float("nan"), STEP2_RUN_ITEM,

@@ -33,8 +33,8 @@ def legend_handles(class_names, colours=None):
 
 
 def plot_class_map(codes: np.ndarray, class_names, title: str, axis=None, colours=None):
-    """Plot class codes (rows, cols) in the class colours, or in ``colours`` (one RGB tuple per code), black
-    = no class, with a legend; returns the Figure."""
+    """Plot class codes (rows, cols) in the class colours, or in ``colours`` (one RGB tuple per code), blank
+    (white) = no class, with a legend; returns the Figure."""
     if axis is None:
         _, axis = pyplot().subplots(figsize=(8, 7))
     step = display_stride(*codes.shape)

@@ -1,7 +1,8 @@
 """Step 3's pixel counts of the map against the reference, summed window by window over the scene so that memory
 is bounded by a window, not by the scene, and previews of the rasters for the figures.
 
-Class codes are uint8, 0..K-1, 255 (``UNLABELLED``) where there is none; segments are superpixel ids 0..n-1.
+Class codes are uint8, 0..K-1, 255 (``UNLABELLED``) where there is none; segments are superpixel ids 0..n-1, and
+-1 (``NO_SUPERPIXEL``) on masked and nodata pixels, which the map leaves unmapped.
 Every count is an int64 number of pixels and the same whatever the windows; a preview holds every
 ``grids.display_stride``-th row and column of a raster, as Step 0's quicklooks do.
 """
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.accuracy import confusion_counts
-from pipeline.contract import TEST, UNLABELLED
-from pipeline.grids import display_stride, place_in_preview, tile_windows
+from pipeline.contract import NO_SUPERPIXEL, TEST, UNLABELLED
+from pipeline.grids import display_stride, paint_map, place_in_preview, tile_windows
 
 
 @dataclass
@@ -23,6 +24,8 @@ class PixelCounts:
 
     #: (K,) pixels of each map class.
     map_pixels: np.ndarray
+    #: Pixels of no superpixel (masked clouds and shadows, nodata): not mapped, in no class's area.
+    masked: int
     #: (K, K + 1) the labelled pixels of the test superpixels, reference by map (``accuracy.confusion_counts``).
     pixel_test: np.ndarray
     #: (K, K + 1) the same pixels, reference by the majority reference label of their superpixel.
@@ -57,8 +60,8 @@ def count_pixels(read, shape: tuple, size: int, k: int, labels: np.ndarray, spli
     >>> def read(w): return tuple(a[:, w[1]:w[1] + w[3]] for a in (pred_map, codes, segments))
     >>> counts = count_pixels(read, (1, 4), 3, 2, np.array([0, 1], np.uint8), np.array([1, 1], np.uint8),
     ...                       np.array([0, 0]))
-    >>> counts.map_pixels.tolist(), counts.pixel_test.tolist(), counts.block_tables.tolist()
-    ([2, 1], [[1, 0, 0], [1, 1, 0]], [[[1, 0], [1, 1]]])
+    >>> counts.map_pixels.tolist(), counts.masked, counts.pixel_test.tolist(), counts.block_tables.tolist()
+    ([2, 1], 1, [[1, 0, 0], [1, 1, 0]], [[[1, 0], [1, 1]]])
     """
     test = (labels != UNLABELLED) & (split == TEST)
     test_blocks, unit = np.unique(block[test], return_inverse=True)
@@ -68,22 +71,24 @@ def count_pixels(read, shape: tuple, size: int, k: int, labels: np.ndarray, spli
     step = display_stride(*shape)
     preview_shape = (-(-shape[0] // step), -(-shape[1] // step))
     previews = {"codes": np.full(preview_shape, UNLABELLED, np.uint8),
-                "map": np.full(preview_shape, UNLABELLED, np.uint8), "segments": np.zeros(preview_shape, np.int32)}
+                "map": np.full(preview_shape, UNLABELLED, np.uint8),
+                "segments": np.full(preview_shape, NO_SUPERPIXEL, np.int32)}
     map_pixels = np.zeros(k, np.int64)
     pixel_test, ceiling = np.zeros((k, k + 1), np.int64), np.zeros((k, k + 1), np.int64)
     tables = np.zeros((m, k, k), np.int64)
-    mapped_labelled = labelled_pixels = disagreeing = 0
+    mapped_labelled = labelled_pixels = disagreeing = masked = 0
     for window in tile_windows(shape, size):
         pred_map, codes, segments = read(window)
         mapped = pred_map < k
         map_pixels += np.bincount(pred_map[mapped], minlength=k)
+        masked += mapped.size - np.count_nonzero(mapped)  # Step 2 maps every superpixel: the rest is masked
         if codes is None:
             continue
         labelled = codes < k
         mapped_labelled += np.count_nonzero(mapped & labelled)
         labelled_pixels += np.count_nonzero(labelled)
         disagreeing += np.count_nonzero(labelled & (pred_map != codes))
-        observed = labelled & test[segments]
+        observed = labelled & paint_map(test, segments, False)
         ids, reference, predicted = segments[observed], codes[observed], pred_map[observed]
         pixel_test += confusion_counts(reference, predicted, k)
         ceiling += confusion_counts(reference, labels[ids], k)
@@ -92,5 +97,5 @@ def count_pixels(read, shape: tuple, size: int, k: int, labels: np.ndarray, spli
         tables += np.bincount(cells, minlength=m * k * k).reshape(m, k, k)
         for name, raster in (("codes", codes), ("map", pred_map), ("segments", segments)):
             place_in_preview(previews[name], raster, window[0], window[1], step)
-    return PixelCounts(map_pixels, pixel_test, ceiling, tables, int(mapped_labelled), int(labelled_pixels),
-                       int(disagreeing), previews)
+    return PixelCounts(map_pixels, int(masked), pixel_test, ceiling, tables, int(mapped_labelled),
+                       int(labelled_pixels), int(disagreeing), previews)

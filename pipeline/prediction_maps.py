@@ -56,4 +56,5 @@ def painted_windows(scene, step0_record: dict, grid: gdal_tif2rgb.Grid, pred_lab
     the window of ``segments.tif``, checked to be the file of the Step 0 run of provenance ``step0_record``."""
     for window in grids.tile_windows((grid.rows, grid.cols), scene.params.tile_size):
         segments = contract.read_raster(contract.SEGMENTS_RASTER, scene.workdir, step0_record, window)
-        yield grids.paint_map(pred_labels, segments), grids.paint_map(uncertainty, segments), window[0], window[1]
+        yield (grids.paint_map(pred_labels, segments, UNLABELLED), grids.paint_map(uncertainty, segments, np.nan),
+               window[0], window[1])

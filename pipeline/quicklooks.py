@@ -10,7 +10,7 @@ import numpy as np
 
 import gdal_tif2rgb
 from pipeline import grids, superpixels
-from pipeline.contract import INDEX_LAYERS, LAYER_NAMES
+from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, NO_SUPERPIXEL
 from pipeline.figures import pyplot
 from pipeline.layers import select_layers
 
@@ -35,8 +35,8 @@ def write_quicklooks(out, raw: np.ndarray, steps: np.ndarray, limits: dict, vali
     """
     plt = pyplot()
     step = grids.display_stride(*valid.shape, INDEX_MAP_PX)  # the index maps' pixels at the figure's size
-    for name, triplet in COMPOSITES.items():
-        gdal_tif2rgb.save_png(out.path(f"{name}.png"), select_layers(steps, triplet))
+    for name, triplet in COMPOSITES.items():  # masked pixels blank (white)
+        gdal_tif2rgb.save_png(out.path(f"{name}.png"), np.where(valid[..., None], select_layers(steps, triplet), 255))
     for name in INDEX_LAYERS:
         figure, axis = plt.subplots(figsize=(7, 6))
         figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.93)  # its own margins: drawn once
@@ -61,16 +61,17 @@ def write_quicklooks(out, raw: np.ndarray, steps: np.ndarray, limits: dict, vali
 
 def boundary_image(rgb: np.ndarray, segments: np.ndarray, colour=(255, 255, 0)) -> np.ndarray:
     """Copy of ``rgb`` (rows, cols, 3 uint8) with the edges of the superpixels ``segments`` (rows, cols)
-    painted in ``colour``.
+    painted in ``colour`` and pixels of no superpixel (-1, masked) blank (white).
 
-    >>> boundary_image(np.zeros((1, 3, 3), np.uint8), np.array([[0, 0, 1]]))[..., 0].tolist()
-    [[0, 0, 255]]
+    >>> boundary_image(np.zeros((1, 4, 3), np.uint8), np.array([[0, 0, 1, -1]]))[..., 2].tolist()
+    [[0, 0, 0, 255]]
     """
     edges = np.zeros(segments.shape, dtype=bool)
     edges[:, 1:] |= segments[:, 1:] != segments[:, :-1]
     edges[1:, :] |= segments[1:, :] != segments[:-1, :]
     out = rgb.copy()
     out[edges] = colour
+    out[segments == NO_SUPERPIXEL] = 255
     return out
 
 

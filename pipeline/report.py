@@ -120,6 +120,7 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
 Superpixel-level, on the test superpixels: OA {superpixels['overall_accuracy']}, kappa {superpixels['kappa']}
 ({baseline}segmentation ceiling {metrics['assessments']['segmentation_ceiling']['overall_accuracy']}).
 {html.escape(metrics.get("applied_model_note", ""))}
+{html.escape(masked_text(metrics["masked_area_ha"]))}
 Confusion matrices: rows = reference, columns = prediction. Image: {html.escape(Path(str(scene.image)).name)};
 reference: {html.escape(Path(str(scene.reference)).name)}.</p>
 <div class="row">{composites}</div>
@@ -146,10 +147,17 @@ section{{display:inline-block;vertical-align:top;width:45%;margin:1em}} .row img
         temporary.write_text(page, encoding="utf-8")
 
 
-def write_map_page(scene: Scene, out: OutputSet, areas: np.ndarray, model_scene, validation: dict | None) -> None:
+def masked_text(masked_ha: float) -> str:
+    """What the masked part of the scene (``masked_ha`` hectares) is in the map and its areas."""
+    return (f"Masked (clouds, shadows, nodata): {masked_ha:.2f} ha, mapped as no class and in no class's area."
+            if masked_ha else "No pixel is masked.")
+
+
+def write_map_page(scene: Scene, out: OutputSet, areas: np.ndarray, model_scene, validation: dict | None,
+                   masked_ha: float) -> None:
     """``report.html`` of a scene without a reference: the map, its uncertainty and the class ``areas`` (K,)
-    in hectares, for a model trained on scene ``model_scene``; and the estimates from a labelled ``validation``
-    sample, if given."""
+    in hectares, for a model trained on scene ``model_scene``, with the ``masked_ha`` hectares left unmapped;
+    and the estimates from a labelled ``validation`` sample, if given."""
     rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{area:.2f}</td><td>{area / max(areas.sum(), 1e-9):.1%}</td></tr>"
                    for name, area in zip(scene.class_names, areas))
     write_page(scene, out, "land-cover map", f"""<p>No reference: accuracy cannot be assessed here. Model trained on scene {html.escape(str(model_scene))}.
@@ -157,6 +165,7 @@ Image: {html.escape(Path(str(scene.image)).name)}.</p>
 <div class="pair">{image_tag(scene.output("predMap.png"), "predicted land cover")}{image_tag(scene.output("uncertainty.png"), "uncertainty")}</div>
 <h2>Class areas (map)</h2><table><tr><th>class</th><th>hectares</th><th>share</th></tr>{rows}
 <tr><th>total</th><td>{areas.sum():.2f}</td><td></td></tr></table>
+<p>{html.escape(masked_text(masked_ha))}</p>
 {area_section(validation, "Class areas and accuracy from the validation sample") if validation else ""}""")
 
 

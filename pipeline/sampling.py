@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline import superpixels
 from pipeline.grids import row_blocks
-from pipeline.contract import UNLABELLED
+from pipeline.contract import NO_SUPERPIXEL, UNLABELLED
 from pipeline.errors import InputDataError
 
 
@@ -75,22 +75,23 @@ def superpixel_masks(owners: np.ndarray, centroids: np.ndarray, patch_width: int
 
 
 def class_counts(segments: np.ndarray, codes: np.ndarray, n_classes: int, block_pixels: int = 2**20) -> np.ndarray:
-    """Pixels of each superpixel of ``segments`` (rows, cols) by class code in ``codes`` (rows, cols): int64
+    """Pixels of each superpixel of ``segments`` (rows, cols; -1 = none, not counted) by class code in ``codes``
+    (rows, cols): int64
     (n, ``n_classes`` + 1), column k for code k, the last for pixels without a class (any code >= ``n_classes``);
     a row sums to the superpixel's size. Counted in blocks of rows of about ``block_pixels`` pixels, one
     ``np.bincount`` of (id, class) pairs each.
 
-    >>> class_counts(np.array([[0, 0, 1]]), np.array([[2, 255, 0]]), 3).tolist()
+    >>> class_counts(np.array([[0, 0, 1, -1]]), np.array([[2, 255, 0, 1]]), 3).tolist()
     [[0, 0, 1, 1], [1, 0, 0, 0]]
     """
     n, columns = int(segments.max()) + 1, n_classes + 1
-    pair_type = np.int32 if n * columns < 2**31 else np.int64
-    counts = np.zeros(n * columns, dtype=np.int64)
+    pair_type = np.int32 if (n + 1) * columns < 2**31 else np.int64
+    counts = np.zeros((n + 1) * columns, dtype=np.int64)  # a first row for pixels of no superpixel, dropped
     for rows in row_blocks(*segments.shape, block_pixels):
-        pairs = segments[rows].astype(pair_type) * columns
+        pairs = (segments[rows].astype(pair_type) + 1) * columns
         pairs += np.minimum(codes[rows], n_classes)
-        counts += np.bincount(pairs.ravel(), minlength=n * columns)
-    return counts.reshape(n, columns)
+        counts += np.bincount(pairs.ravel(), minlength=(n + 1) * columns)
+    return counts.reshape(n + 1, columns)[1:]
 
 
 def majority_labels(counts: np.ndarray):
@@ -115,26 +116,25 @@ def majority_labels(counts: np.ndarray):
     return labels, purity
 
 
-def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarray, valid: np.ndarray,
-                       patch_width: int, n_classes: int, shape: tuple | None = None, origin: tuple = (0, 0),
+def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarray, patch_width: int, n_classes: int, shape: tuple | None = None, origin: tuple = (0, 0),
                        core: tuple = (0, 0), block_superpixels: int = 2048) -> dict:
     """Tutorial 2.2 for every superpixel of ``segments``: centroid, patch, mask, majority label, purity.
 
-    ``segments``, ``codes`` and ``valid`` (rows, cols) cover the part of the scene (of ``shape``) starting at
+    ``segments`` (ids, -1 on masked pixels) and ``codes`` (rows, cols) cover the part of the scene (of ``shape``) starting at
     scene pixel ``core``; ``layers`` (rows', cols', 8) covers it plus a halo, starting at ``origin`` (for the
     whole scene: all three the same).
 
     Returns the superpixel-sized arrays under their ``samples_labels.mat`` keys: ``centroids`` (n, 2) int32 in
     scene pixels, ``samples`` (the patches, n x w x w x 8, of the dtype of ``layers``), ``masks`` (n, w, w)
-    uint8, ``labels`` (n,) uint8, ``purity`` (n,) float32 and ``valid_fraction`` (n,) float32, the share of
-    valid pixels. Patches and masks are cut ``block_superpixels`` at a time on every core.
+    uint8, ``labels`` (n,) uint8 and ``purity`` (n,) float32. Patches and masks are cut ``block_superpixels`` at
+    a time on every core.
     """
     n = int(segments.max()) + 1
     centroids = superpixels.centroids(segments) + np.array(core, dtype=np.int32)
     if layers.shape[:2] == segments.shape:
         owners = segments
     else:
-        owners = np.full(layers.shape[:2], -1, dtype=np.int32)
+        owners = np.full(layers.shape[:2], NO_SUPERPIXEL, dtype=np.int32)
         owners[core[0] - origin[0]:core[0] - origin[0] + segments.shape[0],
                core[1] - origin[1]:core[1] - origin[1] + segments.shape[1]] = segments
     samples = np.empty((n, patch_width, patch_width, layers.shape[-1]), dtype=layers.dtype)
@@ -149,12 +149,8 @@ def sample_superpixels(layers: np.ndarray, segments: np.ndarray, codes: np.ndarr
         cutting = pool.map(cut, range(0, n, block_superpixels))
         counts = class_counts(segments, codes, n_classes)
         labels, purity = majority_labels(counts)
-        sizes = counts.sum(axis=1)
-        invalid = np.bincount(segments[~valid], minlength=n)  # integer counts of the few invalid pixels: fast
-        valid_fraction = ((sizes - invalid) / sizes).astype(np.float32)
         list(cutting)
-    return {"centroids": centroids, "samples": samples, "masks": masks, "labels": labels, "purity": purity,
-            "valid_fraction": valid_fraction}
+    return {"centroids": centroids, "samples": samples, "masks": masks, "labels": labels, "purity": purity}
 
 
 def example_indices(labels: np.ndarray, n_classes: int, rng: np.random.Generator, per_class: int = 6) -> list:

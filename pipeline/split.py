@@ -76,7 +76,7 @@ def tiled_split(read_owners, windows, shape: tuple, centroids: np.ndarray, label
     """:func:`spatial_split` of a scene of ``shape`` in ``windows`` (row, col, rows, cols): test superpixels are
     chosen from all centroids at once, then the training superpixels centred in each window are checked against
     the test pixels of the window and its halo, read by ``read_owners(haloed_window)`` (superpixel ids,
-    int (rows, cols)). Returns uint8 (n,)."""
+    int (rows, cols), -1 on masked pixels). Returns uint8 (n,)."""
     test = held_out_superpixels(centroids, labels, shape, block_size, test_fraction, rng)
     split = split_of(test, labels)
     for window in windows:
@@ -86,7 +86,8 @@ def tiled_split(read_owners, windows, shape: tuple, centroids: np.ndarray, label
         train = np.flatnonzero(in_window)
         top, left, *_ = haloed = grids.with_halo(window, patch_width // 2, shape)
         owners = read_owners(haloed)
-        split[train[touches(test[owners], centroids[train], patch_width, shape, (top, left))]] = UNUSED
+        test_pixels = grids.paint_map(test, owners, False)
+        split[train[touches(test_pixels, centroids[train], patch_width, shape, (top, left))]] = UNUSED
     return split
 
 

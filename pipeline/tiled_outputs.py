@@ -12,13 +12,13 @@ import numpy as np
 
 import gdal_tif2rgb
 from pipeline import contract, grids, matfile
-from pipeline.contract import LAYER_NAMES
+from pipeline.contract import LAYER_NAMES, NO_SUPERPIXEL
 from pipeline.outputs import OutputSet
 
 log = logging.getLogger(__name__)
 
 #: Superpixel-sized keys of ``samples_labels.mat`` that the tiled driver appends tile by tile.
-SAMPLED_KEYS = ("samples", "masks", "labels", "centroids", "purity", "valid_fraction")
+SAMPLED_KEYS = ("samples", "masks", "labels", "centroids", "purity")
 
 
 @dataclass
@@ -58,12 +58,12 @@ def write_tiles(outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int, class_
     and ``segments_preview``, the segments (int32) on every ``grids.display_stride``-th row and column.
     """
     step = grids.display_stride(*shape)
-    segments_preview = np.zeros((-(-shape[0] // step), -(-shape[1] // step)), dtype=np.int32)
+    segments_preview = np.full((-(-shape[0] // step), -(-shape[1] // step)), NO_SUPERPIXEL, dtype=np.int32)
     kept = {key: [] for key in ("centroids", "labels", "purity")}
     invalid, offset = 0, 0
     for number, tile in enumerate(tiles, 1):
         row, col, rows, cols = tile["window"]
-        ids = tile["segments"] + offset
+        ids = np.where(tile["segments"] == NO_SUPERPIXEL, NO_SUPERPIXEL, tile["segments"] + offset)
         outputs.write_layers(tile["layers"], row, col)
         outputs.write_segments(ids, row, col)
         outputs.write_reference(tile["codes"], row, col)

@@ -141,8 +141,7 @@ class TestPatches:
         segments = superpixels.consecutive_ids(rng.integers(0, 40, size=(30, 36)))  # scattered ids
         layers = rng.random((34, 40, 8), dtype=np.float32)  # the tile (30 x 36 px at scene pixel 10, 12) and its halo
         codes = rng.choice([0, 1, 255], size=segments.shape).astype(np.uint8)
-        valid = np.ones(segments.shape, bool)
-        cut = {size: sampling.sample_superpixels(layers, segments, codes, valid, 5, 2, (50, 60), (8, 10), (10, 12),
+        cut = {size: sampling.sample_superpixels(layers, segments, codes, 5, 2, (50, 60), (8, 10), (10, 12),
                                                  block_superpixels=size) for size in (3, 10**6)}
         for key in ("samples", "masks", "labels", "centroids"):
             assert np.array_equal(cut[3][key], cut[10**6][key])

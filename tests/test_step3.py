@@ -136,7 +136,7 @@ class TestPixelCounts:
             assert counts.disagreement_share == np.mean(codes[codes != 255] != pred_map[codes != 255])
             assert (accuracy.assess_counts(counts.pixel_test, NAMES, "pixels")
                     == accuracy.assess(codes[observed], pred_map[observed], NAMES, "pixels"))
-            ceiling = grids.paint_map(labels, segments)
+            ceiling = grids.paint_map(labels, segments, 255)
             assert (accuracy.assess_counts(counts.segmentation_ceiling, NAMES, "pixels")
                     == accuracy.assess(codes[observed], ceiling[observed], NAMES, "pixels"))
             kept = counts.block_tables[counts.block_tables.sum(axis=(1, 2)) > 0]
@@ -267,7 +267,7 @@ class TestEndToEnd:
                                         contract.PRED_LABELS.path(workdir), contract.STEP2)
         pred_map = contract.read_raster(contract.PRED_MAP_RASTER, workdir, record)
         assert pred_map.dtype == np.uint8
-        np.testing.assert_array_equal(pred_map, paint_map(pred_labels, segments))
+        np.testing.assert_array_equal(pred_map, paint_map(pred_labels, segments, 255))
 
     def test_forest_means_window_by_window_equal_the_whole_scene_means(self, step2_workdir):
         from pipeline import contract
