@@ -162,3 +162,17 @@ def test_a_product_among_the_tiles_is_refused_with_the_way_to_mosaic_it(tmp_path
     (tmp_path / "tiles" / "S2A_MSIL2A_T30UVD.zip").write_bytes(b"")
     with pytest.raises(InputDataError, match="S2A_MSIL2A_T30UVD.zip: a Sentinel-2 product .*gdalbuildvrt"):
         mosaic.build_mosaic(mosaic.tiles_of(tmp_path, "tiles/*", "test"), tmp_path / "out" / "mosaic.vrt")
+
+
+def test_the_fingerprint_of_tiles_changes_with_any_tile(tmp_path):
+    from pipeline.fingerprints import fingerprint, matches
+
+    cut_into_tiles(tmp_path / "tiles")
+    tiles = mosaic.tiles_of(tmp_path, "tiles/*.tif", "test")
+    recorded = fingerprint(tiles)
+    assert recorded["path"] == str(tiles) and matches(recorded, tiles)
+    pixels, geotransform = subset()
+    pixels[0, -1, -1] += 1
+    write_window(tiles.files[-1], pixels, geotransform, ROW_CUTS[1][0], COL_CUTS[1][0],
+                 ROW_CUTS[1][1] - ROW_CUTS[1][0], COL_CUTS[1][1] - COL_CUTS[1][0])
+    assert not matches(recorded, tiles)
