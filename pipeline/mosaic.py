@@ -74,7 +74,7 @@ def build_mosaic(tiles: Tiles, target: Path) -> Path:
     windows = [(0, 0, *first["size"])]
     for tile in tiles.files[1:]:
         windows.append(_window_on_first(first, _layout(tile, tiles), tile, tiles))
-    if set(first["nodata"]) == {None} and has_gaps(np.array(windows)):
+    if set(first["nodata"]) == {"none"} and has_gaps(np.array(windows)):
         raise InputDataError(f"{tiles.pattern}: the tiles leave gaps in their extent and have no nodata value to mark "
                              f"them; set one on every tile (gdal_edit.py -a_nodata 0) or fill the gaps")
     temporary = target.with_name(f".{target.name}.part")
@@ -100,7 +100,7 @@ def _layout(tile: Path, tiles: Tiles) -> dict:
     bands = [dataset.GetRasterBand(number + 1) for number in range(dataset.RasterCount)]
     return {"tile": tile, "crs": grid.crs_wkt, "bands": len(bands), "size": (grid.rows, grid.cols),
             "types": tuple(gdal.GetDataTypeName(band.DataType) for band in bands),
-            "nodata": tuple(band.GetNoDataValue() for band in bands), "geotransform": grid.geotransform}
+            "nodata": tuple(_nodata_text(band.GetNoDataValue()) for band in bands), "geotransform": grid.geotransform}
 
 
 def _window_on_first(first: dict, layout: dict, tile: Path, tiles: Tiles) -> tuple:
@@ -120,7 +120,8 @@ def _window_on_first(first: dict, layout: dict, tile: Path, tiles: Tiles) -> tup
         (abs(tile_dx - dx) > GRID_TOLERANCE_PX * dx or abs(tile_dy - dy) > GRID_TOLERANCE_PX * -dy,
          f"pixels of {tile_dx:g} x {-tile_dy:g}, not {dx:g} x {-dy:g}"),
         (np.abs(offset - np.round(offset)).max() > GRID_TOLERANCE_PX, "pixels offset by a fraction of a pixel"),
-        (layout["nodata"] != first["nodata"], f"nodata {_shown(layout['nodata'])}, not {_shown(first['nodata'])}"),
+        (layout["nodata"] != first["nodata"], f"nodata {', '.join(dict.fromkeys(layout['nodata']))}, not "
+                                              f"{', '.join(dict.fromkeys(first['nodata']))}"),
     ]
     problem = next((text for found, text in problems if found), None)
     if problem is not None:
@@ -131,10 +132,13 @@ def _window_on_first(first: dict, layout: dict, tile: Path, tiles: Tiles) -> tup
     return row, col, *layout["size"]
 
 
-def _shown(nodata: tuple) -> str:
-    """Band nodata values as text: one value when all bands share it, "none" without."""
-    values = list(dict.fromkeys(nodata))
-    return "none" if values == [None] else ", ".join(f"{value:g}" if value is not None else "none" for value in values)
+def _nodata_text(value) -> str:
+    """A band's nodata value as text that compares as values should (NaN equals NaN), "none" without one.
+
+    >>> _nodata_text(None), _nodata_text(0.0), _nodata_text(float("nan")), _nodata_text(-3.4028234663852886e38)
+    ('none', '0', 'nan', '-3.4028234663852886e+38')
+    """
+    return "none" if value is None else f"{value:.17g}"
 
 
 def has_gaps(windows: np.ndarray) -> bool:

@@ -72,6 +72,10 @@ def test_tiles_of_the_subset_through_step0_give_the_whole_image_and_its_hand_off
     samples = [hdf5storage.loadmat(str(folder / "samples_labels.mat")) for folder in (tmp_path / "work", step0_workdir)]
     for key in ("labels", "split", "samples"):
         assert np.array_equal(samples[0][key], samples[1][key]), key
+    import Step1_Class_Balance as step1
+
+    # Step 1 checks that the hand-offs were made from the scene's image: the same tiles, by their fingerprint
+    assert step1.main(["--config", str(config), "--workdir", str(tmp_path / "work")]) == 0
 
 
 def test_several_dates_of_tiles_are_recorded_date_by_date(tmp_path, subset_reference):
@@ -85,15 +89,17 @@ def test_several_dates_of_tiles_are_recorded_date_by_date(tmp_path, subset_refer
     assert valid.all() and np.array_equal(data["nir"], pixels[6])  # the median of a date and its copy is the date
 
 
-def test_where_tiles_overlap_the_first_tile_with_data_wins(tmp_path):
+@pytest.mark.parametrize("dtype, nodata", [(np.uint16, 0), (np.float32, np.nan)])
+def test_where_tiles_overlap_the_first_tile_with_data_wins(tmp_path, dtype, nodata):
     pixels, geotransform = subset()
+    pixels = pixels.astype(dtype)
     second = pixels + 1  # another value in every pixel, the overlap included
     first_window, second_window = (0, 0, 339, 180), (0, 160, 339, 164)  # 20 columns of overlap
     hole = np.zeros_like(pixels[0], bool)
     hole[100:120, 170:180] = True  # nodata in the first tile's part of the overlap
-    with_hole = np.where(hole, 0, pixels).astype(pixels.dtype)
-    write_window(tmp_path / "a.tif", with_hole, geotransform, *first_window, nodata=0)
-    write_window(tmp_path / "b.tif", second, geotransform, *second_window, nodata=0)
+    with_hole = np.where(hole, nodata, pixels).astype(dtype)
+    write_window(tmp_path / "a.tif", with_hole, geotransform, *first_window, nodata=nodata)
+    write_window(tmp_path / "b.tif", second, geotransform, *second_window, nodata=nodata)
     tiles = mosaic.tiles_of(tmp_path, "*.tif", "test")
     data = gdal.Open(str(mosaic.build_mosaic(tiles, tmp_path / "out" / "mosaic.vrt"))).ReadAsArray()
     expected = np.where(hole, second, pixels)
