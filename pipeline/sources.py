@@ -43,7 +43,8 @@ class PreparedSources:
 
     Attributes
     ----------
-    image : the raster to read: the user's raster, or the prepared VRT ``sources/image.vrt``
+    image : the raster to read: the user's raster, or the prepared VRT ``sources/image.vrt`` (``mosaic.vrt`` of
+        tiles), or a composite's ``image.tif``
     bands : layer role -> 1-based band number of ``image``
     grid : the work grid (the grid of ``image``)
     unit : unit of the image values: "reflectance" for a Sentinel-2 product, "raster values (<GDAL data types of
