@@ -257,7 +257,8 @@ def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, 
     (with ``details``: timings and the sources used; ``started``: the step's ``time.perf_counter()`` at its
     start, for its wall time)."""
     if prepared.invalid_pixels:
-        log.warning("%d pixels are NaN or nodata in %s: they are masked", prepared.invalid_pixels, scene.image.name)
+        log.warning("%d pixels are NaN or nodata in %s: they are masked", prepared.invalid_pixels,
+                    Path(str(scene.image)).name)
     def draw_boundaries():  # numpy and PNG encoding, no pyplot: safe beside the example-patch figure
         gdal_tif2rgb.save_png(out.path("segments_boundaries.png"), quicklooks.boundary_image(
             select_layers(prepared.preview_steps, quicklooks.COMPOSITES["rgb"]), prepared.preview_segments))

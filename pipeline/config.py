@@ -16,6 +16,7 @@ from pathlib import Path
 from gdal_tif2rgb import InputFileError
 from pipeline.contract import LAYER_NAMES, MASK_CHANNEL
 from pipeline.errors import ConfigError
+from pipeline.mosaic import Tiles, is_pattern, tiles_of
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "data" / "aberystwyth.toml"
@@ -179,7 +180,8 @@ class Scene:
 
     name: str
     config_path: Path
-    images: tuple  # one or more dates: rasters, Sentinel-2 products (.SAFE folder, .zip, band folder); str: /vsi...
+    images: tuple  # one or more dates: rasters, Sentinel-2 products (.SAFE folder, .zip, band folder), Tiles of a
+    # glob pattern; str: /vsi...
     reference: Path | str | None  # a raster on any grid, or a vector file; None: a scene to map, not to train on
     bands: dict  # layer name -> 1-based band number or band description (rasters), band name "B02" (products)
     classes: dict  # class name -> list of reference values; order gives codes 0, 1, ...
@@ -195,7 +197,7 @@ class Scene:
     composite: str = "median"  # how several dates combine, pixel by pixel, over their clear observations
 
     @property
-    def image(self) -> Path | str:
+    def image(self) -> Path | str | Tiles:
         """The first date: its grid (cut to the aoi) is the work grid."""
         return self.images[0]
 
@@ -238,11 +240,14 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
 
 
 def _check_images(value, base: Path, config_path: Path) -> tuple:
-    """One date (a path) or several (a list of paths), each relative to the TOML."""
+    """One date (a path) or several (a list of paths), each relative to the TOML; a glob pattern (``tiles/*.tif``)
+    that is not itself a file is one date given as tiles (:class:`pipeline.mosaic.Tiles`)."""
     values = value if isinstance(value, list) else [value]
     if not values or len(values) > 254:
         raise ConfigError(f"{config_path}: image must be a path or a list of 1 to 254 paths (one per date)")
     images = tuple(input_path(base, v, "image", config_path) for v in values)
+    images = tuple(tiles_of(base, v, f"{config_path}: image") if isinstance(image, Path) and is_pattern(v)
+                   and not image.exists() else image for v, image in zip(values, images))
     if len(set(map(str, images))) != len(images):
         raise ConfigError(f"{config_path}: image lists the same date twice")
     return images

@@ -1,6 +1,7 @@
 """Fingerprints of files: path, size, modification time and SHA-256, to tell later whether a file (an input, a
 raster hand-off) is still the one a run recorded. Folders (Sentinel-2 products) are fingerprinted by their
-listing; GDAL virtual paths (``/vsizip/``...) through GDAL."""
+listing, tiles (:class:`pipeline.mosaic.Tiles`) by their names and contents; GDAL virtual paths (``/vsizip/``...)
+through GDAL."""
 from __future__ import annotations
 
 import hashlib
@@ -8,11 +9,13 @@ import os
 from pathlib import Path
 
 from gdal_tif2rgb import InputFileError
+from pipeline.mosaic import Tiles
 
 
 def fingerprint(path) -> dict:
     """Path, size, modification time and SHA-256 of an input file (GDAL virtual paths included); of a folder
-    (a Sentinel-2 product), the SHA-256 of its files' relative paths, sizes and times."""
+    (a Sentinel-2 product), the SHA-256 of its files' relative paths, sizes and times; of tiles, the SHA-256 of
+    each tile's name and bytes, with the pattern as path, the tiles' total size and latest time."""
     try:
         size, mtime_ns = _stat(path)
         digest = hashlib.sha256()
@@ -29,7 +32,7 @@ def matches(recorded: dict, path) -> bool:
     """Whether the file at ``path`` is the one ``recorded``: the same path, size and time, or the same SHA-256."""
     try:
         same_stat = list(_stat(path)) == [recorded["size"], recorded["mtime_ns"]]
-        if recorded["path"] == str(path) and same_stat and not Path(path).is_dir():
+        if recorded["path"] == str(path) and same_stat and not isinstance(path, Tiles) and not Path(path).is_dir():
             return True
         return fingerprint(path)["sha256"] == recorded["sha256"]
     except (OSError, KeyError, TypeError):
@@ -37,6 +40,9 @@ def matches(recorded: dict, path) -> bool:
 
 
 def _stat(path) -> tuple[int, int]:
+    if isinstance(path, Tiles):
+        stats = [os.stat(tile) for tile in path.files]
+        return sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)
     if str(path).startswith("/vsi"):
         from osgeo import gdal
 
@@ -53,7 +59,12 @@ def _stat(path) -> tuple[int, int]:
 
 def _chunks(path, size: int = 8 << 20):
     """The bytes of a file (or a GDAL virtual path) in chunks (a file's: views of one reused buffer, valid until
-    the next); of a folder, its listing with sizes and times."""
+    the next); of a folder, its listing with sizes and times; of tiles, each tile's name and then its bytes."""
+    if isinstance(path, Tiles):
+        for tile in path.files:
+            yield f"{tile.name}\n".encode()
+            yield from _chunks(tile, size)
+        return
     if Path(path).is_dir():
         for file in sorted(Path(path).rglob("*")):
             if file.is_file():

@@ -1,14 +1,16 @@
 """Turn the files users have into inputs on one work grid: the image to read, band numbers and reference codes.
 
-The image may be an ordinary raster, a Sentinel-2 ``.SAFE`` folder, its ``.zip`` or a plain folder of band files
-named as in a product (:mod:`pipeline.sentinel2`); the work grid is the image's grid, cut to the ``aoi`` when
+The image may be an ordinary raster, tiles of one (a glob pattern, mosaicked by :mod:`pipeline.mosaic`), a Sentinel-2
+``.SAFE`` folder, its ``.zip`` or a plain folder of band files named as in a product (:mod:`pipeline.sentinel2`);
+several dates are a list of these. The work grid is the image's grid, cut to the ``aoi`` when
 one is given. The reference may be a raster on any grid or a vector file (:mod:`pipeline.reference`). GDAL does
 all geometry (VRT, warp, rasterize); these modules only map values and check what the user gave.
 
 The prepared image of a product is a Float32 VRT of reflectance (ComplexSource ScaleRatio/ScaleOffset) whose
-nodata is NaN; an ordinary raster cut to an aoi is a VRT of its window. Both are written by GDAL into the folder
-given to :func:`prepare_image`; Step 0 gives :data:`FOLDER` of its output set's staging folder, so they appear
-with Step 0's other outputs or not at all. Nothing is written for the reference: its codes stay in memory.
+nodata is NaN; an ordinary raster cut to an aoi is a VRT of its window; tiles are a VRT mosaic (``mosaic.vrt``).
+These are written by GDAL into the folder given to :func:`prepare_image`; Step 0 gives :data:`FOLDER` of its output
+set's staging folder, so they appear with Step 0's other outputs or not at all. Nothing is written for the
+reference: its codes stay in memory.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 
 import gdal_tif2rgb
 from gdal_tif2rgb import Grid, open_raster
-from pipeline import clouds, composite, sentinel2
+from pipeline import clouds, composite, mosaic, sentinel2
 from pipeline.contract import UNLABELLED
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.georef import (as_path, crs_name, describe, north_up_grid, overlaps, same_grid, spatial_reference,
@@ -41,7 +43,8 @@ class PreparedSources:
 
     Attributes
     ----------
-    image : the raster to read: the user's raster, or the prepared VRT ``sources/image.vrt``
+    image : the raster to read: the user's raster, or the prepared VRT ``sources/image.vrt`` (``mosaic.vrt`` of
+        tiles), or a composite's ``image.tif``
     bands : layer role -> 1-based band number of ``image``
     grid : the work grid (the grid of ``image``)
     unit : unit of the image values: "reflectance" for a Sentinel-2 product, "raster values (<GDAL data types of
@@ -107,8 +110,9 @@ def prepare_image(images, bands: dict, out_dir: Path, *, aoi=None, masking: Mask
 
     Parameters
     ----------
-    images : tuple of dates, each a raster file, Sentinel-2 ``.SAFE`` folder, its ``.zip``, or a folder of
-        ``*_Bxx[_RRm].jp2`` files; the first one's grid (cut to the ``aoi``) is the work grid
+    images : tuple of dates, each a raster file, :class:`pipeline.mosaic.Tiles` of rasters, Sentinel-2 ``.SAFE``
+        folder, its ``.zip``, or a folder of ``*_Bxx[_RRm].jp2`` files; the first one's grid (cut to the ``aoi``)
+        is the work grid
     bands : layer role -> 1-based band number or band description (rasters) or band name "B02" (products)
     out_dir : folder for the prepared VRTs (made when one is written) and a composite's ``image.tif``
     aoi : None, {"bbox": [xmin, ymin, xmax, ymax], "crs": "EPSG:4326"} (crs defaults to the image's CRS)
@@ -125,17 +129,19 @@ def prepare_image(images, bands: dict, out_dir: Path, *, aoi=None, masking: Mask
     gdal.UseExceptions()
     images = tuple(images) if isinstance(images, (list, tuple)) else (images,)
     out_dir = Path(out_dir)
-    first = _date_stack(as_path(images[0]), bands, out_dir)
+    first = _date_stack(_as_input(images[0]), bands, out_dir)
     full = north_up_grid(open_raster(first["stack"]), first["stack"])
-    window, aoi_info = _aoi_window(full, aoi, as_path(images[0]))
+    window, aoi_info = _aoi_window(full, aoi, first["source"])
     grid = full.subgrid(window)
     scene_mask = None
     if masking.enabled and masking.raster is not None:
         scene_mask = clouds.MaskSource("raster", clouds.on_work_grid(str(masking.raster), grid,
                                                                      out_dir / "mask_raster.vrt"), masking.raster_values)
+    stacks = [first]
     dates = [_on_work_grid(first, full, window, grid, out_dir, masking, scene_mask)]
     for number, image in enumerate(images[1:], start=2):
-        date = _date_stack(as_path(image), bands, out_dir / f"date_{number}")
+        date = _date_stack(_as_input(image), bands, out_dir / f"date_{number}")
+        stacks.append(date)
         if date["unit"] != first["unit"] or set(date["bands"]) != set(first["bands"]):
             raise InputDataError(f"{image}: its bands ({date['unit']}: {', '.join(date['bands'])}) cannot be stacked "
                                  f"with those of {images[0]} ({first['unit']}: {', '.join(first['bands'])})")
@@ -149,6 +155,9 @@ def prepare_image(images, bands: dict, out_dir: Path, *, aoi=None, masking: Mask
         image, band_map, clear = _clear_image(dates, list(first["bands"]), grid, out_dir / "image.tif",
                                               clouds.buffer_radius_px(masking.buffer_m, grid),
                                               run_windows or _in_process, info)
+        for described, stack in zip(info["dates"], stacks):
+            if "tiles" in stack["info"]:
+                described["tiles"] = stack["info"]["tiles"]
     info["prepared_image"] = str(image)
     return PreparedSources(image=image, bands=band_map, grid=grid, unit=first["unit"], reference_codes=None,
                            sources=info, clear_observations=clear)
@@ -181,7 +190,10 @@ def _clear_image(dates: list, roles: list, grid: Grid, target: Path, buffer_px: 
 
 
 def files_of(path) -> list:
-    """The files an input is made of: itself, and for a Shapefile its side files (``.dbf``, ``.shx``, ``.prj``...)."""
+    """The files an input is made of: itself, the tiles of :class:`pipeline.mosaic.Tiles`, and for a Shapefile its
+    side files (``.dbf``, ``.shx``, ``.prj``...)."""
+    if isinstance(path, mosaic.Tiles):
+        return list(path.files)
     path = as_path(path)
     if isinstance(path, Path) and path.suffix.lower() == ".shp":
         return [path, *sorted(p for p in path.parent.glob(f"{glob.escape(path.stem)}.*") if p != path)]
@@ -192,9 +204,21 @@ def _in_process(function, argument_tuples):
     return (function(*arguments) for arguments in argument_tuples)
 
 
-def _date_stack(image: Path, bands: dict, out_dir: Path) -> dict:
+def _as_input(image):
+    """A date as :func:`_date_stack` takes it: tiles as they are, paths as :func:`pipeline.georef.as_path`."""
+    return image if isinstance(image, mosaic.Tiles) else as_path(image)
+
+
+def _date_stack(image, bands: dict, out_dir: Path) -> dict:
     """One date's stack on its own grid: ``stack`` (path), ``bands`` (role -> band), ``scaling`` (products:
-    (ratio, offset) per band, else None), ``unit``, ``info`` and ``product`` (whether it is a product)."""
+    (ratio, offset) per band, else None), ``unit``, ``info`` and ``product`` (whether it is a product). Tiles are
+    mosaicked into ``out_dir`` first; their bands are those of the first tile (every tile has the same)."""
+    if isinstance(image, mosaic.Tiles):
+        stack = mosaic.build_mosaic(image, out_dir / "mosaic.vrt")
+        band_map = _raster_bands(image.files[0], bands)
+        return {"stack": stack, "bands": band_map, "scaling": None, "unit": _raster_unit(stack, band_map),
+                "info": {"kind": "raster", "tiles": [str(tile) for tile in image.files]}, "product": False,
+                "source": image}
     if sentinel2.is_product(image):
         stack, band_map, info, scaling = sentinel2.product_stack(image, bands, out_dir)
         return {"stack": stack, "bands": band_map, "scaling": scaling, "unit": REFLECTANCE, "info": info,
@@ -217,7 +241,9 @@ def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Pat
         bounds = transform_bounds(own.bounds, own.crs_wkt, grid.crs_wkt, date['source'])
         if not overlaps(bounds, grid.bounds):
             raise InputDataError(f"{date['source']}: covers {tuple(round(v) for v in bounds)}, which does not overlap "
-                                 f"the work grid {tuple(round(v) for v in grid.bounds)} of the first date: another area")
+                                 f"the work grid {tuple(round(v) for v in grid.bounds)} of the first date: another "
+                                 f"area (tiles of one date are given as one glob pattern, e.g. image = "
+                                 f"\"tiles/*.tif\")")
         out_dir.mkdir(parents=True, exist_ok=True)
         warped = out_dir / "on_work_grid.vrt"
         gdal.Warp(str(warped), str(image), format="VRT", outputBounds=grid.bounds, width=grid.cols,
