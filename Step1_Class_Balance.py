@@ -12,7 +12,6 @@ Writes ``Samples_classBalanced_<per_class>.mat`` in the work folder:
 from __future__ import annotations
 
 import logging
-import sys
 
 import numpy as np
 
@@ -90,4 +89,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_process(main())

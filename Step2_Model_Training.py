@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -236,4 +235,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_process(main())

@@ -48,7 +48,6 @@ A validation sample, as README "Reporting areas and accuracy" tells (``pipeline/
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -339,4 +338,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_process(main())
