@@ -294,6 +294,18 @@ def interior(labels, radius):
     return ndimage.maximum_filter(labels, size) == ndimage.minimum_filter(labels, size)
 
 
+def small_polygons(labels, per_class: dict, side: int, seed: int = 0):
+    """A sparse reference drawn from ``labels``, as by hand: ``per_class[value]`` squares of ``side`` px (odd) of
+    class ``value``, centred at random (seeded) pixels of its :func:`interior`, so each square holds one class;
+    0 elsewhere (uint8, the shape of ``labels``)."""
+    rng = np.random.default_rng(seed)
+    pure = interior(labels, side // 2)
+    centres = np.zeros(labels.shape, np.uint8)
+    for value, count in per_class.items():
+        centres.flat[rng.choice(np.flatnonzero(pure & (labels == value)), count, replace=False)] = value
+    return ndimage.maximum_filter(centres, side)
+
+
 def polygonize(path: Path, reference: Path, *, per_class_layers=False, srs=None) -> Path:
     """Polygonize the labels: one layer with a string field 'landcover', or one layer per class name."""
     dataset = gdal.Open(str(reference))
