@@ -5,6 +5,8 @@ The polygons are 7 x 7 px squares drawn inside each class of the real reference 
 (``conftest.small_polygons``), vectorized to a GeoPackage as a QGIS user would draw them."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from types import SimpleNamespace
 
@@ -71,18 +73,32 @@ def test_polygons_give_each_class_tens_of_training_superpixels_where_half_covera
     assert before.min() <= 1 and after.min() >= 10, (before, after)
 
 
-def test_steps_1_to_3_map_every_drawn_class_and_step1_warns_of_few_training_superpixels(polygon_run, capsys):
+@pytest.fixture(scope="module")
+def mapped_run(polygon_run):
+    """Steps 1-3 after :func:`polygon_run` (Step 2 with 4 epochs): the arguments, the work folder and Step 1's
+    output."""
     arguments, work = polygon_run
-    step0_out = contract.load(contract.SAMPLES, work, ["labels", "split"])
-    assert step1.main(arguments) == 0
-    output = capsys.readouterr().out
-    for name, count in zip(CLASSES, training_counts(step0_out["labels"], step0_out["split"])):
-        warning = f"class '{name}' has only {count} distinct training superpixels (fewer than 30)"
-        assert (warning in output) == (count < 30), name
+    with contextlib.redirect_stdout(io.StringIO()) as step1_output:  # Step 1 logs to the sys.stdout it finds
+        assert step1.main(arguments) == 0
     assert step2.main([*arguments, *flags(epochs=4), "--runs-dir", str(work / "runs")]) == 0
+    assert step3.main(arguments) == 0
+    return arguments, work, step1_output.getvalue()
+
+
+def test_step1_warns_in_one_line_of_each_class_under_30_training_superpixels(mapped_run):
+    _, work, output = mapped_run
+    step0_out = contract.load(contract.SAMPLES, work, ["labels", "split"])
+    counts = training_counts(step0_out["labels"], step0_out["split"])
+    assert counts.min() < 30
+    for name, count in zip(CLASSES, counts):
+        warning = f"class '{name}' has only {count} distinct training superpixels (fewer than 30): its 150 samples"
+        assert (warning in output) == (count < 30), name
+
+
+def test_the_map_holds_every_drawn_class_and_step3_finds_none_absent(mapped_run):
+    _, work, _ = mapped_run
     pred_map = contract.load(contract.PRED_MAP, work, ["predMap"])["predMap"]
     assert np.bincount(pred_map.ravel(), minlength=4)[:4].min() > 0
-    assert step3.main(arguments) == 0
     metrics = json.loads((work / "metrics.json").read_text())
     assert metrics["absent_classes"] == {"map": [], "test_set": []}
     assert 'id="absent"' not in (work / "report.html").read_text(encoding="utf-8")
@@ -103,10 +119,8 @@ def test_absent_classes_are_the_reference_classes_missing_from_the_map_or_the_te
     assert absent == {"map": ["urban"], "test_set": ["urban", "water"]}  # crop: not in the reference
 
 
-def test_report_names_the_classes_missing_from_the_map_and_the_test_set(polygon_run, tmp_path):
-    arguments, work = polygon_run
-    if not (work / "metrics.json").is_file():
-        pytest.skip("needs Step 3 of test_steps_1_to_3_map_every_drawn_class_and_step1_warns_of_few_training_superpixels")
+def test_report_names_the_classes_missing_from_the_map_and_the_test_set(mapped_run, tmp_path):
+    arguments, work, _ = mapped_run
     metrics = json.loads((work / "metrics.json").read_text())
     metrics["absent_classes"] = {"map": ["urban"], "test_set": ["water"]}
     report.write_report(load_scene(arguments[1], work), OutputSet(tmp_path, ["report.html"], tmp_path), metrics)
