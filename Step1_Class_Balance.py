@@ -4,7 +4,7 @@ Reads ``samples_labels.mat`` from Step 0 and draws ``per_class`` training superp
 with a seed, from the train split only (``split == 0``, label not 255): test and unused superpixels never
 enter the balanced set. A class with fewer training superpixels than asked is drawn with replacement
 (the step says so); one with fewer than :data:`FEW_TRAINING_SUPERPIXELS` distinct ones gets a warning naming
-it (its samples repeat a few places), and one with fewer than :data:`MIN_TRAINING_SUPERPIXELS` is an error.
+it (its samples repeat a few places), and one with fewer than ``min_training_superpixels`` (5) is an error.
 
 Writes ``Samples_classBalanced_<per_class>.mat`` in the work folder:
 ``images`` (m x w x w x 8 float32), ``masks`` (m x w x w uint8), ``labels`` (m uint8), ``index``
@@ -26,27 +26,26 @@ from pipeline.outputs import open_outputs
 log = logging.getLogger(__name__)
 #: A class with fewer distinct training superpixels than this gets a warning: its samples repeat a few places.
 FEW_TRAINING_SUPERPIXELS = 30
-#: A class with fewer distinct training superpixels than this is an error: a CNN cannot learn it from so few.
-MIN_TRAINING_SUPERPIXELS = 5
 
 
 def balance_classes(labels: np.ndarray, split: np.ndarray, class_names, per_class: int,
-                    rng: np.random.Generator, source: str = contract.SAMPLES.filename) -> tuple[np.ndarray, list[str]]:
+                    rng: np.random.Generator, source: str = contract.SAMPLES.filename,
+                    floor: int = 5) -> tuple[np.ndarray, list[str]]:
     """Superpixel indices of ``per_class`` train samples of every class, in class order.
 
     Returns the indices (int32, ``per_class * n_classes``) and the names of the classes that had to be
     drawn with replacement. Raises :class:`~pipeline.errors.InputDataError` naming ``source`` (the file the
-    labels come from) and the first class with fewer than :data:`MIN_TRAINING_SUPERPIXELS` training superpixels.
+    labels come from) and the first class with fewer than ``floor`` distinct training superpixels.
     """
     eligible = (split == TRAIN) & (labels != UNLABELLED)
     chosen, with_replacement = [], []
     for code, name in enumerate(class_names):
         members = np.flatnonzero(eligible & (labels == code))
-        if members.size < MIN_TRAINING_SUPERPIXELS:
+        if members.size < floor:
             found = f"only {members.size} distinct training superpixels" if members.size else "no training superpixel"
-            raise InputDataError(f"{source}: class '{name}' has {found}, fewer than the {MIN_TRAINING_SUPERPIXELS} "
-                                 f"Step 1 needs; draw more or larger polygons of it, or check the reference, "
-                                 f"[classes] or a smaller block_size/test_fraction in {STEP0}")
+            raise InputDataError(f"{source}: class '{name}' has {found}, fewer than the {floor} Step 1 needs "
+                                 f"(min_training_superpixels); draw more or larger polygons of it, or check the "
+                                 f"reference, [classes] or a smaller block_size/test_fraction in {STEP0}")
         replace = members.size < per_class
         if replace:
             with_replacement.append(name)
@@ -74,7 +73,8 @@ def balance(scene: Scene) -> None:
         with cli.timed("draw balanced set", timings):
             index, with_replacement = balance_classes(step0["labels"], step0["split"], scene.class_names,
                                                       p.per_class, np.random.default_rng(p.seed),
-                                                      str(contract.SAMPLES.path(scene.workdir)))
+                                                      str(contract.SAMPLES.path(scene.workdir)),
+                                                      p.min_training_superpixels)
         for name in with_replacement:
             if before[name] < FEW_TRAINING_SUPERPIXELS:
                 log.warning("class '%s' has only %d distinct training superpixels (fewer than %d): its %d samples "
@@ -100,7 +100,7 @@ def balance(scene: Scene) -> None:
 
 def main(argv=None) -> int:
     """Step 1 from the command line (``--help`` lists the flags)."""
-    return cli.run_step(cli.build_parser(__doc__, ["per_class"]), argv, balance)
+    return cli.run_step(cli.build_parser(__doc__, ["per_class", "min_training_superpixels"]), argv, balance)
 
 
 if __name__ == "__main__":

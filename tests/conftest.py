@@ -56,7 +56,8 @@ ABERYSTWYTH_CLASSES = {"urban": [3], "crop": [2], "vegetation": [1], "water": [4
 # Step parameters of the test scenes, for settings() and flags(): name -> value; the parameters not named keep the
 # pipeline's defaults (pipeline.config.Parameters).
 #: The 64 x 64 px quadrant scene.
-QUADRANT_PARAMETERS = {"n_segments": 64, "patch_width": 19, "block_size": 16, "per_class": 20, "epochs": 1}
+QUADRANT_PARAMETERS = {"n_segments": 64, "patch_width": 19, "block_size": 16, "per_class": 20, "epochs": 1,
+                       "min_training_superpixels": 1}  # 1 training superpixel of water
 #: The real 324 x 339 px subset, small for fast runs.
 SUBSET_PARAMETERS = {"n_segments": 1500, "block_size": 64, "per_class": 150, "epochs": 2, "batch_size": 32}
 #: Each half of the 930 x 947 px demo scene cut as a scene of its own (test_apply_model.py).

@@ -109,7 +109,7 @@ def test_step1_refuses_a_class_below_the_floor_in_one_line(tmp_path, subset_refe
     arguments = ["--config", str(config), "--workdir", str(tmp_path / "work")]
     assert step0.main(arguments) == 0
     fails_with_one_line(step1.main, arguments, capsys, "samples_labels.mat", "class 'urban' has",
-                        "fewer than the 5 Step 1 needs")
+                        "fewer than the 5 Step 1 needs (min_training_superpixels)")
 
 
 def test_absent_classes_are_the_reference_classes_missing_from_the_map_or_the_test_set():
