@@ -3,7 +3,8 @@
 Reads ``samples_labels.mat`` from Step 0 and draws ``per_class`` training superpixels of every class,
 with a seed, from the train split only (``split == 0``, label not 255): test and unused superpixels never
 enter the balanced set. A class with fewer training superpixels than asked is drawn with replacement
-(the step says so); a class with none is an error.
+(the step says so); one with fewer than :data:`FEW_TRAINING_SUPERPIXELS` distinct ones gets a warning naming
+it (its samples repeat a few places), and one with fewer than ``min_training_superpixels`` (5) is an error.
 
 Writes ``Samples_classBalanced_<per_class>.mat`` in the work folder:
 ``images`` (m x w x w x 8 float32), ``masks`` (m x w x w uint8), ``labels`` (m uint8), ``index``
@@ -22,22 +23,28 @@ from pipeline.errors import InputDataError
 from pipeline.outputs import open_outputs
 
 log = logging.getLogger(__name__)
+#: A class with fewer distinct training superpixels than this gets a warning: its samples repeat a few places.
+FEW_TRAINING_SUPERPIXELS = 30
 
 
 def balance_classes(labels: np.ndarray, split: np.ndarray, class_names, per_class: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+                    rng: np.random.Generator, source: str = contract.SAMPLES.filename,
+                    floor: int = 5) -> tuple[np.ndarray, list[str]]:
     """Superpixel indices of ``per_class`` train samples of every class, in class order.
 
     Returns the indices (int32, ``per_class * n_classes``) and the names of the classes that had to be
-    drawn with replacement. Raises :class:`~pipeline.errors.InputDataError` naming a class without samples.
+    drawn with replacement. Raises :class:`~pipeline.errors.InputDataError` naming ``source`` (the file the
+    labels come from) and the first class with fewer than ``floor`` distinct training superpixels.
     """
     eligible = (split == TRAIN) & (labels != UNLABELLED)
     chosen, with_replacement = [], []
     for code, name in enumerate(class_names):
         members = np.flatnonzero(eligible & (labels == code))
-        if members.size == 0:
-            raise InputDataError(f"class '{name}' has no training superpixel; check the reference, "
-                                 f"[classes] or a smaller block_size/test_fraction in {STEP0}")
+        if members.size < floor:
+            found = f"only {members.size} distinct training superpixels" if members.size else "no training superpixel"
+            raise InputDataError(f"{source}: class '{name}' has {found}, fewer than the {floor} Step 1 needs "
+                                 f"(min_training_superpixels); draw more or larger polygons of it, or check the "
+                                 f"reference, [classes] or a smaller block_size/test_fraction in {STEP0}")
         replace = members.size < per_class
         if replace:
             with_replacement.append(name)
@@ -64,10 +71,17 @@ def balance(scene: Scene) -> None:
         log.info("training superpixels before balancing: %s", before)
         with cli.timed("draw balanced set", timings):
             index, with_replacement = balance_classes(step0["labels"], step0["split"], scene.class_names,
-                                                      p.per_class, np.random.default_rng(p.seed))
+                                                      p.per_class, np.random.default_rng(p.seed),
+                                                      str(contract.SAMPLES.path(scene.workdir)),
+                                                      p.min_training_superpixels)
         for name in with_replacement:
-            log.warning("class '%s' has fewer than %d training superpixels: drawn with replacement", name,
-                        p.per_class)
+            if before[name] < FEW_TRAINING_SUPERPIXELS:
+                log.warning("class '%s' has only %d distinct training superpixels (fewer than %d): its %d samples "
+                            "repeat them; draw more or larger polygons of it", name, before[name],
+                            FEW_TRAINING_SUPERPIXELS, p.per_class)
+            else:
+                log.warning("class '%s' has fewer than %d training superpixels: drawn with replacement", name,
+                            p.per_class)
         labels = step0["labels"][index]
         log.info("after balancing: %s", class_counts(labels, scene.class_names))
         record = contract.new_run(STEP1, step0_run=step0[contract.PROVENANCE]["run"],
@@ -85,7 +99,7 @@ def balance(scene: Scene) -> None:
 
 def main(argv=None) -> int:
     """Step 1 from the command line (``--help`` lists the flags)."""
-    return cli.run_step(cli.build_parser(__doc__, ["per_class"]), argv, balance)
+    return cli.run_step(cli.build_parser(__doc__, ["per_class", "min_training_superpixels"]), argv, balance)
 
 
 if __name__ == "__main__":

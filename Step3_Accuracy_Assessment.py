@@ -32,7 +32,9 @@ from previews (every ``display_stride``-th row and column) gathered on the way. 
 
 Writes ``metrics.json`` (sorted keys; per assessment: ``confusion_matrix``, ``class_names``,
 ``overall_accuracy``, ``kappa``, ``precision``, ``recall``, ``f1``, ``support``, ``weighted_f1``,
-``n_samples``, ``unit``; then ``area_estimates``; undefined values are null), ``reference_maps.png`` (pixel
+``n_samples``, ``unit``; then ``area_estimates``; ``absent_classes``: the classes the reference holds that the
+map never gives (``map``) or that no test superpixel carries (``test_set``), which the report points out;
+undefined values are null), ``reference_maps.png`` (pixel
 and superpixel reference beside the prediction), ``disagreement_map.png``, ``split_map.png``,
 ``confusion_<assessment>.png`` and ``report.html``, one self-contained file with every image inside it.
 
@@ -149,6 +151,16 @@ def held_out(scene: Scene, data: dict, counts: pixel_counts.PixelCounts) -> dict
                               data["pixel_area_m2"], scene.params.block_size)
 
 
+def absent_classes(counts: pixel_counts.PixelCounts, labels: np.ndarray, split: np.ndarray, class_names) -> dict:
+    """The classes the reference holds (any pixel of ``counts.reference_pixels``) that the map never gives
+    (``map``) or that no test superpixel carries (``test_set``), by name, from the superpixels' ``labels`` and
+    ``split`` (n,): ``metrics.json``'s ``absent_classes``."""
+    held = counts.reference_pixels > 0
+    tested = np.bincount(labels[(split == TEST) & (labels != UNLABELLED)], minlength=len(class_names)) > 0
+    return {"map": [name for name, h, m in zip(class_names, held, counts.map_pixels) if h and not m],
+            "test_set": [name for name, h, t in zip(class_names, held, tested) if h and not t]}
+
+
 def write_figures(out: OutputSet, data: dict, counts: pixel_counts.PixelCounts, metrics: dict,
                   block_size: int) -> None:
     """Step 3's PNGs, the maps from the previews: the maps, the disagreement map, the split map and every
@@ -182,7 +194,8 @@ def assess_map(scene: Scene, out: OutputSet, data: dict, timings: dict) -> dict:
                    "assessments": accuracy.assessments(counts, data["labels"], data["split"], data["pred_labels"],
                                                        forest, class_names),
                    "area_estimates": held_out(scene, data, counts),
-                   "masked_area_ha": masked_area_ha(counts, data["pixel_area_m2"])}
+                   "masked_area_ha": masked_area_ha(counts, data["pixel_area_m2"]),
+                   "absent_classes": absent_classes(counts, data["labels"], data["split"], class_names)}
         if scene.validation is not None:
             metrics["validation_sample"] = validation_estimates(scene, data, counts)
         if data["applied_from"]:
@@ -194,6 +207,8 @@ def assess_map(scene: Scene, out: OutputSet, data: dict, timings: dict) -> dict:
         report.write_report(scene, out, metrics)
     for line in report.summary_lines(metrics):
         log.info(line)
+    if report.absent_text(metrics):
+        log.warning(report.absent_text(metrics))
     log.info("\nheadline: %s; report: %s", report.headline_text(metrics), scene.output("report.html"))
     return {"overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}}
 

@@ -70,6 +70,8 @@ class Parameters:
     tile_size: int = parameter(0, "tiling", "process the scene in tiles of this many pixels a side on a Dask "
                                             "cluster (0 = whole scene in memory)", minimum=0)
     per_class: int = parameter(2000, "balance", "training samples drawn per class", minimum=1)
+    min_training_superpixels: int = parameter(5, "balance", "Step 1 refuses a class with fewer distinct training "
+                                                            "superpixels than this", minimum=1)
     epochs: int = parameter(20, "training", "training epochs", minimum=1)
     batch_size: int = parameter(64, "training", "training batch size", minimum=1)
     validation_fraction: float = parameter(0.3, "training", "share of the balanced set kept for validation",

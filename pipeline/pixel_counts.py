@@ -35,11 +35,17 @@ class PixelCounts:
     block_tables: np.ndarray
     #: Mapped pixels with a reference class.
     mapped_labelled: int
-    #: Pixels with a reference class, and those of them where the map gives another class.
-    labelled: int
+    #: (K,) pixels of each reference class.
+    reference_pixels: np.ndarray
+    #: Pixels with a reference class where the map gives another class.
     disagreeing: int
     #: Previews (rows, cols) of the reference codes, the map (uint8) and the segments (int32), by name.
     previews: dict
+
+    @property
+    def labelled(self) -> int:
+        """Pixels with a reference class."""
+        return int(self.reference_pixels.sum())
 
     @property
     def disagreement_share(self) -> float:
@@ -73,10 +79,10 @@ def count_pixels(read, shape: tuple, size: int, k: int, labels: np.ndarray, spli
     previews = {"codes": np.full(preview_shape, UNLABELLED, np.uint8),
                 "map": np.full(preview_shape, UNLABELLED, np.uint8),
                 "segments": np.full(preview_shape, NO_SUPERPIXEL, np.int32)}
-    map_pixels = np.zeros(k, np.int64)
+    map_pixels, reference_pixels = np.zeros(k, np.int64), np.zeros(k, np.int64)
     pixel_test, ceiling = np.zeros((k, k + 1), np.int64), np.zeros((k, k + 1), np.int64)
     tables = np.zeros((m, k, k), np.int64)
-    mapped_labelled = labelled_pixels = disagreeing = masked = 0
+    mapped_labelled = disagreeing = masked = 0
     for window in tile_windows(shape, size):
         pred_map, codes, segments = read(window)
         mapped = pred_map < k
@@ -86,7 +92,7 @@ def count_pixels(read, shape: tuple, size: int, k: int, labels: np.ndarray, spli
             continue
         labelled = codes < k
         mapped_labelled += np.count_nonzero(mapped & labelled)
-        labelled_pixels += np.count_nonzero(labelled)
+        reference_pixels += np.bincount(codes[labelled], minlength=k)
         disagreeing += np.count_nonzero(labelled & (pred_map != codes))
         observed = labelled & paint_map(test, segments, False)
         ids, reference, predicted = segments[observed], codes[observed], pred_map[observed]
@@ -98,4 +104,4 @@ def count_pixels(read, shape: tuple, size: int, k: int, labels: np.ndarray, spli
         for name, raster in (("codes", codes), ("map", pred_map), ("segments", segments)):
             place_in_preview(previews[name], raster, window[0], window[1], step)
     return PixelCounts(map_pixels, int(masked), pixel_test, ceiling, tables, int(mapped_labelled),
-                       int(labelled_pixels), int(disagreeing), previews)
+                       reference_pixels, int(disagreeing), previews)

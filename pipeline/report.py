@@ -98,6 +98,22 @@ def headline_text(metrics: dict) -> str:
             f"(pixel-level, area-weighted, 95 % CI; {area['sample']['blocks']} test blocks of a cluster sample)")
 
 
+def absent_text(metrics: dict) -> str:
+    """The classes the reference holds but the map or the test set lacks (``metrics["absent_classes"]``), in
+    words; empty when there are none.
+
+    >>> absent_text({"absent_classes": {"map": [], "test_set": ["urban", "water"]}})
+    'Not in the test set: urban, water (no accuracy measured).'
+    """
+    absent, parts = metrics["absent_classes"], []
+    if absent["map"]:
+        parts.append(f"Not in the map: {', '.join(absent['map'])} (0 ha, although the reference holds it; the "
+                     f"overall accuracy does not show this).")
+    if absent["test_set"]:
+        parts.append(f"Not in the test set: {', '.join(absent['test_set'])} (no accuracy measured).")
+    return " ".join(parts)
+
+
 def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
     """``report.html``: one self-contained page (every image inside it, no links to files or paths) with the
     composites, the maps, the area estimates, the confusion matrices and the figures."""
@@ -108,6 +124,7 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
     forest = metrics["assessments"].get("random_forest_superpixel_test")
     baseline = f"random forest baseline {forest['overall_accuracy']}; " if forest else ""
     headline = html.escape(headline_text(metrics))
+    absent = absent_text(metrics)
     validation = metrics.get("validation_sample")
     sections = "".join(
         f"<section><h3>{name}</h3><p>{html.escape(result['unit'])}: {result['n_samples']}. "
@@ -117,6 +134,7 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
     composites = "".join(image_tag(earlier(name), alt) for name, alt in (
         ("rgb.png", "RGB"), ("nir_green_blue.png", "NIR-G-B"), ("segments_boundaries.png", "superpixels")))
     write_page(scene, out, "land-cover report", f"""<p>Headline: <b id="headline">{headline}</b>.
+{f'<b id="absent" class="note">{html.escape(absent)}</b>' if absent else ""}
 Superpixel-level, on the test superpixels: OA {superpixels['overall_accuracy']}, kappa {superpixels['kappa']}
 ({baseline}segmentation ceiling {metrics['assessments']['segmentation_ceiling']['overall_accuracy']}).
 {html.escape(metrics.get("applied_model_note", ""))}

@@ -94,25 +94,43 @@ def class_counts(segments: np.ndarray, codes: np.ndarray, n_classes: int, block_
     return counts.reshape(n + 1, columns)[1:]
 
 
-def majority_labels(counts: np.ndarray):
+#: A superpixel less than half labelled (by training polygons or points) is labelled when at least this many of its
+#: pixels carry a class ...
+MIN_LABELLED_PIXELS = 5
+#: ... and its majority class holds at least this share of them.
+MIN_AGREEMENT = 0.9
+
+
+def majority_labels(counts: np.ndarray, min_pixels: int = MIN_LABELLED_PIXELS,
+                    min_agreement: float = MIN_AGREEMENT):
     """Majority reference class of each superpixel, and its purity, from its :func:`class_counts` ``counts``
-    (n, K + 1). A superpixel of which fewer than half the pixels carry a class gets 255. Purity is the share of
-    all its pixels that carry the majority class.
+    (n, K + 1).
+
+    A superpixel gets its majority class when at least half its pixels carry a class (a reference covering the
+    scene: every superpixel), or when at least ``min_pixels`` of them do and the majority class holds at least
+    ``min_agreement`` of those (a reference of polygons or points: every superpixel a polygon's interior reaches);
+    else 255. Purity is the share of its labelled pixels (those carrying a class) in the majority class: how much
+    the reference agrees within the superpixel, 0 without any labelled pixel.
 
     Returns
     -------
     labels : uint8 array (n,)
     purity : float32 array (n,)
 
-    >>> labels, purity = majority_labels(class_counts(np.array([[0, 0, 1]]), np.array([[2, 255, 255]]), 3))
+    >>> segments = np.repeat([[0, 1, 2]], 6, axis=1)   # three superpixels of 6 pixels
+    >>> codes = np.array([[2, 2, 255, 255, 255, 255,  1, 1, 1, 0, 255, 255,  0, 1, 255, 255, 255, 255]])
+    >>> labels, purity = majority_labels(class_counts(segments, codes, 3), min_pixels=2)
     >>> labels.tolist(), purity.tolist()
-    ([2, 255], [0.5, 0.0])
+    ([2, 1, 255], [1.0, 0.75, 0.5])
     """
-    classes, sizes = counts[:, :-1], counts.sum(axis=1)
+    classes = counts[:, :-1]
     majority = classes.argmax(axis=1)
     labelled = classes.sum(axis=1)
-    labels = np.where((2 * labelled >= sizes) & (labelled > 0), majority, UNLABELLED).astype(np.uint8)
-    purity = (classes[np.arange(len(counts)), majority] / sizes).astype(np.float32)
+    in_majority = classes[np.arange(len(counts)), majority]
+    covered = 2 * labelled >= counts.sum(axis=1)
+    agreeing = (labelled >= min_pixels) & (in_majority >= min_agreement * labelled)
+    labels = np.where((covered | agreeing) & (labelled > 0), majority, UNLABELLED).astype(np.uint8)
+    purity = (in_majority / np.maximum(labelled, 1)).astype(np.float32)
     return labels, purity
 
 

@@ -56,7 +56,8 @@ ABERYSTWYTH_CLASSES = {"urban": [3], "crop": [2], "vegetation": [1], "water": [4
 # Step parameters of the test scenes, for settings() and flags(): name -> value; the parameters not named keep the
 # pipeline's defaults (pipeline.config.Parameters).
 #: The 64 x 64 px quadrant scene.
-QUADRANT_PARAMETERS = {"n_segments": 64, "patch_width": 19, "block_size": 16, "per_class": 20, "epochs": 1}
+QUADRANT_PARAMETERS = {"n_segments": 64, "patch_width": 19, "block_size": 16, "per_class": 20, "epochs": 1,
+                       "min_training_superpixels": 1}  # 1 training superpixel of water
 #: The real 324 x 339 px subset, small for fast runs.
 SUBSET_PARAMETERS = {"n_segments": 1500, "block_size": 64, "per_class": 150, "epochs": 2, "batch_size": 32}
 #: Each half of the 930 x 947 px demo scene cut as a scene of its own (test_apply_model.py).
@@ -292,6 +293,18 @@ def interior(labels, radius):
     """Pixels whose (2 radius + 1)^2 neighbourhood has one class: away from class edges."""
     size = 2 * radius + 1
     return ndimage.maximum_filter(labels, size) == ndimage.minimum_filter(labels, size)
+
+
+def small_polygons(labels, per_class: dict, side: int, seed: int = 0):
+    """A sparse reference drawn from ``labels``, as by hand: ``per_class[value]`` squares of ``side`` px (odd) of
+    class ``value``, centred at random (seeded) pixels of its :func:`interior`, so each square holds one class;
+    0 elsewhere (uint8, the shape of ``labels``)."""
+    rng = np.random.default_rng(seed)
+    pure = interior(labels, side // 2)
+    centres = np.zeros(labels.shape, np.uint8)
+    for value, count in per_class.items():
+        centres.flat[rng.choice(np.flatnonzero(pure & (labels == value)), count, replace=False)] = value
+    return ndimage.maximum_filter(centres, side)
 
 
 def polygonize(path: Path, reference: Path, *, per_class_layers=False, srs=None) -> Path:

@@ -106,13 +106,15 @@ class TestSuperpixels:
 
 
 def slow_majority(segments, codes, n_classes):
-    """One superpixel at a time, the obvious way."""
+    """One superpixel at a time, the obvious way: labelled when half covered, or when 5 labelled pixels agree."""
     labels, purity = [], []
     for i in range(segments.max() + 1):
         member = codes[segments == i]
         counts = np.array([(member == c).sum() for c in range(n_classes)])
-        labels.append(counts.argmax() if 2 * counts.sum() >= member.size and counts.sum() else 255)
-        purity.append(counts.max() / member.size)
+        covered = 2 * counts.sum() >= member.size
+        agreeing = counts.sum() >= 5 and counts.max() >= 0.9 * counts.sum()
+        labels.append(counts.argmax() if (covered or agreeing) and counts.sum() else 255)
+        purity.append(counts.max() / max(counts.sum(), 1))
     return np.array(labels), np.array(purity)
 
 
@@ -132,7 +134,27 @@ class TestMajorityLabels:
         codes = np.array([[2, 2, 3, 255], [255, 255, 255, 255]], np.uint8)
         labels, purity = majority_labels(class_counts(segments, codes, 4))
         assert labels.tolist() == [2, 255]
-        assert purity.tolist() == [0.5, 0.25]
+        assert purity.tolist() == [1.0, 1.0]  # of the labelled pixels
+
+    def test_a_polygon_labels_the_superpixels_whose_labelled_pixels_agree(self):
+        segments = np.repeat(np.arange(4), 20)[None, :]  # four superpixels of 20 pixels, 6 or 4 of them labelled
+        codes = np.full((1, 80), 255, np.uint8)
+        codes[0, 0:6] = 1  # 6 agreeing: labelled
+        codes[0, 20:25], codes[0, 25] = 1, 2  # 5 of 6 agree, below 90 %: unlabelled
+        codes[0, 40:44] = 3  # 4 agreeing, below the 5 pixels: unlabelled
+        codes[0, 60:65], codes[0, 65:80] = 0, 255
+        labels, purity = majority_labels(class_counts(segments, codes, 4))
+        assert labels.tolist() == [1, 255, 255, 0]
+        np.testing.assert_allclose(purity, [1, 5 / 6, 1, 1])
+
+    def test_a_reference_covering_every_pixel_labels_every_superpixel_by_its_majority(self):
+        rng = np.random.default_rng(3)
+        segments = superpixels.consecutive_ids(rng.integers(0, 50, size=(40, 40)))
+        codes = rng.choice(4, size=(40, 40), p=[0.4, 0.3, 0.2, 0.1]).astype(np.uint8)
+        counts = class_counts(segments, codes, 4)
+        labels, purity = majority_labels(counts)
+        assert np.array_equal(labels, counts[:, :4].argmax(axis=1))
+        np.testing.assert_allclose(purity, counts[:, :4].max(axis=1) / counts.sum(axis=1), rtol=1e-6)
 
 
 class TestPatches:

@@ -30,14 +30,20 @@ class TestBalance:
         assert (split[index] == 0).all() and replaced == []
 
     def test_small_class_is_drawn_with_replacement(self):
-        labels = np.array([0] * 30 + [1] * 3, np.uint8)
-        index, replaced = step1.balance_classes(labels, np.zeros(33, np.uint8), ["a", "b"], 10,
+        labels = np.array([0] * 30 + [1] * 6, np.uint8)
+        index, replaced = step1.balance_classes(labels, np.zeros(36, np.uint8), ["a", "b"], 10,
                                                 np.random.default_rng(0))
-        assert replaced == ["b"] and set(index[labels[index] == 1]) == {30, 31, 32}
+        assert replaced == ["b"] and set(index[labels[index] == 1]) == set(range(30, 36))
+
+    def test_class_below_the_floor_is_named_with_its_file(self):
+        labels = np.array([0] * 30 + [1] * 4, np.uint8)
+        with pytest.raises(InputDataError, match=r"^samples_labels.mat: class 'b' has only 4 distinct training "
+                                                 r"superpixels, fewer than the 5 Step 1 needs"):
+            step1.balance_classes(labels, np.zeros(34, np.uint8), ["a", "b"], 10, np.random.default_rng(0))
 
     def test_class_without_training_samples_is_named(self):
-        labels = np.array([0, 0, 1], np.uint8)
-        split = np.array([0, 0, 1], np.uint8)
+        labels = np.array([0] * 5 + [1], np.uint8)
+        split = np.array([0] * 5 + [1], np.uint8)
         with pytest.raises(InputDataError, match="class 'water' has no training superpixel"):
             step1.balance_classes(labels, split, ["urban", "water"], 5, np.random.default_rng(0))
 
