@@ -46,7 +46,7 @@ def test_olofsson_worked_example_deforestation_by_hand():
     assert p1 * 900_000 == pytest.approx(21_158, abs=1)  # the paper's 21,158 ha
     assert 1.96 * math.sqrt(var_p1) * 900_000 == pytest.approx(6_158, abs=1)  # the paper's +-6,158 ha
 
-    result = area_weighted_accuracy(CONFUSION, MAP_HA, NAMES)
+    result = area_weighted_accuracy(CONFUSION, MAP_HA, NAMES, interval="wald")
     deforestation = result["classes"]["deforestation"]
     assert deforestation["map_area_ha"] == pytest.approx(18_000)
     assert deforestation["estimated_area_ha"] == pytest.approx(p1 * 900_000, rel=1e-9)
@@ -76,7 +76,7 @@ def test_olofsson_worked_example_all_classes():
     oa_se = math.sqrt(sum(wi ** 2 * u * (1 - u) / (ni - 1) for wi, u, ni in zip(w, ua_hand, n)))
     assert oa == pytest.approx(0.9465, abs=1e-4)
 
-    result = area_weighted_accuracy(CONFUSION, MAP_HA, NAMES)
+    result = area_weighted_accuracy(CONFUSION, MAP_HA, NAMES, interval="wald")
     assert result["overall_accuracy"] == pytest.approx(oa, rel=1e-9)
     assert result["overall_accuracy_se"] == pytest.approx(oa_se, rel=1e-9)
     assert result["overall_accuracy_se"] == pytest.approx(0.00943, abs=1e-5)
@@ -108,7 +108,7 @@ def test_two_classes_by_hand():
     PA_a = 0.27/0.41 = 0.65854, V = (0.09*(1-PA_a)^2*0.01 + PA_a^2*0.0196)/0.41^2 = 0.051189
     PA_b = 0.56/0.59 = 0.94915, V = (0.49*(1-PA_b)^2*0.04 + PA_b^2*0.0009)/0.59^2 = 0.0024748
     """
-    result = area_weighted_accuracy(np.array([[9, 1], [1, 4]]), np.array([30.0, 70.0]), ["a", "b"])
+    result = area_weighted_accuracy(np.array([[9, 1], [1, 4]]), np.array([30.0, 70.0]), ["a", "b"], interval="wald")
     a, b = result["classes"]["a"], result["classes"]["b"]
     assert (a["estimated_area_ha"], b["estimated_area_ha"]) == pytest.approx((41.0, 59.0))
     assert (a["area_se_ha"], b["area_se_ha"]) == pytest.approx((100 * math.sqrt(0.0205),) * 2)
@@ -136,7 +136,7 @@ def test_block_standard_error_by_hand():
     """
     tables = np.array([[[8, 0], [2, 10]], [[4, 2], [0, 4]], [[6, 0], [0, 2]]], float)
     result = estimates(tables, np.zeros(3, int), np.array([10.0]), np.array([50.0, 50.0]), ["a", "b"],
-                       map_shares=np.array([0.5, 0.5]))
+                       map_shares=np.array([0.5, 0.5]), interval="wald")
     z = np.array([0.5 * (8 - 9) / 20 + 0.5 * (10 - 80 / 9) / 18, 0.5 * 0.4 / 20 + 0.5 * (4 - 48 / 9) / 18,
                   0.5 * 0.6 / 20 + 0.5 * (2 - 16 / 9) / 18])
     assert z.sum() == pytest.approx(0, abs=1e-15)
@@ -150,10 +150,10 @@ def test_block_standard_error_by_hand():
     assert a["area_se_ha"] == pytest.approx(100 * math.sqrt(1.05 * (za ** 2).sum()), rel=1e-12)
     # a census (every block sampled) has no sampling error; one block alone gives no variance
     census = estimates(tables, np.zeros(3, int), np.array([3.0]), np.array([50.0, 50.0]), ["a", "b"],
-                       map_shares=np.array([0.5, 0.5]))
+                       map_shares=np.array([0.5, 0.5]), interval="wald")
     assert census["overall_accuracy_se"] == 0.0
     single = estimates(tables[:1], np.zeros(1, int), np.array([10.0]), np.array([50.0, 50.0]), ["a", "b"],
-                       map_shares=np.array([0.5, 0.5]))
+                       map_shares=np.array([0.5, 0.5]), interval="wald")
     assert single["overall_accuracy"] is not None and single["overall_accuracy_se"] is None
 
 
@@ -176,7 +176,7 @@ def test_block_intervals_cover_the_truth_over_repeated_cluster_samples():
     for _ in range(draws):
         chosen = rng.choice(blocks, 40, replace=False)
         result = estimates(population[chosen], np.zeros(40, int), np.array([blocks]), map_area, ["a", "b"],
-                           map_shares=map_area / map_area.sum())
+                           map_shares=map_area / map_area.sum(), interval="wald")
         hits[0] += abs(result["overall_accuracy"] - truth_oa) <= result["overall_accuracy_ci95"]
         a = result["classes"]["a"]
         hits[1] += abs(a["estimated_area_ha"] - truth_a * map_area.sum()) <= a["area_ci95_ha"]
