@@ -13,10 +13,12 @@ One estimator serves both samples Step 3 knows:
 Every figure is a smooth function of estimated totals; its standard error is that of its Taylor linearization
 (Cochran 1977; Stehman 1997 for cluster samples), with the design's finite population correction. With one point
 per unit and the map classes as strata this is exactly Olofsson et al.'s eqs. 5 to 7 (``interval="wald"``). By
-default a sample of points gets Agresti-Coull-adjusted variances (:data:`INTERVAL_METHODS`): in every stratum the
-proportion p = x / n in ``p (1 - p) / (n - 1)`` becomes ``(x + z^2/2) / (n + z^2)``, never 0 or 1, so a stratum
-whose points all agree still contributes variance and no interval from a sample has width zero. Tables and
-confusion matrices here have rows = reference, columns = map; areas in hectares, pixel areas in square metres.
+default a sample of points gets adjusted variances (:data:`INTERVAL_METHODS`): in each of the m strata a figure
+depends on, the proportion p = x / n in ``p (1 - p) / (n - 1)`` becomes ``(x + c) / (n + 2 c)`` with
+``c = z^2 / (2 m)``, never 0 or 1, so a stratum whose points all agree still contributes variance and no interval
+from a sample has width zero. For one stratum (a user's accuracy) that is Agresti and Coull's (1998) adjustment,
+for two Agresti and Caffo's (2000). Tables and confusion matrices here have rows = reference, columns = map; areas
+in hectares, pixel areas in square metres.
 """
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ COCHRAN_1977 = "Cochran, W. G. (1977). Sampling Techniques, 3rd ed. Wiley: ch. 6
 AGRESTI_COULL_1998 = ("Agresti, A., Coull, B. A. (1998). Approximate is better than 'exact' for interval estimation "
                       "of binomial proportions. The American Statistician 52(2), 119-126. "
                       "doi:10.1080/00031305.1998.10480550")
+AGRESTI_CAFFO_2000 = ("Agresti, A., Caffo, B. (2000). Simple and effective confidence intervals for proportions and "
+                      "differences of proportions result from adding two successes and two failures. The American "
+                      "Statistician 54(4), 280-288. doi:10.1080/00031305.2000.10474560")
 #: The estimators in one line of text, as ``metrics.json`` and the report state them.
 FORMULA = ("y_u,ij: pixels (or points) of unit u of reference class i and map class j; strata h of N_h units, "
            "n_h sampled, weight w_u = N_h / n_h; T_ij = sum_u w_u y_u,ij. Proportions p_ij = T_ij / T (designed "
@@ -47,21 +52,22 @@ FORMULA = ("y_u,ij: pixels (or points) of unit u of reference class i and map cl
            "post-stratified on the map). Area of class i = A sum_j p_ij; user's accuracy of j = p_jj / p_.j; "
            "producer's accuracy of i = p_ii / p_i.; overall accuracy = sum_i p_ii. V = sum_h (1 - n_h / N_h) "
            "n_h / (n_h - 1) sum_{u in h} (w_u z_u - mean_h w z)^2 with z_u the linearized value of unit u (for a "
-           "sample of points with the Agresti-Coull adjustment: the mean square of z over the stratum's n_h points "
-           "and z^2/2 pseudo-points at each of the least and greatest value z can take in it, times N_h^2 / "
-           "(n_h - 1)); 95 % confidence interval = +-1.96 SE")
+           "sample of points, adjusted: the mean square of z over the stratum's n_h points and z^2 / (2 m) "
+           "pseudo-points at each of the least and greatest value z can take in it, m the strata where z can vary, "
+           "times N_h^2 / (n_h - 1)); 95 % confidence interval = +-1.96 SE")
 SQUARE_METRES_PER_HECTARE = 10_000.0
 Z95 = 1.96
-#: How the 95 % intervals are made, by name (``interval`` of :func:`estimates`): the pseudo-points added at each end
-#: of every stratum's range of linearized values, and the sentence ``metrics.json`` (``interval_method``) and the
-#: report give.
+#: How the 95 % intervals are made, by name (``interval`` of :func:`estimates`): the pseudo-points a figure gets at
+#: each end of its linearized values, shared among the strata it depends on, and the sentence ``metrics.json``
+#: (``interval_method``) and the report give.
 INTERVAL_METHODS = {
     "agresti-coull": (Z95 ** 2 / 2, (
-        "Agresti-Coull-adjusted stratified intervals: estimate +- 1.96 SE, the SE from the stratified variance with "
-        "each stratum's proportion p = x/n replaced by (x + 1.92)/(n + 3.84) (z^2/2 = 1.92 pseudo-points at each "
-        "end of the values a point of the stratum can take; Agresti and Coull 1998), so a stratum whose points all "
-        "agree still contributes variance and no interval has width zero; symmetric about the estimate, read an "
-        "end beyond 0 or 1 (or 0 ha) as that limit")),
+        "adjusted Wald intervals (Agresti and Coull 1998; Agresti and Caffo 2000): estimate +- 1.96 SE, the SE "
+        "from the stratified variance in which each stratum's proportion p = x/n becomes (x + c)/(n + 2c), "
+        "c = 1.92/m for a figure depending on m strata (z^2/2 = 1.92 pseudo-points at each end of the values a "
+        "point can take, shared among them: a user's accuracy, one stratum, gets (x + 1.92)/(n + 3.84)), so a "
+        "stratum whose points all agree still contributes variance and no interval has width zero; symmetric "
+        "about the estimate, read an end beyond 0 or 1 (or 0 ha) as that limit")),
     "wald": (0.0, (
         "Wald intervals: estimate +- 1.96 SE, the SE from the spread of the sampled units within each stratum "
         "(zero where every unit agrees)")),
@@ -123,20 +129,20 @@ def expansion_weights(strata: np.ndarray, population_units: np.ndarray) -> np.nd
 
 
 def design_variance(values: np.ndarray, strata: np.ndarray, population_units: np.ndarray,
-                    finite_population: bool = True, pseudo_points: float = 0.0, bounds=None) -> np.ndarray:
+                    finite_population: bool = True, pseudo_points=None) -> np.ndarray:
     """Variance of ``sum_u w_u values_u`` under stratified simple random sampling without replacement, with
     the finite population correction ``1 - n_h / N_h`` unless ``finite_population`` is False.
 
     ``values`` (u, ...) are linearized values; the result has shape ``values.shape[1:]``. A stratum sampled by a
-    single unit (of several) makes every variance undefined (NaN). With ``pseudo_points`` c > 0 and ``bounds``
-    (low, high), each (H, ...) the least and greatest value a unit of each stratum can take, a stratum's mean
-    square is taken over its n units and c pseudo-units at each bound (for values of two levels, the proportion
-    p = x / n in ``p (1 - p)`` becomes ``(x + c) / (n + 2 c)``: Agresti-Coull for c = z^2 / 2); still divided by
-    n - 1.
+    single unit (of several) makes every variance undefined (NaN). With ``pseudo_points`` (c, low, high), each
+    (H, ...): per stratum, the pseudo-units c put at each of the least and greatest value a unit of it can take,
+    a stratum's mean square is taken over its n units and those pseudo-units (for values of two levels, the
+    proportion p = x / n in ``p (1 - p)`` becomes ``(x + c) / (n + 2 c)``: Agresti-Coull for c = z^2 / 2); still
+    divided by n - 1.
 
     >>> float(design_variance(np.array([1.0, 3.0]), np.array([0, 0]), np.array([2.0]), False))  # N 2, s^2 2, n 2
     4.0
-    >>> float(design_variance(np.array([1.0, 1.0]), np.array([0, 0]), np.array([2.0]), False, 1.0, ([0.0], [1.0])))
+    >>> float(design_variance(np.array([1.0, 1.0]), np.array([0, 0]), np.array([2.0]), False, ([1.0], [0.0], [1.0])))
     0.75
     >>> # the two points agree (p = 1), yet p~ = (2 + 1) / (2 + 2): N^2 p~ (1 - p~) / (n - 1) = 4 * 3/16 / 1
     """
@@ -147,10 +153,10 @@ def design_variance(values: np.ndarray, strata: np.ndarray, population_units: np
         if n == 1 and not (finite_population and size <= 1):  # one unit of several: no spread to measure
             variance = variance + np.nan
         elif n > 1:
-            ends = np.stack([bounds[0][stratum], bounds[1][stratum]]) if pseudo_points else members[:0]
-            mean = (members.sum(axis=0) + pseudo_points * ends.sum(axis=0)) / (n + pseudo_points * len(ends))
-            mean_square = ((((members - mean) ** 2).sum(axis=0) + pseudo_points * ((ends - mean) ** 2).sum(axis=0))
-                           / (n + pseudo_points * len(ends)))
+            c, low, high = (0.0, members[0], members[0]) if pseudo_points is None else (
+                np.asarray(part)[stratum] for part in pseudo_points)
+            mean = (members.sum(axis=0) + c * (low + high)) / (n + 2 * c)
+            mean_square = (((members - mean) ** 2).sum(axis=0) + c * ((low - mean) ** 2 + (high - mean) ** 2)) / (n + 2 * c)
             variance = variance + (1 - n / size if finite_population else 1.0) * size ** 2 * mean_square / (n - 1)
     return variance
 
@@ -178,8 +184,8 @@ def estimates(tables, strata, population_units, map_area_ha, class_names, map_sh
     if tables.shape[1:] != (k, k) or areas.shape != (k,) or len(strata) != len(tables):
         raise ValueError(f"tables must be (units, {k}, {k}), strata (units,) and map areas ({k},) for {k} class "
                          f"names; got {tables.shape}, {strata.shape} and {areas.shape}")
-    pseudo_points, method = INTERVAL_METHODS[interval]
-    if pseudo_points and not np.allclose(tables.sum(axis=(1, 2)), 1.0):
+    pseudo_total, method = INTERVAL_METHODS[interval]
+    if pseudo_total and not np.allclose(tables.sum(axis=(1, 2)), 1.0):
         raise ValueError(f"interval {interval!r} needs units of one point each (one-hot tables); use "
                          f"interval='wald' for a cluster sample")
     total = float(areas.sum())
@@ -190,9 +196,9 @@ def estimates(tables, strata, population_units, map_area_ha, class_names, map_sh
         figures = {"area": reference_share * total, "users": users, "producers": producers, "overall": hits.sum()}
         values, cell_values = (_linearized_figures(lin, users, producers, reference_share, map_share, total)
                                for lin in (linear, cell_linear))
-    bounds = _stratum_bounds(tables, strata, len(population_units), cell_values)
-    se = {name: np.sqrt(design_variance(values[name], strata, population_units, finite_population, pseudo_points,
-                                        bounds[name]))
+    pseudo = _pseudo_points(tables, strata, len(population_units), cell_values, pseudo_total)
+    se = {name: np.sqrt(design_variance(values[name], strata, population_units, finite_population,
+                                        pseudo[name] if pseudo_total else None))
           for name in figures}
     classes = {str(name): {"map_area_ha": float(areas[i]),
                            **_with_ci(AREA_KEYS, figures["area"][i], se["area"][i]),
@@ -213,19 +219,23 @@ def _linearized_figures(linear, users, producers, reference_share, map_share, to
             "overall": hit_values.sum(axis=1)}
 
 
-def _stratum_bounds(tables, strata, n_strata: int, cell_values: dict) -> dict:
-    """Per figure, the least and greatest linearized value (each (H, ...)) a point of each stratum can take: that
-    of a point of any reference class in any map class met among the stratum's sampled points. ``cell_values``
-    holds each figure's value of a point in every cell (K * K, ...), cell ``i * K + j`` reference i, map j."""
+def _pseudo_points(tables, strata, n_strata: int, cell_values: dict, total: float) -> dict:
+    """Per figure, the ``pseudo_points`` (c, low, high) of :func:`design_variance`, each (H, ...): low and high the
+    least and greatest linearized value a point of each stratum can take (a point of any reference class in any
+    map class met among the stratum's sampled points), c = ``total`` / m where the two differ, m the strata where
+    they do (so a figure gets ``total`` pseudo-points at each end in all). ``cell_values`` holds each figure's value
+    of a point in every cell (K * K, ...), cell ``i * K + j`` reference i, map j."""
     k = tables.shape[1]
     met = np.zeros((n_strata, k), bool)
     met[strata, tables.sum(axis=1).argmax(axis=1)] = True  # map classes of the stratum's points
     possible = np.tile(met, k)  # (H, K * K): cell i * K + j is possible where map class j was met
-    bounds = {}
+    pseudo = {}
     for name, values in cell_values.items():
         mask = possible.reshape(*possible.shape, *[1] * (values.ndim - 1))
-        bounds[name] = (np.where(mask, values, np.inf).min(axis=1), np.where(mask, values, -np.inf).max(axis=1))
-    return bounds
+        low, high = np.where(mask, values, np.inf).min(axis=1), np.where(mask, values, -np.inf).max(axis=1)
+        varies = high > low
+        pseudo[name] = (np.where(varies, total / np.maximum(varies.sum(axis=0), 1), 0.0), low, high)
+    return pseudo
 
 
 def _value(x) -> float | None:
