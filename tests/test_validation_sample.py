@@ -3,6 +3,7 @@ true areas over repeated draws on a real map, Step 3's --design-sample / --valid
 from __future__ import annotations
 
 import csv
+import html
 import json
 import shutil
 
@@ -177,7 +178,7 @@ def label_file(path, codes, grid, names, field="reference", value=None):
 def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys, monkeypatch):
     workdir, arguments = assessed["workdir"], assessed["arguments"]
     names = ["urban", "crop", "vegetation", "water"]
-    assert step3.main([*arguments, "--design-sample", "--target-se", "0.02", "--min-per-class", "20"]) == 0
+    assert step3.main([*arguments, "--design-sample", "--sample-size", "80", "--min-per-class", "20"]) == 0
     designed = workdir / "validation_sample.gpkg"
     assert designed.is_file() and designed.with_suffix(".csv").is_file()
     dataset = ogr.Open(str(designed))  # kept while its layer is read
@@ -204,8 +205,8 @@ def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys, mon
     assert "Class areas and accuracy from the validation sample" in report and "Stehman" in report
     assert "validation sample of" in report  # the headline names its sample
     assert "Agresti and Coull 1998" in validation["interval_method"] and held_out["interval_method"].startswith("Wald")
-    assert f"<b>Intervals</b>: {validation['interval_method']}" in report
-    small = [name for name, n in validation["sample"]["labelled_per_stratum"].items() if n < 30]
+    assert f"<b>Intervals</b>: {html.escape(validation['interval_method'])}" in report
+    small = [name for name, n in validation["sample"]["labelled_per_stratum"].items() if n < 30]  # 20 each
     assert small and all(f"{name} ({validation['sample']['labelled_per_stratum'][name]})" in report for name in small)
     assert "Fewer than 30 labelled points in map class" in report
 
