@@ -142,9 +142,12 @@ def design_variance(values: np.ndarray, strata: np.ndarray, population_units: np
 
     >>> float(design_variance(np.array([1.0, 3.0]), np.array([0, 0]), np.array([2.0]), False))  # N 2, s^2 2, n 2
     4.0
+
+    Two points that agree (p = 1), one pseudo-unit at 0 and one at 1: p~ = (2 + 1) / (2 + 2), and
+    N^2 p~ (1 - p~) / (n - 1) = 4 * 3/16 / 1:
+
     >>> float(design_variance(np.array([1.0, 1.0]), np.array([0, 0]), np.array([2.0]), False, ([1.0], [0.0], [1.0])))
     0.75
-    >>> # the two points agree (p = 1), yet p~ = (2 + 1) / (2 + 2): N^2 p~ (1 - p~) / (n - 1) = 4 * 3/16 / 1
     """
     variance = np.zeros(values.shape[1:])
     for stratum, size in enumerate(population_units):
@@ -156,7 +159,8 @@ def design_variance(values: np.ndarray, strata: np.ndarray, population_units: np
             c, low, high = (0.0, members[0], members[0]) if pseudo_points is None else (
                 np.asarray(part)[stratum] for part in pseudo_points)
             mean = (members.sum(axis=0) + c * (low + high)) / (n + 2 * c)
-            mean_square = (((members - mean) ** 2).sum(axis=0) + c * ((low - mean) ** 2 + (high - mean) ** 2)) / (n + 2 * c)
+            squares = ((members - mean) ** 2).sum(axis=0) + c * ((low - mean) ** 2 + (high - mean) ** 2)
+            mean_square = squares / (n + 2 * c)
             variance = variance + (1 - n / size if finite_population else 1.0) * size ** 2 * mean_square / (n - 1)
     return variance
 
