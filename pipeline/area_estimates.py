@@ -200,9 +200,9 @@ def estimates(tables, strata, population_units, map_area_ha, class_names, map_sh
         figures = {"area": reference_share * total, "users": users, "producers": producers, "overall": hits.sum()}
         values, cell_values = (_linearized_figures(lin, users, producers, reference_share, map_share, total)
                                for lin in (linear, cell_linear))
-    pseudo = _pseudo_points(tables, strata, len(population_units), cell_values, pseudo_total)
-    se = {name: np.sqrt(design_variance(values[name], strata, population_units, finite_population,
-                                        pseudo[name] if pseudo_total else None))
+    pseudo = (_pseudo_points(tables, strata, len(population_units), cell_values, pseudo_total) if pseudo_total
+              else dict.fromkeys(figures))
+    se = {name: np.sqrt(design_variance(values[name], strata, population_units, finite_population, pseudo[name]))
           for name in figures}
     classes = {str(name): {"map_area_ha": float(areas[i]),
                            **_with_ci(AREA_KEYS, figures["area"][i], se["area"][i]),
