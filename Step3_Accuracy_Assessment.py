@@ -59,8 +59,8 @@ from pipeline import accuracy, cli, contract, grids, label_suggestions, pixel_co
 from pipeline import validation_sample
 from pipeline.accuracy import ASSESSMENTS, AXES_NOTE
 from pipeline.accuracy_figures import plot_confusion, plot_disagreement, plot_maps, plot_split
-from pipeline.area_estimates import (OLOFSSON_2014, STEHMAN_2014, class_areas_ha, estimates, held_out_estimates,
-                                     pixel_area)
+from pipeline.area_estimates import (AGRESTI_CAFFO_2000, AGRESTI_COULL_1998, OLOFSSON_2014, STEHMAN_2014,
+                                     class_areas_ha, estimates, held_out_estimates, pixel_area)
 from pipeline.config import Scene
 from pipeline.contract import STEP2, TEST, UNLABELLED
 from pipeline.errors import InputDataError
@@ -230,7 +230,8 @@ def validation_estimates(scene: Scene, data: dict, counts: pixel_counts.PixelCou
                        class_areas_ha(counts.map_pixels, data["pixel_area_m2"]), scene.class_names)
     log.info("validation sample %s: %d labelled points, %d without a reference left out", scene.validation.name,
              units["sample"]["labelled"], units["sample"]["unlabelled_left_out"])
-    return {**result, "sample": {**units["sample"], "references": [OLOFSSON_2014, STEHMAN_2014]},
+    return {**result, "sample": {**units["sample"], "references": [OLOFSSON_2014, STEHMAN_2014, AGRESTI_COULL_1998,
+                                                                   AGRESTI_CAFFO_2000]},
             "pixel_area_m2": data["pixel_area_m2"]}
 
 

@@ -12,8 +12,13 @@ One estimator serves both samples Step 3 knows:
 
 Every figure is a smooth function of estimated totals; its standard error is that of its Taylor linearization
 (Cochran 1977; Stehman 1997 for cluster samples), with the design's finite population correction. With one point
-per unit and the map classes as strata this is exactly Olofsson et al.'s eqs. 5 to 7. Tables and confusion
-matrices here have rows = reference, columns = map; areas in hectares, pixel areas in square metres.
+per unit and the map classes as strata this is exactly Olofsson et al.'s eqs. 5 to 7 (``interval="wald"``). By
+default a sample of points gets adjusted variances (:data:`INTERVAL_METHODS`): in each of the m strata a figure
+depends on, the proportion p = x / n in ``p (1 - p) / (n - 1)`` becomes ``(x + c) / (n + 2 c)`` with
+``c = z^2 / (2 m)``, never 0 or 1, so a stratum whose points all agree still contributes variance and no interval
+from a sample has width zero. For one stratum (a user's accuracy) that is Agresti and Coull's (1998) adjustment,
+for two Agresti and Caffo's (2000). Tables and confusion matrices here have rows = reference, columns = map; areas
+in hectares, pixel areas in square metres.
 """
 from __future__ import annotations
 
@@ -34,16 +39,42 @@ STEHMAN_2014 = ("Stehman, S. V. (2014). Estimating area and map accuracy for str
 STEHMAN_1997 = ("Stehman, S. V. (1997). Estimating standard errors of accuracy assessment statistics under "
                 "cluster sampling. Remote Sensing of Environment 60(3), 258-269. doi:10.1016/S0034-4257(96)00128-1")
 COCHRAN_1977 = "Cochran, W. G. (1977). Sampling Techniques, 3rd ed. Wiley: ch. 6 (ratio estimators), ch. 9 (clusters)."
+AGRESTI_COULL_1998 = ("Agresti, A., Coull, B. A. (1998). Approximate is better than 'exact' for interval estimation "
+                      "of binomial proportions. The American Statistician 52(2), 119-126. "
+                      "doi:10.1080/00031305.1998.10480550")
+AGRESTI_CAFFO_2000 = ("Agresti, A., Caffo, B. (2000). Simple and effective confidence intervals for proportions and "
+                      "differences of proportions result from adding two successes and two failures. The American "
+                      "Statistician 54(4), 280-288. doi:10.1080/00031305.2000.10474560")
 #: The estimators in one line of text, as ``metrics.json`` and the report state them.
 FORMULA = ("y_u,ij: pixels (or points) of unit u of reference class i and map class j; strata h of N_h units, "
            "n_h sampled, weight w_u = N_h / n_h; T_ij = sum_u w_u y_u,ij. Proportions p_ij = T_ij / T (designed "
            "sample; Stehman 2014) or p_ij = W_j T_ij / T_.j with W_j the map share of class j (test blocks: "
            "post-stratified on the map). Area of class i = A sum_j p_ij; user's accuracy of j = p_jj / p_.j; "
            "producer's accuracy of i = p_ii / p_i.; overall accuracy = sum_i p_ii. V = sum_h (1 - n_h / N_h) "
-           "n_h / (n_h - 1) sum_{u in h} (w_u z_u - mean_h w z)^2 with z_u the linearized value of unit u; 95 % "
-           "confidence interval = +-1.96 SE")
+           "n_h / (n_h - 1) sum_{u in h} (w_u z_u - mean_h w z)^2 with z_u the linearized value of unit u (for a "
+           "sample of points, adjusted: the mean square of z over the stratum's n_h points and z^2 / (2 m) "
+           "pseudo-points at each of the least and greatest value z can take in it, m the strata where z can vary, "
+           "times N_h^2 / (n_h - 1)); 95 % confidence interval = +-1.96 SE")
 SQUARE_METRES_PER_HECTARE = 10_000.0
 Z95 = 1.96
+#: How the 95 % intervals are made, by name (``interval`` of :func:`estimates`): the pseudo-points a figure gets at
+#: each end of its linearized values, shared among the strata it depends on, and the sentence ``metrics.json``
+#: (``interval_method``) and the report give.
+INTERVAL_METHODS = {
+    "agresti-coull": (Z95 ** 2 / 2, (
+        "adjusted Wald intervals (Agresti and Coull 1998; Agresti and Caffo 2000): estimate +- 1.96 SE, the SE "
+        "from the stratified variance in which each stratum's proportion p = x/n becomes (x + c)/(n + 2c), "
+        "c = 1.92/m for a figure depending on m strata (z^2/2 = 1.92 pseudo-points at each end of the values a "
+        "point can take, shared among them: a user's accuracy, one stratum, gets (x + 1.92)/(n + 3.84)), so a "
+        "stratum whose points all agree still contributes variance and no interval has width zero; symmetric "
+        "about the estimate, read an end beyond 0 or 1 (or 0 ha) as that limit")),
+    "wald": (0.0, (
+        "Wald intervals: estimate +- 1.96 SE, the SE from the spread of the sampled units within each stratum "
+        "(zero where every unit agrees)")),
+}
+#: Labelled points a stratum needs before the normal approximation of its proportions is trusted; the report flags
+#: smaller strata.
+SMALL_STRATUM = 30
 
 
 def class_areas_ha(pred_map_counts: np.ndarray, pixel_area_m2: float) -> np.ndarray:
@@ -57,8 +88,9 @@ def class_areas_ha(pred_map_counts: np.ndarray, pixel_area_m2: float) -> np.ndar
 
 
 def proportions(tables: np.ndarray, strata: np.ndarray, population_units: np.ndarray, map_shares=None):
-    """Estimated area proportions ``p`` (K, K; reference rows, map columns) and the linearized value of every
-    unit's contribution to them (u, K, K).
+    """Estimated area proportions ``p`` (K, K; reference rows, map columns), the linearized value of every
+    unit's contribution to them (u, K, K), and the value a unit of one point in each cell would have (K * K, K, K;
+    cell ``i * K + j`` the point of reference class i mapped j).
 
     Parameters
     ----------
@@ -73,19 +105,21 @@ def proportions(tables: np.ndarray, strata: np.ndarray, population_units: np.nda
     """
     weights = expansion_weights(strata, population_units)
     totals = np.einsum("u,uij->ij", weights, tables)
+    k = tables.shape[1]
+    units = np.concatenate([tables, np.eye(k * k).reshape(k * k, k, k)])  # the sample's units, then one per cell
     with np.errstate(divide="ignore", invalid="ignore"):
         if map_shares is None:
             unsampled = (population_units > 0) & (np.bincount(strata, minlength=len(population_units)) == 0)
             size = np.nan if unsampled.any() else totals.sum()  # a stratum without sample: nothing is estimable
             p = totals / size
-            linear = (tables - p * tables.sum(axis=(1, 2))[:, None, None]) / size
+            linear = (units - p * units.sum(axis=(1, 2))[:, None, None]) / size
         else:
             shares = np.asarray(map_shares, dtype=np.float64)
             mapped = totals.sum(axis=0)
             within = np.where(shares > 0, totals / mapped, 0.0)  # NaN where a mapped class has no sample
             p = shares * within
-            linear = np.where(shares > 0, shares * (tables - within * tables.sum(axis=1)[:, None, :]) / mapped, 0.0)
-    return p, linear
+            linear = np.where(shares > 0, shares * (units - within * units.sum(axis=1)[:, None, :]) / mapped, 0.0)
+    return p, linear[:len(tables)], linear[len(tables):]
 
 
 def expansion_weights(strata: np.ndarray, population_units: np.ndarray) -> np.ndarray:
@@ -95,41 +129,56 @@ def expansion_weights(strata: np.ndarray, population_units: np.ndarray) -> np.nd
 
 
 def design_variance(values: np.ndarray, strata: np.ndarray, population_units: np.ndarray,
-                    finite_population: bool = True) -> np.ndarray:
+                    finite_population: bool = True, pseudo_points=None) -> np.ndarray:
     """Variance of ``sum_u w_u values_u`` under stratified simple random sampling without replacement, with
     the finite population correction ``1 - n_h / N_h`` unless ``finite_population`` is False.
 
     ``values`` (u, ...) are linearized values; the result has shape ``values.shape[1:]``. A stratum sampled by a
-    single unit (of several) makes every variance undefined (NaN).
+    single unit (of several) makes every variance undefined (NaN). With ``pseudo_points`` (c, low, high), each
+    (H, ...): per stratum, the pseudo-units c put at each of the least and greatest value a unit of it can take,
+    a stratum's mean square is taken over its n units and those pseudo-units (for values of two levels, the
+    proportion p = x / n in ``p (1 - p)`` becomes ``(x + c) / (n + 2 c)``: Agresti-Coull for c = z^2 / 2); still
+    divided by n - 1.
 
-    >>> float(design_variance(np.array([1.0, 3.0]), np.array([0, 0]), np.array([2.0]), False))  # w 1, s^2 2, n 2
+    >>> float(design_variance(np.array([1.0, 3.0]), np.array([0, 0]), np.array([2.0]), False))  # N 2, s^2 2, n 2
     4.0
+
+    Two points that agree (p = 1), one pseudo-unit at 0 and one at 1: p~ = (2 + 1) / (2 + 2), and
+    N^2 p~ (1 - p~) / (n - 1) = 4 * 3/16 / 1:
+
+    >>> float(design_variance(np.array([1.0, 1.0]), np.array([0, 0]), np.array([2.0]), False, ([1.0], [0.0], [1.0])))
+    0.75
     """
-    weighted = expansion_weights(strata, population_units).reshape(-1, *[1] * (values.ndim - 1)) * values
     variance = np.zeros(values.shape[1:])
     for stratum, size in enumerate(population_units):
-        members = weighted[strata == stratum]
+        members = values[strata == stratum]
         n = len(members)
         if n == 1 and not (finite_population and size <= 1):  # one unit of several: no spread to measure
             variance = variance + np.nan
         elif n > 1:
-            spread = ((members - members.mean(axis=0)) ** 2).sum(axis=0) * n / (n - 1)
-            variance = variance + (1 - n / size if finite_population else 1.0) * spread
+            c, low, high = (0.0, members[0], members[0]) if pseudo_points is None else (
+                np.asarray(part)[stratum] for part in pseudo_points)
+            mean = (members.sum(axis=0) + c * (low + high)) / (n + 2 * c)
+            squares = ((members - mean) ** 2).sum(axis=0) + c * ((low - mean) ** 2 + (high - mean) ** 2)
+            mean_square = squares / (n + 2 * c)
+            variance = variance + (1 - n / size if finite_population else 1.0) * size ** 2 * mean_square / (n - 1)
     return variance
 
 
 def estimates(tables, strata, population_units, map_area_ha, class_names, map_shares=None,
-              finite_population: bool = True) -> dict:
+              finite_population: bool = True, interval: str = "agresti-coull") -> dict:
     """Class areas, user's, producer's and overall accuracy, each with its standard error and 95 % interval.
 
     ``tables``, ``strata``, ``population_units`` and ``map_shares`` as in :func:`proportions`,
     ``finite_population`` as in :func:`design_variance`; ``map_area_ha`` (K,) the assessed map's class areas,
-    whose sum is the area the proportions are of. Values that cannot be estimated (a mapped class without sample,
-    a variance from a single unit) are None.
+    whose sum is the area the proportions are of; ``interval`` a key of :data:`INTERVAL_METHODS` ("agresti-coull"
+    only for units of one point each; "wald" reproduces Olofsson et al.'s figures). Values that cannot be estimated
+    (a mapped class without sample, a variance from a single unit) are None.
 
     Returns a JSON-able dict: ``overall_accuracy`` (+ ``_se``, ``_ci95`` half-width), ``total_area_ha``,
     ``n_units``, ``classes``: per name ``map_area_ha``, ``estimated_area_ha``, ``area_se_ha``, ``area_ci95_ha``,
-    ``users_accuracy``, ``producers_accuracy`` (each + ``_se``, ``_ci95``), and ``confusion_matrix_proportions``.
+    ``users_accuracy``, ``producers_accuracy`` (each + ``_se``, ``_ci95``), ``confusion_matrix_proportions`` and
+    ``interval_method`` (the sentence of :data:`INTERVAL_METHODS`).
     """
     tables = np.asarray(tables, dtype=np.float64)
     strata = np.asarray(strata, dtype=np.intp)
@@ -139,26 +188,58 @@ def estimates(tables, strata, population_units, map_area_ha, class_names, map_sh
     if tables.shape[1:] != (k, k) or areas.shape != (k,) or len(strata) != len(tables):
         raise ValueError(f"tables must be (units, {k}, {k}), strata (units,) and map areas ({k},) for {k} class "
                          f"names; got {tables.shape}, {strata.shape} and {areas.shape}")
+    pseudo_total, method = INTERVAL_METHODS[interval]
+    if pseudo_total and not np.allclose(tables.sum(axis=(1, 2)), 1.0):
+        raise ValueError(f"interval {interval!r} needs units of one point each (one-hot tables); use "
+                         f"interval='wald' for a cluster sample")
     total = float(areas.sum())
-    p, linear = proportions(tables, strata, population_units, map_shares)
+    p, linear, cell_linear = proportions(tables, strata, population_units, map_shares)
     with np.errstate(divide="ignore", invalid="ignore"):
         reference_share, map_share, hits = p.sum(axis=1), p.sum(axis=0), np.diagonal(p)
-        hit_values = np.diagonal(linear, axis1=1, axis2=2)
         users, producers = hits / map_share, hits / reference_share
-        figures = {"area": (reference_share * total, linear.sum(axis=2) * total),
-                   "users": (users, (hit_values - users * linear.sum(axis=1)) / map_share),
-                   "producers": (producers, (hit_values - producers * linear.sum(axis=2)) / reference_share),
-                   "overall": (hits.sum(), hit_values.sum(axis=1))}
-    se = {name: np.sqrt(design_variance(values, strata, population_units, finite_population))
-          for name, (_, values) in figures.items()}
+        figures = {"area": reference_share * total, "users": users, "producers": producers, "overall": hits.sum()}
+        values, cell_values = (_linearized_figures(lin, users, producers, reference_share, map_share, total)
+                               for lin in (linear, cell_linear))
+    pseudo = (_pseudo_points(tables, strata, len(population_units), cell_values, pseudo_total) if pseudo_total
+              else dict.fromkeys(figures))
+    se = {name: np.sqrt(design_variance(values[name], strata, population_units, finite_population, pseudo[name]))
+          for name in figures}
     classes = {str(name): {"map_area_ha": float(areas[i]),
-                           **_with_ci(AREA_KEYS, figures["area"][0][i], se["area"][i]),
+                           **_with_ci(AREA_KEYS, figures["area"][i], se["area"][i]),
                            **_with_ci(_keys("users_accuracy"), users[i], se["users"][i]),
                            **_with_ci(_keys("producers_accuracy"), producers[i], se["producers"][i])}
                for i, name in enumerate(class_names)}
-    return {**_with_ci(_keys("overall_accuracy"), figures["overall"][0], se["overall"]), "total_area_ha": total,
+    return {**_with_ci(_keys("overall_accuracy"), figures["overall"], se["overall"]), "total_area_ha": total,
             "n_units": int(len(tables)), "z": Z95, "classes": classes, "formula": FORMULA,
-            "confusion_matrix_proportions": [[_value(v) for v in row] for row in p]}
+            "interval_method": method, "confusion_matrix_proportions": [[_value(v) for v in row] for row in p]}
+
+
+def _linearized_figures(linear, users, producers, reference_share, map_share, total: float) -> dict:
+    """Linearized values (u, K) of every class's area (ha), user's and producer's accuracy, and (u,) of the overall
+    accuracy, from the units' linearized proportions ``linear`` (u, K, K)."""
+    hit_values = np.diagonal(linear, axis1=1, axis2=2)
+    return {"area": linear.sum(axis=2) * total, "users": (hit_values - users * linear.sum(axis=1)) / map_share,
+            "producers": (hit_values - producers * linear.sum(axis=2)) / reference_share,
+            "overall": hit_values.sum(axis=1)}
+
+
+def _pseudo_points(tables, strata, n_strata: int, cell_values: dict, total: float) -> dict:
+    """Per figure, the ``pseudo_points`` (c, low, high) of :func:`design_variance`, each (H, ...): low and high the
+    least and greatest linearized value a point of each stratum can take (a point of any reference class in any
+    map class met among the stratum's sampled points), c = ``total`` / m where the two differ, m the strata where
+    they do (so a figure gets ``total`` pseudo-points at each end in all). ``cell_values`` holds each figure's value
+    of a point in every cell (K * K, ...), cell ``i * K + j`` reference i, map j."""
+    k = tables.shape[1]
+    met = np.zeros((n_strata, k), bool)
+    met[strata, tables.sum(axis=1).argmax(axis=1)] = True  # map classes of the stratum's points
+    possible = np.tile(met, k)  # (H, K * K): cell i * K + j is possible where map class j was met
+    pseudo = {}
+    for name, values in cell_values.items():
+        mask = possible.reshape(*possible.shape, *[1] * (values.ndim - 1))
+        low, high = np.where(mask, values, np.inf).min(axis=1), np.where(mask, values, -np.inf).max(axis=1)
+        varies = high > low
+        pseudo[name] = (np.where(varies, total / np.maximum(varies.sum(axis=0), 1), 0.0), low, high)
+    return pseudo
 
 
 def _value(x) -> float | None:
@@ -182,10 +263,11 @@ def _with_ci(keys: tuple, value, se) -> dict:
     return dict(zip(keys, (value, None if value is None else se, None if value is None or se is None else Z95 * se)))
 
 
-def area_weighted_accuracy(confusion: np.ndarray, map_area_ha: np.ndarray, class_names) -> dict:
+def area_weighted_accuracy(confusion: np.ndarray, map_area_ha: np.ndarray, class_names,
+                           interval: str = "agresti-coull") -> dict:
     """:func:`estimates` from the counts of a stratified random sample of points with the map classes as strata
     (Olofsson et al. 2014): ``confusion`` (K, K) rows = reference, columns = map; without finite population
-    correction, as in the paper."""
+    correction, as in the paper; ``interval`` as in :func:`estimates`."""
     confusion = np.asarray(confusion, dtype=np.int64)
     k = len(class_names)
     if confusion.shape != (k, k):
@@ -195,7 +277,7 @@ def area_weighted_accuracy(confusion: np.ndarray, map_area_ha: np.ndarray, class
     tables = np.zeros((counts.sum(), k, k))
     tables[np.arange(counts.sum()), np.repeat(reference, counts), np.repeat(mapped, counts)] = 1.0
     return estimates(tables, np.repeat(mapped, counts), map_area_ha, map_area_ha, class_names,
-                     finite_population=False)
+                     finite_population=False, interval=interval)
 
 
 #: The share of the mapped pixels a reference must label for the test blocks to be a probability sample of the
@@ -223,7 +305,7 @@ def held_out_estimates(counts, labels, split, block, class_names, pixel_area_m2:
     tables = counts.block_tables[counts.block_tables.sum(axis=(1, 2)) > 0]  # the blocks with a test pixel
     population = np.unique(block[labelled]).size
     result = estimates(tables, np.zeros(len(tables), np.intp), np.array([population]), map_area, class_names,
-                       map_shares=map_area / max(map_area.sum(), 1e-300))
+                       map_shares=map_area / max(map_area.sum(), 1e-300), interval="wald")
     probability = bool(coverage >= COMPLETE_REFERENCE and len(tables) > 0)
     sample = {"design": "cluster sample: the spatial split's test blocks, drawn in random order among the blocks "
                         "holding labelled superpixels until the test share was reached, taken as a simple random "

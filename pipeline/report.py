@@ -11,6 +11,7 @@ import numpy as np
 
 import gdal_tif2rgb
 from pipeline.accuracy import AXES_NOTE
+from pipeline.area_estimates import SMALL_STRATUM
 from pipeline.config import Scene
 from pipeline.outputs import OutputSet
 
@@ -66,9 +67,27 @@ def area_table(area: dict) -> str:
             f"</td></tr></table>")
 
 
+def small_strata_note(sample: dict) -> str:
+    """A warning naming every stratum of a stratified sample (``labelled_per_stratum``) with fewer than
+    :data:`~pipeline.area_estimates.SMALL_STRATUM` labelled points, or "" where there is none.
+
+    >>> small_strata_note({"labelled_per_stratum": {"crop": 40, "water": 15}})[:44]
+    'Fewer than 30 labelled points in map class w'
+    """
+    small = {name: n for name, n in sample.get("labelled_per_stratum", {}).items() if n < SMALL_STRATUM}
+    if not small:
+        return ""
+    return (f"Fewer than {SMALL_STRATUM} labelled points in map class "
+            + ", ".join(f"{name} ({n})" for name, n in small.items())
+            + ": the normal approximation is poor there, the intervals of every figure depending on these strata "
+              "rest on the adjustment below and are wide; label more points of these classes for narrower ones")
+
+
 def area_section(area: dict, title: str) -> str:
-    """A report section of area estimates: the table, what the sample is, how it was computed, the references."""
+    """A report section of area estimates: the table, what the sample is, how its intervals are made (and which
+    strata are small), how it was computed, the references."""
     sample = area["sample"]
+    small = small_strata_note(sample)
     described = ("design", "unit", "variance", "references", "note")
     facts = ", ".join(f"{key.replace('_', ' ')} " + (", ".join(f"{k} {v}" for k, v in value.items())
                                                       if isinstance(value, dict) else f"{value}")
@@ -77,6 +96,8 @@ def area_section(area: dict, title: str) -> str:
             f"<p><b>Sample</b>: {html.escape(sample['design'])}; unit: {html.escape(sample['unit'])}; "
             f"{html.escape(facts)}.</p>"
             + (f"<p class='note'><b>{html.escape(sample['note'])}</b></p>" if sample.get("note") else "")
+            + (f"<p class='small-strata'><b>{html.escape(small)}</b>.</p>" if small else "")
+            + f"<p><b>Intervals</b>: {html.escape(area['interval_method'] or 'none')}.</p>"
             + f"<p><b>Variance</b>: {html.escape(sample['variance'])}.</p><p><code>{html.escape(area['formula'])}"
               f"</code></p>" + "".join(f"<p>{html.escape(reference)}</p>" for reference in sample["references"]))
 
@@ -207,7 +228,7 @@ def summary_lines(metrics: dict) -> list[str]:
             area = metrics[key]
             lines.append(f"\n{key} (ha, +- 95 % CI; {area['sample']['design']}): overall accuracy "
                          f"{with_interval(area['overall_accuracy'], area['overall_accuracy_ci95'], 3)}")
-            lines.extend([area["sample"]["note"]] if area["sample"].get("note") else [])
+            lines.extend(text for text in (area["sample"].get("note"), small_strata_note(area["sample"])) if text)
             for name, c in area["classes"].items():
                 lines.append(f"{name:>12}  map {c['map_area_ha']:,.1f}  estimated "
                              f"{with_interval(c['estimated_area_ha'], c['area_ci95_ha'], 1)}")

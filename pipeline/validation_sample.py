@@ -158,7 +158,8 @@ def labelled_units(path: Path, x, y, columns: dict, field: str, classes: dict, m
               "unlabelled_left_out": int((~labelled).sum()), "probability_sample": True,
               "labelled_per_stratum": dict(zip(names, np.bincount(strata[labelled], minlength=k).tolist())),
               "variance": "stratified estimators linearized, with the finite population correction "
-                          "(Olofsson et al. 2014 eqs. 4 to 7" + ("" if same_map else "; Stehman 2014") + ")"}
+                          "(Olofsson et al. 2014 eqs. 4 to 7" + ("" if same_map else "; Stehman 2014") + "), each "
+                          "stratum's spread adjusted as interval_method says"}
     return {"tables": tables, "strata": strata[labelled], "population_units": population, "sample": sample}
 
 

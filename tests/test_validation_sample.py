@@ -3,6 +3,7 @@ true areas over repeated draws on a real map, Step 3's --design-sample / --valid
 from __future__ import annotations
 
 import csv
+import html
 import json
 import shutil
 
@@ -60,7 +61,8 @@ def test_olofsson_worked_example_through_a_labelled_geopackage(tmp_path):
         x, y, columns = point_files.read_points(read, grid.crs_wkt)
         units = validation_sample.labelled_units(read, x, y, columns, "reference", {n: [i] for i, n in enumerate(NAMES)},
                                                  *in_memory(pred_map), grid, 900.0, "run-a")
-        result = estimates(units["tables"], units["strata"], units["population_units"], PIXELS * 0.09, NAMES)
+        result = estimates(units["tables"], units["strata"], units["population_units"], PIXELS * 0.09, NAMES,
+                           interval="wald")  # the paper's figures
         got = [result["classes"][n]["estimated_area_ha"] for n in NAMES]
         assert got == pytest.approx([21_158, 11_686, 285_770, 581_386], abs=1)
         assert [result["classes"][n]["area_ci95_ha"] for n in NAMES] == pytest.approx([6_158, 3_756, 15_510, 16_282],
@@ -126,7 +128,8 @@ def label_in_memory(sample: dict, codes: np.ndarray, grid, names) -> dict:
 def test_designed_sample_intervals_contain_the_true_areas_about_95_percent_of_the_time(assessed):
     """The subset's reference labels every pixel, so its class areas are the truth. Over 200 designed samples of
     the real Step 2 map, each labelled from the reference, the share of 95 % intervals (4 classes, and the
-    overall accuracy) that contain the truth is close to 0.95."""
+    overall accuracy) that contain the truth is close to 0.95 with the adjusted intervals, and never below that of
+    the Wald intervals."""
     pred_map, codes, grid = assessed["pred_map"], assessed["codes"], assessed["grid"]
     names = ["urban", "crop", "vegetation", "water"]
     k = len(names)
@@ -135,7 +138,8 @@ def test_designed_sample_intervals_contain_the_true_areas_about_95_percent_of_th
     truth = np.bincount(codes[mapped], minlength=k)[:k] / 100.0  # hectares of 100 m2 pixels
     true_oa = float(np.mean(codes[mapped] == pred_map[mapped]))
     map_area = np.bincount(pred_map[mapped], minlength=k)[:k] / 100.0
-    covered, covered_oa, draws = 0, 0, 200
+    intervals = ("agresti-coull", "wald")
+    covered, covered_oa, draws = dict.fromkeys(intervals, 0), dict.fromkeys(intervals, 0), 200
     the_map = in_memory(pred_map)
     for seed in range(draws):
         sample = validation_sample.design(pred_map, grid, names, 100.0, [None] * k, 0.02, 30, 0, "run",
@@ -143,16 +147,19 @@ def test_designed_sample_intervals_contain_the_true_areas_about_95_percent_of_th
         fields = label_in_memory(sample, codes, grid, names)
         units = validation_sample.labelled_units("memory", sample["x"], sample["y"], fields, "reference",
                                                  {n: [n] for n in names}, *the_map, grid, 100.0, "run")
-        result = estimates(units["tables"], units["strata"], units["population_units"], map_area, names)
-        for name, true_area in zip(names, truth):
-            entry = result["classes"][name]
-            covered += abs(entry["estimated_area_ha"] - true_area) <= entry["area_ci95_ha"]
-        covered_oa += abs(result["overall_accuracy"] - true_oa) <= result["overall_accuracy_ci95"]
-    share = covered / (draws * k)
-    print(f"share of 95 % area intervals containing the true area: {share:.3f}; overall accuracy: "
-          f"{covered_oa / draws:.3f} ({draws} designed samples)")
-    assert 0.9 <= share <= 0.98
-    assert 0.9 <= covered_oa / draws <= 0.99
+        for interval in intervals:
+            result = estimates(units["tables"], units["strata"], units["population_units"], map_area, names,
+                               interval=interval)
+            for name, true_area in zip(names, truth):
+                entry = result["classes"][name]
+                covered[interval] += abs(entry["estimated_area_ha"] - true_area) <= entry["area_ci95_ha"]
+            covered_oa[interval] += abs(result["overall_accuracy"] - true_oa) <= result["overall_accuracy_ci95"]
+    share = {interval: covered[interval] / (draws * k) for interval in intervals}
+    share_oa = {interval: covered_oa[interval] / draws for interval in intervals}
+    print(f"share of 95 % area intervals containing the true area: {share}; overall accuracy: {share_oa} "
+          f"({draws} designed samples)")
+    assert 0.9 <= share["agresti-coull"] <= 0.98 and share["agresti-coull"] >= share["wald"]
+    assert 0.9 <= share_oa["agresti-coull"] <= 0.99 and share_oa["agresti-coull"] >= share_oa["wald"]
 
 
 def label_file(path, codes, grid, names, field="reference", value=None):
@@ -171,7 +178,7 @@ def label_file(path, codes, grid, names, field="reference", value=None):
 def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys, monkeypatch):
     workdir, arguments = assessed["workdir"], assessed["arguments"]
     names = ["urban", "crop", "vegetation", "water"]
-    assert step3.main([*arguments, "--design-sample", "--target-se", "0.02", "--min-per-class", "20"]) == 0
+    assert step3.main([*arguments, "--design-sample", "--sample-size", "80", "--min-per-class", "20"]) == 0
     designed = workdir / "validation_sample.gpkg"
     assert designed.is_file() and designed.with_suffix(".csv").is_file()
     dataset = ogr.Open(str(designed))  # kept while its layer is read
@@ -197,6 +204,11 @@ def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys, mon
     report = (workdir / "report.html").read_text(encoding="utf-8")
     assert "Class areas and accuracy from the validation sample" in report and "Stehman" in report
     assert "validation sample of" in report  # the headline names its sample
+    assert "Agresti and Coull 1998" in validation["interval_method"] and held_out["interval_method"].startswith("Wald")
+    assert f"<b>Intervals</b>: {html.escape(validation['interval_method'])}" in report
+    small = [name for name, n in validation["sample"]["labelled_per_stratum"].items() if n < 30]  # 20 each
+    assert small and all(f"{name} ({validation['sample']['labelled_per_stratum'][name]})" in report for name in small)
+    assert "Fewer than 30 labelled points in map class" in report
 
     # the map's classes at the points and its class areas read in windows of 100 px: the same estimates
     written = (workdir / "metrics.json").read_text()
