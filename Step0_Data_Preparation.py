@@ -17,12 +17,13 @@ Outputs in the work folder (``data/<name>/`` by default; keys and types in ``pip
   uint8, 255 = unlabelled, colours), on the work grid;
 - quicklooks (``pipeline/quicklooks.py``): ``rgb.png``, ``nir_green_blue.png``, ``swir_green_blue.png``,
   ``ndvi.png``, ``ndwi.png``, ``ndbi.png``, ``histogram_<layer>.png``;
-- ``segments.mat`` (``segments``: int32 rows x cols, superpixel ids 0..n-1), ``segments.tif``,
+- ``segments.mat`` (``segments``: int32 rows x cols, superpixel ids 0..n-1, -1 on masked and nodata pixels),
+  ``segments.tif``,
   ``segments_boundaries.png``;
 - ``samples_labels.mat``: ``samples`` (n x w x w x 8, uint8 steps of ``patch_scale`` = 1/255), ``masks``
   (n x w x w uint8, 1 on the superpixel's own pixels), ``labels`` (n uint8, 255 = unlabelled), ``centroids``
   (n x 2 int32, row and column), ``purity`` (n float32), ``class_names``, ``layer_names``, ``split`` (n uint8:
-  0 train, 1 test, 2 unused), ``valid_fraction`` (n float32);
+  0 train, 1 test, 2 unused);
 - ``clear_observations.tif`` (uint8, the clear dates of each pixel) and ``.png``, for a masked scene;
 - ``example_patches.png``, and ``run.json`` (parameters, timings, package versions, input checksums, sources).
 
