@@ -45,7 +45,7 @@ from typing import Callable
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import cli, cluster, contract, grids, model_card, quicklooks, sources, superpixels
+from pipeline import cli, cluster, contract, grids, model_card, quicklooks, scene_shift, sources, superpixels
 from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
@@ -131,6 +131,7 @@ def prepare_whole_scene(scene: Scene, image: sources.PreparedSources, work: Futu
         if scene.stretch_from:
             check_limits_fit(stretched.preview, stretched.preview_valid, stretched.limits, scene.stretch_from)
         record["stretch"]["limits"] = stretched.limits
+        record["stretch"]["layer_quantiles"] = scene_shift.layer_quantiles(stretched.preview, stretched.preview_valid)
         del raw
     with cli.timed("waiting for the reference on the work grid (warped beside the read and the layers)", timings):
         codes = image.codes_where_valid(work.result().reference_codes, valid)
@@ -222,6 +223,7 @@ def prepare_tiled(scene: Scene, image: sources.PreparedSources, work: Future, ou
         if scene.stretch_from:
             check_limits_fit(preview, preview_valid, limits, scene.stretch_from)
         record["stretch"]["limits"] = limits
+        record["stretch"]["layer_quantiles"] = scene_shift.layer_quantiles(preview, preview_valid)
         quicklooks.write_quicklooks(out, preview, preview_steps, limits, preview_valid, shape)
     with cli.timed("waiting for the reference on the work grid (warped beside the preview)", timings):
         codes = work.result().reference_codes  # each tile gets only its window's codes, with the image
