@@ -16,13 +16,17 @@ from pipeline.contract import LAYER_NAMES, UNLABELLED
 
 #: Levels of the recorded quantiles: the stretch's 1 and 99 % percentiles and every 5 % between.
 QUANTILE_LEVELS = (0.01, *np.round(np.arange(0.05, 0.951, 0.05), 2).tolist(), 0.99)
-#: Warn above these. Measured (README "A model applied far from where it learnt"): the demo's northern half
-#: applied to its southern half (a like scene) reaches layer shift 0.08, outside share 0.04 and class share
-#: distance 0.09; the winter L1C scene of Brandenburg (rescaled to the demo's x1000) 0.59, 0.55 and 0.64.
-#: Each threshold sits between, about twice the like scene's value.
-MAX_LAYER_SHIFT = 0.15  # mean |quantile difference| of a layer, in training stretch ranges
+#: Warn above these, chosen by measuring (README "Map another scene with a trained model"): the demo's northern
+#: half (rows 0-469) applied to its southern half, a like scene, reaches a layer shift of 0.11 (ndvi), an
+#: outside share of 0.02 (the floor) and a class share distance of 0.22 (0.24 stretched with its own limits:
+#: the south has little sea). Scenes unlike it: the Brandenburg winter L1C scene rescaled to the demo's x 1000,
+#: 1.01, 0.91 and 0.61; the south with blue and red, nir and swir swapped, 1.07, 0.98 and 0.75; the south x 1.5,
+#: 0.44, 0.65 and 0.45; the south with red-edge bands as nir and swir (a milder swap), 0.24, 0.15 and 0.54.
+#: Each threshold keeps the like scene well under it (x 1.5 to x 5) and every unlike scene crosses all three
+#: (the milder swap's layer shift most narrowly).
+MAX_LAYER_SHIFT = 0.2  # mean |quantile difference| of a layer, in training stretch ranges
 MAX_OUTSIDE_SHARE = 0.10  # share of a layer's pixels outside the training stretch limits (the training scene: 0.02)
-MAX_CLASS_SHARE_DISTANCE = 0.25  # total variation distance between predicted and training class shares
+MAX_CLASS_SHARE_DISTANCE = 0.35  # total variation distance between predicted and training class shares
 
 
 def layer_quantiles(preview: np.ndarray, valid: np.ndarray) -> dict:
