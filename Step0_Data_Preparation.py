@@ -45,7 +45,7 @@ from typing import Callable
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import cli, cluster, contract, grids, model_card, quicklooks, sources, superpixels
+from pipeline import cli, cluster, contract, grids, model_card, quicklooks, scene_shift, sources, superpixels
 from pipeline.config import Scene
 from pipeline.outputs import OutputSet, open_outputs
 from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
@@ -113,6 +113,14 @@ def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedS
     return prepared
 
 
+def record_stretch(record: dict, limits: dict, preview: np.ndarray, preview_valid: np.ndarray) -> None:
+    """Record in ``record["stretch"]`` the ``limits`` that stretched the layers and the quantiles of the layers
+    before the stretch (of their ``preview``, (rows', cols', 8), over ``preview_valid``), to compare scenes with
+    (``pipeline/scene_shift.py``)."""
+    record["stretch"]["limits"] = limits
+    record["stretch"]["layer_quantiles"] = scene_shift.layer_quantiles(preview, preview_valid)
+
+
 # --- Driver 1: the whole scene in memory (tutorial 1.1, 2.1, 2.2) ----------------------------------------------
 
 def prepare_whole_scene(scene: Scene, image: sources.PreparedSources, work: Future, out: OutputSet, record: dict,
@@ -130,7 +138,7 @@ def prepare_whole_scene(scene: Scene, image: sources.PreparedSources, work: Futu
         stretched = stretched_layers(raw, valid, p.slic_layers, record["stretch"]["limits"])
         if scene.stretch_from:
             check_limits_fit(stretched.preview, stretched.preview_valid, stretched.limits, scene.stretch_from)
-        record["stretch"]["limits"] = stretched.limits
+        record_stretch(record, stretched.limits, stretched.preview, stretched.preview_valid)
         del raw
     with cli.timed("waiting for the reference on the work grid (warped beside the read and the layers)", timings):
         codes = image.codes_where_valid(work.result().reference_codes, valid)
@@ -221,7 +229,7 @@ def prepare_tiled(scene: Scene, image: sources.PreparedSources, work: Future, ou
                                                                           record["stretch"]["limits"])
         if scene.stretch_from:
             check_limits_fit(preview, preview_valid, limits, scene.stretch_from)
-        record["stretch"]["limits"] = limits
+        record_stretch(record, limits, preview, preview_valid)
         quicklooks.write_quicklooks(out, preview, preview_steps, limits, preview_valid, shape)
     with cli.timed("waiting for the reference on the work grid (warped beside the preview)", timings):
         codes = work.result().reference_codes  # each tile gets only its window's codes, with the image

@@ -3,7 +3,10 @@
 Trains the tutorial's CNN on the balanced set of Step 1, logs it to TensorBoard (scalars, graph, weight
 histograms, and projector embeddings of the network input and of the learned features), then classifies every
 superpixel's patch and paints the map with one lookup, ``predLabels[segments]``. With ``--model`` it applies a
-model trained on another scene instead (no Step 1, no training), checked against this scene with its card.
+model trained on another scene instead (no Step 1, no training), checked against this scene with its card, and
+compares the scene with the model's training scene (``pipeline/scene_shift.py``): its layers' quantiles, the
+predicted class shares; it warns when the scene looks unlike it (``applied_model`` in the record of
+``predLabels.mat``, ``comparison_with_training_scene`` in ``run.json``).
 
 Reads ``Samples_classBalanced_<per_class>.mat`` (Step 1), or with ``--model MODEL`` the trained ``MODEL``
 (a ``model.keras``) and its card ``model.json`` beside it; ``samples_labels.mat`` and ``segments.mat`` (Step 0)
@@ -29,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import cli, cluster, cnn, contract, grids, model_card, prediction_maps, tiled_prediction, training_logs
+from pipeline import (cli, cluster, cnn, contract, grids, model_card, prediction_maps, scene_shift, tiled_prediction,
+                      training_logs)
 from pipeline.config import RUNS_DIR, Scene
 from pipeline.contract import LAYER_NAMES, MASK_CHANNEL, STEP0, STEP2, UNLABELLED
 from pipeline.errors import InputDataError
@@ -88,9 +92,10 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step
     """Classify every superpixel, in memory or (with a Dask ``client``) chunk by chunk on the cluster, and write
     ``predLabels.mat``, ``predProb.mat``, the map (``predMap.tif``, ``.png``, ``.qml`` and, in memory, ``.mat``)
     and the uncertainty map into ``out``. ``classifier`` holds the model (and its file), its channels and the
-    class shares of its priors; ``step0`` holds Step 0's labels, split, segments and grid. Masked pixels (no
-    superpixel) are 255 in the map and NaN in the uncertainty.
-    Returns the predicted class code per superpixel, (n,) uint8."""
+    class shares of its priors and, for a model trained elsewhere, its ``card``, with which the scene is compared
+    (``applied_model`` in the run's record); ``step0`` holds Step 0's labels, split, segments and grid. Masked
+    pixels (no superpixel) are 255 in the map and NaN in the uncertainty. Returns the predicted class code per
+    superpixel, (n,) uint8."""
     n = len(step0["labels"])
     with cli.timed(f"predict {n} superpixels", timings):
         if client is not None:
@@ -105,6 +110,9 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step
         probabilities = cnn.correct_priors(probabilities, classifier["prior_shares"])
     pred_labels = probabilities.argmax(axis=1).astype(np.uint8)
     uncertainty = (1 - probabilities.max(axis=1)).astype(np.float32)
+    if classifier["card"] is not None:
+        record["applied_model"] = compare_with_training_scene(classifier["card"], step0[contract.PROVENANCE],
+                                                              pred_labels)
     with cli.timed("paint and write the maps", timings):
         if client is not None:
             blocks = prediction_maps.painted_windows(scene, step0[contract.PROVENANCE], step0["grid"], pred_labels,
@@ -170,7 +178,7 @@ def train_and_map(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | None
         for name in (contract.MODEL_FILE, contract.MODEL_CARD):  # the model travels with its TensorBoard run too
             shutil.copy2(out.path(name), run_dir / name)
         classifier = {"model": trained, "path": out.path(contract.MODEL_FILE), "channels": p.train_layers,
-                      "prior_shares": np.array(card.prior_shares) if p.prior_correction else None}
+                      "prior_shares": np.array(card.prior_shares) if p.prior_correction else None, "card": None}
         with cluster.client_if(bool(p.tile_size), scheduler, workers, out) as client:
             pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
         final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
@@ -198,13 +206,27 @@ def apply_model(scene: Scene, model_path: Path, scheduler: str | None, workers: 
             model = cnn.load_model(model_path, card)  # checked against its card, also when tiles load their own
             classifier = {"model": None if p.tile_size else model, "path": Path(model_path),
                           "channels": card.train_layers,
-                          "prior_shares": np.array(card.prior_shares) if card.prior_correction else None}
+                          "prior_shares": np.array(card.prior_shares) if card.prior_correction else None,
+                          "card": card}
         record = contract.new_run(STEP2, step0_run=step0[contract.PROVENANCE]["run"], step1_run=None,
                                   model_run=card.model_run, model_scene=card.scene, parameters=card.parameters)
         with cluster.client_if(bool(p.tile_size), scheduler, workers, out) as client:
             pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
         record_map(scene, out, pred_labels, record, {"timings_s": timings, "applied_model": str(model_path),
-                                                     "model_scene": card.scene})
+                                                     "model_scene": card.scene,
+                                                     "comparison_with_training_scene": record["applied_model"]})
+
+
+def compare_with_training_scene(card: ModelCard, step0_record: dict, pred_labels: np.ndarray) -> dict:
+    """The scene compared with the training scene of the model of ``card`` (:func:`scene_shift.compare`), with a
+    warning line in the log when it looks unlike it."""
+    comparison = scene_shift.compare(card, step0_record, pred_labels)
+    if comparison["shift_warning"]:
+        log.warning("warning: this scene looks unlike the model's training scene %s, so the map may be wrong "
+                    "however sure the model is: %s", card.scene, "; ".join(comparison["reasons"]))
+    if comparison["layers"] is None:
+        log.info("layers not compared with the training scene: %s", comparison["layers_unavailable"])
+    return comparison
 
 
 def record_map(scene: Scene, out: OutputSet, pred_labels: np.ndarray, record: dict, details: dict) -> None:

@@ -26,7 +26,9 @@ from previews (every ``display_stride``-th row and column) gathered on the way. 
 
 - a model applied from another scene (Step 2 ``--model``) was trained on none of this scene's superpixels:
   every labelled superpixel is held out, and there is no random forest baseline (it would need this scene's
-  balanced set);
+  balanced set); ``metrics.json``'s ``applied_model`` carries Step 2's comparison of the scene with the model's
+  training scene (``pipeline/scene_shift.py``; ``shift_warning``: whether it looks unlike it; null for a map
+  made before the comparison was), and the report shows it, as a warning if it looks unlike;
 - a scene without a reference: no accuracy can be assessed; ``metrics.json`` holds the map's class areas in
   hectares and ``report.html`` shows the map, its uncertainty and those areas.
 
@@ -102,7 +104,7 @@ def read_hand_offs(scene: Scene) -> dict:
             "step0": record, "reference": has_reference, "balanced": None, "grid": grid, "shape": shape,
             "prediction": prediction, "map_run": prediction["run"],
             "pixel_area_m2": pixel_area(grid, contract.LAYERS.path(scene.workdir)),
-            "applied_from": prediction.get("model_scene")}
+            "applied_from": prediction.get("model_scene"), "applied_model": prediction.get("applied_model")}
     if prediction.get("step1_run") is not None:  # trained here: the forest baseline uses the same balanced set
         data["balanced"] = contract.load_balanced(scene, ["labels"], record["run"])
         if data["balanced"][contract.PROVENANCE]["run"] != prediction["step1_run"]:
@@ -201,6 +203,7 @@ def assess_map(scene: Scene, out: OutputSet, data: dict, timings: dict) -> dict:
         if data["applied_from"]:
             metrics["applied_model_note"] = (f"The model was trained on scene {data['applied_from']}: every "
                                              f"labelled superpixel of this scene is held out.")
+            metrics["applied_model"] = data["applied_model"]
     with cli.timed("figures, metrics.json and report.html", timings):
         write_figures(out, data, counts, metrics, scene.params.block_size)
         cli.write_json(out.path("metrics.json"), metrics)
@@ -248,12 +251,13 @@ def describe_map(scene: Scene, out: OutputSet, data: dict) -> dict:
     metrics = {"note": "no reference: the map's class areas only (no accuracy can be assessed)",
                "class_names": scene.class_names, "class_areas_ha": dict(zip(scene.class_names, np.round(areas, 2))),
                "total_area_ha": round(float(areas.sum()), 2),
-               "masked_area_ha": masked_area_ha(counts, data["pixel_area_m2"]), "model_scene": data["applied_from"]}
+               "masked_area_ha": masked_area_ha(counts, data["pixel_area_m2"]), "model_scene": data["applied_from"],
+               "applied_model": data["applied_model"]}
     if scene.validation is not None:
         metrics["validation_sample"] = validation_estimates(scene, data, counts)
     cli.write_json(out.path("metrics.json"), metrics)
     report.write_map_page(scene, out, areas, data["applied_from"], metrics.get("validation_sample"),
-                          metrics["masked_area_ha"])
+                          data["applied_model"], metrics["masked_area_ha"])
     log.info("class areas (ha): %s; report: %s", metrics["class_areas_ha"], scene.output("report.html"))
     return {"class_areas_ha": metrics["class_areas_ha"]}
 

@@ -287,7 +287,8 @@ def step0_parameters(scene) -> dict:
 
 def step0_provenance(scene, image_fingerprint: dict, reference_fingerprint: dict | None) -> dict:
     """Provenance of a new Step 0 run on ``scene`` whose inputs had these fingerprints when read (no reference:
-    None). Step 0 adds its ``stretch``: the limits, and the model they came from, if any."""
+    None). Step 0 adds its ``stretch``: the limits, the model they came from, if any, and its layers' quantiles before
+    the stretch (``layer_quantiles``, :func:`pipeline.scene_shift.layer_quantiles`)."""
     return new_run(STEP0, inputs={"image": image_fingerprint, "reference": reference_fingerprint},
                    parameters=step0_parameters(scene))
 

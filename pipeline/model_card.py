@@ -44,6 +44,9 @@ class ModelCard:
     preparation : how the training scene's image was made: ``dates``, ``composite``, ``masking``,
         ``mask_classes``, ``mask_buffer_m`` and ``mask_raster`` (whether the scene had its own mask raster).
     step0_run, step1_run : the run ids of the Step 0 and Step 1 hand-offs the model was trained on.
+    layer_quantiles : the training scene's layer quantiles before the stretch, in ``stretch_unit``
+        (``{"levels": [...], "quantiles": {layer: [...]}}``, :func:`pipeline.scene_shift.layer_quantiles`),
+        to compare another scene with; None in cards written before they were recorded.
     """
 
     model_run: str
@@ -61,6 +64,7 @@ class ModelCard:
     preparation: dict
     step0_run: str
     step1_run: str
+    layer_quantiles: dict | None = None
 
     def to_json(self) -> str:
         """The card as ``model.json`` holds it: indented JSON with sorted keys, ending in a newline."""
@@ -74,6 +78,8 @@ class ModelCard:
 
 #: The keys of ``model.json``, one per field of :class:`ModelCard`.
 KEYS = tuple(field.name for field in dataclasses.fields(ModelCard))
+#: The keys a card may lack (cards written before they were recorded): their field's default stands in.
+OPTIONAL_KEYS = ("layer_quantiles",)
 
 
 def from_training(scene, step0_record: dict, train_labels: np.ndarray, record: dict) -> ModelCard:
@@ -99,7 +105,7 @@ def from_training(scene, step0_record: dict, train_labels: np.ndarray, record: d
         stretch_limits={name: tuple(float(v) for v in stretch["limits"][name]) for name in LAYER_NAMES},
         stretch_unit=stretch["unit"], prior_shares=tuple(shares.tolist()), prior_correction=p.prior_correction,
         parameters=p.as_dict(), preparation=preparation(step0_record["parameters"]), step0_run=record["step0_run"],
-        step1_run=record["step1_run"])
+        step1_run=record["step1_run"], layer_quantiles=stretch.get("layer_quantiles") or None)
 
 
 def preparation(step0_parameters: dict) -> dict:
@@ -127,12 +133,12 @@ def read(model_path: Path) -> ModelCard:
         raise gdal_tif2rgb.InputFileError(f"{card_path}: unreadable ({type(error).__name__}); rerun {STEP2}") from None
     if not isinstance(content, dict):
         raise InputDataError(f"{card_path}: holds a JSON {type(content).__name__}, not a model card; rerun {STEP2}")
-    missing = [key for key in KEYS if key not in content]
+    missing = [key for key in KEYS if key not in content and key not in OPTIONAL_KEYS]
     if missing:
         raise InputDataError(f"{card_path}: lacks {', '.join(missing)}; rerun {STEP2}")
     for key in KEYS:  # in field order: class_names and layer_names are checked before the keys sized by them
         expected, fits = _RULES[key]
-        if not fits(content[key], content):
+        if key in content and not fits(content[key], content):
             shown = json.dumps(content[key])
             raise InputDataError(f"{card_path}: {key} must be {expected}, not {shown[:80]}"
                                  f"{'...' if len(shown) > 80 else ''}; rerun {STEP2}")
@@ -142,7 +148,7 @@ def read(model_path: Path) -> ModelCard:
 def _card_of(content: dict) -> ModelCard:
     """The :class:`ModelCard` of a checked ``model.json`` content, its lists made tuples (keys that are not
     fields of the card are left out)."""
-    values = {key: content[key] for key in KEYS}
+    values = {key: content[key] for key in KEYS if key in content}
     for key in ("layer_names", "train_layers", "class_names", "prior_shares"):
         values[key] = tuple(values[key])
     values["class_colours"] = tuple(tuple(colour) for colour in values["class_colours"])
@@ -161,6 +167,13 @@ def _is_numbers(value, count: int) -> bool:
 
 def _is_texts(value) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_quantiles(value, card) -> bool:
+    levels = value.get("levels") if isinstance(value, dict) else None
+    return (isinstance(levels, list) and len(levels) > 1 and _is_numbers(levels, len(levels))
+            and isinstance(value.get("quantiles"), dict)
+            and all(_is_numbers(value["quantiles"].get(name), len(levels)) for name in card["layer_names"]))
 
 
 def _is_colour(value) -> bool:
@@ -190,4 +203,6 @@ _RULES = {
     "preparation": ("an object {dates, composite, masking, ...}", lambda value, card: isinstance(value, dict)),
     "step0_run": ("a text (a run id)", lambda value, card: isinstance(value, str)),
     "step1_run": ("a text (a run id)", lambda value, card: isinstance(value, str)),
+    "layer_quantiles": ("null or {levels: [...], quantiles: {layer: [one finite number per level]}} for every "
+                        "layer of layer_names", lambda value, card: value is None or _is_quantiles(value, card)),
 }

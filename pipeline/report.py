@@ -135,6 +135,30 @@ def absent_text(metrics: dict) -> str:
     return " ".join(parts)
 
 
+def scene_comparison(comparison: dict | None) -> str:
+    """A paragraph of Step 2's comparison of the scene with an applied model's training scene
+    (``metrics.json``'s ``applied_model``): a warning and its reasons when the scene looks unlike it; nothing
+    for a model trained here or a map made before the comparison was."""
+    if comparison is None:
+        return ""
+    training = html.escape(str(comparison["model_scene"]))
+    if comparison["shift_warning"]:
+        reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in comparison["reasons"])
+        return (f"<div id='shift-warning' style='border:3px solid #c00;padding:.5em;background:#fee'><b>Warning: "
+                f"this scene looks unlike the model's training scene {training}</b>, so the map may be wrong however "
+                f"sure the model is (the uncertainty is its doubt among its classes, not whether they fit this "
+                f"scene):<ul>{reasons}</ul></div>")
+    layers = comparison["layers"]
+    compared = ("layers not compared (" + comparison["layers_unavailable"] + ")" if layers is None else
+                f"largest layer shift {max(v['shift'] for v in layers.values()):.2f} (warning above "
+                f"{comparison['thresholds']['layer_shift']}), largest share outside the training stretch "
+                f"{max(v['outside_share'] for v in layers.values()):.0%} (above "
+                f"{comparison['thresholds']['outside_share']:.0%})")
+    return (f"<p id='scene-comparison'>Compared with the model's training scene {training}: {html.escape(compared)}; "
+            f"class shares apart by {comparison['class_share_distance']:.2f} (above "
+            f"{comparison['thresholds']['class_share_distance']}): no sign that it is unlike.</p>")
+
+
 def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
     """``report.html``: one self-contained page (every image inside it, no links to files or paths) with the
     composites, the maps, the area estimates, the confusion matrices and the figures."""
@@ -154,7 +178,8 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
         for name, result in metrics["assessments"].items())
     composites = "".join(image_tag(earlier(name), alt) for name, alt in (
         ("rgb.png", "RGB"), ("nir_green_blue.png", "NIR-G-B"), ("segments_boundaries.png", "superpixels")))
-    write_page(scene, out, "land-cover report", f"""<p>Headline: <b id="headline">{headline}</b>.
+    write_page(scene, out, "land-cover report", f"""{scene_comparison(metrics.get("applied_model"))}
+<p>Headline: <b id="headline">{headline}</b>.
 {f'<b id="absent" class="note">{html.escape(absent)}</b>' if absent else ""}
 Superpixel-level, on the test superpixels: OA {superpixels['overall_accuracy']}, kappa {superpixels['kappa']}
 ({baseline}segmentation ceiling {metrics['assessments']['segmentation_ceiling']['overall_accuracy']}).
@@ -193,13 +218,15 @@ def masked_text(masked_ha: float) -> str:
 
 
 def write_map_page(scene: Scene, out: OutputSet, areas: np.ndarray, model_scene, validation: dict | None,
-                   masked_ha: float) -> None:
+                   comparison: dict | None, masked_ha: float) -> None:
     """``report.html`` of a scene without a reference: the map, its uncertainty and the class ``areas`` (K,)
-    in hectares, for a model trained on scene ``model_scene``, with the ``masked_ha`` hectares left unmapped;
-    and the estimates from a labelled ``validation`` sample, if given."""
+    in hectares, for a model trained on scene ``model_scene``, with Step 2's ``comparison`` of the scene with
+    the training scene (see :func:`scene_comparison`) and the ``masked_ha`` hectares left unmapped; and the
+    estimates from a labelled ``validation`` sample, if given."""
     rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{area:.2f}</td><td>{area / max(areas.sum(), 1e-9):.1%}</td></tr>"
                    for name, area in zip(scene.class_names, areas))
-    write_page(scene, out, "land-cover map", f"""<p>No reference: accuracy cannot be assessed here. Model trained on scene {html.escape(str(model_scene))}.
+    write_page(scene, out, "land-cover map", f"""{scene_comparison(comparison)}
+<p>No reference: accuracy cannot be assessed here. Model trained on scene {html.escape(str(model_scene))}.
 Image: {html.escape(Path(str(scene.image)).name)}.</p>
 <div class="pair">{image_tag(scene.output("predMap.png"), "predicted land cover")}{image_tag(scene.output("uncertainty.png"), "uncertainty")}</div>
 <h2>Class areas (map)</h2><table><tr><th>class</th><th>hectares</th><th>share</th></tr>{rows}

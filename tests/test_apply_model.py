@@ -1,6 +1,7 @@
 """Train once, map again: a model trained on the north of the demo scene maps its south (cut as a scene of its own,
-its reference withheld from training), with the training scene's stretch; the same without a reference; and the
-one-line refusal of a model the scene cannot feed."""
+its reference withheld from training), with the training scene's stretch, and finds it like its training scene;
+the same without a reference; scenes unlike it (the Brandenburg winter scene, the south with bands swapped) warned
+of; and the one-line refusal of a model the scene cannot feed."""
 from __future__ import annotations
 
 import json
@@ -14,11 +15,13 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
-from conftest import DATA, HALF_DEMO_PARAMETERS, REFERENCE_930, fails_with_one_line, write_scene
+from conftest import DATA, HALF_DEMO_PARAMETERS, REFERENCE_930, fails_with_one_line, write_scene, write_tif
 from pipeline import contract, model_card
 
 IMAGE_930 = DATA / "sen2_20210527_aber_rebuilt.tif"
 SPLIT_ROW = 470  # the demo scene is 947 rows: north = training scene, south = the scene to map
+BRANDENBURG = DATA.parent / "brandenburg_s2l1c_west"
+SHIFT_WARNING = "warning: this scene looks unlike the model's training scene north"
 
 
 def cut_scene(folder, rows: tuple, with_reference: bool = True, parameters: dict = HALF_DEMO_PARAMETERS):
@@ -68,9 +71,10 @@ def test_model_travels_with_its_card_in_the_work_folder_and_the_run(trained):
         assert (trained.parent / "runs" / run_dir.split("/")[-1] / name).read_bytes() == (trained / name).read_bytes()
 
 
-def test_applied_model_maps_another_scene_with_its_training_stretch(trained, tmp_path):
+def test_applied_model_maps_another_scene_with_its_training_stretch(trained, tmp_path, capsys):
     model = trained / "model.keras"
     _, work = map_south(tmp_path, model)
+    assert SHIFT_WARNING not in capsys.readouterr().out
     card = json.loads((trained / "model.json").read_text())
     samples = contract.load(contract.SAMPLES, work, ["provenance"])
     stretch = json.loads("".join(samples["provenance"]))["stretch"]
@@ -88,6 +92,12 @@ def test_applied_model_maps_another_scene_with_its_training_stretch(trained, tmp
     assert "random_forest_superpixel_test" not in metrics["assessments"]
     assert "trained on scene north" in (work / "report.html").read_text()
     assert not (work / "model.keras").exists()  # the applied model stays where it was
+    comparison = metrics["applied_model"]  # the other half of the same scene: like the training scene
+    assert comparison["shift_warning"] is False and comparison["reasons"] == []
+    assert set(comparison["layers"]) == set(contract.LAYER_NAMES)
+    assert 0 < max(layer["shift"] for layer in comparison["layers"].values()) < comparison["thresholds"]["layer_shift"]
+    report = (work / "report.html").read_text()
+    assert "id='scene-comparison'" in report and "shift-warning" not in report
 
 
 def test_scene_without_a_reference_gets_a_map_and_its_areas(trained, tmp_path):
@@ -159,3 +169,57 @@ def test_mapping_with_a_model_removes_a_model_trained_in_the_folder_before(train
     assert step2.main(arguments(config, work, "--model", trained / "model.keras")) == 0
     assert (work / "predMap.tif").is_file()
     assert not any((work / name).exists() for name in ("model.keras", "model.json", "learning_curve.png"))
+
+
+def brandenburg_scene(folder):
+    """The Brandenburg winter L1C scene (x 10000) rescaled to the demo's units (x 1000), with its OSM reference."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gdal.Translate(str(folder / "image.tif"), str(BRANDENBURG / "s2l1c_20170216_10band_10m_west.tif"),
+                   scaleParams=[[0, 10000, 0, 1000]], outputType=gdal.GDT_UInt16)
+    return write_scene(folder / "scene.toml", "image.tif", str(BRANDENBURG / "labels4_osm_10m_west.tif"),
+                       HALF_DEMO_PARAMETERS, name="brandenburg",
+                       classes={"urban": [1], "crop": [2], "vegetation": [3], "water": [4]})
+
+
+def swapped_bands_scene(folder):
+    """The south of the demo without a reference, blue and red swapped and nir and swir (bands 7 and 9)."""
+    cut_scene(folder, (SPLIT_ROW, 947), with_reference=False)
+    source = gdal.Open(str(folder / "image.tif"))
+    bands, geotransform = source.ReadAsArray()[[2, 1, 0, 3, 4, 5, 8, 7, 6, 9]], source.GetGeoTransform()
+    source = None  # closed before the file is overwritten
+    write_tif(folder / "image.tif", bands, geotransform, 27700)
+    return folder / "scene.toml"
+
+
+@pytest.mark.parametrize("make_scene", [brandenburg_scene, swapped_bands_scene])
+def test_scene_unlike_the_training_scene_is_warned_of(trained, tmp_path, capsys, make_scene):
+    config = make_scene(tmp_path / "scene")
+    work, model = tmp_path / "work", trained / "model.keras"
+    assert step0.main(arguments(config, work, "--stretch-from", model)) == 0
+    assert step2.main(arguments(config, work, "--model", model)) == 0
+    assert step3.main(arguments(config, work)) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith(SHIFT_WARNING)]
+    comparison = json.loads((work / "metrics.json").read_text())["applied_model"]
+    assert comparison["shift_warning"] is True and len(warnings) == 1
+    assert all(reason in warnings[0] for reason in comparison["reasons"])
+    assert any(layer["outside_share"] > comparison["thresholds"]["outside_share"]
+               for layer in comparison["layers"].values())
+    step2_run = json.loads((work / "run.json").read_text())["steps"]["Step2_Model_Training"]
+    assert step2_run["comparison_with_training_scene"] == comparison
+    report = (work / "report.html").read_text()
+    assert "id='shift-warning'" in report and "looks unlike the model's training scene north" in report
+
+
+def test_card_without_layer_quantiles_still_maps_and_says_they_are_not_compared(trained, tmp_path):
+    old_model = tmp_path / "old_model"
+    old_model.mkdir()
+    shutil.copy(trained / "model.keras", old_model / "model.keras")
+    card = json.loads((trained / "model.json").read_text())
+    del card["layer_quantiles"]  # as Step 2 wrote cards before they were recorded
+    (old_model / "model.json").write_text(json.dumps(card))
+    _, work = map_south(tmp_path, old_model / "model.keras", with_reference=False)
+    comparison = json.loads((work / "metrics.json").read_text())["applied_model"]
+    assert comparison["layers"] is None and "the model's card" in comparison["layers_unavailable"]
+    assert comparison["shift_warning"] is False and comparison["class_share_distance"] > 0
+    assert "layers not compared (no layer quantiles recorded by the model&#x27;s card" in (
+        work / "report.html").read_text()

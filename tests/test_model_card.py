@@ -31,7 +31,10 @@ WRONG = [("prior_shares", [0.5], "one finite number per class"), ("prior_shares"
          ("train_layers", "red", "list of channel names"), ("train_layers", ["red", 3], "list of channel names"),
          ("patch_width", "25", "whole number"), ("patch_width", True, "whole number"),
          ("class_colours", [[0, 0, 0]], "one [red, green, blue]"), ("prior_correction", "yes", "true or false"),
-         ("parameters", [], "an object"), ("model_run", None, "a text"), ("stretch_unit", 1, "a text")]
+         ("parameters", [], "an object"), ("model_run", None, "a text"), ("stretch_unit", 1, "a text"),
+         ("layer_quantiles", {"levels": [0.01, 0.99], "quantiles": {"red": [0, 1]}}, "for every layer"),
+         ("layer_quantiles", {"levels": [0.01, 0.99], "quantiles": {name: [0] for name in LAYER_NAMES}},
+          "one finite number per level")]
 
 
 def model_folder(tmp_path, content) -> Path:
@@ -48,6 +51,12 @@ def test_card_reads_back_as_written(tmp_path):
     CARD.write(path.with_name("model.json"))
     assert model_card.read(path) == CARD
     assert set(json.loads(CARD.to_json())) == set(model_card.KEYS)
+
+
+def test_card_from_before_the_layer_quantiles_reads_without_them(tmp_path):
+    content = json.loads(CARD.to_json())
+    del content["layer_quantiles"]
+    assert model_card.read(model_folder(tmp_path, content)).layer_quantiles is None
 
 
 def test_unusable_cards_are_refused_naming_model_json(tmp_path):
@@ -89,6 +98,9 @@ def test_trained_model_card_is_complete_and_reads_back(step2_workdir):
     assert card.to_json() == (workdir / "model.json").read_text()
     assert card.stretch_unit.startswith("raster values")  # the subset is an ordinary GeoTIFF, not a product
     assert card.class_names == ("urban", "crop", "vegetation", "water") and sum(card.prior_shares) == pytest.approx(1)
+    quantiles = card.layer_quantiles["quantiles"]  # the 1 and 99 % quantiles are the stretch limits
+    assert all([quantiles[name][0], quantiles[name][-1]] == pytest.approx(card.stretch_limits[name])
+               for name in LAYER_NAMES)
 
 
 def refused_in_one_line(arguments, capsys, *fragments) -> str:
@@ -97,7 +109,7 @@ def refused_in_one_line(arguments, capsys, *fragments) -> str:
     return error
 
 
-@pytest.mark.parametrize("key", model_card.KEYS)
+@pytest.mark.parametrize("key", [key for key in model_card.KEYS if key not in model_card.OPTIONAL_KEYS])
 def test_step2_refuses_a_card_without_a_key_in_one_line(trained_copy, capsys, key):
     folder, arguments = trained_copy
     content = json.loads((folder / "model.json").read_text())
