@@ -107,6 +107,22 @@ def masked_scene(folder: Path, config: Path) -> Path:
     return masked
 
 
+def masked_against_unmasked(folder: Path, config: Path, pairs: int) -> dict:
+    """Step 0 on the :func:`masked_scene` of ``config`` right after Step 0 on the scene itself, ``pairs`` times:
+    the wall times, the masked share, the superpixels and the median ratio masked / unmasked."""
+    masked_config = masked_scene(folder, config)
+    runs = []
+    for _ in range(pairs):
+        unmasked = run_step0(config, folder / "work_again")["wall_s"]
+        runs.append((run_step0(masked_config, folder / "work_masked"), unmasked))
+    record = json.loads((folder / "work_masked" / "run.json").read_text())["steps"]["Step0_Data_Preparation"]
+    grid = gdal_tif2rgb.read_layout(folder / "painted_clouds.tif")[0]
+    return {"masked_share": round(record["invalid_pixels"] / (grid.rows * grid.cols), 3),
+            "superpixels": runs[-1][0]["superpixels"],
+            "pairs": [{"masked_s": masked["wall_s"], "unmasked_s": unmasked} for masked, unmasked in runs],
+            "masked_to_unmasked_ratio": round(float(np.median([m["wall_s"] / u for m, u in runs])), 2)}
+
+
 def plain_slic_seconds(layers: np.ndarray, n_segments: int) -> float:
     """Seconds of one plain ``skimage.segmentation.slic`` call (one thread, its own CIELAB conversion) on the
     Step-0 default SLIC layers (red, green, blue) of ``layers``."""
@@ -244,18 +260,9 @@ def main(argv=None) -> int:
     for _ in range(args.pairs - 1):
         pairs.append((run_step0(config, folder / "work_again")["wall_s"], plain_slic_seconds(layers, args.n_segments)))
     results["slic_alone"] = step0_against_slic(pairs)
-    print(f"Step 0 with a third of the scene masked, after each of {args.pairs} unmasked Step 0 runs ...", flush=True)
-    masked_config = masked_scene(folder, config)
-    masked_runs = []
-    for _ in range(args.pairs):
-        unmasked = run_step0(config, folder / "work_again")["wall_s"]
-        masked_runs.append((run_step0(masked_config, folder / "work_masked"), unmasked))
-    ratios = [masked["wall_s"] / unmasked for masked, unmasked in masked_runs]
-    record = json.loads((folder / "work_masked" / "run.json").read_text())["steps"]["Step0_Data_Preparation"]
-    results["masked"] = {"masked_share": round(record["invalid_pixels"] / args.size ** 2, 3),
-                         "superpixels": masked_runs[-1][0]["superpixels"],
-                         "pairs": [{"masked_s": m["wall_s"], "unmasked_s": u} for m, u in masked_runs],
-                         "masked_to_unmasked_ratio": round(float(np.median(ratios)), 2)}
+    print(f"Step 0 with a quarter of the scene masked, after each of {args.pairs} unmasked Step 0 runs ...",
+          flush=True)
+    results["masked"] = masked_against_unmasked(folder, config, args.pairs)
     reference = gdal_tif2rgb.read_window(folder / "reference.tif", 1, np.int32)[0]
     codes = class_codes(reference, {"urban": [3], "crop": [2], "vegetation": [1], "water": [4]})
     n = int(segments.max()) + 1
