@@ -19,11 +19,13 @@ TILE = 160
 
 
 def painted_masks(shape: tuple) -> np.ndarray:
-    """True on a disk cut by the top-left border, a band 30 rows high across the whole scene, and a few
-    scattered single pixels: masks that touch the border and split the scene (about 30 % of it)."""
+    """True on a disk cut by the top-left border, a band 30 rows high across the whole scene, a whole tile of
+    the tiled run, and a few scattered single pixels: masks that touch the border and split the scene (about 40 %
+    of it)."""
     rows, cols = np.mgrid[:shape[0], :shape[1]]
     masked = (rows - 20) ** 2 + (cols - 30) ** 2 < 90 ** 2
     masked |= (rows >= 200) & (rows < 230)
+    masked[:TILE, TILE:2 * TILE] = True
     masked[::37, ::41] = True
     return masked
 
