@@ -1,21 +1,21 @@
 """Step 0, data preparation (tutorial sections 1 and 2): layers, superpixels and patch samples.
 
-Puts the scene's image and land-cover reference on one work grid, the image's (``pipeline/sources.py``): the
+Puts the scene's image and land-cover reference on one work grid, the image's (``pipeline/inputs/sources.py``): the
 image may be any raster or a Sentinel-2 product (``.SAFE`` folder, its ``.zip``, a folder of band files), read
-at 10 m as reflectance and cut to the ``aoi``, its clouds, shadows and bad pixels masked (``pipeline/clouds.py``),
-several dates combined as the median of their clear observations (``pipeline/composite.py``); the reference, if
+at 10 m as reflectance and cut to the ``aoi``, its clouds, shadows and bad pixels masked (``pipeline/inputs/clouds.py``),
+several dates combined as the median of their clear observations (``pipeline/inputs/composite.py``); the reference, if
 any, a raster on any grid and CRS or a vector file, resampled or rasterized to class codes. Then builds the
-tutorial's 8 layers (Blue, Green, Red, NIR, SWIR, NDVI, NDWI, NDBI) stretched to [0, 1] (``pipeline/layers.py``),
-segments 3 of them into SLIC superpixels (``pipeline/superpixels.py``) and cuts one w x w x 8 patch centred on
-every superpixel, labelled by the majority class of its reference pixels (``pipeline/sampling.py``). A block
-split (``pipeline/split.py``) marks superpixels for training or testing; no training patch sees a test pixel.
+tutorial's 8 layers (Blue, Green, Red, NIR, SWIR, NDVI, NDWI, NDBI) stretched to [0, 1] (``pipeline/segmentation/layers.py``),
+segments 3 of them into SLIC superpixels (``pipeline/segmentation/superpixels.py``) and cuts one w x w x 8 patch centred on
+every superpixel, labelled by the majority class of its reference pixels (``pipeline/segmentation/sampling.py``). A block
+split (``pipeline/segmentation/split.py``) marks superpixels for training or testing; no training patch sees a test pixel.
 
-Outputs in the work folder (``data/<name>/`` by default; keys and types in ``pipeline/contract.py``):
+Outputs in the work folder (``data/<name>/`` by default; keys and types in ``pipeline/handoffs/contract.py``):
 
 - ``sources/`` (what the work grid was made from; ``image.tif``: a masked image or composite), ``layers.tif``
   (8 stretched layers in [0, 1] as uint8 steps of 1/255, that band scale set), ``reference.tif`` (codes,
   uint8, 255 = unlabelled, colours), on the work grid;
-- quicklooks (``pipeline/quicklooks.py``): ``rgb.png``, ``nir_green_blue.png``, ``swir_green_blue.png``,
+- quicklooks (``pipeline/segmentation/quicklooks.py``): ``rgb.png``, ``nir_green_blue.png``, ``swir_green_blue.png``,
   ``ndvi.png``, ``ndwi.png``, ``ndbi.png``, ``histogram_<layer>.png``;
 - ``segments.mat`` (``segments``: int32 rows x cols, superpixel ids 0..n-1, -1 on masked and nodata pixels),
   ``segments.tif``,
@@ -45,17 +45,24 @@ from typing import Callable
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import cli, cluster, contract, grids, model_card, quicklooks, scene_shift, sources, superpixels
-from pipeline.config import Scene
-from pipeline.outputs import OutputSet, open_outputs
-from pipeline.contract import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
-from pipeline.errors import ConfigError, InputDataError
-from pipeline.fingerprints import fingerprint
-from pipeline.layers import (apply_stretch, build_layers, check_limits_fit, select_layers, slic_lab, stretched_layers,
+from pipeline.run import cli
+from pipeline.tiling import cluster
+from pipeline.handoffs import contract, model_card
+from pipeline.core import grids
+from pipeline.segmentation import quicklooks, superpixels
+from pipeline.model import scene_shift
+from pipeline.inputs import sources
+from pipeline.run.config import Scene
+from pipeline.run.outputs import OutputSet, open_outputs
+from pipeline.core.vocabulary import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
+from pipeline.core.errors import ConfigError, InputDataError
+from pipeline.handoffs.fingerprints import fingerprint
+from pipeline.segmentation.layers import (apply_stretch, build_layers, check_limits_fit, select_layers, slic_lab, stretched_layers,
                              stretched_preview)
-from pipeline.sampling import example_indices, sample_superpixels
-from pipeline.split import spatial_split, summarise, tiled_split
-from pipeline.tiled_outputs import TiledOutputs, write_tiles
+from pipeline.segmentation.sampling import example_indices, sample_superpixels
+from pipeline.segmentation.split import spatial_split, summarise, tiled_split
+from pipeline.tiling.tiled_outputs import TiledOutputs, write_tiles
+from pipeline.core import vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +97,7 @@ def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedS
     """The scene's image prepared on its work grid by GDAL (the tutorial's SNAP work): a Sentinel-2 product's
     bands stacked at 10 m as reflectance, the image cut to the ``aoi``, each date's clouds, shadows and bad
     pixels masked and several dates combined, window by window (on the Dask ``client``'s cluster if given) (see
-    ``pipeline/sources.py``); the VRTs and a composite go to ``sources/`` in ``out``, the clear dates of every
+    ``pipeline/inputs/sources.py``); the VRTs and a composite go to ``sources/`` in ``out``, the clear dates of every
     pixel to ``clear_observations.tif`` and ``.png``. The reference comes next (``sources.add_reference``)."""
     p = scene.params
     masking = sources.Masking(p.masking, p.mask_classes, p.mask_buffer_m, scene.mask, scene.mask_values)
@@ -116,7 +123,7 @@ def on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.PreparedS
 def record_stretch(record: dict, limits: dict, preview: np.ndarray, preview_valid: np.ndarray) -> None:
     """Record in ``record["stretch"]`` the ``limits`` that stretched the layers and the quantiles of the layers
     before the stretch (of their ``preview``, (rows', cols', 8), over ``preview_valid``), to compare scenes with
-    (``pipeline/scene_shift.py``)."""
+    (``pipeline/model/scene_shift.py``)."""
     record["stretch"]["limits"] = limits
     record["stretch"]["layer_quantiles"] = scene_shift.layer_quantiles(preview, preview_valid)
 
@@ -313,7 +320,7 @@ def stretch_from_model(scene: Scene, unit: str) -> dict:
     if card.stretch_unit != unit:
         raise InputDataError(f"{scene.stretch_from}: its stretch limits are in {card.stretch_unit}, this scene's "
                              f"image values in {unit}; give a scene of the model's kind of image, or train a model "
-                             f"on this kind with {contract.STEP2}")
+                             f"on this kind with {vocabulary.STEP2}")
     log.info("stretching with the limits of the model %s trained on scene %s", scene.stretch_from, card.scene)
     return {"limits": {name: tuple(card.stretch_limits[name]) for name in LAYER_NAMES},
             "from_model_run": card.model_run, "from_model": str(scene.stretch_from), "unit": unit}

@@ -16,11 +16,12 @@ import logging
 
 import numpy as np
 
-from pipeline import cli, contract
-from pipeline.config import Scene
-from pipeline.contract import LAYER_NAMES, STEP0, STEP1, TRAIN, UNLABELLED
-from pipeline.errors import InputDataError
-from pipeline.outputs import open_outputs
+from pipeline.run import cli
+from pipeline.handoffs import contract
+from pipeline.run.config import Scene
+from pipeline.core.vocabulary import LAYER_NAMES, STEP0, STEP1, TRAIN, UNLABELLED
+from pipeline.core.errors import InputDataError
+from pipeline.run.outputs import open_outputs
 
 log = logging.getLogger(__name__)
 #: A class with fewer distinct training superpixels than this gets a warning: its samples repeat a few places.
@@ -33,7 +34,7 @@ def balance_classes(labels: np.ndarray, split: np.ndarray, class_names, per_clas
     """Superpixel indices of ``per_class`` train samples of every class, in class order.
 
     Returns the indices (int32, ``per_class * n_classes``) and the names of the classes that had to be
-    drawn with replacement. Raises :class:`~pipeline.errors.InputDataError` naming ``source`` (the file the
+    drawn with replacement. Raises :class:`~pipeline.core.errors.InputDataError` naming ``source`` (the file the
     labels come from) and the first class with fewer than ``floor`` distinct training superpixels.
     """
     eligible = (split == TRAIN) & (labels != UNLABELLED)

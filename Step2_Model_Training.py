@@ -4,7 +4,7 @@ Trains the tutorial's CNN on the balanced set of Step 1, logs it to TensorBoard 
 histograms, and projector embeddings of the network input and of the learned features), then classifies every
 superpixel's patch and paints the map with one lookup, ``predLabels[segments]``. With ``--model`` it applies a
 model trained on another scene instead (no Step 1, no training), checked against this scene with its card, and
-compares the scene with the model's training scene (``pipeline/scene_shift.py``): its layers' quantiles, the
+compares the scene with the model's training scene (``pipeline/model/scene_shift.py``): its layers' quantiles, the
 predicted class shares; it warns when the scene looks unlike it (``applied_model`` in the record of
 ``predLabels.mat``, ``comparison_with_training_scene`` in ``run.json``).
 
@@ -32,13 +32,16 @@ from pathlib import Path
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import (cli, cluster, cnn, contract, grids, model_card, prediction_maps, scene_shift, tiled_prediction,
-                      training_logs)
-from pipeline.config import RUNS_DIR, Scene
-from pipeline.contract import LAYER_NAMES, MASK_CHANNEL, STEP0, STEP2, UNLABELLED
-from pipeline.errors import InputDataError
-from pipeline.model_card import ModelCard
-from pipeline.outputs import OutputSet, open_outputs
+from pipeline.run import cli
+from pipeline.tiling import cluster, tiled_prediction
+from pipeline.model import cnn, prediction_maps, scene_shift, training_logs
+from pipeline.handoffs import contract, model_card
+from pipeline.core import grids
+from pipeline.run.config import RUNS_DIR, Scene
+from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL, STEP0, STEP2, UNLABELLED
+from pipeline.core.errors import InputDataError
+from pipeline.handoffs.model_card import ModelCard
+from pipeline.run.outputs import OutputSet, open_outputs
 
 log = logging.getLogger(__name__)
 #: Every file Step 2 writes in the work folder (committed together with the TensorBoard run): the trained

@@ -3,7 +3,7 @@
 The tutorial scores every superpixel, including the ones the CNN was trained on. Here every figure comes from the
 **held-out test blocks** of Step 0's spatial split (superpixels with ``split == 1``, label not 255); the
 tutorial's all-superpixel figures are kept for comparison. Assessments (superpixel-level and pixel-level; rows
-of every confusion matrix = reference, columns = prediction; see ``pipeline/accuracy.py``):
+of every confusion matrix = reference, columns = prediction; see ``pipeline/assessment/accuracy.py``):
 
 - ``superpixel_test``: predicted vs majority reference label of the test superpixels (superpixel-level);
 - ``superpixel_all_labelled``: the same over every labelled superpixel, training ones included (tutorial);
@@ -15,19 +15,19 @@ of every confusion matrix = reference, columns = prediction; see ``pipeline/accu
 
 Besides, ``area_estimates`` (the headline): the area of every class in hectares and the pixel-level, area-weighted
 user's, producer's and overall accuracy, each with a 95 % confidence interval, from each test pixel's own
-reference value, with the test blocks as the sampling units of a cluster sample (``pipeline/area_estimates.py``);
+reference value, with the test blocks as the sampling units of a cluster sample (``pipeline/assessment/area_estimates.py``);
 ``area_estimates.sample`` says what the sample is. A reference that labels only part of the map (training
 polygons) is no probability sample of it: then no areas or accuracies are estimated from it.
 
 The map assessed is Step 2's ``predMap.tif``, as written. Step 3 reads it, ``segments.tif``, ``reference.tif``
 and ``layers.tif`` window by window (:data:`WINDOW`) and sums pixel counts over the windows
-(``pipeline/pixel_counts.py``), so its memory is bounded by a window, not by the scene; the figures are drawn
+(``pipeline/assessment/pixel_counts.py``), so its memory is bounded by a window, not by the scene; the figures are drawn
 from previews (every ``display_stride``-th row and column) gathered on the way. Two modes depart from the above:
 
 - a model applied from another scene (Step 2 ``--model``) was trained on none of this scene's superpixels:
   every labelled superpixel is held out, and there is no random forest baseline (it would need this scene's
   balanced set); ``metrics.json``'s ``applied_model`` carries Step 2's comparison of the scene with the model's
-  training scene (``pipeline/scene_shift.py``; ``shift_warning``: whether it looks unlike it; null for a map
+  training scene (``pipeline/model/scene_shift.py``; ``shift_warning``: whether it looks unlike it; null for a map
   made before the comparison was), and the report shows it, as a warning if it looks unlike;
 - a scene without a reference: no accuracy can be assessed; ``metrics.json`` holds the map's class areas in
   hectares and ``report.html`` shows the map, its uncertainty and those areas.
@@ -40,7 +40,7 @@ undefined values are null), ``reference_maps.png`` (pixel
 and superpixel reference beside the prediction), ``disagreement_map.png``, ``split_map.png``,
 ``confusion_<assessment>.png`` and ``report.html``, one self-contained file with every image inside it.
 
-A validation sample, as README "Reporting areas and accuracy" tells (``pipeline/validation_sample.py``):
+A validation sample, as README "Reporting areas and accuracy" tells (``pipeline/assessment/validation_sample.py``):
 
 - ``--design-sample`` writes ``validation_sample.gpkg`` and ``.csv``, a stratified random sample of the map to
   label (``--target-se``, ``--min-per-class``, ``--sample-size``, ``--seed``), and stops;
@@ -57,18 +57,22 @@ from pathlib import Path
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline import accuracy, cli, contract, grids, label_suggestions, pixel_counts, point_files, report
-from pipeline import validation_sample
-from pipeline.accuracy import ASSESSMENTS, AXES_NOTE
-from pipeline.accuracy_figures import plot_confusion, plot_disagreement, plot_maps, plot_split
-from pipeline.area_estimates import (AGRESTI_CAFFO_2000, AGRESTI_COULL_1998, OLOFSSON_2014, STEHMAN_2014,
+from pipeline.assessment import accuracy, label_suggestions, pixel_counts, report
+from pipeline.run import cli
+from pipeline.handoffs import contract
+from pipeline.core import grids
+from pipeline.inputs import point_files
+from pipeline.assessment import validation_sample
+from pipeline.assessment.accuracy import ASSESSMENTS, AXES_NOTE
+from pipeline.assessment.accuracy_figures import plot_confusion, plot_disagreement, plot_maps, plot_split
+from pipeline.assessment.area_estimates import (AGRESTI_CAFFO_2000, AGRESTI_COULL_1998, OLOFSSON_2014, STEHMAN_2014,
                                      class_areas_ha, estimates, held_out_estimates, pixel_area)
-from pipeline.config import Scene
-from pipeline.contract import STEP2, TEST, UNLABELLED
-from pipeline.errors import InputDataError
-from pipeline.grids import paint_map
-from pipeline.outputs import OutputSet, open_outputs
-from pipeline.split import block_of
+from pipeline.run.config import Scene
+from pipeline.core.vocabulary import STEP2, TEST, UNLABELLED
+from pipeline.core.errors import InputDataError
+from pipeline.core.grids import paint_map
+from pipeline.run.outputs import OutputSet, open_outputs
+from pipeline.segmentation.split import block_of
 
 log = logging.getLogger(__name__)
 #: Every file Step 3 writes (committed together).
@@ -264,7 +268,7 @@ def describe_map(scene: Scene, out: OutputSet, data: dict) -> dict:
 
 def design_sample(scene: Scene, data: dict) -> None:
     """``validation_sample.gpkg`` and ``.csv``: a stratified random sample of the map to label (see
-    ``pipeline/validation_sample.py``), sized for ``target_se`` with the held-out user's accuracies (if any). The
+    ``pipeline/assessment/validation_sample.py``), sized for ``target_se`` with the held-out user's accuracies (if any). The
     draw reads the map whole (uint8, one byte a pixel)."""
     existing = scene.output("validation_sample.gpkg")
     if existing.is_file():

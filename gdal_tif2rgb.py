@@ -1,7 +1,7 @@
 """Shared raster and colour helpers of the pipeline, and a small RGB-quicklook tool.
 
 Every raster, colour table, QGIS style and PNG the steps read or write goes through this module, so GDAL
-and colour code live in one place (the ``.mat`` hand-offs have theirs, ``pipeline/matfile.py``). Every
+and colour code live in one place (the ``.mat`` hand-offs have theirs, ``pipeline/handoffs/matfile.py``). Every
 writer goes through :func:`atomic_output`: the file is written under a temporary name in its own folder and
 renamed when complete, so an interrupted run never leaves a half-written file that a later step would read.
 
@@ -176,6 +176,28 @@ def read_window(path: Path, n_bands: int, dtype, window: tuple | None = None) ->
         except RuntimeError as error:
             raise InputFileError(f"{path}: band {i + 1} cannot be read ({str(error).strip()})") from None
     return data
+
+def virtual_file_stat(path: str) -> tuple[int, int]:
+    """Size (bytes) and modification time (ns) of a file GDAL reads through a virtual path (``/vsizip/...``)."""
+    from osgeo import gdal
+
+    stat = gdal.VSIStatL(path)
+    if stat is None:
+        raise FileNotFoundError(path)
+    return stat.size, int(stat.mtime) * 10**9
+
+
+def virtual_file_chunks(path: str, size: int):
+    """The bytes of a file GDAL reads through a virtual path, in chunks of ``size`` bytes."""
+    from osgeo import gdal
+
+    handle = gdal.VSIFOpenL(path, "rb")
+    try:
+        while chunk := gdal.VSIFReadL(1, size, handle):
+            yield chunk
+    finally:
+        gdal.VSIFCloseL(handle)
+
 
 @contextlib.contextmanager
 def atomic_output(path: Path):

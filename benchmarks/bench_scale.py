@@ -26,9 +26,10 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-import gdal_tif2rgb  # noqa: E402
-from pipeline import contract  # noqa: E402
-from pipeline.config import DEFAULT_CONFIG, load_scene  # noqa: E402
+import gdal_tif2rgb
+from pipeline.handoffs import contract
+from pipeline.run.config import DEFAULT_CONFIG, load_scene
+from pipeline.core import vocabulary
 
 BANDS = ("blue", "green", "red", "nir", "swir")
 
@@ -126,16 +127,16 @@ def main(argv=None) -> int:
                "tile_size": args.tile_size, "workers": args.workers, "epochs": args.epochs,
                "build_s": round(time.perf_counter() - start, 1)}
     step = {name: [sys.executable, str(BENCH_DIR.parent / f"{name}.py"), "--config", str(config), "--workdir",
-                   str(workdir)] for name in (contract.STEP0[:-3], contract.STEP1[:-3], contract.STEP2[:-3],
-                                              contract.STEP3[:-3])}
+                   str(workdir)] for name in (vocabulary.STEP0[:-3], vocabulary.STEP1[:-3], vocabulary.STEP2[:-3],
+                                              vocabulary.STEP3[:-3])}
     tiled = ["--workers", str(args.workers)]
     runs = {
-        "step0": (contract.STEP0, [*step[contract.STEP0[:-3]], *tiled]),
-        "step1": (contract.STEP1, step[contract.STEP1[:-3]]),
-        "step2_train": (contract.STEP2, [*step[contract.STEP2[:-3]], "--epochs", str(args.epochs), *tiled,
+        "step0": (vocabulary.STEP0, [*step[vocabulary.STEP0[:-3]], *tiled]),
+        "step1": (vocabulary.STEP1, step[vocabulary.STEP1[:-3]]),
+        "step2_train": (vocabulary.STEP2, [*step[vocabulary.STEP2[:-3]], "--epochs", str(args.epochs), *tiled,
                                          "--runs-dir", str(folder / "runs")]),
-        "step3": (contract.STEP3, step[contract.STEP3[:-3]]),  # on the map of the model trained here
-        "step2_predict": (contract.STEP2, [*step[contract.STEP2[:-3]], "--model", str(folder / "model.keras"),
+        "step3": (vocabulary.STEP3, step[vocabulary.STEP3[:-3]]),  # on the map of the model trained here
+        "step2_predict": (vocabulary.STEP2, [*step[vocabulary.STEP2[:-3]], "--model", str(folder / "model.keras"),
                                            *tiled])}
     for key, (script, command) in runs.items():
         print(f"{key}: {' '.join(command[1:])} ...", flush=True)
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
             shutil.copy2(workdir / contract.MODEL_CARD, folder / contract.MODEL_CARD)
         print(f"  {results[key]['wall_s']} s, peak {results[key]['peak_rss_gib']} GiB (whole process tree)",
               flush=True)
-    results["superpixels"] = json.loads((workdir / "run.json").read_text())["steps"][contract.STEP0[:-3]][
+    results["superpixels"] = json.loads((workdir / "run.json").read_text())["steps"][vocabulary.STEP0[:-3]][
         "superpixels"]
     print(f"scene {args.size} x {args.size} px ({results['megapixels']} Mpx), {results['superpixels']} superpixels, "
           f"tiles of {args.tile_size} px, {args.workers} workers")

@@ -38,13 +38,14 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-import gdal_tif2rgb  # noqa: E402
-from pipeline import contract, superpixels  # noqa: E402
-from pipeline.grids import paint_map  # noqa: E402
-from pipeline.layers import select_layers  # noqa: E402
-from pipeline.sampling import class_counts, extract_patches, majority_labels  # noqa: E402
-from pipeline.reference import class_codes  # noqa: E402
-from tutorial_scene import build_scene  # noqa: E402
+import gdal_tif2rgb
+from pipeline.handoffs import contract
+from pipeline.segmentation import superpixels
+from pipeline.core.grids import paint_map
+from pipeline.segmentation.layers import select_layers
+from pipeline.segmentation.sampling import class_counts, extract_patches, majority_labels
+from pipeline.inputs.reference import class_codes
+from tutorial_scene import build_scene
 
 
 def run_step0(config: Path, workdir: Path) -> dict:
@@ -62,8 +63,8 @@ def run_step0(config: Path, workdir: Path) -> dict:
 def composite_cost(folder: Path, config: Path, repeats: int = 2) -> dict:
     """Seconds to bring the scene's image onto the work grid masked (a mask raster of painted clouds), for one
     date and for three (the same image under three names), best of ``repeats``: the cost of each extra date."""
-    from pipeline import sources
-    from pipeline.config import load_scene
+    from pipeline.inputs import sources
+    from pipeline.run.config import load_scene
 
     scene = load_scene(config)
     grid = gdal_tif2rgb.read_layout(scene.image)[0]
@@ -93,7 +94,7 @@ def masked_scene(folder: Path, config: Path) -> Path:
     """The scene of ``config`` with a cloud ``mask`` raster over a quarter to a third of it: a disk cut by the top-left
     corner, a band across the whole scene and scattered small clouds (the masks that made scikit-image's masked
     SLIC 45-60x slower); returns its TOML."""
-    from pipeline.config import load_scene
+    from pipeline.run.config import load_scene
 
     grid = gdal_tif2rgb.read_layout(load_scene(config).image)[0]
     rows, cols = np.ogrid[:grid.rows, :grid.cols]
@@ -128,7 +129,7 @@ def plain_slic_seconds(layers: np.ndarray, n_segments: int) -> float:
     Step-0 default SLIC layers (red, green, blue) of ``layers``."""
     from skimage.segmentation import slic
 
-    from pipeline.config import Parameters
+    from pipeline.run.config import Parameters
 
     params = Parameters()
     rgb = np.ascontiguousarray(select_layers(layers, params.slic_layers))
@@ -207,8 +208,8 @@ def painting_speed(pred_labels: np.ndarray, segments: np.ndarray, n_classes: int
 def step2_throughput(samples: np.ndarray, masks: np.ndarray, train_samples: int, seed: int) -> dict:
     """Prediction rate over all superpixels and one training epoch's time (tutorial CNN, default channels)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pipeline import cnn
-    from pipeline.config import Parameters
+    from pipeline.model import cnn
+    from pipeline.run.config import Parameters
 
     channels = Parameters().train_layers
     model = cnn.build_cnn((*samples.shape[1:3], len(channels)), 4)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline.config import DEFAULT_CONFIG, load_scene
+from pipeline.run.config import DEFAULT_CONFIG, load_scene
 
 
 def mirror_tile(array: np.ndarray, size: int) -> np.ndarray:

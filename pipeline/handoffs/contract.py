@@ -1,0 +1,433 @@
+"""The hand-off contract between the steps: file names, keys and dtypes, codes, layer names, loaders and savers.
+
+Every step reads what an earlier step wrote only through :func:`load`, :func:`read_raster` and the checked
+loaders below, and writes its hand-offs only through :func:`save` and :func:`raster_writer`, so a missing,
+truncated or foreign file is reported with the step to rerun, and a hand-off always holds every key of its
+declared type.
+
+===============================  =========  ==========================================================
+file                             made by    keys (dtype)
+===============================  =========  ==========================================================
+``segments.mat``                 Step 0     ``segments`` (rows x cols int32, ids 0..n-1; -1 masked)
+``samples_labels.mat``           Step 0     ``samples`` (n x w x w x 8 patches, see below), ``patch_scale``,
+                                            ``masks`` (n x w x w uint8),
+                                            ``labels`` (n uint8), ``centroids`` (n x 2 int32), ``purity``
+                                            (n float32), ``split`` (n uint8),
+                                            ``class_names``, ``layer_names`` (text)
+``Samples_classBalanced_<N>.mat``  Step 1   ``images``, ``masks``, ``labels``, ``index`` (m int32), names
+``predLabels.mat``               Step 2     ``predLabels`` (n uint8)
+``predProb.mat``                 Step 2     ``predProb`` (n x classes float32)
+``predMap.mat``                  Step 2     ``predMap`` (rows x cols uint8; whole-scene runs only)
+===============================  =========  ==========================================================
+
+================================  =========  =========================================================
+raster (Cloud-Optimized GeoTIFF)  made by    bands (dtype), nodata
+================================  =========  =========================================================
+``layers.tif``                   Step 0     8 float32 bands in :data:`LAYER_NAMES` order, stretched to [0, 1]
+``segments.tif``                 Step 0     superpixel ids (int32), as ``segments.mat``, nodata -1
+``reference.tif``                Step 0     class codes (uint8), nodata :data:`UNLABELLED`
+``predMap.tif``                  Step 2     predicted class codes (uint8), nodata :data:`UNLABELLED`
+``uncertainty.tif``              Step 2     1 - the highest class probability (float32), nodata NaN
+================================  =========  =========================================================
+
+All rasters lie on the work grid (the image's grid, cut to the aoi) and carry the id of the run that wrote them
+in the metadata item ``STEP0_RUN`` or ``STEP2_RUN``; :func:`raster_writer` writes them, :func:`record_rasters`
+adds their size, time and SHA-256 to the run's provenance, and :func:`read_raster` and :func:`raster_grid` read
+them, checking that stamp, that the file is the one recorded (same size and time, else same SHA-256), the dtype
+and the band count.
+
+Patches (``samples`` of ``samples_labels.mat``, ``images`` of the balanced set) are stored as uint8: the layer
+value is the stored value times ``patch_scale`` (1 / 255), within 0.002 of the float32 value Step 0 cut;
+:func:`load` and :func:`load_rows` return them as float32 again. These two files are MATLAB 7.3 (HDF5) with
+their patches and masks deflated in chunks of 64 patches (about a fifth of the float32 size); the other
+``.mat`` files are MATLAB v5 (7.3 past 2 GB). Outside the pipeline: ``h5py.File(path)["samples"][()].T *
+patch_scale`` in Python (or ``hdf5storage.loadmat``), ``double(samples) * patch_scale`` in MATLAB.
+
+Provenance: every ``.mat`` hand-off holds ``provenance``, a JSON text naming the step and its run id, the runs
+of the hand-offs it was made from, and the parameters that shaped it; Step 0's also holds the size, time and
+SHA-256 of the image and the reference as they were read. The checked loaders refuse hand-offs that do not
+belong together or to the current configuration, naming the files and the step to rerun.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import gdal_tif2rgb
+from pipeline.handoffs import matfile
+from pipeline.core.errors import ConfigError, InputDataError
+from pipeline.handoffs.fingerprints import fingerprint, matches, unchanged
+from pipeline.core.vocabulary import (LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, TRAIN, UNIT_SCALE, UNIT_STEPS,
+                                      UNLABELLED)
+
+TEXT = "text"
+#: Dtype of patch keys: layer values as uint8 steps (deflated where that pays); :func:`load` gives float32 back.
+#: Readers outside the pipeline multiply by the stored ``patch_scale``: ``value = stored * scale``.
+PATCHES = "patches"
+PATCH_SCALE = "patch_scale"
+PROVENANCE = "provenance"
+#: Metadata items of the raster hand-offs naming the run of the step that wrote them.
+STEP0_RUN_ITEM, STEP2_RUN_ITEM = "STEP0_RUN", "STEP2_RUN"
+#: Parameters that shape Step 0's hand-offs; a later step refuses hand-offs made with other values.
+STEP0_PARAMETERS = ("seed", "n_segments", "compactness", "slic_layers", "patch_width", "test_fraction", "block_size",
+                    "masking", "mask_classes", "mask_buffer_m")
+
+MODEL_FILE, MODEL_CARD = "model.keras", "model.json"
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """A ``.mat`` hand-off: file name (may hold ``{per_class}``), the step that makes it, key -> dtype; a
+    ``compressed`` one is a MATLAB 7.3 file whose big arrays are deflated (:mod:`pipeline.handoffs.matfile`)."""
+
+    filename: str
+    made_by: str
+    keys: dict
+    compressed: bool = False
+
+    def path(self, workdir: Path, **fields) -> Path:
+        return Path(workdir) / self.filename.format(**fields)
+
+
+SEGMENTS = HandOff("segments.mat", STEP0, {"segments": np.int32, PROVENANCE: TEXT})
+SAMPLES = HandOff("samples_labels.mat", STEP0, {
+    "samples": PATCHES, PATCH_SCALE: np.float64, "masks": np.uint8, "labels": np.uint8, "centroids": np.int32,
+    "purity": np.float32, "split": np.uint8, "class_names": TEXT, "layer_names": TEXT,
+    PROVENANCE: TEXT}, compressed=True)
+BALANCED = HandOff("Samples_classBalanced_{per_class}.mat", STEP1, {
+    "images": PATCHES, PATCH_SCALE: np.float64, "masks": np.uint8, "labels": np.uint8, "index": np.int32,
+    "class_names": TEXT, "layer_names": TEXT, PROVENANCE: TEXT}, compressed=True)
+PRED_LABELS = HandOff("predLabels.mat", STEP2, {"predLabels": np.uint8, PROVENANCE: TEXT})
+PRED_PROB = HandOff("predProb.mat", STEP2, {"predProb": np.float32, PROVENANCE: TEXT})
+PRED_MAP = HandOff("predMap.mat", STEP2, {"predMap": np.uint8, PROVENANCE: TEXT})
+
+
+
+@dataclass(frozen=True)
+class RasterHandOff:
+    """A GeoTIFF hand-off: file name, the step that makes it, pixel dtype, band count, nodata value, and the
+    metadata item in which it carries the id of the run that wrote it; with a ``scale``, the file holds layer
+    values in [0, 1] as uint8 steps of ``scale`` (GDAL's band scale: QGIS shows the values), read back as float32."""
+
+    filename: str
+    made_by: str
+    dtype: type
+    bands: int
+    nodata: float | None
+    run_item: str
+    band_names: tuple | None = None
+    scale: float | None = None
+
+    def path(self, workdir: Path) -> Path:
+        return Path(workdir) / self.filename
+
+
+LAYERS = RasterHandOff("layers.tif", STEP0, np.uint8, len(LAYER_NAMES), None, STEP0_RUN_ITEM, LAYER_NAMES,
+                       scale=UNIT_SCALE)
+SEGMENTS_RASTER = RasterHandOff("segments.tif", STEP0, np.int32, 1, NO_SUPERPIXEL, STEP0_RUN_ITEM)
+REFERENCE = RasterHandOff("reference.tif", STEP0, np.uint8, 1, UNLABELLED, STEP0_RUN_ITEM)
+PRED_MAP_RASTER = RasterHandOff("predMap.tif", STEP2, np.uint8, 1, UNLABELLED, STEP2_RUN_ITEM)
+UNCERTAINTY = RasterHandOff("uncertainty.tif", STEP2, np.float32, 1, float("nan"), STEP2_RUN_ITEM,
+                            ("1 - max class probability",))
+STEP0_RASTERS = (LAYERS, SEGMENTS_RASTER, REFERENCE)
+STEP2_RASTERS = (PRED_MAP_RASTER, UNCERTAINTY)
+
+def typed(handoff: HandOff, arrays: dict) -> dict:
+    """``arrays`` with every key of ``handoff``, each in its declared dtype (text as an array of str, patches
+    encoded by :func:`encode_unit_values`); ``patch_scale`` is added where the hand-off has patches."""
+    if PATCH_SCALE in handoff.keys:
+        arrays = {**arrays, PATCH_SCALE: UNIT_SCALE}
+    missing = set(handoff.keys) - set(arrays)
+    extra = set(arrays) - set(handoff.keys)
+    if missing or extra:
+        raise ValueError(f"{handoff.filename}: keys missing {sorted(missing)}, unexpected {sorted(extra)}")
+    return {key: encoded(handoff, key, value) for key, value in arrays.items()}
+
+
+def encoded(handoff: HandOff, key: str, value) -> np.ndarray:
+    """``value`` of ``key`` as ``handoff`` stores it: its declared dtype, text as an array of str, patches as
+    :func:`encode_unit_values` makes them (also for rows appended to a hand-off written tile by tile)."""
+    kind = handoff.keys[key]
+    return as_text(value) if kind == TEXT else encode_unit_values(value) if kind == PATCHES else np.asarray(value, kind)
+
+
+def encode_unit_values(values: np.ndarray) -> np.ndarray:
+    """Layer values in [0, 1] (layers, patches) as uint8 steps of 1 / :data:`UNIT_STEPS` (rounded half up,
+    clipped to the range; :func:`gdal_tif2rgb.unit_to_byte`); uint8 values as they are.
+
+    >>> encode_unit_values(np.array([0.0, 0.5, 1.0], np.float32)).tolist()
+    [0, 128, 255]
+    """
+    values = np.asarray(values)
+    return values if values.dtype == np.uint8 else gdal_tif2rgb.unit_to_byte(values)
+
+
+def decode_unit_values(steps: np.ndarray) -> np.ndarray:
+    """uint8 steps of :func:`encode_unit_values` as float32 layer values in [0, 1]."""
+    return np.divide(steps, np.float32(UNIT_STEPS), dtype=np.float32)
+
+
+def decoded(handoff: HandOff, contents: dict) -> dict:
+    """``contents`` read from ``handoff`` with its patch keys as float32 layer values again."""
+    return {key: decode_unit_values(value)
+            if handoff.keys.get(key) == PATCHES and np.asarray(value).dtype == np.uint8 else value
+            for key, value in contents.items()}
+
+
+def as_text(value) -> np.ndarray:
+    """Text as an array of str: a dict becomes one JSON string, a str one string, a sequence one per item."""
+    if isinstance(value, dict):
+        value = [json.dumps(value, sort_keys=True)]
+    elif isinstance(value, str):
+        value = [value]
+    return np.array(list(value), dtype=str)
+
+
+def save(handoff: HandOff, workdir: Path, arrays: dict, **fields) -> Path:
+    """Write a complete hand-off atomically; returns its path."""
+    path = handoff.path(workdir, **fields)
+    matfile.save_mat(path, typed(handoff, arrays), compressed=handoff.compressed)
+    return path
+
+
+def load(handoff: HandOff, workdir: Path, keys, **fields) -> dict:
+    """Read ``keys`` of a hand-off (patches as float32); a missing or damaged file names the step to rerun."""
+    return decoded(handoff, matfile.load_mat(handoff.path(workdir, **fields), list(keys), made_by=handoff.made_by))
+
+
+def load_rows(handoff: HandOff, workdir: Path, keys, rows, **fields) -> dict:
+    """Rows ``rows`` (slice or indices) of ``keys``; a MATLAB 7.3 file is read only at those rows."""
+    path = existing(handoff.path(workdir, **fields), handoff.made_by)
+    return decoded(handoff, matfile.load_mat_rows(path, list(keys), rows, made_by=handoff.made_by))
+
+
+def existing(path: Path, made_by: str) -> Path:
+    """``path`` if the file exists, else an error saying which step to run first."""
+    if not Path(path).is_file():
+        raise gdal_tif2rgb.InputFileError(f"{path}: not found; run {made_by} first")
+    return Path(path)
+
+
+def load_step0(scene, keys, with_segments: bool = True) -> tuple[dict, np.ndarray | None]:
+    """Step 0's ``samples_labels.mat`` (``keys``) and, ``with_segments``, its ``segments`` (else None: a tiled
+    scene's segments can be as big as the image), checked to come from one Step 0 run on the scene's current
+    image, reference, classes, layers and Step-0 parameters, and to hold one row per superpixel of that run.
+    The contents hold the Step 0 run's provenance under ``"provenance"`` (a dict)."""
+    segments_file = load(SEGMENTS, scene.workdir, ["segments", PROVENANCE] if with_segments else [PROVENANCE])
+    samples = load(SAMPLES, scene.workdir, {*keys, "class_names", "layer_names", PROVENANCE})
+    path = SAMPLES.path(scene.workdir)
+    samples[PROVENANCE] = record = provenance_of(samples, path, STEP0)
+    if provenance_of(segments_file, SEGMENTS.path(scene.workdir), STEP0)["run"] != record["run"]:
+        raise InputDataError(f"{SEGMENTS.path(scene.workdir)} and samples_labels.mat come from different runs of "
+                             f"{STEP0}; rerun {STEP0}")
+    check_step0_provenance(scene, record, path)
+    check_names(path, samples, scene.class_names, STEP0)
+    n = record.get("superpixels")
+    if n is None:
+        raise InputDataError(f"{path}: written by an older version of {STEP0}; rerun {STEP0}")
+    segments = segments_file["segments"] if with_segments else None
+    if segments is not None and int(segments.max()) + 1 != n:
+        raise InputDataError(f"{SEGMENTS.path(scene.workdir)}: {int(segments.max()) + 1} superpixels, but "
+                             f"samples_labels.mat describes {n}; rerun {STEP0}")
+    for key in keys:
+        if SAMPLES.keys[key] != TEXT and len(samples[key]) != n:
+            raise InputDataError(f"{path}: {key} has {len(samples[key])} rows but the Step 0 run made {n} "
+                                 f"superpixels; rerun {STEP0}")
+    return samples, segments
+
+
+def provenance_of(contents: dict, path: Path, made_by: str) -> dict:
+    """The provenance dict of a loaded hand-off."""
+    try:
+        return json.loads("".join(contents[PROVENANCE]))
+    except (json.JSONDecodeError, TypeError):
+        raise InputDataError(f"{path}: its provenance record is damaged; rerun {made_by}") from None
+
+
+def new_run(step: str, **fields) -> dict:
+    """A provenance record of a new run of ``step``."""
+    return {"step": step, "run": uuid.uuid4().hex, **fields}
+
+
+def step0_parameters(scene) -> dict:
+    """What shapes Step 0's hand-offs: bands, classes, the later dates, the mask raster and the aoi (by path or
+    table), the reference field, and the Step-0 parameters of ``scene``."""
+    params = scene.params.as_dict()
+    return {"bands": dict(scene.bands), "classes": {k: list(v) for k, v in scene.classes.items()},
+            "later_dates": [str(image) for image in scene.images[1:]], "mask": scene.mask and str(scene.mask),
+            "aoi": scene.aoi if isinstance(scene.aoi, dict) or scene.aoi is None else str(scene.aoi),
+            "reference_field": scene.reference_field,
+            "mask_values": list(scene.mask_values), "composite": scene.composite,
+            **{name: list(params[name]) if isinstance(params[name], tuple) else params[name]
+               for name in STEP0_PARAMETERS}}
+
+
+def step0_provenance(scene, image_fingerprint: dict, reference_fingerprint: dict | None) -> dict:
+    """Provenance of a new Step 0 run on ``scene`` whose inputs had these fingerprints when read (no reference:
+    None). Step 0 adds its ``stretch``: the limits, the model they came from, if any, and its layers' quantiles before
+    the stretch (``layer_quantiles``, :func:`pipeline.model.scene_shift.layer_quantiles`)."""
+    return new_run(STEP0, inputs={"image": image_fingerprint, "reference": reference_fingerprint},
+                   parameters=step0_parameters(scene))
+
+
+def check_step0_provenance(scene, record: dict, path: Path) -> None:
+    """Refuse Step 0 hand-offs made from other inputs or other Step-0 parameters than the scene's now."""
+    for role in ("image", "reference"):
+        if (record["inputs"][role] is None) != (getattr(scene, role) is None):
+            raise InputDataError(f"{path}: made {'without' if record['inputs'][role] is None else 'with'} a {role}, "
+                                 f"unlike {scene.config_path.name} now; rerun {STEP0}")
+        if record["inputs"][role] is not None and not matches(record["inputs"][role], getattr(scene, role)):
+            raise InputDataError(f"{path}: made from {record['inputs'][role]['path']}, which is not the {role} "
+                                 f"{getattr(scene, role)} of {scene.config_path.name} as it is now; rerun {STEP0}")
+    current = step0_parameters(scene)
+    changed = [name for name in current if record["parameters"].get(name) != current[name]]
+    if changed:
+        details = ", ".join(f"{n} {record['parameters'].get(n)!r} -> {current[n]!r}" for n in changed)
+        raise InputDataError(f"{path}: made with other settings than {scene.config_path.name} now ({details}); "
+                             f"rerun {STEP0}")
+
+
+def check_names(path: Path, contents: dict, class_names, made_by: str) -> None:
+    """Refuse a hand-off made for other classes or layers than the scene's."""
+    if list(contents["class_names"]) != list(class_names):
+        raise InputDataError(f"{path}: made for classes {list(contents['class_names'])}, not {list(class_names)}; "
+                             f"rerun {made_by}")
+    if tuple(contents["layer_names"]) != LAYER_NAMES:
+        raise InputDataError(f"{path}: made for layers {list(contents['layer_names'])}; rerun {made_by}")
+
+
+def load_balanced(scene, keys, step0_run: str) -> dict:
+    """Step 1's balanced set (``keys``) for the scene's ``per_class``, checked to be drawn from the Step 0 run
+    ``step0_run`` with the scene's seed; its provenance is under ``"provenance"``."""
+    per_class, patch_width = scene.params.per_class, scene.params.patch_width
+    path = BALANCED.path(scene.workdir, per_class=per_class)
+    contents = load(BALANCED, scene.workdir, {*keys, "index", "class_names", "layer_names", PROVENANCE},
+                    per_class=per_class)
+    contents[PROVENANCE] = record = provenance_of(contents, path, STEP1)
+    check_names(path, contents, scene.class_names, STEP1)
+    if record.get("step0_run") != step0_run or record["parameters"].get("seed") != scene.params.seed:
+        raise InputDataError(f"{path}: drawn from another run of {STEP0} or with another seed than "
+                             f"{scene.config_path.name} now; rerun {STEP1}")
+    if "images" in contents and contents["images"].shape[1] != patch_width:
+        raise InputDataError(f"{path}: patches of {contents['images'].shape[1]} px, not {patch_width}; rerun {STEP1}")
+    return contents
+
+
+def load_pred_labels(scene, step0_run: str, n_superpixels: int) -> tuple[np.ndarray, dict]:
+    """Step 2's ``predLabels`` and provenance, checked to label the ``n_superpixels`` superpixels of the Step 0
+    run ``step0_run`` with the scene's class codes (or 255). The provenance's ``step1_run`` names the balanced set
+    the model was trained on here (None for a model applied from elsewhere, whose run is ``model_run``)."""
+    contents = load(PRED_LABELS, scene.workdir, ["predLabels", PROVENANCE])
+    path = PRED_LABELS.path(scene.workdir)
+    record = provenance_of(contents, path, STEP2)
+    if record.get("step0_run") != step0_run:
+        raise InputDataError(f"{path}: predicted for other Step 0 outputs than those in {scene.workdir}; "
+                             f"rerun {STEP2}")
+    labels = contents["predLabels"].ravel()
+    if len(labels) != n_superpixels:
+        raise InputDataError(f"{path}: labels {len(labels)} superpixels, but the Step 0 run made {n_superpixels}; "
+                             f"rerun {STEP2}")
+    unknown = np.unique(labels[(labels >= len(scene.classes)) & (labels != UNLABELLED)])
+    if unknown.size:
+        raise InputDataError(f"{path}: holds class codes {unknown.tolist()[:5]} beyond the scene's "
+                             f"{len(scene.classes)} classes; rerun {STEP2}")
+    return labels, record
+
+
+@contextlib.contextmanager
+def raster_writer(handoff: RasterHandOff, folder: Path, grid, run: str, **style):
+    """Yield ``write(block, row=0, col=0)`` filling the raster hand-off in ``folder`` on ``grid`` (a
+    :class:`gdal_tif2rgb.Grid`) block by block, stamped with the ``run`` that writes it; blocks are (rows, cols),
+    or (rows, cols, bands) channels last. ``style``: ``class_names`` and ``class_colours`` of a class raster
+    (:func:`class_style`).
+    The file appears only when the block exits cleanly (:func:`gdal_tif2rgb.geotiff_writer`)."""
+    with gdal_tif2rgb.geotiff_writer(handoff.path(folder), grid, handoff.bands, handoff.dtype,
+                                     **_description(handoff, run, style)) as write:
+        yield lambda block, row=0, col=0: write(_band_first(handoff, block), row, col)
+
+
+def write_raster(handoff: RasterHandOff, folder: Path, array: np.ndarray, grid, run: str, **style) -> None:
+    """Write a whole raster hand-off at once, as :func:`raster_writer` would (GDAL reads ``array`` where it lies,
+    if it is already of the stored type)."""
+    gdal_tif2rgb.write_geotiff(handoff.path(folder), np.asarray(_band_first(handoff, array), handoff.dtype), grid,
+                               **_description(handoff, run, style))
+
+
+def _description(handoff: RasterHandOff, run: str, style: dict) -> dict:
+    return dict(nodata=handoff.nodata, band_names=handoff.band_names, scale=handoff.scale,
+                metadata={handoff.run_item: run}, **style)
+
+
+def _band_first(handoff: RasterHandOff, block: np.ndarray) -> np.ndarray:
+    """A block (rows, cols) or (rows, cols, bands) as stored (unit values as steps), bands first (a view)."""
+    block = encode_unit_values(block) if handoff.scale else block
+    return np.moveaxis(block, -1, 0) if block.ndim == 3 else block
+
+
+def class_style(class_names) -> dict:
+    """The style of a class raster of ``class_names``: their names and palette colours, for :func:`raster_writer`."""
+    return {"class_names": list(class_names), "class_colours": gdal_tif2rgb.class_palette(class_names)}
+
+
+def record_rasters(record: dict, out, handoffs) -> None:
+    """Add to ``record`` (a run's provenance, before it is saved) the fingerprint of each raster hand-off of
+    ``handoffs`` staged in ``out`` (an :class:`~pipeline.run.outputs.OutputSet`), at the path it has once committed,
+    so that :func:`raster_grid` can check at read that the file is still the one written."""
+    record["rasters"] = {handoff.filename: {**fingerprint(handoff.path(out.staging)),
+                                            "path": str(handoff.path(out.folder))}
+                         for handoff in handoffs if handoff.path(out.staging).is_file()}
+
+
+def raster_grid(handoff: RasterHandOff, workdir: Path, record: dict):
+    """The :class:`gdal_tif2rgb.Grid` of a raster hand-off in ``workdir``, after checking that it exists, was
+    written by the run of ``record`` (the provenance of the hand-offs read with it), is the file that run wrote
+    (its recorded size and time, else its SHA-256) and has the declared dtype and band count."""
+    path = existing(handoff.path(workdir), handoff.made_by)
+    grid, bands, dtype, metadata = gdal_tif2rgb.read_layout(path)
+    if metadata.get(handoff.run_item) != record["run"]:
+        raise InputDataError(f"{path}: written by another run of {handoff.made_by} than the hand-offs read with it "
+                             f"in {Path(workdir)}; rerun {handoff.made_by}")
+    rasters = record.get("rasters")
+    recorded = rasters.get(handoff.filename) if isinstance(rasters, dict) else None
+    if not isinstance(recorded, dict):
+        raise InputDataError(f"{path}: the provenance of run {record['run']} records no checksum of this file; "
+                             f"rerun {handoff.made_by}")
+    if not unchanged(recorded, path):
+        raise InputDataError(f"{path}: changed since {handoff.made_by} wrote it (its SHA-256 is not the one its run "
+                             f"recorded); rerun {handoff.made_by}")
+    if bands != handoff.bands or dtype != np.dtype(handoff.dtype):
+        raise InputDataError(f"{path}: {bands} band(s) of {dtype}, not {handoff.bands} of "
+                             f"{np.dtype(handoff.dtype)}; rerun {handoff.made_by}")
+    return grid
+
+
+def read_raster(handoff: RasterHandOff, workdir: Path, record: dict, window: tuple | None = None) -> np.ndarray:
+    """A raster hand-off, whole or a ``window`` (row, col, rows, cols), checked as by :func:`raster_grid`:
+    (rows, cols) of its dtype for one band, (rows, cols, bands) channels last for several; float32 layer values
+    where it holds uint8 steps (a ``scale``)."""
+    raster_grid(handoff, workdir, record)
+    data = gdal_tif2rgb.read_window(handoff.path(workdir), handoff.bands, handoff.dtype, window)
+    data = decode_unit_values(data) if handoff.scale else data
+    return data[0] if handoff.bands == 1 else np.moveaxis(data, 0, -1)
+
+
+def train_labels(labels: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """Labels of the training superpixels (split TRAIN, labelled)."""
+    return labels[(split == TRAIN) & (labels != UNLABELLED)]
+
+
+def check_balanced_set_fits(per_class: int, n_classes: int, patch_width: int, share: float = 0.5) -> None:
+    """Refuse a balanced set that would take more than ``share`` of the memory free now (Steps 1 and 2 hold it
+    whole, and the CNN's input is a second copy)."""
+    import psutil
+
+    needed = 2 * per_class * n_classes * patch_width ** 2 * (4 * len(LAYER_NAMES) + 1)
+    free = psutil.virtual_memory().available
+    if needed > share * free:
+        raise ConfigError(f"per_class = {per_class}: the balanced set would need about {needed / 2**30:.1f} GiB, "
+                          f"more than half the {free / 2**30:.1f} GiB of memory free; choose a smaller per_class")

@@ -1,0 +1,201 @@
+"""The tutorial's patch CNN (section 3): its input, the network, training with a held-out validation set, and
+whole-scene prediction, and the correction of its class probabilities for the priors of the training scene.
+
+Arrays in, arrays out: *patches* are (n, w, w, 8) float32 stacks of the layers in :data:`LAYER_NAMES` order cut
+around superpixels; the *network input* is the (n, w, w, c) float32 stack of the channels the CNN is trained on.
+TensorFlow is imported only inside the functions that need it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from gdal_tif2rgb import InputFileError
+from pipeline.run.config import Parameters
+from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL
+from pipeline.core.errors import ConfigError, InputDataError
+
+log = logging.getLogger(__name__)
+#: Superpixels predicted in one call of the model (bounds the network input held in memory).
+PREDICT_CHUNK = 8192
+
+
+def model_inputs(patches: np.ndarray, masks: np.ndarray, channels) -> np.ndarray:
+    """The network input: the named ``channels`` (the tutorial's ``band4train``) of the patches.
+
+    Parameters
+    ----------
+    patches : (n, w, w, 8) array, the layers in ``LAYER_NAMES`` order.
+    masks : (n, w, w) array, 1 on the pixels of the superpixel each patch is centred on; the channel ``"mask"``.
+    channels : sequence of str, names from ``LAYER_NAMES`` and ``"mask"``.
+
+    Returns
+    -------
+    (n, w, w, len(channels)) float32 array.
+
+    >>> model_inputs(np.ones((1, 2, 2, 8)), np.zeros((1, 2, 2)), ["red", "mask"]).shape
+    (1, 2, 2, 2)
+    """
+    return np.stack([masks if name == MASK_CHANNEL else patches[..., LAYER_NAMES.index(name)] for name in channels],
+                    axis=-1).astype(np.float32, copy=False)
+
+
+def build_cnn(input_shape: tuple, n_classes: int):
+    """The tutorial's CNN: Conv 64 4x4, MaxPool, Conv 128 3x3, MaxPool, Conv 64 3x3, Dense 256, softmax.
+
+    ``input_shape`` is (w, w, channels) of the network input. Compiled with Adam and sparse categorical
+    cross-entropy. The Dense 256 layer is named ``features``: its output is the learned embedding shown in
+    TensorBoard's projector.
+    """
+    from tensorflow import keras
+    from tensorflow.keras import layers
+
+    model = keras.Sequential([
+        keras.Input(shape=input_shape, name="patch"),
+        layers.Conv2D(64, 4, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(128, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.Flatten(),
+        layers.Dense(256, activation="relu", name="features"),
+        layers.Dense(n_classes, activation="softmax", name="class_probabilities"),
+    ], name="tutorial_cnn")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def validation_mask(index: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Hold out ``fraction`` of the distinct superpixels, so no patch is both trained on and validated on.
+
+    ``index`` (m,) holds the superpixel id of each patch of the balanced set; returns an (m,) bool array, True
+    for the held-out patches.
+    """
+    distinct = np.unique(index)
+    held = rng.choice(distinct, size=int(round(fraction * distinct.size)), replace=False)
+    return np.isin(index, held)
+
+
+def check_validation_split(index: np.ndarray, fraction: float) -> None:
+    """Refuse a ``validation_fraction`` that leaves no distinct superpixel of the balanced set to train on."""
+    distinct = np.unique(index).size
+    if distinct - int(round(fraction * distinct)) < 1:
+        raise ConfigError(f"validation_fraction = {fraction} leaves none of the {distinct} distinct superpixels of "
+                          f"the balanced set to train on; lower it or raise per_class")
+
+
+def random_dihedral(network_input: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each (w, w, c) stack of ``network_input`` (n, w, w, c) turned by a random multiple of 90 degrees and
+    mirrored half of the time; a new array of the same shape."""
+    out = np.empty_like(network_input)
+    transform = rng.integers(0, 8, size=len(network_input))
+    for t in range(8):
+        members = transform == t
+        turned = np.rot90(network_input[members], k=t % 4, axes=(1, 2))
+        out[members] = turned[:, :, ::-1] if t >= 4 else turned
+    return out
+
+
+def training_batches(network_input: np.ndarray, labels: np.ndarray, batch_size: int, augment: bool,
+                     rng: np.random.Generator):
+    """A Keras dataset of batches of ``network_input`` (m, w, w, c) and ``labels`` (m,), reshuffled each epoch
+    (and, if ``augment``, randomly turned and mirrored), seeded by ``rng``."""
+    from tensorflow import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.order = rng.permutation(len(labels))
+
+        def __len__(self):
+            return -(-len(labels) // batch_size)
+
+        def __getitem__(self, i):
+            chosen = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
+            batch = network_input[chosen]
+            return (random_dihedral(batch, rng) if augment else batch), labels[chosen]
+
+        def on_epoch_end(self):
+            self.order = rng.permutation(len(labels))
+
+    return Batches()
+
+
+def train_model(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray, n_classes: int,
+                params: Parameters, run_dir: Path):
+    """Train the CNN with the seed of ``params`` on ``network_input`` (m, w, w, c) of the superpixels ``index``
+    (m,) labelled ``labels`` (m,); log to TensorBoard in ``run_dir``. Returns the model and its history (metric
+    name -> list of one value per epoch).
+
+    The learning rate halves after two epochs without a lower validation loss, and the model keeps the
+    weights of the epoch with the lowest validation loss.
+    """
+    import tensorflow as tf
+    from tensorflow import keras
+
+    keras.utils.set_random_seed(params.seed)
+    tf.config.experimental.enable_op_determinism()
+    rng = np.random.default_rng(params.seed)
+    held_out = validation_mask(index, params.validation_fraction, rng)
+    model = build_cnn(network_input.shape[1:], n_classes)
+    model.summary(print_fn=log.info)
+    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run_dir), histogram_freq=1, write_graph=True)]
+    validation = (network_input[held_out], labels[held_out]) if held_out.any() else None
+    if validation is not None:  # halve the step when validation stalls; keep the best epoch, not merely the last
+        callbacks += [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, verbose=1),
+                      keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.epochs,
+                                                    restore_best_weights=True)]
+    log.info("training on %d patches, validating on %d (distinct superpixels)", (~held_out).sum(), held_out.sum())
+    history = model.fit(training_batches(network_input[~held_out], labels[~held_out], params.batch_size,
+                                         params.augment, rng),
+                        validation_data=validation, epochs=params.epochs, callbacks=callbacks, verbose=2)
+    return model, history.history
+
+
+def load_model(path: Path, card=None):
+    """The Keras model saved at ``path`` (a ``.keras`` file), checked against its ``card`` (a
+    :class:`pipeline.handoffs.model_card.ModelCard`), if given: patches of ``patch_width`` px with one channel per
+    ``train_layers`` in, one probability per class out. A file that is no such model is a one-line error."""
+    from tensorflow import keras
+
+    try:
+        model = keras.models.load_model(path)
+    except Exception as error:  # Keras raises many kinds for a damaged or foreign file
+        raise InputFileError(f"{path}: not a Keras model Step 2 wrote ({type(error).__name__}); retrain or copy "
+                             f"model.keras and model.json together") from None
+    if card is not None:
+        expected_in = (card.patch_width, card.patch_width, len(card.train_layers))
+        shape_in, shape_out = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+        if shape_in != expected_in or shape_out != (len(card.class_names),):
+            raise InputDataError(f"{path}: takes {shape_in} and gives {shape_out}, but its model.json describes "
+                                 f"{expected_in} patches ({', '.join(card.train_layers)}) and "
+                                 f"{len(card.class_names)} classes; the card belongs to another model")
+    return model
+
+
+def predict_superpixels(model, patches: np.ndarray, masks: np.ndarray, channels, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities (n, classes) float32 of every superpixel's patch (``patches`` (n, w, w, 8), ``masks``
+    (n, w, w)), in chunks of ``PREDICT_CHUNK`` superpixels; the model sees the ``channels`` it was trained on."""
+    chunks = []
+    for start in range(0, len(patches), PREDICT_CHUNK):
+        end = start + PREDICT_CHUNK
+        chunks.append(model.predict(model_inputs(patches[start:end], masks[start:end], channels),
+                                    batch_size=batch_size, verbose=0))
+        log.info("  predicted %d / %d superpixels", min(end, len(patches)), len(patches))
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def correct_priors(probabilities: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Undo the balanced set's equal class priors (Saerens et al. 2002).
+
+    Weights each class probability of ``probabilities`` (n, classes) by the class's share among the training
+    superpixels, ``shares`` (classes,), and renormalises; returns (n, classes) float32. Raises overall accuracy
+    on scenes whose classes are unequal, at some cost in the recall of rare classes.
+
+    >>> correct_priors(np.array([[0.5, 0.5]]), np.array([0.75, 0.25])).round(2).tolist()
+    [[0.75, 0.25]]
+    """
+    weighted = probabilities * shares
+    return (weighted / weighted.sum(axis=1, keepdims=True)).astype(np.float32)

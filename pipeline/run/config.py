@@ -1,0 +1,429 @@
+"""The scene configuration: a TOML file naming the inputs, bands and classes, and the step parameters.
+
+A scene is a TOML file (default ``data/aberystwyth.toml``); its paths are relative to the file. Step parameters
+have built-in defaults in :class:`Parameters`; the TOML's sections override them and command-line flags
+override both, so running a step with no arguments is the demo run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gdal_tif2rgb import InputFileError
+from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL
+from pipeline.core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = PROJECT_ROOT / "data" / "aberystwyth.toml"
+RUNS_DIR = PROJECT_ROOT / "runs"
+#: Keys of the TOML's top level that are not parameter sections, and those of them a scene must have.
+SCENE_KEYS = ("name", "image", "reference", "bands", "classes", "aoi", "reference_field", "stretch_from", "mask",
+              "mask_values", "composite")
+REQUIRED_KEYS = ("name", "image", "classes")
+#: Older parameter names still accepted in the TOML.
+RENAMED = {"window": "patch_width"}
+#: A scene name is a plain folder name: it becomes data/<name>/ and runs/<name>-<time>/.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Class names: printable, no leading or trailing blanks, no tabs or newlines (they label maps, tables, metadata).
+CLASS_NAME_PATTERN = re.compile(r"[^\s\x00-\x1f\x7f](?:[^\t\n\r\x00-\x1f\x7f]{0,62}[^\s\x00-\x1f\x7f])?")
+
+
+#: Characters that make an image path a glob pattern of tiles.
+PATTERN_CHARACTERS = "*?["
+
+@dataclass(frozen=True)
+class Tiles:
+    """One date given as tiles: the glob ``pattern`` (as written in the scene, made absolute) and the ``files`` it
+    matched, sorted by path. Its text is the pattern."""
+
+    pattern: str
+    files: tuple
+
+    def __str__(self) -> str:
+        return self.pattern
+
+
+def is_pattern(text: str) -> bool:
+    """Whether an image path is a glob pattern.
+
+    >>> is_pattern("tiles/*.tif"), is_pattern("scene.tif")
+    (True, False)
+    """
+    return any(character in text for character in PATTERN_CHARACTERS)
+
+
+def tiles_of(base: Path, pattern: str, what: str) -> Tiles:
+    """The :class:`Tiles` a glob ``pattern`` (relative to the folder ``base``; ``**`` crosses folders) matches;
+    a one-line ConfigError naming ``what`` (e.g. "scene.toml: image") and the pattern when it matches nothing."""
+    absolute = pattern if Path(pattern).is_absolute() else os.path.join(glob.escape(str(base)), pattern)
+    files = tuple(sorted(Path(path) for path in glob.glob(absolute, recursive=True)))
+    if not files:
+        raise ConfigError(f"{what} = {pattern!r} matches no file (looked for {absolute}); check the pattern")
+    return Tiles(str(Path(base, pattern)), files)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a parameter accepts: its TOML section, help text, numeric range, oddness, layer choices."""
+
+    section: str
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    odd: bool = False
+    choices: tuple = ()
+    count: int | None = None
+
+
+def parameter(default, section: str, help: str, **rule):
+    """A :class:`Parameters` field with its :class:`Rule`."""
+    return field(default=default, metadata={"rule": Rule(section, help, **rule)})
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Every step parameter, typed and checked; built-in defaults here, overridden by the TOML and flags."""
+
+    seed: int = parameter(42, "run", "random seed of every random choice (split, balancing, training)",
+                          minimum=0, maximum=2**32 - 1)
+    n_segments: int = parameter(30000, "superpixels", "approximate number of SLIC superpixels", minimum=1)
+    compactness: float = parameter(30.0, "superpixels", "SLIC compactness (CIELAB units; higher = squarer)",
+                                   minimum=1e-6)
+    slic_layers: tuple = parameter(("red", "green", "blue"), "superpixels",
+                                   "the 3 layers SLIC segments, as an RGB triplet", choices=LAYER_NAMES, count=3)
+    patch_width: int = parameter(25, "sampling", "patch width w in pixels (odd; the tutorial CNN needs >= 19)",
+                                 minimum=19, odd=True)
+    test_fraction: float = parameter(0.3, "sampling", "share of labelled superpixels held out for testing",
+                                     minimum=0.01, maximum=0.9)
+    block_size: int = parameter(128, "sampling", "side of the spatial split's blocks in pixels", minimum=8)
+    tile_size: int = parameter(0, "tiling", "process the scene in tiles of this many pixels a side on a Dask "
+                                            "cluster (0 = whole scene in memory)", minimum=0)
+    per_class: int = parameter(2000, "balance", "training samples drawn per class", minimum=1)
+    min_training_superpixels: int = parameter(5, "balance", "Step 1 refuses a class with fewer distinct training "
+                                                            "superpixels than this", minimum=1)
+    epochs: int = parameter(20, "training", "training epochs", minimum=1)
+    batch_size: int = parameter(64, "training", "training batch size", minimum=1)
+    validation_fraction: float = parameter(0.3, "training", "share of the balanced set kept for validation",
+                                           minimum=0.0, maximum=0.9)
+    train_layers: tuple = parameter((*LAYER_NAMES, MASK_CHANNEL), "training",
+                                    "channels the CNN sees (band4train): layers, plus 'mask' = the superpixel's "
+                                    "own pixels", choices=(*LAYER_NAMES, MASK_CHANNEL))
+    projector_layers: tuple = parameter(("red", "green", "blue"), "training",
+                                        "3 layers of the projector's sprite images (band4projector)",
+                                        choices=LAYER_NAMES, count=3)
+    augment: bool = parameter(True, "training", "turn and mirror the training patches at random, anew each epoch")
+    target_se: float = parameter(0.01, "assessment", "standard error of the overall accuracy a designed "
+                                                       "validation sample aims at (Olofsson et al. 2014 eq. 13)",
+                                 minimum=0.001, maximum=0.2)
+    min_per_class: int = parameter(50, "assessment", "at least this many points per map class in a designed "
+                                                     "validation sample", minimum=2)
+    sample_size: int = parameter(0, "assessment", "points of a designed validation sample (0 = from --target-se)",
+                                 minimum=0)
+    masking: bool = parameter(True, "masking", "mask clouds, shadows and bad pixels: from a product's own mask "
+                                               "(SCL, MSK_CLASSI), else a cloud detector, or the scene's mask raster")
+    mask_classes: tuple = parameter((0, 1, 3, 8, 9, 10), "masking",
+                                    "SCL classes masked in L2A products (0 no data, 1 saturated or defective, 3 cloud "
+                                    "shadows, 8/9 cloud medium/high probability, 10 thin cirrus, 11 snow)",
+                                    choices=tuple(range(12)))
+    mask_buffer_m: float = parameter(40.0, "masking", "buffer in metres around masked clouds and shadows",
+                                     minimum=0.0, maximum=5000.0)
+    prior_correction: bool = parameter(True, "training", "weight predicted class probabilities by the classes' "
+                                                         "shares among training superpixels (undoes the balancing's "
+                                                         "equal priors)")
+
+    @classmethod
+    def rules(cls) -> dict:
+        """Parameter name -> (:class:`Rule`, default)."""
+        return {f.name: (f.metadata["rule"], f.default) for f in dataclasses.fields(cls)}
+
+    def replaced(self, values: dict, source: str) -> "Parameters":
+        """A copy with ``values`` (name -> raw value, None = not given) checked and applied."""
+        rules = self.rules()
+        checked = {name: check_value(name, value, *rules[name], source)
+                   for name, value in values.items() if value is not None}
+        return dataclasses.replace(self, **checked)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_value(name: str, value, rule: Rule, default, source: str):
+    """``value`` converted to the type of ``default`` if it obeys ``rule``, else :class:`ConfigError`."""
+    where = f"{source}: {name} = {value!r}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if isinstance(default, tuple) and isinstance(default[0], int):
+        return _check_codes(value, rule, where)
+    if isinstance(default, tuple):
+        return _check_layers(value, rule, where)
+    kind = type(default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be {'an integer' if kind is int else 'a number'}")
+    if not math.isfinite(value) or (kind is int and value != int(value)):
+        raise ConfigError(f"{where} must be {'an integer' if kind is int else 'a finite number'}")
+    value = kind(value)
+    if rule.minimum is not None and value < rule.minimum:
+        raise ConfigError(f"{where} must be at least {rule.minimum}")
+    if rule.maximum is not None and value > rule.maximum:
+        raise ConfigError(f"{where} must be at most {rule.maximum}")
+    if rule.odd and value % 2 == 0:
+        raise ConfigError(f"{where} must be odd, so the patch has a centre pixel")
+    return value
+
+
+def _check_layers(value, rule: Rule, where: str) -> tuple:
+    if isinstance(value, (str, int)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{where} must be a list of layer names from {', '.join(rule.choices)}")
+    names = [_layer_name(v, rule.choices) for v in value]
+    unknown = [v for v in names if v not in rule.choices]
+    if unknown:
+        raise ConfigError(f"{where} names unknown layer(s) {unknown}; choose from {', '.join(rule.choices)}")
+    if rule.count is not None and len(names) != rule.count:
+        raise ConfigError(f"{where} must name exactly {rule.count} layers")
+    return tuple(names)
+
+
+def _check_codes(value, rule: Rule, where: str) -> tuple:
+    """A list of integer codes from ``rule.choices`` (e.g. SCL classes), sorted, each once."""
+    value = [value] if isinstance(value, int) else value
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value) \
+            or not set(value) <= set(rule.choices):
+        raise ConfigError(f"{where} must be a list of integers from {min(rule.choices)} to {max(rule.choices)}")
+    return tuple(sorted(set(value)))
+
+
+def _layer_name(value, choices: tuple):
+    """A layer given by name, or by its 0-based index in ``choices`` (an int or a string of digits)."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(choices):
+        return choices[value]
+    return value
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A resolved scene: inputs, band numbers, classes, parameters and the work folder."""
+
+    name: str
+    config_path: Path
+    images: tuple  # one or more dates: rasters, Sentinel-2 products (.SAFE folder, .zip, band folder), Tiles of a
+    # glob pattern; str: /vsi...
+    reference: Path | str | None  # a raster on any grid, or a vector file; None: a scene to map, not to train on
+    bands: dict  # layer name -> 1-based band number or band description (rasters), band name "B02" (products)
+    classes: dict  # class name -> list of reference values; order gives codes 0, 1, ...
+    params: Parameters
+    workdir: Path
+    aoi: dict | Path | None = None  # {"bbox": [xmin, ymin, xmax, ymax], "crs": ...} or a vector file
+    reference_field: str | None = None  # attribute of a vector reference holding the class values
+    stretch_from: Path | None = None  # a trained model.keras whose training scene's stretch limits Step 0 uses
+    validation: Path | None = None  # a labelled validation sample (points) Step 3 estimates areas and accuracy from
+    validation_field: str = "reference"  # the field of ``validation`` holding the labels
+    mask: Path | str | None = None  # a raster (any grid) whose ``mask_values`` mark pixels to leave out
+    mask_values: tuple = ()  # values of ``mask`` that are masked
+    composite: str = "median"  # how several dates combine, pixel by pixel, over their clear observations
+
+    @property
+    def image(self) -> Path | str | Tiles:
+        """The first date: its grid (cut to the aoi) is the work grid."""
+        return self.images[0]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes)
+
+    def output(self, filename: str) -> Path:
+        """Path of a file in the work folder."""
+        return self.workdir / filename
+
+
+def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict | None = None) -> Scene:
+    """Read and check a scene TOML; apply command-line ``overrides`` (name -> value, None = not given)."""
+    config_path = Path(config_path)
+    config = _read_toml(config_path)
+    for key in REQUIRED_KEYS:
+        if key not in config:
+            raise ConfigError(f"{config_path}: missing key '{key}'")
+    base = config_path.resolve().parent
+    assessment = config.get("assessment", {})
+    validation = assessment.pop("validation", None) if isinstance(assessment, dict) else None
+    validation_field = assessment.pop("validation_field", "reference") if isinstance(assessment, dict) else None
+    params = Parameters().replaced(_section_values(config, config_path), str(config_path))
+    params = params.replaced(overrides or {}, "command line")
+    name = _check_name(config["name"], config_path)
+    return Scene(name=name, config_path=config_path, images=_check_images(config["image"], base, config_path),
+                 reference=input_path(base, config["reference"], "reference", config_path)
+                 if "reference" in config else None,
+                 bands=_check_bands(config.get("bands", {}), config_path),
+                 classes=_check_classes(config["classes"], config_path), params=params,
+                 workdir=Path(workdir) if workdir else PROJECT_ROOT / "data" / name,
+                 aoi=_check_aoi(config.get("aoi"), base, config_path),
+                 reference_field=_check_field(config.get("reference_field"), config_path),
+                 stretch_from=input_path(base, config["stretch_from"], "stretch_from", config_path)
+                 if "stretch_from" in config else None,
+                 validation=None if validation is None else input_path(base, validation, "validation", config_path),
+                 validation_field=_check_field(validation_field, config_path, "validation_field"),
+                 **_check_mask(config, base, config_path))
+
+
+def _check_images(value, base: Path, config_path: Path) -> tuple:
+    """One date (a path) or several (a list of paths), each relative to the TOML; a glob pattern (``tiles/*.tif``)
+    that is not itself a file is one date given as tiles (:class:`pipeline.run.config.Tiles`)."""
+    values = value if isinstance(value, list) else [value]
+    if not values or len(values) > 254:
+        raise ConfigError(f"{config_path}: image must be a path or a list of 1 to 254 paths (one per date)")
+    images = tuple(input_path(base, v, "image", config_path) for v in values)
+    images = tuple(tiles_of(base, v, f"{config_path}: image") if isinstance(image, Path) and is_pattern(v)
+                   and not image.exists() else image for v, image in zip(values, images))
+    if len(set(map(str, images))) != len(images):
+        raise ConfigError(f"{config_path}: image lists the same date twice")
+    return images
+
+
+#: How several dates can be combined.
+COMPOSITES = ("median",)
+
+
+def _check_mask(keys: dict, base: Path, config_path: Path) -> dict:
+    """The scene's ``mask``, ``mask_values`` and ``composite``, checked."""
+    checked = {}
+    if "mask" in keys:
+        checked["mask"] = input_path(base, keys["mask"], "mask", config_path)
+        values = keys.get("mask_values")
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"{config_path}: mask needs mask_values = [...], the values of the mask "
+                              f"raster to leave out (e.g. [1] or [8, 9, 10])")
+        checked["mask_values"] = tuple(values)
+    elif "mask_values" in keys:
+        raise ConfigError(f"{config_path}: mask_values is given without mask = \"...\"")
+    if "composite" in keys:
+        if keys["composite"] not in COMPOSITES:
+            raise ConfigError(f"{config_path}: composite = {keys['composite']!r}; use one of "
+                              f"{', '.join(map(repr, COMPOSITES))}")
+        checked["composite"] = keys["composite"]
+    return checked
+
+
+def _check_name(name, config_path: Path) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"{config_path}: name = {name!r} must be a plain folder name (letters, digits, '-', "
+                          f"'_', '.'; 1 to 64 characters; not '.' or '..')")
+    return name
+
+
+def input_path(base: Path, value, key: str, config_path: Path) -> Path | str:
+    """An input path of the TOML, relative to the TOML's folder; GDAL virtual paths (``/vsizip/...``) as given."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{config_path}: {key} = {value!r} must be a file path")
+    if value.startswith("/vsi"):
+        return value
+    return ordinary_path((base / value).resolve(), f"{config_path}: {key}")
+
+
+def ordinary_path(path: Path, what: str) -> Path:
+    """``path`` if it is a file, a folder or nothing yet; a FIFO, device or socket (which would block or never
+    end when read) is a one-line error naming ``what``."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return path
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ConfigError(f"{what} = {path} is not a file or folder (a FIFO, device or socket); give a file")
+    return path
+
+
+def _read_toml(config_path: Path) -> dict:
+    if not config_path.is_file():
+        raise InputFileError(f"{config_path}: configuration file not found")
+    try:
+        return tomllib.loads(config_path.read_text(encoding="utf-8-sig"))  # a byte-order mark is allowed
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{config_path}: not valid TOML ({error})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{config_path}: not UTF-8 text; save it as UTF-8") from None
+
+
+def _section_values(config: dict, config_path: Path) -> dict:
+    """Parameter name -> value of the TOML's parameter sections, refusing unknown sections and names."""
+    rules = Parameters.rules()
+    sections = {rule.section for rule, _ in rules.values()}
+    values = {}
+    for section, table in config.items():
+        if section in SCENE_KEYS:
+            continue
+        if section not in sections or not isinstance(table, dict):
+            raise ConfigError(f"{config_path}: unknown key '{section}'; keys are {', '.join(SCENE_KEYS)} and the "
+                              f"sections {', '.join(sorted(sections))}")
+        for key, value in table.items():
+            name = RENAMED.get(key, key)
+            if name not in rules or rules[name][0].section != section:
+                raise ConfigError(f"{config_path}: unknown parameter '{key}' in [{section}]")
+            values[name] = check_value(key, value, *rules[name], str(config_path))
+    return values
+
+
+def _check_bands(bands, config_path: Path) -> dict:
+    """Layer name -> 1-based band number or band name; roles left out are taken from a Sentinel-2 product's
+    defaults (B02, B03, B04, B08, B11) and must be given for an ordinary raster (checked in Step 0)."""
+    if not isinstance(bands, dict):
+        raise ConfigError(f"{config_path}: [bands] must map layer names to band numbers or band names")
+    unknown = [name for name in bands if name not in LAYER_NAMES]
+    if unknown:
+        raise ConfigError(f"{config_path}: unknown band name(s) {unknown} in [bands]; use {', '.join(LAYER_NAMES)}")
+    for name, band in bands.items():
+        if isinstance(band, bool) or not (isinstance(band, int) and band >= 1 or isinstance(band, str) and band):
+            raise ConfigError(f"{config_path}: [bands] {name} = {band!r} must be a 1-based band number or a band "
+                              f"name (e.g. \"B11\" or a band description)")
+    return dict(bands)
+
+
+def _check_aoi(aoi, base: Path, config_path: Path):
+    """None, a {bbox, crs} table, or a vector file path relative to the TOML."""
+    if aoi is None or isinstance(aoi, dict):
+        return aoi
+    if isinstance(aoi, str) and aoi:
+        return input_path(base, aoi, "aoi", config_path)
+    raise ConfigError(f"{config_path}: aoi = {aoi!r} must be a table {{bbox = [xmin, ymin, xmax, ymax], "
+                      f"crs = \"EPSG:4326\"}} or a vector file path")
+
+
+def _check_field(field, config_path: Path, key: str = "reference_field") -> str | None:
+    if field is None or isinstance(field, str) and field:
+        return field
+    raise ConfigError(f"{config_path}: {key} = {field!r} must be the name of an attribute")
+
+
+def _check_classes(classes, config_path: Path) -> dict:
+    if not isinstance(classes, dict) or len(classes) < 2:
+        raise ConfigError(f"{config_path}: [classes] must map at least 2 class names to reference values")
+    if len(classes) >= 255:
+        raise ConfigError(f"{config_path}: [classes] may hold at most 254 classes")
+    seen, checked = {}, {}
+    for name, values in classes.items():
+        if not CLASS_NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"{config_path}: class name {name!r} must be 1 to 64 printable characters without "
+                              f"leading or trailing blanks, tabs or newlines")
+        values = [values] if isinstance(values, (int, str)) else values
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 or isinstance(v, str) and v for v in values):
+            raise ConfigError(f"{config_path}: [classes] {name} = {values!r} must list reference values (integers "
+                              f">= 0, or attribute values of a vector reference)")
+        for value in values:
+            if value in seen:
+                raise ConfigError(f"{config_path}: reference value {value} is given to both {seen[value]} and {name}")
+            seen[value] = name
+        checked[name] = values
+    return checked

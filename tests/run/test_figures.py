@@ -1,0 +1,95 @@
+"""Figures checked by what they show: their size and the colours of known pixels, as a user would look at them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from PIL import Image
+
+import gdal_tif2rgb
+from pipeline.core.vocabulary import LAYER_NAMES
+from pipeline.run.figures import plot_class_map
+
+WATER, CROP, YELLOW = (31, 59, 255), (255, 119, 88), (255, 255, 0)
+
+
+def png(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def colour_count(image: np.ndarray, colour) -> int:
+    return int((image == np.array(colour, np.uint8)).all(axis=-1).sum())
+
+
+def test_rgb_quicklook_is_the_stretched_red_green_blue_of_layers_tif(step0_workdir):
+    layers = gdal.Open(str(step0_workdir / "layers.tif")).ReadAsArray()
+    rgb = png(step0_workdir / "rgb.png")
+    assert rgb.shape == (339, 324, 3)
+    expected = np.moveaxis(layers[[LAYER_NAMES.index(n) for n in ("red", "green", "blue")]], 0, -1)  # stored steps
+    assert np.array_equal(rgb, expected)
+
+
+def test_boundaries_are_yellow_exactly_where_superpixels_meet(step0_workdir):
+    segments = gdal.Open(str(step0_workdir / "segments.tif")).ReadAsArray()
+    shown, rgb = png(step0_workdir / "segments_boundaries.png"), png(step0_workdir / "rgb.png")
+    edges = np.zeros(segments.shape, bool)
+    edges[:, 1:] |= segments[:, 1:] != segments[:, :-1]
+    edges[1:, :] |= segments[1:, :] != segments[:-1, :]
+    assert shown.shape == rgb.shape and (shown[edges] == YELLOW).all()
+    assert np.array_equal(shown[~edges], rgb[~edges])
+    assert 0.2 < edges.mean() < 0.8  # superpixels of about 70 px
+
+
+def test_class_map_shows_each_class_in_its_colour_in_proportion():
+    codes = np.zeros((200, 300), np.uint8)
+    codes[:, :100] = 3  # one third water, two thirds urban ... recoded below
+    codes[:, 100:] = 1
+    figure = plot_class_map(codes, ["urban", "crop", "vegetation", "water"], "test")
+    figure.canvas.draw()
+    image = np.asarray(figure.canvas.buffer_rgba())[..., :3]
+    water, crop = colour_count(image, WATER), colour_count(image, CROP)
+    assert water > 1000 and 1.6 < crop / water < 2.4  # the legend adds a few of each
+    left_of_map = image[image.shape[0] // 2, :image.shape[1] // 2]
+    assert colour_count(left_of_map[None], WATER) > 0
+
+
+def test_predicted_map_png_has_the_class_shares_of_predmap_tif(step2_workdir):
+    workdir, _, _ = step2_workdir
+    codes = gdal.Open(str(workdir / "predMap.tif")).ReadAsArray()
+    image = png(workdir / "predMap.png")
+    palette = gdal_tif2rgb.class_palette(["urban", "crop", "vegetation", "water"])
+    shown = np.array([colour_count(image, colour) for colour in palette], float)
+    actual = np.bincount(codes.ravel(), minlength=256)[:4].astype(float)
+    np.testing.assert_allclose(shown / shown.sum(), actual / actual.sum(), atol=0.03)
+
+
+def test_example_patches_show_one_row_per_class(step0_workdir):
+    image = png(step0_workdir / "example_patches.png")
+    assert image.shape[1] > image.shape[0] > 300  # 6 patches across, 4 classes down
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 1000  # photographs, not an empty grid
+
+
+def test_explore_grid_is_five_compactness_values_across(explored_workdir):
+    image = png(explored_workdir / "explore_slic.png")
+    assert image.shape[1] > 1.3 * image.shape[0]  # 5 columns, 3 rows
+    assert colour_count(image, YELLOW) > 3000  # the boundaries (the rest blended by resampling)
+
+
+@pytest.mark.parametrize("chunk_bytes", [2**30, 500])  # one IDAT chunk, or many (images deflating past 1 GiB)
+def test_png_writer_gives_files_that_libpng_and_pillow_read_back_exactly(tmp_path, monkeypatch, chunk_bytes):
+    monkeypatch.setattr(gdal_tif2rgb, "PNG_CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(7)
+    ramp = np.add.outer(np.arange(90), np.arange(70)).astype(np.uint8)  # smooth: rows filtered "Up"
+    for shape in [(9, 13), (9, 13, 2), (9, 13, 3), (9, 13, 4), (1, 1, 3), (90, 70, 3)]:
+        image = rng.integers(0, 256, shape, dtype=np.uint8) if shape[0] < 90 else np.stack([ramp] * 3, axis=-1)
+        path = tmp_path / f"{len(shape)}_{shape[-1]}.png"
+        gdal_tif2rgb.save_png(path, image[::-1])  # a view with a negative stride
+        read = gdal.Open(str(path))  # GDAL's PNG driver: libpng, which checks every chunk's CRC
+        assert read.GetDriver().ShortName == "PNG"
+        bands = read.ReadAsArray()
+        assert np.array_equal(bands if bands.ndim == 2 else np.moveaxis(bands, 0, -1), image[::-1])
+        assert np.array_equal(np.asarray(Image.open(path)).reshape(shape), image[::-1])
+    for bad in (np.zeros((4, 4), np.float32), np.zeros((4, 4, 5), np.uint8), np.zeros((0, 4), np.uint8)):
+        with pytest.raises(ValueError, match="a PNG holds uint8"):
+            gdal_tif2rgb.save_png(tmp_path / "bad.png", bad)
+    assert not (tmp_path / "bad.png").exists() and not list(tmp_path.glob("*partial*"))
