@@ -20,6 +20,7 @@ from builders import (CLASS_VALUES, PROJECT, QUADRANT_PARAMETERS, assert_one_lin
                       quadrant_scene, snapshot, write_product, write_scene, write_tif)
 from pipeline.handoffs import contract
 from pipeline.core.errors import InputDataError
+from pipeline.core.geotiff_options import STAGING_IN_MEMORY_BYTES
 from pipeline.inputs.sentinel2 import _parse_metadata
 
 
@@ -442,7 +443,7 @@ def test_a_disk_that_fills_during_a_cog_write_from_memory_names_the_file_and_lea
             "    gdal_tif2rgb.write_geotiff(sys.argv[1], noise, gdal_tif2rgb.Grid(600, 700, (0, 10, 0, 0, 0, -10), ''))\n"
             "except OSError as error:\n"
             "    sys.exit(f'error: {error}')\n")
-    assert 600 * 700 * 3 <= gdal_tif2rgb.STAGING_IN_MEMORY_BYTES
+    assert 600 * 700 * 3 <= STAGING_IN_MEMORY_BYTES
     exit_code, error = run_with_file_size_limit(["-c", code, target], 200_000)
     assert exit_code == 1
     assert_one_line(error, [str(target), "GDAL could not write it"])
