@@ -15,7 +15,6 @@ import pytest
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step3_Accuracy_Assessment as step3
-import gdal_tif2rgb
 from builders import (CLASS_VALUES, PROJECT, QUADRANT_PARAMETERS, assert_one_line, fails_with_one_line,
                       quadrant_scene, snapshot, write_product, write_scene, write_tif)
 from pipeline.handoffs import contract
