@@ -44,7 +44,7 @@ from typing import Callable
 
 import numpy as np
 
-import gdal_tif2rgb
+from pipeline.run import files
 from pipeline.run import cli
 from pipeline.tiling import cluster
 from pipeline.handoffs import contract, model_card
@@ -275,15 +275,15 @@ def finish(scene: Scene, out: OutputSet, prepared: PreparedScene, record: dict, 
         log.warning("%d pixels are NaN or nodata in %s: they are masked", prepared.invalid_pixels,
                     Path(str(scene.image)).name)
     def draw_boundaries():  # numpy and PNG encoding, no pyplot: safe beside the example-patch figure
-        gdal_tif2rgb.save_png(out.path("segments_boundaries.png"), quicklooks.boundary_image(
+        files.save_png(out.path("segments_boundaries.png"), quicklooks.boundary_image(
             select_layers(prepared.preview_steps, quicklooks.COMPOSITES["rgb"]), prepared.preview_segments))
 
     with cli.timed("superpixel boundaries and example patches", details["timings_s"]), ThreadPoolExecutor(1) as side:
         boundaries = side.submit(draw_boundaries)
         chosen = example_indices(prepared.labels, len(scene.classes), np.random.default_rng(scene.params.seed))
         patches = prepared.read_patches(np.concatenate(chosen).astype(np.int64))
-        gdal_tif2rgb.save_png(out.path("example_patches.png"),
-                              quicklooks.plot_example_patches(chosen, patches, scene.class_names))
+        files.save_png(out.path("example_patches.png"),
+                       quicklooks.plot_example_patches(chosen, patches, scene.class_names))
         boundaries.result()
     summary = summarise(prepared.labels, prepared.split, prepared.purity, scene.class_names)
     for line in summary["table"]:
@@ -305,7 +305,7 @@ def explore_slic(scene: Scene, work: sources.PreparedSources, out: OutputSet, cr
     stretched = stretched_layers(raw, valid, scene.params.slic_layers)
     rgb = select_layers(stretched.steps, quicklooks.COMPOSITES["rgb"])
     figure = quicklooks.plot_slic_exploration(rgb, stretched.slic_lab, valid, scene.params.n_segments, crop_size)
-    gdal_tif2rgb.save_png(out.path("explore_slic.png"), figure)
+    files.save_png(out.path("explore_slic.png"), figure)
     log.info("wrote explore_slic.png in %s: pick n_segments and compactness, then run without --explore",
              scene.workdir)
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-import gdal_tif2rgb
+from pipeline.core.atomic_files import atomic_output
+from pipeline.run import files
 from pipeline.run import cli
 from pipeline.tiling import cluster, tiled_prediction
 from pipeline.model import cnn, prediction_maps, scene_shift, training_logs
@@ -64,9 +65,9 @@ def train(scene: Scene, out: OutputSet, balanced: dict, run_dir: Path, timings: 
         model, history = cnn.train_model(network_input, balanced["labels"], balanced["index"], len(scene.classes),
                                          p, run_dir)
     timings["per_epoch"] = round(timings[f"training ({p.epochs} epochs)"] / p.epochs, 3)
-    with gdal_tif2rgb.atomic_output(out.path(contract.MODEL_FILE)) as temporary:
+    with atomic_output(out.path(contract.MODEL_FILE)) as temporary:
         model.save(temporary)
-    gdal_tif2rgb.save_png(out.path("learning_curve.png"), training_logs.plot_learning_curve(history))
+    files.save_png(out.path("learning_curve.png"), training_logs.plot_learning_curve(history))
     with cli.timed("projector embeddings", timings), training_logs.run_writes(run_dir):
         training_logs.write_embeddings(run_dir, model, network_input, patches, balanced["labels"], scene.class_names,
                                        p.projector_layers, np.random.default_rng(p.seed))

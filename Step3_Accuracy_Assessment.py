@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-import gdal_tif2rgb
+from pipeline.run import files
 from pipeline.assessment import accuracy, label_suggestions, pixel_counts, report
 from pipeline.run import cli
 from pipeline.handoffs import contract
@@ -173,17 +173,17 @@ def write_figures(out: OutputSet, data: dict, counts: pixel_counts.PixelCounts, 
     confusion matrix."""
     class_names, previews = metrics["class_names"], counts.previews
     superpixel_reference = paint_map(data["labels"], previews["segments"], UNLABELLED)
-    gdal_tif2rgb.save_png(out.path("reference_maps.png"),
-                          plot_maps(previews["codes"], superpixel_reference, previews["map"], class_names))
-    gdal_tif2rgb.save_png(out.path("disagreement_map.png"),
-                          plot_disagreement(previews["codes"], previews["map"], counts.disagreement_share))
-    gdal_tif2rgb.save_png(out.path("split_map.png"),
-                          plot_split(data["labels"], data["split"], previews["segments"],
-                                     f"Spatial split: held-out test superpixels in {block_size} px blocks"
-                                     if data["applied_from"] is None else
-                                     f"Every labelled superpixel held out (model trained on {data['applied_from']})"))
+    files.save_png(out.path("reference_maps.png"),
+                   plot_maps(previews["codes"], superpixel_reference, previews["map"], class_names))
+    files.save_png(out.path("disagreement_map.png"),
+                   plot_disagreement(previews["codes"], previews["map"], counts.disagreement_share))
+    files.save_png(out.path("split_map.png"),
+                   plot_split(data["labels"], data["split"], previews["segments"],
+                              f"Spatial split: held-out test superpixels in {block_size} px blocks"
+                              if data["applied_from"] is None else
+                              f"Every labelled superpixel held out (model trained on {data['applied_from']})"))
     for name, result in metrics["assessments"].items():
-        gdal_tif2rgb.save_png(out.path(f"confusion_{name}.png"), plot_confusion(result, name))
+        files.save_png(out.path(f"confusion_{name}.png"), plot_confusion(result, name))
 
 
 def assess_map(scene: Scene, out: OutputSet, data: dict, timings: dict) -> dict:

@@ -1,9 +1,9 @@
-"""Shared raster and colour helpers of the pipeline, and a small RGB-quicklook tool.
+"""Raster I/O of the pipeline, and a small RGB-quicklook tool.
 
-Every raster, colour table, QGIS style and PNG the steps read or write goes through this module, so GDAL
-and colour code live in one place (the ``.mat`` hand-offs have theirs, ``pipeline/handoffs/matfile.py``). Every
-writer goes through :func:`atomic_output`: the file is written under a temporary name in its own folder and
-renamed when complete, so an interrupted run never leaves a half-written file that a later step would read.
+Every raster the steps read or write goes through this module (GDAL's other home is ``pipeline/inputs/``, which
+prepares the sources): reading bands and windows, writing Cloud-Optimized GeoTIFFs with their class colour
+tables and names. Every file appears whole or not at all
+(:func:`~pipeline.core.atomic_files.atomic_output`). Of the pipeline it imports :mod:`pipeline.core` only.
 
 Run as a script it writes an RGB PNG of any GeoTIFF::
 
@@ -15,31 +15,17 @@ import argparse
 import contextlib
 import errno
 import os
-import struct
 import sys
-import uuid
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-#: The tutorial's class colours (RGB, 0-255), keyed by class name.
-CLASS_COLOURS = {
-    "urban": (255, 248, 18),
-    "crop": (255, 119, 88),
-    "vegetation": (11, 131, 20),
-    "water": (31, 59, 255),
-}
-#: Colours for class names the tutorial does not have, taken in turn.
-EXTRA_COLOURS = ((148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127), (23, 190, 207),
-                 (188, 189, 34), (214, 39, 40), (44, 160, 44), (255, 187, 120), (174, 199, 232),
-                 (152, 223, 138), (196, 156, 148), (219, 219, 141), (158, 218, 229), (247, 182, 210),
-                 (99, 99, 99), (57, 59, 121), (132, 60, 57), (123, 65, 115), (82, 84, 163))
-
-
-class InputFileError(OSError):
-    """A raster or ``.mat`` file is missing, unreadable, or not what it should be (one-line message)."""
+from pipeline.core.atomic_files import atomic_output, new_file_beside
+from pipeline.core.errors import InputFileError
+from pipeline.core.geotiff_options import STAGING_IN_MEMORY_BYTES, compression_options, overview_factors
+from pipeline.core.png import png_bytes
+from pipeline.core.stretch import percentile_limits, rescale_to_unit, unit_to_byte
 
 
 @dataclass(frozen=True)
@@ -199,30 +185,6 @@ def virtual_file_chunks(path: str, size: int):
         gdal.VSIFCloseL(handle)
 
 
-@contextlib.contextmanager
-def atomic_output(path: Path):
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
-
-    The temporary file is created with the permissions a plain ``open`` would give (the user's umask).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _new_file_beside(path, f"partial{path.suffix}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        if isinstance(error, OSError) and error.filename is None and error.errno in DISK_ERRORS:
-            raise OSError(error.errno, error.strerror, str(path)) from None  # a full disk: name the file written
-        raise
-
-
-#: Errors of a file system that takes no more data (full, a file too large, out of quota).
-DISK_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-
-
 def _gdal_call(path: Path, method, *args):
     """``method(*args)``: a GDAL call writing ``path``; its error (a full disk...) becomes an OSError naming the
     file, raised holding no reference to the dataset (not even through the traceback), so that the dataset
@@ -256,10 +218,6 @@ def _failed_write_closes_quiet():
 CLASS_NAME_ITEM = "CLASS_"
 
 
-#: Rasters of at most this many bytes, uncompressed, are staged in memory for the COG driver (one pass to disk).
-STAGING_IN_MEMORY_BYTES = 512 * 2**20
-
-
 @contextlib.contextmanager
 def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=None, nodata=None, scale=None,
                    class_names=None, class_colours=None, metadata=None, cloud_optimized: bool = True):
@@ -267,14 +225,15 @@ def geotiff_writer(path: Path, grid: Grid, n_bands: int, dtype, *, band_names=No
     compressed Cloud-Optimized GeoTIFF on ``grid`` (a plain tiled one unless ``cloud_optimized``); the file
     appears at ``path`` only when the block exits cleanly. Blocks go to an uncompressed staging raster, in
     memory up to ``STAGING_IN_MEMORY_BYTES``, else a tiled GeoTIFF beside ``path``, given its overviews
-    (:func:`overview_factors`; nearest-neighbour for class and id rasters, average for float or scaled layers:
+    (``overview_factors``; nearest-neighbour for class and id rasters, average for float or scaled layers:
     built on the staging raster, half the CPU of the COG driver's own), which GDAL's COG driver then
-    compresses into the final file; a staging file is removed in every case. ``scale``: the band scale of integer
-    steps of a continuous value (value = stored * scale, as QGIS reads it). ``class_names`` and
-    ``class_colours`` (RGB tuples indexed by class value) add a colour table and category names to band 1,
-    which QGIS shows as a legend. GeoTIFF keeps category names only in the ``.aux.xml`` side file, so they are
-    also written inside the file as band 1 metadata items ``CLASS_<value>=<name>`` (:func:`read_class_names`
-    reads either). ``metadata`` (a dict of str) is stored as the file's own metadata items (:func:`read_layout`).
+    compresses into the final file (:mod:`pipeline.core.geotiff_options`); a staging file is removed in every
+    case. ``scale``: the band scale of integer steps of a continuous value (value = stored * scale, as QGIS
+    reads it). ``class_names`` and ``class_colours`` (RGB tuples indexed by class value) add a colour table and
+    category names to band 1, which QGIS shows as a legend. GeoTIFF keeps category names only in the
+    ``.aux.xml`` side file, so they are also written inside the file as band 1 metadata items
+    ``CLASS_<value>=<name>`` (:func:`read_class_names` reads either). ``metadata`` (a dict of str) is stored as
+    the file's own metadata items (:func:`read_layout`).
     """
     description = dict(band_names=band_names, nodata=nodata, scale=scale, class_names=class_names,
                        class_colours=class_colours, metadata=metadata)
@@ -330,7 +289,7 @@ def _staged_geotiff(path: Path, grid: Grid, n_bands: int, dtype, cloud_optimized
             yield dataset
             if cloud_optimized:
                 _gdal_call(path, dataset.BuildOverviews, "AVERAGE" if continuous else "NEAREST",
-                           overview_factors(grid))
+                           overview_factors((grid.rows, grid.cols)))
             _gdal_call(path, dataset.FlushCache)
             written = True
             if in_memory:
@@ -392,18 +351,10 @@ def _creation(staging: Path, grid: Grid, n_bands: int, gdal_type: int, is_float:
     ``staging``, uncompressed for a COG (the COG driver compresses once, as it copies), else compressed."""
     from osgeo import gdal
 
-    compression = [f"{key}={value}" for key, value in _compression(is_float, continuous, "GTiff").items()]
+    compression = [f"{key}={value}" for key, value in compression_options(is_float, continuous, "GTiff").items()]
     options = ["TILED=YES", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
                *(["COMPRESS=NONE"] if cloud_optimized else compression)]
     return gdal.GetDriverByName("GTiff").Create, str(staging), grid.cols, grid.rows, n_bands, gdal_type, options
-
-
-def _new_file_beside(path: Path, suffix: str) -> Path:
-    """Create an empty, hidden, uniquely named file ``.<stem>.<random>.<suffix>`` beside ``path`` (with the
-    permissions a plain ``open`` gives, i.e. the user's umask) and return its path."""
-    new = path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.{suffix}"
-    os.close(os.open(new, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    return new
 
 
 @contextlib.contextmanager
@@ -413,7 +364,7 @@ def _staging_file(path: Path, in_memory: bool = False):
     if in_memory:
         yield None
         return
-    staging = _new_file_beside(path, "staging.tif")
+    staging = new_file_beside(path, "staging.tif")
     try:
         yield staging
     finally:
@@ -457,36 +408,12 @@ def _describe_bands(dataset, grid: Grid, band_names=None, nodata=None, scale=Non
         dataset.SetMetadataItem(key, str(value))
 
 
-def _compression(is_float: bool, continuous: bool, driver: str) -> dict:
-    """Creation options of GDAL's ``driver`` (GTiff or COG) compressing a raster: continuous layers (float, or
-    scaled integer steps) with ZSTD level 1, the fastest codec that still shrinks them, and its predictor;
-    class and id rasters with DEFLATE level 1, which every GIS reads."""
-    codec = "ZSTD" if continuous else "DEFLATE"
-    level = "LEVEL" if driver == "COG" else "ZSTD_LEVEL" if continuous else "ZLEVEL"
-    predictor = ("3" if is_float else "2") if driver == "GTiff" else ("FLOATING_POINT" if is_float else "STANDARD")
-    return {"COMPRESS": codec, level: 1, "PREDICTOR": predictor}
-
-
-def overview_factors(grid: Grid, block: int = 512) -> list[int]:
-    """Overview factors 2, 4, 8... of a COG on ``grid`` in ``block`` px tiles, down to the first level whose
-    longest side fits one tile, as GDAL's COG driver chooses them.
-
-    >>> overview_factors(Grid(3500, 3500, (0, 10, 0, 0, 0, -10), "")), overview_factors(Grid(64, 64, (), ""))
-    ([2, 4, 8], [])
-    """
-    factors, side = [], max(grid.rows, grid.cols)
-    while side > block:
-        side = -(-side // 2)
-        factors.append(2 * (factors[-1] if factors else 1))
-    return factors
-
-
 def _translate_to_cog(source, target: Path, is_float: bool, continuous: bool) -> None:
     """Convert a raster (a GeoTIFF's path, or an open GDAL dataset) with its overviews (see
     :func:`geotiff_writer`) to a Cloud-Optimized GeoTIFF, compressed as :func:`geotiff_writer`'s."""
     from osgeo import gdal
 
-    compression = [f"{key}={value}" for key, value in _compression(is_float, continuous, "COG").items()]
+    compression = [f"{key}={value}" for key, value in compression_options(is_float, continuous, "COG").items()]
     options = [*compression, "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
                "OVERVIEWS=FORCE_USE_EXISTING"]
     source = str(source) if isinstance(source, Path) else source
@@ -531,164 +458,14 @@ def read_class_names(path: Path) -> list[str]:
     return list(band.GetCategoryNames() or [])
 
 
-def write_qml(path: Path, class_names, class_colours, nodata=255) -> None:
-    """Write a QGIS layer style (.qml) for a class raster, atomically: a paletted renderer of band 1 with one
-    entry per class value (its colour and name as label), and ``nodata`` shown transparent."""
-    import xml.etree.ElementTree as ET
-
-    root = ET.Element("qgis", {"version": "3.28.0", "styleCategories": "AllStyleCategories"})
-    pipe = ET.SubElement(root, "pipe")
-    renderer = ET.SubElement(pipe, "rasterrenderer", {"type": "paletted", "band": "1", "opacity": "1",
-                                                      "alphaBand": "-1", "nodataColor": ""})
-    transparency = ET.SubElement(renderer, "rasterTransparency")
-    if nodata is not None:
-        pixels = ET.SubElement(transparency, "singleValuePixelList")
-        ET.SubElement(pixels, "pixelListEntry", {"min": f"{nodata:g}", "max": f"{nodata:g}",
-                                                 "percentTransparent": "100"})
-    palette = ET.SubElement(renderer, "colorPalette")
-    for value, (name, colour) in enumerate(zip(class_names, class_colours)):
-        ET.SubElement(palette, "paletteEntry", {"value": str(value), "label": str(name), "alpha": "255",
-                                                "color": "#{:02x}{:02x}{:02x}".format(*colour[:3])})
-    ET.SubElement(pipe, "brightnesscontrast", {"brightness": "0", "contrast": "0", "gamma": "1"})
-    ET.SubElement(pipe, "rasterresampler", {"maxOversampling": "2"})
-    ET.SubElement(root, "blendMode").text = "0"
-    ET.indent(root)
-    text = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode")
-    with atomic_output(path) as temporary:
-        Path(temporary).write_text(text + "\n", encoding="utf-8")
-
-
-def class_palette(class_names) -> list[tuple[int, int, int]]:
-    """RGB colour per class code: the tutorial's colour for its names, distinct extras otherwise."""
-    extras = iter(EXTRA_COLOURS * (len(class_names) // len(EXTRA_COLOURS) + 1))
-    return [CLASS_COLOURS.get(name, None) or next(extras) for name in class_names]
-
-
-def colourise(codes: np.ndarray, class_names, colours=None) -> np.ndarray:
-    """Turn class codes 0..K-1 of shape (rows, cols) into an RGB uint8 image; other codes (unlabelled, masked)
-    are blank (white).
-    ``colours`` (K RGB tuples) replaces the class palette.
-
-    >>> colourise(np.array([[0, 255]], np.uint8), ["water"]).tolist()
-    [[[31, 59, 255], [255, 255, 255]]]
-    >>> colourise(np.array([[0]], np.uint8), ["agree"], [(0, 128, 0)]).tolist()
-    [[[0, 128, 0]]]
-    """
-    lookup = np.full((256, 3), 255, dtype=np.uint8)
-    lookup[: len(class_names)] = class_palette(class_names) if colours is None else colours
-    return lookup[codes]
-
-
-def percentile_limits(values: np.ndarray, valid: np.ndarray | None = None, low: float = 1.0,
-                      high: float = 99.0) -> tuple[float, float]:
-    """The ``low`` and ``high`` percentiles of ``values`` over ``valid`` pixels (0, 0 if there are none)."""
-    sample = values if valid is None or valid.all() else values[valid]
-    if sample.size == 0:
-        return 0.0, 0.0
-    lo, hi = np.percentile(sample, [low, high])
-    return float(lo), float(hi)
-
-
-def rescale_to_unit(values: np.ndarray, lo, hi) -> np.ndarray:
-    """Linear map of ``values`` to float32 [0, 1], ``lo`` to 0 and ``hi`` to 1, clipped outside; ``lo`` and
-    ``hi`` are numbers, or one per channel (the last axis) of ``values``.
-
-    >>> rescale_to_unit(np.array([0.0, 10.0, 50.0, 100.0]), *percentile_limits(np.arange(101.0), None, 10, 90))
-    array([0. , 0. , 0.5, 1. ], dtype=float32)
-    >>> rescale_to_unit(np.array([[5.0, 5.0]]), [0, 0], [10, 5]).tolist()
-    [[0.5, 1.0]]
-    """
-    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    scale = np.divide(1.0, hi - lo, out=np.zeros(np.broadcast(lo, hi).shape), where=hi > lo).astype(np.float32)
-    stretched = np.subtract(values, lo.astype(np.float32), dtype=np.float32)
-    stretched *= scale
-    return np.clip(stretched, 0.0, 1.0, out=stretched)
-
-
-def unit_to_byte(values: np.ndarray, rows: int = 1024) -> np.ndarray:
-    """Values in [0, 1] (e.g. an RGB image (rows, cols, 3)) as uint8 0..255, rounded half up and clipped to the
-    range, ``rows`` along the first axis at a time (no float copy of the whole array).
-
-    >>> unit_to_byte(np.array([[[0.0, 0.5, 1.0]]])).tolist()
-    [[[0, 128, 255]]]
-    """
-    values = np.asarray(values)
-    byte = np.empty(values.shape, dtype=np.uint8)
-    for start in range(0, max(len(values), 1), rows):
-        block = np.clip(values[start:start + rows], 0, 1) * np.float32(255) + np.float32(0.5)
-        byte[start:start + rows] = block.astype(np.uint8)
-    return byte
-
-
-def save_png(path: Path, image_or_figure, crop: bool = True) -> None:
-    """Write a uint8 image array (:func:`png_bytes`) or a matplotlib Figure to PNG atomically (figures are
-    closed); a figure is cropped to what it draws, unless ``crop`` is False (for a figure with its own margins:
-    cropping draws it twice).
-
-    PNGs use zlib level 1: about 5x faster than the default on photos of scenes, files a little larger.
-    """
-    with atomic_output(path) as temporary:
-        if isinstance(image_or_figure, np.ndarray):
-            Path(temporary).write_bytes(png_bytes(image_or_figure))
-        else:
-            import matplotlib.pyplot as plt
-
-            image_or_figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight" if crop else None,
-                                    pil_kwargs={"compress_level": 1})
-            plt.close(image_or_figure)
-
-
-#: PNG colour type of an image with 1, 2, 3 or 4 channels (grey, grey + alpha, RGB, RGBA).
-PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
-#: Largest PNG chunk written (PNG allows up to 2**31 - 1 bytes): the deflated image goes in IDAT chunks of this size.
-PNG_CHUNK_BYTES = 2**30
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """The PNG file of a uint8 image (rows, cols) or (rows, cols, 1 to 4 channels: grey, grey + alpha, RGB,
-    RGBA), deflated at zlib level 1, every row unfiltered or every row filtered "Up" (minus the row above),
-    whichever deflates a band of rows from the middle smaller: Up for photos of scenes, none for drawn images
-    such as boundaries (files within about 5 % of Pillow's, which takes twice the time).
-
-    >>> png_bytes(np.zeros((2, 3), np.uint8))[:8]
-    b'\\x89PNG\\r\\n\\x1a\\n'
-    """
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4) \
-            or 0 in image.shape:
-        raise ValueError(f"a PNG holds uint8 (rows, cols[, 1-4 channels]), not {image.dtype} {image.shape}")
-    rows, cols = image.shape[:2]
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    flat = image.reshape(rows, cols * channels)
-    middle = flat[max(0, rows // 2 - 32):rows // 2 + 32]
-    up = len(zlib.compress(_scanlines(middle, True), 1)) < len(zlib.compress(_scanlines(middle, False), 1))
-    header = struct.pack(">IIBBBBB", cols, rows, 8, PNG_COLOUR_TYPES[channels], 0, 0, 0)
-    deflated = memoryview(zlib.compress(_scanlines(flat, up), 1))
-    chunks = [(b"IHDR", header), *((b"IDAT", deflated[start:start + PNG_CHUNK_BYTES])
-                                   for start in range(0, len(deflated), PNG_CHUNK_BYTES)), (b"IEND", b"")]
-    parts = [b"\x89PNG\r\n\x1a\n"]
-    for kind, data in chunks:
-        parts += [struct.pack(">I", len(data)), kind, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))]
-    return b"".join(parts)  # the image's bytes copied once
-
-
-def _scanlines(flat: np.ndarray, up: bool) -> np.ndarray:
-    """PNG's filtered rows of an image's rows of bytes ``flat``: each its filter type (0 none, 2 Up), then its
-    bytes, minus those of the row above (mod 256) for Up."""
-    lines = np.empty((len(flat), 1 + flat.shape[1]), np.uint8)
-    lines[:, 0] = 2 if up else 0
-    lines[:, 1:] = flat
-    if up:
-        np.subtract(lines[1:, 1:], flat[:-1], out=lines[1:, 1:])
-    return lines
-
-
 def tif_to_rgb(source: Path, target: Path, bands=(3, 2, 1), low: float = 2.0, high: float = 98.0) -> None:
     """Write an RGB PNG of three 1-based ``bands`` of a raster, each stretched between percentiles."""
     data, _, valid = read_bands(source, list(bands))
     image = unit_to_byte(np.stack([rescale_to_unit(band, *percentile_limits(band, valid, low, high)) for band in data],
                              axis=-1))
     image[~valid] = 0
-    save_png(target, image)
+    with atomic_output(target) as temporary:
+        temporary.write_bytes(png_bytes(image))
 
 
 def main(argv=None) -> int:

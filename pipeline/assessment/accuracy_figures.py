@@ -1,5 +1,5 @@
 """Step 3's figures of a map against its reference: the maps side by side, where they disagree, the spatial
-split, and confusion matrices. Figures are returned, never shown; ``gdal_tif2rgb.save_png`` writes them."""
+split, and confusion matrices. Figures are returned, never shown; ``pipeline.run.files.save_png`` writes them."""
 from __future__ import annotations
 
 import numpy as np

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-import gdal_tif2rgb
+from pipeline.core.atomic_files import atomic_output
 from pipeline.assessment.accuracy import AXES_NOTE
 from pipeline.assessment.area_estimates import SMALL_STRATUM
 from pipeline.run.config import Scene
@@ -207,7 +207,7 @@ section{{display:inline-block;vertical-align:top;width:45%;margin:1em}} .row img
 </style></head><body>
 <h1>Land-cover map of {html.escape(scene.name)}</h1>
 {body}</body></html>"""
-    with gdal_tif2rgb.atomic_output(out.path("report.html")) as temporary:
+    with atomic_output(out.path("report.html")) as temporary:
         temporary.write_text(page, encoding="utf-8")
 
 

@@ -1,4 +1,4 @@
-"""The errors a step reports to the user as one line (exit code 1)."""
+"""The errors a step reports to the user as one line (exit code 1); they share one root, :class:`PipelineError`."""
 
 
 class PipelineError(Exception):
@@ -11,3 +11,7 @@ class ConfigError(PipelineError, ValueError):
 
 class InputDataError(PipelineError, ValueError):
     """Input files are readable but their content cannot be used (grids, bands, classes)."""
+
+
+class InputFileError(PipelineError, OSError):
+    """A raster, ``.mat`` or other input file is missing, unreadable, or not what it should be."""

@@ -60,7 +60,9 @@ import numpy as np
 
 import gdal_tif2rgb
 from pipeline.handoffs import matfile
-from pipeline.core.errors import ConfigError, InputDataError
+from pipeline.core.errors import ConfigError, InputDataError, InputFileError
+from pipeline.core.colours import class_palette
+from pipeline.core.stretch import unit_to_byte
 from pipeline.handoffs.fingerprints import fingerprint, matches, unchanged
 from pipeline.core.vocabulary import (LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, TRAIN, UNIT_SCALE, UNIT_STEPS,
                                       UNLABELLED)
@@ -158,13 +160,13 @@ def encoded(handoff: HandOff, key: str, value) -> np.ndarray:
 
 def encode_unit_values(values: np.ndarray) -> np.ndarray:
     """Layer values in [0, 1] (layers, patches) as uint8 steps of 1 / :data:`UNIT_STEPS` (rounded half up,
-    clipped to the range; :func:`gdal_tif2rgb.unit_to_byte`); uint8 values as they are.
+    clipped to the range; :func:`~pipeline.core.stretch.unit_to_byte`); uint8 values as they are.
 
     >>> encode_unit_values(np.array([0.0, 0.5, 1.0], np.float32)).tolist()
     [0, 128, 255]
     """
     values = np.asarray(values)
-    return values if values.dtype == np.uint8 else gdal_tif2rgb.unit_to_byte(values)
+    return values if values.dtype == np.uint8 else unit_to_byte(values)
 
 
 def decode_unit_values(steps: np.ndarray) -> np.ndarray:
@@ -209,7 +211,7 @@ def load_rows(handoff: HandOff, workdir: Path, keys, rows, **fields) -> dict:
 def existing(path: Path, made_by: str) -> Path:
     """``path`` if the file exists, else an error saying which step to run first."""
     if not Path(path).is_file():
-        raise gdal_tif2rgb.InputFileError(f"{path}: not found; run {made_by} first")
+        raise InputFileError(f"{path}: not found; run {made_by} first")
     return Path(path)
 
 
@@ -371,7 +373,7 @@ def _band_first(handoff: RasterHandOff, block: np.ndarray) -> np.ndarray:
 
 def class_style(class_names) -> dict:
     """The style of a class raster of ``class_names``: their names and palette colours, for :func:`raster_writer`."""
-    return {"class_names": list(class_names), "class_colours": gdal_tif2rgb.class_palette(class_names)}
+    return {"class_names": list(class_names), "class_colours": class_palette(class_names)}
 
 
 def record_rasters(record: dict, out, handoffs) -> None:

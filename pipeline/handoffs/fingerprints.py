@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import gdal_tif2rgb
-from gdal_tif2rgb import InputFileError
+from pipeline.core.errors import InputFileError
 from pipeline.run.config import Tiles
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import DISK_ERRORS, InputFileError, atomic_output
+from pipeline.core.atomic_files import DISK_ERRORS, atomic_output
+from pipeline.core.errors import InputFileError
 
 #: Largest variable scipy.io writes in a MATLAB v5 file; bigger hand-offs go to v7.3 (HDF5).
 MAT_V5_LIMIT_BYTES = 2**31 - 1

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-import gdal_tif2rgb
+from pipeline.core.atomic_files import atomic_output
+from pipeline.core.colours import class_palette
 from pipeline.handoffs import contract
 from pipeline.core.vocabulary import LAYER_NAMES, STEP0, STEP2
 from pipeline.handoffs.contract import MODEL_CARD
-from pipeline.core.errors import InputDataError
+from pipeline.core.errors import InputDataError, InputFileError
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class ModelCard:
 
     def write(self, path: Path) -> None:
         """Write :meth:`to_json` to ``path`` atomically."""
-        with gdal_tif2rgb.atomic_output(path) as temporary:
+        with atomic_output(path) as temporary:
             temporary.write_text(self.to_json())
 
 
@@ -102,7 +103,7 @@ def from_training(scene, step0_record: dict, train_labels: np.ndarray, record: d
     return ModelCard(
         model_run=record["run"], scene=scene.name, layer_names=LAYER_NAMES, train_layers=tuple(p.train_layers),
         patch_width=p.patch_width, class_names=tuple(scene.class_names),
-        class_colours=tuple(tuple(int(v) for v in c) for c in gdal_tif2rgb.class_palette(scene.class_names)),
+        class_colours=tuple(tuple(int(v) for v in c) for c in class_palette(scene.class_names)),
         stretch_limits={name: tuple(float(v) for v in stretch["limits"][name]) for name in LAYER_NAMES},
         stretch_unit=stretch["unit"], prior_shares=tuple(shares.tolist()), prior_correction=p.prior_correction,
         parameters=p.as_dict(), preparation=preparation(step0_record["parameters"]), step0_run=record["step0_run"],
@@ -128,10 +129,10 @@ def read(model_path: Path) -> ModelCard:
     try:
         content = json.loads(card_path.read_text())
     except FileNotFoundError:
-        raise gdal_tif2rgb.InputFileError(f"{card_path}: not found beside {Path(model_path).name}; Step 2 writes it "
+        raise InputFileError(f"{card_path}: not found beside {Path(model_path).name}; Step 2 writes it "
                                           f"with the model (copy both files together)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise gdal_tif2rgb.InputFileError(f"{card_path}: unreadable ({type(error).__name__}); rerun {STEP2}") from None
+        raise InputFileError(f"{card_path}: unreadable ({type(error).__name__}); rerun {STEP2}") from None
     if not isinstance(content, dict):
         raise InputDataError(f"{card_path}: holds a JSON {type(content).__name__}, not a model card; rerun {STEP2}")
     missing = [key for key in KEYS if key not in content and key not in OPTIONAL_KEYS]

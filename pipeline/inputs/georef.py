@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import Grid, InputFileError, error_text
-from pipeline.core.errors import InputDataError
+from gdal_tif2rgb import Grid, error_text
+from pipeline.core.errors import InputDataError, InputFileError
 
 
 def as_path(path):

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import InputFileError
-from pipeline.core.errors import InputDataError
+from pipeline.core.errors import InputDataError, InputFileError
 from pipeline.inputs.georef import spatial_reference
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import InputFileError, error_text, open_raster
-from pipeline.core.errors import ConfigError, InputDataError
+from gdal_tif2rgb import error_text, open_raster
+from pipeline.core.errors import ConfigError, InputDataError, InputFileError
 from pipeline.inputs.georef import crs_name, north_up_grid, spatial_reference
 
 #: Product band names in the order of the ``band_id`` attributes of the product metadata.

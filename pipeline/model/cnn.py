@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import InputFileError
 from pipeline.run.config import Parameters
 from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL
-from pipeline.core.errors import ConfigError, InputDataError
+from pipeline.core.errors import ConfigError, InputDataError, InputFileError
 
 log = logging.getLogger(__name__)
 #: Superpixels predicted in one call of the model (bounds the network input held in memory).

@@ -12,6 +12,7 @@ from pipeline.handoffs import contract
 from pipeline.core import grids
 from pipeline.core.vocabulary import UNLABELLED
 from pipeline.run.figures import plot_class_map, pyplot
+from pipeline.run import files
 from pipeline.run.outputs import OutputSet
 
 def write_maps(out: OutputSet, class_names, grid: gdal_tif2rgb.Grid, blocks, run: str) -> None:
@@ -27,7 +28,7 @@ def write_maps(out: OutputSet, class_names, grid: gdal_tif2rgb.Grid, blocks, run
     step = grids.display_stride(grid.rows, grid.cols)
     shape = (-(-grid.rows // step), -(-grid.cols // step))
     preview, uncertainty_preview = np.full(shape, UNLABELLED, dtype=np.uint8), np.full(shape, np.nan, np.float32)
-    gdal_tif2rgb.write_qml(out.path("predMap.qml"), **style, nodata=UNLABELLED)
+    files.write_qml(out.path("predMap.qml"), **style, nodata=UNLABELLED)
     with contract.raster_writer(contract.PRED_MAP_RASTER, out.staging, grid, run, **style) as write_map, \
             contract.raster_writer(contract.UNCERTAINTY, out.staging, grid, run) as write_uncertainty:
         for block, uncertainty, row, col in blocks:
@@ -35,8 +36,8 @@ def write_maps(out: OutputSet, class_names, grid: gdal_tif2rgb.Grid, blocks, run
             write_uncertainty(uncertainty, row, col)
             grids.place_in_preview(preview, block, row, col, step)
             grids.place_in_preview(uncertainty_preview, uncertainty, row, col, step)
-    gdal_tif2rgb.save_png(out.path("predMap.png"), plot_class_map(preview, class_names, "Predicted land cover"))
-    gdal_tif2rgb.save_png(out.path("uncertainty.png"), plot_uncertainty(uncertainty_preview))
+    files.save_png(out.path("predMap.png"), plot_class_map(preview, class_names, "Predicted land cover"))
+    files.save_png(out.path("uncertainty.png"), plot_uncertainty(uncertainty_preview))
 
 
 def plot_uncertainty(uncertainty: np.ndarray):

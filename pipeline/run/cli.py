@@ -2,7 +2,8 @@
 
 Each step's ``main(argv)`` builds its parser here, turns the parsed flags into a :class:`~pipeline.run.config.Scene`
 with :func:`scene_from_args`, and hands the scene (never the parsed flags) to its driver through
-:func:`run_step`, which reports any :class:`~pipeline.core.errors.PipelineError` or unreadable file as one line.
+:func:`run_step`, which reports any :class:`~pipeline.core.errors.PipelineError` or error of the system as one
+line.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from gdal_tif2rgb import InputFileError, atomic_output
+from pipeline.core.atomic_files import atomic_output
 from pipeline.run.config import DEFAULT_CONFIG, PROJECT_ROOT, Parameters, Scene, load_scene, ordinary_path
 from pipeline.run import outputs
 from pipeline.core.errors import PipelineError
@@ -95,29 +96,36 @@ def scene_from_args(args: argparse.Namespace) -> Scene:
 
 def run_step(parser: argparse.ArgumentParser, argv, driver, *flags: str) -> int:
     """Parse ``argv``, build the scene and call ``driver(scene, *values of flags)``: the parsed command line goes
-    no further. A pipeline error or unreadable input is reported as one line on stderr, exit code 1; Ctrl-C and
-    SIGTERM stop the step with its earlier outputs as they were (exit codes 130 and 143)."""
+    no further. A pipeline error (an unreadable input among them) or an error of the system is reported as one
+    line on stderr (:func:`error_line`), exit code 1; Ctrl-C and SIGTERM stop the step with its earlier outputs as
+    they were (exit codes 130 and 143)."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     with terminate_as_interrupt():
         try:
             driver(scene_from_args(args), *(getattr(args, flag) for flag in flags))
-        except (PipelineError, InputFileError) as error:
+        except (PipelineError, OSError) as error:
             if args.debug:
                 raise
-            print(f"error: {one_line(outputs.final_path(str(error)))}", file=sys.stderr)
-            return 1
-        except OSError as error:  # the system's: a full disk, a folder taken away; outputs are as they were
-            if args.debug:
-                raise
-            where = f"{error.filename}: " if error.filename else ""
-            message = outputs.final_path(f"{where}{error.strerror or error}")
-            print(f"error: {one_line(message)}; earlier outputs are left as they were", file=sys.stderr)
+            print(f"error: {error_line(error)}", file=sys.stderr)
             return 1
         except KeyboardInterrupt as interrupt:
             print("interrupted: earlier outputs are left as they were", file=sys.stderr)
             return 143 if isinstance(interrupt, Terminated) else 130
     return 0
+
+
+def error_line(error: Exception) -> str:
+    """The line reporting ``error``: a pipeline error's own message; for an error of the system (a full disk, a
+    folder taken away) the file and the system's words, and that earlier outputs are as they were.
+
+    >>> error_line(OSError(28, "No space left on device", "w/.staging-12-0a1b2c3d/x.tif"))
+    'w/x.tif: No space left on device; earlier outputs are left as they were'
+    """
+    if isinstance(error, PipelineError):
+        return one_line(outputs.final_path(str(error)))
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{one_line(outputs.final_path(f'{where}{error.strerror or error}'))}; earlier outputs are left as they were"
 
 
 def exit_process(code: int) -> None:

@@ -15,9 +15,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdal_tif2rgb import InputFileError
 from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, InputFileError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "data" / "aberystwyth.toml"

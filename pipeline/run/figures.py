@@ -1,10 +1,10 @@
 """Figures more than one step draws: class maps in the class colours with a legend. Figures are returned,
-never shown; ``gdal_tif2rgb.save_png`` writes them."""
+never shown; :func:`pipeline.run.files.save_png` writes them."""
 from __future__ import annotations
 
 import numpy as np
 
-import gdal_tif2rgb
+from pipeline.core.colours import class_palette
 from pipeline.core.grids import display_stride
 
 
@@ -28,7 +28,7 @@ def legend_handles(class_names, colours=None):
     """Matplotlib patches naming each class in its colour (default: the class palette), for map legends."""
     from matplotlib.patches import Patch
 
-    colours = gdal_tif2rgb.class_palette(class_names) if colours is None else colours
+    colours = class_palette(class_names) if colours is None else colours
     return [Patch(color=np.array(colour) / 255, label=name) for name, colour in zip(class_names, colours)]
 
 
@@ -38,8 +38,23 @@ def plot_class_map(codes: np.ndarray, class_names, title: str, axis=None, colour
     if axis is None:
         _, axis = pyplot().subplots(figsize=(8, 7))
     step = display_stride(*codes.shape)
-    axis.imshow(gdal_tif2rgb.colourise(codes[::step, ::step], class_names, colours), interpolation="nearest")
+    axis.imshow(colourise(codes[::step, ::step], class_names, colours), interpolation="nearest")
     axis.set_title(title)
     axis.set_axis_off()
     axis.legend(handles=legend_handles(class_names, colours), loc="lower right", fontsize=8, framealpha=0.9)
     return axis.figure
+
+
+def colourise(codes: np.ndarray, class_names, colours=None) -> np.ndarray:
+    """Turn class codes 0..K-1 of shape (rows, cols) into an RGB uint8 image; other codes (unlabelled, masked)
+    are blank (white).
+    ``colours`` (K RGB tuples) replaces the class palette.
+
+    >>> colourise(np.array([[0, 255]], np.uint8), ["water"]).tolist()
+    [[[31, 59, 255], [255, 255, 255]]]
+    >>> colourise(np.array([[0]], np.uint8), ["agree"], [(0, 128, 0)]).tolist()
+    [[[0, 128, 0]]]
+    """
+    lookup = np.full((256, 3), 255, dtype=np.uint8)
+    lookup[: len(class_names)] = class_palette(class_names) if colours is None else colours
+    return lookup[codes]

@@ -14,6 +14,7 @@ import numpy as np
 
 import gdal_tif2rgb
 from pipeline.core import grids
+from pipeline.core.stretch import percentile_limits, rescale_to_unit
 from pipeline.core.vocabulary import LAYER_NAMES
 from pipeline.handoffs.contract import encode_unit_values
 from pipeline.core.errors import InputDataError
@@ -62,7 +63,7 @@ def stretch_limits(layers: np.ndarray, valid: np.ndarray, low: float = 1.0, high
     modes stretch alike.
     """
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy's partition releases the GIL
-        limits = pool.map(lambda i: gdal_tif2rgb.percentile_limits(layers[..., i], valid, low, high),
+        limits = pool.map(lambda i: percentile_limits(layers[..., i], valid, low, high),
                           range(len(LAYER_NAMES)))
         return dict(zip(LAYER_NAMES, limits))
 
@@ -71,7 +72,7 @@ def apply_stretch(layers: np.ndarray, limits: dict, valid: np.ndarray) -> np.nda
     """Each layer of ``layers`` (rows, cols, 8) mapped to [0, 1] between its ``limits`` (layer name -> (low,
     high)), invalid pixels 0: a new float32 array (rows, cols, 8)."""
     lows, highs = zip(*(limits[name] for name in LAYER_NAMES))
-    stretched = gdal_tif2rgb.rescale_to_unit(layers, lows, highs)  # all 8 at once: contiguous passes
+    stretched = rescale_to_unit(layers, lows, highs)  # all 8 at once: contiguous passes
     if not valid.all():
         stretched[~valid] = 0
     return stretched

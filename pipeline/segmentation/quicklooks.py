@@ -2,7 +2,7 @@
 and the SLIC exploration figure (tutorial sections 1.1, 2.1 and 2.2).
 
 Layers are stretched (or, for index maps and histograms, raw) float32 stacks (rows, cols, 8) in the order of
-``LAYER_NAMES``; figures are returned and written by ``gdal_tif2rgb.save_png``.
+``LAYER_NAMES``; figures are returned and written by ``pipeline.run.files.save_png``.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import numpy as np
 
 import gdal_tif2rgb
 from pipeline.core import grids
+from pipeline.core.stretch import unit_to_byte
+from pipeline.run import files
 from pipeline.segmentation import superpixels
 from pipeline.core.vocabulary import INDEX_LAYERS, LAYER_NAMES, NO_SUPERPIXEL
 from pipeline.run.figures import pyplot
@@ -37,7 +39,7 @@ def write_quicklooks(out, raw: np.ndarray, steps: np.ndarray, limits: dict, vali
     plt = pyplot()
     step = grids.display_stride(*valid.shape, INDEX_MAP_PX)  # the index maps' pixels at the figure's size
     for name, triplet in COMPOSITES.items():  # masked pixels blank (white)
-        gdal_tif2rgb.save_png(out.path(f"{name}.png"), np.where(valid[..., None], select_layers(steps, triplet), 255))
+        files.save_png(out.path(f"{name}.png"), np.where(valid[..., None], select_layers(steps, triplet), 255))
     for name in INDEX_LAYERS:
         figure, axis = plt.subplots(figsize=(7, 6))
         figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.93)  # its own margins: drawn once
@@ -46,7 +48,7 @@ def write_quicklooks(out, raw: np.ndarray, steps: np.ndarray, limits: dict, vali
         figure.colorbar(image, ax=axis, label=name.upper())
         axis.set_title(f"{name.upper()} (colour scale: 1st-99th percentile)")
         axis.set_axis_off()
-        gdal_tif2rgb.save_png(out.path(f"{name}.png"), figure, crop=False)
+        files.save_png(out.path(f"{name}.png"), figure, crop=False)
     for i, name in enumerate(LAYER_NAMES):
         figure, axis = plt.subplots(figsize=(6, 3.5))
         figure.subplots_adjust(left=0.14, right=0.97, bottom=0.15, top=0.9)
@@ -57,7 +59,7 @@ def write_quicklooks(out, raw: np.ndarray, steps: np.ndarray, limits: dict, vali
         axis.set_title(f"{name}: histogram, dashed lines = stretch limits (1 %, 99 %)")
         axis.set_xlabel("value in the image's units" if name not in INDEX_LAYERS else "index value")
         axis.set_ylabel("pixels" + (" (preview)" if raw.shape[:2] != scene_shape else ""))
-        gdal_tif2rgb.save_png(out.path(f"histogram_{name}.png"), figure, crop=False)
+        files.save_png(out.path(f"histogram_{name}.png"), figure, crop=False)
 
 
 def boundary_image(rgb: np.ndarray, segments: np.ndarray, colour=(255, 255, 0)) -> np.ndarray:
@@ -83,7 +85,7 @@ def plot_example_patches(chosen: list, patches: np.ndarray, class_names, per_cla
     width = patches.shape[1]
     cell = width + gap
     mosaic = np.full((len(class_names) * cell, per_class * cell, 3), 255, np.uint8)
-    rgb = gdal_tif2rgb.unit_to_byte(select_layers(patches, COMPOSITES["rgb"]))
+    rgb = unit_to_byte(select_layers(patches, COMPOSITES["rgb"]))
     figure, axis = pyplot().subplots(figsize=(1.6 * per_class, 1.6 * per_class * mosaic.shape[0] / mosaic.shape[1]))
     figure.subplots_adjust(left=0.14, right=0.99, bottom=0.01, top=0.9)
     start = 0
@@ -131,7 +133,7 @@ def write_clear_observations(path, clear: np.ndarray, grid, n_dates: int) -> Non
     its quicklook (``.png``)."""
     gdal_tif2rgb.write_geotiff(path, clear, grid, band_names=["clear_observations"])
     step = grids.display_stride(*clear.shape)
-    gdal_tif2rgb.save_png(path.with_suffix(".png"), plot_clear_observations(clear[::step, ::step], n_dates))
+    files.save_png(path.with_suffix(".png"), plot_clear_observations(clear[::step, ::step], n_dates))
 
 
 def plot_clear_observations(clear: np.ndarray, n_dates: int):

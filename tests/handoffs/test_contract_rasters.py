@@ -11,7 +11,7 @@ import pytest
 
 import gdal_tif2rgb
 from pipeline.handoffs import contract
-from pipeline.core.errors import InputDataError
+from pipeline.core.errors import InputDataError, InputFileError
 
 GRID = gdal_tif2rgb.Grid(6, 5, (500000.0, 10.0, 0.0, 6000000.0, 0.0, -10.0), "")
 
@@ -72,7 +72,7 @@ def test_a_raster_of_another_dtype_is_refused(tmp_path):
 
 
 def test_a_missing_raster_names_the_step_to_run(tmp_path):
-    with pytest.raises(gdal_tif2rgb.InputFileError, match=r"uncertainty.tif: not found; run Step2"):
+    with pytest.raises(InputFileError, match=r"uncertainty.tif: not found; run Step2"):
         contract.read_raster(contract.UNCERTAINTY, tmp_path, {"run": "run-a", "rasters": {}})
 
 

@@ -10,10 +10,9 @@ import pytest
 
 import Step2_Model_Training as step2
 from builders import fails_with_one_line
-from gdal_tif2rgb import InputFileError
 from pipeline.handoffs import model_card
 from pipeline.core.vocabulary import LAYER_NAMES
-from pipeline.core.errors import InputDataError
+from pipeline.core.errors import InputDataError, InputFileError
 from pipeline.handoffs.model_card import ModelCard
 
 CARD = ModelCard(model_run="a" * 32, scene="north", layer_names=LAYER_NAMES, train_layers=("red", "mask"),

@@ -12,8 +12,7 @@ from osgeo import gdal, ogr, osr
 
 from builders import (CLASS_NAMES, CLASS_VALUES, CROP_SIZE, NODATA_BLOCK, STAMP, band_dn, codes_of, interior,
                       mem_raster, polygonize, write_jp2, write_product, zip_folder)
-from gdal_tif2rgb import InputFileError
-from pipeline.core.errors import ConfigError, InputDataError
+from pipeline.core.errors import ConfigError, InputDataError, InputFileError
 from pipeline.inputs.sources import prepare_sources
 
 

@@ -10,10 +10,12 @@ from osgeo import gdal, osr
 
 import gdal_tif2rgb
 from builders import assert_cog, gdalinfo, qml_classes
+from pipeline.core.colours import class_palette
 from pipeline.core.vocabulary import UNLABELLED
+from pipeline.run import files
 
 NAMES = ["urban", "crop", "vegetation", "water"]
-COLOURS = gdal_tif2rgb.class_palette(NAMES)
+COLOURS = class_palette(NAMES)
 
 
 def _grid(rows=600, cols=700):
@@ -110,7 +112,7 @@ def test_a_failed_cog_conversion_leaves_no_file(tmp_path, monkeypatch):
 
 def test_qml_style(tmp_path):
     path = tmp_path / "predMap.qml"
-    gdal_tif2rgb.write_qml(path, NAMES, COLOURS, nodata=255)
+    files.write_qml(path, NAMES, COLOURS, nodata=255)
     root = ET.parse(path).getroot()
     assert root.tag == "qgis"
     renderer = root.find("pipe/rasterrenderer")

@@ -17,6 +17,7 @@ from builders import QUADRANT_PARAMETERS, fails_with_one_line, quadrant_scene, s
 from pipeline.handoffs import contract, matfile
 from pipeline.segmentation import sampling
 from pipeline.core import vocabulary
+from pipeline.core.errors import InputFileError
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +171,7 @@ class TestStepOrder:
                             capsys, "segments.mat", "rerun Step0_Data_Preparation.py")
 
     def test_debug_shows_the_traceback(self, scene, tmp_path):
-        with pytest.raises(gdal_tif2rgb.InputFileError):
+        with pytest.raises(InputFileError):
             step1.main(["--config", str(scene["config"]), "--workdir", str(tmp_path / "empty"), "--debug"])
 
 

@@ -38,9 +38,11 @@ import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
 from builders import (ABERYSTWYTH_BANDS, ABERYSTWYTH_CLASSES, PROJECT, QUADRANT_PARAMETERS, SUBSET, assert_one_line,
                       fails_with_one_line, quadrant_scene, snapshot, write_scene, write_tif)
-from pipeline.run import cli
-from pipeline.handoffs import matfile
-from pipeline.core.errors import ConfigError
+from pipeline.assessment import report
+from pipeline.core.colours import class_palette
+from pipeline.core.errors import ConfigError, InputFileError
+from pipeline.handoffs import matfile, model_card
+from pipeline.run import cli, files
 
 STEPS = {0: step0.main, 1: step1.main, 2: step2.main, 3: step3.main}
 SCRIPTS = {0: "Step0_Data_Preparation.py", 1: "Step1_Class_Balance.py", 2: "Step2_Model_Training.py",
@@ -135,13 +137,13 @@ class Guard:
         work = Path(work)
         inputs = [Path(p) for p in inputs]
         hashes = {p: sha(p) for p in inputs}
-        files = snapshot(work) if work.is_dir() else None
+        before = snapshot(work) if work.is_dir() else None
         outside = listing(self.tmp, exclude=(work, runs))
         yield
         assert {p: sha(p) for p in inputs} == hashes, "an input file changed"
-        if files is not None:
+        if before is not None:
             after = snapshot(work)
-            changed = sorted(name for name in set(files) | set(after) if files.get(name) != after.get(name))
+            changed = sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
             assert not changed, f"earlier outputs changed, appeared or vanished in the work folder: {changed}"
         assert temporary_leftovers(work) == [], f"temporary files left: {temporary_leftovers(work)}"
         now = listing(self.tmp, exclude=(work, runs))
@@ -298,7 +300,7 @@ class TestInputsAreReadOnly:
         the one the outputs came from (recording the checksum as read, or refusing the run, both pass)."""
         scene = make_scene(tmp_path / "scene")
         as_read = sha(scene["image"])
-        original, calls = gdal_tif2rgb.save_png, []
+        original, calls = files.save_png, []
 
         def change_image_then_save(path, figure, **options):
             if not calls:
@@ -306,7 +308,7 @@ class TestInputsAreReadOnly:
             calls.append(path)
             return original(path, figure, **options)
 
-        monkeypatch.setattr(gdal_tif2rgb, "save_png", change_image_then_save)
+        monkeypatch.setattr(files, "save_png", change_image_then_save)
         guard.capsys.readouterr()
         code = run_main(step0.main, args(scene))
         assert calls, "no PNG was written: the image was never changed"
@@ -340,8 +342,8 @@ class TestSceneName:
     def test_bad_name(self, guard, tmp_path, monkeypatch, step, name):
         # Safety net for running this against code that does not check the name: any output write fails the test
         # before it can land in the project, /work or /tmp.
-        monkeypatch.setattr(gdal_tif2rgb, "atomic_output", _no_output)
-        monkeypatch.setattr(cli, "atomic_output", _no_output)
+        for module in (gdal_tif2rgb, files, cli, matfile, model_card, report, step2):
+            monkeypatch.setattr(module, "atomic_output", _no_output)
         scene = make_scene(tmp_path / "scene")
         config = config_variant(scene, tmp_path / "scene" / "named.toml",
                                 **{'name = "test"': f"name = {json.dumps(name)}"})
@@ -386,7 +388,7 @@ class TestOutputsAsOneSet:
         assert len(calls) >= 2, "the disk-full error was never raised"
 
     def test_step2_write_fails_after_training(self, guard, copied, monkeypatch):
-        original, failed = gdal_tif2rgb.save_png, []
+        original, failed = files.save_png, []
 
         def disk_full_on_the_map(path, figure, **options):
             if "predMap" in Path(path).name:
@@ -394,7 +396,7 @@ class TestOutputsAsOneSet:
                 raise OSError(28, NO_SPACE)
             return original(path, figure, **options)
 
-        monkeypatch.setattr(gdal_tif2rgb, "save_png", disk_full_on_the_map)
+        monkeypatch.setattr(files, "save_png", disk_full_on_the_map)
         before = snapshot(copied["work"])
         assert {"model.keras", "learning_curve.png", "predLabels.mat"} <= set(before)
         guard.refused(step2.main, args(copied, "--epochs", 2, "--runs-dir", copied["runs"]), NO_SPACE,
@@ -692,7 +694,7 @@ class TestNamesAndText:
                       work=tmp_path / "work", inputs=(zipped, config, golden["reference"]))
 
     def test_twenty_class_colours_are_distinct_and_not_black(self):
-        colours = [tuple(c) for c in gdal_tif2rgb.class_palette([f"c{i}" for i in range(20)])]
+        colours = [tuple(c) for c in class_palette([f"c{i}" for i in range(20)])]
         assert len(colours) == 20
         assert len(set(colours)) == 20, f"repeated colours: {colours}"
         assert (0, 0, 0) not in colours
@@ -751,5 +753,5 @@ class TestCommandLine:
 
     def test_debug_raises_the_input_file_error(self, copied, tmp_path):
         config = config_variant(copied, tmp_path / "gone.toml", **{str(copied["image"]): str(tmp_path / "gone.tif")})
-        with pytest.raises(gdal_tif2rgb.InputFileError, match="gone.tif"):
+        with pytest.raises(InputFileError, match="gone.tif"):
             step0.main(["--config", str(config), "--workdir", str(copied["work"]), "--debug"])

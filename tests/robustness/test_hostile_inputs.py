@@ -15,11 +15,11 @@ import pytest
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step3_Accuracy_Assessment as step3
-import gdal_tif2rgb
 from builders import (CLASS_VALUES, PROJECT, QUADRANT_PARAMETERS, assert_one_line, fails_with_one_line,
                       quadrant_scene, snapshot, write_product, write_scene, write_tif)
 from pipeline.handoffs import contract
 from pipeline.core.errors import InputDataError
+from pipeline.core.geotiff_options import STAGING_IN_MEMORY_BYTES
 from pipeline.inputs.sentinel2 import _parse_metadata
 
 
@@ -442,7 +442,7 @@ def test_a_disk_that_fills_during_a_cog_write_from_memory_names_the_file_and_lea
             "    gdal_tif2rgb.write_geotiff(sys.argv[1], noise, gdal_tif2rgb.Grid(600, 700, (0, 10, 0, 0, 0, -10), ''))\n"
             "except OSError as error:\n"
             "    sys.exit(f'error: {error}')\n")
-    assert 600 * 700 * 3 <= gdal_tif2rgb.STAGING_IN_MEMORY_BYTES
+    assert 600 * 700 * 3 <= STAGING_IN_MEMORY_BYTES
     exit_code, error = run_with_file_size_limit(["-c", code, target], 200_000)
     assert exit_code == 1
     assert_one_line(error, [str(target), "GDAL could not write it"])

@@ -6,8 +6,9 @@ import pytest
 from osgeo import gdal
 from PIL import Image
 
-import gdal_tif2rgb
+from pipeline.core.colours import class_palette
 from pipeline.core.vocabulary import LAYER_NAMES
+from pipeline.run import files
 from pipeline.run.figures import plot_class_map
 
 WATER, CROP, YELLOW = (31, 59, 255), (255, 119, 88), (255, 255, 0)
@@ -57,7 +58,7 @@ def test_predicted_map_png_has_the_class_shares_of_predmap_tif(step2_workdir):
     workdir, _, _ = step2_workdir
     codes = gdal.Open(str(workdir / "predMap.tif")).ReadAsArray()
     image = png(workdir / "predMap.png")
-    palette = gdal_tif2rgb.class_palette(["urban", "crop", "vegetation", "water"])
+    palette = class_palette(["urban", "crop", "vegetation", "water"])
     shown = np.array([colour_count(image, colour) for colour in palette], float)
     actual = np.bincount(codes.ravel(), minlength=256)[:4].astype(float)
     np.testing.assert_allclose(shown / shown.sum(), actual / actual.sum(), atol=0.03)
@@ -77,13 +78,13 @@ def test_explore_grid_is_five_compactness_values_across(explored_workdir):
 
 @pytest.mark.parametrize("chunk_bytes", [2**30, 500])  # one IDAT chunk, or many (images deflating past 1 GiB)
 def test_png_writer_gives_files_that_libpng_and_pillow_read_back_exactly(tmp_path, monkeypatch, chunk_bytes):
-    monkeypatch.setattr(gdal_tif2rgb, "PNG_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr("pipeline.core.png.PNG_CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(7)
     ramp = np.add.outer(np.arange(90), np.arange(70)).astype(np.uint8)  # smooth: rows filtered "Up"
     for shape in [(9, 13), (9, 13, 2), (9, 13, 3), (9, 13, 4), (1, 1, 3), (90, 70, 3)]:
         image = rng.integers(0, 256, shape, dtype=np.uint8) if shape[0] < 90 else np.stack([ramp] * 3, axis=-1)
         path = tmp_path / f"{len(shape)}_{shape[-1]}.png"
-        gdal_tif2rgb.save_png(path, image[::-1])  # a view with a negative stride
+        files.save_png(path, image[::-1])  # a view with a negative stride
         read = gdal.Open(str(path))  # GDAL's PNG driver: libpng, which checks every chunk's CRC
         assert read.GetDriver().ShortName == "PNG"
         bands = read.ReadAsArray()
@@ -91,5 +92,5 @@ def test_png_writer_gives_files_that_libpng_and_pillow_read_back_exactly(tmp_pat
         assert np.array_equal(np.asarray(Image.open(path)).reshape(shape), image[::-1])
     for bad in (np.zeros((4, 4), np.float32), np.zeros((4, 4, 5), np.uint8), np.zeros((0, 4), np.uint8)):
         with pytest.raises(ValueError, match="a PNG holds uint8"):
-            gdal_tif2rgb.save_png(tmp_path / "bad.png", bad)
+            files.save_png(tmp_path / "bad.png", bad)
     assert not (tmp_path / "bad.png").exists() and not list(tmp_path.glob("*partial*"))
