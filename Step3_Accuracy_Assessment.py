@@ -51,6 +51,8 @@ A validation sample, as README "Reporting areas and accuracy" tells (``pipeline/
   ``metrics.json`` and the report: the areas and accuracies estimated from the labelled points;
 - ``--suggest N`` writes ``suggested_samples.gpkg`` and ``.csv``, the N most uncertain superpixels spread over
   the scene, to label for training, and stops.
+
+The work is done in ``pipeline/workflow/assess.py``.
 """
 from __future__ import annotations
 
