@@ -19,229 +19,33 @@ GeoTIFF of class codes with a colour table and class names, nodata 255), ``predM
 ``uncertainty.tif`` (float32, 1 - max class probability, NaN where no data) and ``uncertainty.png``; both
 GeoTIFFs carry this run's id (``STEP2_RUN``). With ``--tile-size`` (as in Step 0), prediction runs chunk by
 chunk on a Dask cluster and the map is painted window by window. The TensorBoard run goes to
-``runs/<name>-<timestamp>/`` (with a copy of the model and its card): ``tensorboard --logdir runs``.
+``runs/<name>-<timestamp>/`` (with a copy of the model and its card): ``tensorboard --logdir runs``. The work is
+done in ``pipeline/workflow/train.py``.
 """
 from __future__ import annotations
 
-import logging
 import os
-import shutil
-import time
 from pathlib import Path
 
-import numpy as np
-
-from pipeline.core.atomic_files import atomic_output
-from pipeline.run import files
 from pipeline.run import cli
-from pipeline.tiling import cluster, tiled_prediction
-from pipeline.model import cnn, prediction_maps, scene_shift, training_logs
-from pipeline.handoffs import contract, model_card
-from pipeline.core import grids
 from pipeline.run.config import RUNS_DIR, Scene
-from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL, STEP0, STEP2, UNLABELLED
-from pipeline.core.errors import InputDataError
-from pipeline.handoffs.model_card import ModelCard
-from pipeline.run.outputs import OutputSet, open_outputs
-
-log = logging.getLogger(__name__)
-#: Every file Step 2 writes in the work folder (committed together with the TensorBoard run): the trained
-#: model's and the map's. Both modes commit this set, so mapping with ``--model`` removes an earlier model.
-OUTPUTS = (contract.MODEL_FILE, contract.MODEL_CARD, "learning_curve.png", contract.PRED_LABELS.filename,
-           contract.PRED_PROB.filename, contract.PRED_MAP.filename, "predMap.png", "predMap.tif", "predMap.qml",
-           "uncertainty.tif", "uncertainty.png", "run.json")
+from pipeline.workflow import train
 
 
-# --- 3. Training the CNN on the balanced set ----------------------------------------------------------------
-
-def train(scene: Scene, out: OutputSet, balanced: dict, run_dir: Path, timings: dict):
-    """Train the CNN on Step 1's ``balanced`` set, save ``model.keras`` and the learning curve into ``out``, and
-    write the TensorBoard run (scalars, graph, histograms, projector) into ``run_dir``. Returns the model and its
-    history (metric name -> one value per epoch)."""
-    p = scene.params
-    patches = balanced["images"]  # the hand-off key of Step 1's patches
-    network_input = cnn.model_inputs(patches, balanced["masks"], p.train_layers)
-    with cli.timed(f"training ({p.epochs} epochs)", timings), training_logs.run_writes(run_dir):
-        model, history = cnn.train_model(network_input, balanced["labels"], balanced["index"], len(scene.classes),
-                                         p, run_dir)
-    timings["per_epoch"] = round(timings[f"training ({p.epochs} epochs)"] / p.epochs, 3)
-    with atomic_output(out.path(contract.MODEL_FILE)) as temporary:
-        model.save(temporary)
-    files.save_png(out.path("learning_curve.png"), training_logs.plot_learning_curve(history))
-    with cli.timed("projector embeddings", timings), training_logs.run_writes(run_dir):
-        training_logs.write_embeddings(run_dir, model, network_input, patches, balanced["labels"], scene.class_names,
-                                       p.projector_layers, np.random.default_rng(p.seed))
-    return model, history
-
-
-# --- 4. Classifying every superpixel and painting the map --------------------------------------------------
-
-def check_model_fits(card: ModelCard, model_path: Path, scene: Scene, step0: dict) -> None:
-    """Refuse, in one line, a model whose classes, layers, channels or patch width this scene cannot provide."""
-    step0_width = step0[contract.PROVENANCE]["parameters"]["patch_width"]
-    unknown = [name for name in card.train_layers if name not in (*LAYER_NAMES, MASK_CHANNEL)]
-    if unknown or card.layer_names != LAYER_NAMES:
-        raise InputDataError(f"{model_path}: the model needs layer(s) {unknown or list(card.layer_names)} that this "
-                             f"scene's patches do not have (layers: {', '.join(LAYER_NAMES)}, {MASK_CHANNEL})")
-    if card.patch_width != step0_width:
-        raise InputDataError(f"{model_path}: the model takes {card.patch_width} px patches, this scene's are "
-                             f"{step0_width} px; rerun {STEP0} with --patch-width {card.patch_width}")
-    if list(card.class_names) != scene.class_names:
-        raise InputDataError(f"{model_path}: the model's classes {list(card.class_names)} differ from "
-                             f"{scene.class_names} of {scene.config_path.name}; list the model's classes in [classes]")
-
-
-def predict_and_map(scene: Scene, out: OutputSet, classifier: dict, client, step0: dict, record: dict,
-                    timings: dict) -> np.ndarray:
-    """Classify every superpixel, in memory or (with a Dask ``client``) chunk by chunk on the cluster, and write
-    ``predLabels.mat``, ``predProb.mat``, the map (``predMap.tif``, ``.png``, ``.qml`` and, in memory, ``.mat``)
-    and the uncertainty map into ``out``. ``classifier`` holds the model (and its file), its channels and the
-    class shares of its priors and, for a model trained elsewhere, its ``card``, with which the scene is compared
-    (``applied_model`` in the run's record); ``step0`` holds Step 0's labels, split, segments and grid. Masked
-    pixels (no superpixel) are 255 in the map and NaN in the uncertainty. Returns the predicted class code per
-    superpixel, (n,) uint8."""
-    n = len(step0["labels"])
-    with cli.timed(f"predict {n} superpixels", timings):
-        if client is not None:
-            probabilities = tiled_prediction.predict_on_cluster(scene.workdir, classifier["path"], client, n,
-                                                                classifier["channels"])
-        else:
-            hand_off = contract.load(contract.SAMPLES, scene.workdir, ["samples", "masks"])  # samples: the patches
-            probabilities = cnn.predict_superpixels(classifier["model"], hand_off["samples"], hand_off["masks"],
-                                                    classifier["channels"])
-            del hand_off
-    if classifier["prior_shares"] is not None:
-        probabilities = cnn.correct_priors(probabilities, classifier["prior_shares"])
-    pred_labels = probabilities.argmax(axis=1).astype(np.uint8)
-    uncertainty = (1 - probabilities.max(axis=1)).astype(np.float32)
-    if classifier["card"] is not None:
-        record["applied_model"] = compare_with_training_scene(classifier["card"], step0[contract.PROVENANCE],
-                                                              pred_labels)
-    with cli.timed("paint and write the maps", timings):
-        if client is not None:
-            blocks = prediction_maps.painted_windows(scene, step0[contract.PROVENANCE], step0["grid"], pred_labels,
-                                                     uncertainty)
-        else:
-            pred_map = grids.paint_map(pred_labels, step0["segments"], UNLABELLED)
-            blocks = [(pred_map, grids.paint_map(uncertainty, step0["segments"], np.nan), 0, 0)]
-        prediction_maps.write_maps(out, scene.class_names, step0["grid"], blocks, record["run"])
-        contract.record_rasters(record, out, contract.STEP2_RASTERS)
-        contract.save(contract.PRED_LABELS, out.staging, {"predLabels": pred_labels, contract.PROVENANCE: record})
-        contract.save(contract.PRED_PROB, out.staging, {"predProb": probabilities, contract.PROVENANCE: record})
-        if client is None:
-            contract.save(contract.PRED_MAP, out.staging, {"predMap": pred_map, contract.PROVENANCE: record})
-    return pred_labels
-
-
-# --- The drivers: train and map, or apply a model trained elsewhere ------------------------------------------
-
-def step0_input_files(scene: Scene) -> tuple:
-    """The files Step 2 reads whatever it does: the configuration and Step 0's hand-offs."""
-    return (scene.config_path, contract.LAYERS.path(scene.workdir), contract.SEGMENTS_RASTER.path(scene.workdir),
-            contract.SAMPLES.path(scene.workdir), contract.SEGMENTS.path(scene.workdir))
-
-
-def read_step0(scene: Scene) -> dict:
-    """Step 0's labels, split, provenance, segments and grid, checked to belong together and to
-    the scene. A tiled run paints from ``segments.tif`` window by window, so it reads no whole segments."""
-    tiled = bool(scene.params.tile_size)
-    step0, segments = contract.load_step0(scene, ["labels", "split"], with_segments=not tiled)
-    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0[contract.PROVENANCE])
-    if tiled:  # checked before the work, though it is read only when the map is painted
-        contract.raster_grid(contract.SEGMENTS_RASTER, scene.workdir, step0[contract.PROVENANCE])
-    if segments is not None and segments.shape != (grid.rows, grid.cols):
-        raise InputDataError(f"{contract.SEGMENTS.path(scene.workdir)}: {segments.shape} does not match "
-                             f"layers.tif; rerun {STEP0}")
-    return {**step0, "segments": segments, "grid": grid}
-
-
-def train_and_map(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | None = None,
-                  workers: int | None = None, model: Path | None = None) -> None:
-    """Step 2: train, then map every superpixel (on a Dask cluster when the scene's ``tile_size`` asks); the
-    outputs and the TensorBoard run are committed together. With ``model`` (a trained ``model.keras``), apply
-    that model instead of training (see :func:`apply_model`)."""
-    if model is not None:
-        return apply_model(scene, model, scheduler, workers)
-    timings, p = {}, scene.params
-    if p.tile_size:
-        cluster.check_settings(scheduler, workers)
-    contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
-    input_files = (*step0_input_files(scene), contract.BALANCED.path(scene.workdir, per_class=p.per_class))
-    with open_outputs(scene.workdir, OUTPUTS, input_files) as out:
-        with cli.timed("read Step 0 and Step 1 outputs", timings):
-            step0 = read_step0(scene)
-            balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE]["run"])
-        cnn.check_validation_split(balanced["index"], p.validation_fraction)
-        record = contract.new_run(STEP2, step0_run=step0[contract.PROVENANCE]["run"],
-                                  step1_run=balanced[contract.PROVENANCE]["run"], parameters=p.as_dict())
-        card = model_card.from_training(scene, step0[contract.PROVENANCE],
-                                        contract.train_labels(step0["labels"], step0["split"]), record)
-        run_dir = out.new_folder(Path(runs_dir) / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        trained, history = train(scene, out, balanced, run_dir, timings)
-        card.write(out.path(contract.MODEL_CARD))
-        for name in (contract.MODEL_FILE, contract.MODEL_CARD):  # the model travels with its TensorBoard run too
-            shutil.copy2(out.path(name), run_dir / name)
-        classifier = {"model": trained, "path": out.path(contract.MODEL_FILE), "channels": p.train_layers,
-                      "prior_shares": np.array(card.prior_shares) if p.prior_correction else None, "card": None}
-        with cluster.client_if(bool(p.tile_size), scheduler, workers, out) as client:
-            pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
-        final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
-        log.info("final epoch: %s; TensorBoard: tensorboard --logdir %s", final, runs_dir)
-        record_map(scene, out, pred_labels, record, {"timings_s": timings, "run_dir": str(out.extra_folders[run_dir]),
-                                                     "final_epoch": final})
-
-
-def apply_model(scene: Scene, model_path: Path, scheduler: str | None, workers: int | None) -> None:
-    """Step 2 with a model trained elsewhere (``--model``): no balanced set, no training; the model's card
-    (``model.json`` beside it) gives its channels, patch width, classes and priors, checked against the scene."""
-    timings, p = {}, scene.params
-    if p.tile_size:
-        cluster.check_settings(scheduler, workers)
-    card = model_card.read(model_path)
-    input_files = (*step0_input_files(scene), model_path, Path(model_path).with_name(contract.MODEL_CARD))
-    with open_outputs(scene.workdir, OUTPUTS, input_files) as out:
-        with cli.timed("read Step 0 outputs and the model", timings):
-            step0 = read_step0(scene)
-            check_model_fits(card, model_path, scene, step0)
-            if step0[contract.PROVENANCE]["stretch"].get("from_model_run") != card.model_run:
-                log.warning("warning: this scene was stretched with its own limits, not the model's training scene's; "
-                            "rerun %s with --stretch-from %s so the model sees inputs scaled as in training",
-                            STEP0, model_path)
-            model = cnn.load_model(model_path, card)  # checked against its card, also when tiles load their own
-            classifier = {"model": None if p.tile_size else model, "path": Path(model_path),
-                          "channels": card.train_layers,
-                          "prior_shares": np.array(card.prior_shares) if card.prior_correction else None,
-                          "card": card}
-        record = contract.new_run(STEP2, step0_run=step0[contract.PROVENANCE]["run"], step1_run=None,
-                                  model_run=card.model_run, model_scene=card.scene, parameters=card.parameters)
-        with cluster.client_if(bool(p.tile_size), scheduler, workers, out) as client:
-            pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
-        record_map(scene, out, pred_labels, record, {"timings_s": timings, "applied_model": str(model_path),
-                                                     "model_scene": card.scene,
-                                                     "comparison_with_training_scene": record["applied_model"]})
-
-
-def compare_with_training_scene(card: ModelCard, step0_record: dict, pred_labels: np.ndarray) -> dict:
-    """The scene compared with the training scene of the model of ``card`` (:func:`scene_shift.compare`), with a
-    warning line in the log when it looks unlike it."""
-    comparison = scene_shift.compare(card, step0_record, pred_labels)
-    if comparison["shift_warning"]:
-        log.warning("warning: this scene looks unlike the model's training scene %s, so the map may be wrong "
-                    "however sure the model is: %s", card.scene, "; ".join(comparison["reasons"]))
-    if comparison["layers"] is None:
-        log.info("layers not compared with the training scene: %s", comparison["layers_unavailable"])
-    return comparison
-
-
-def record_map(scene: Scene, out: OutputSet, pred_labels: np.ndarray, record: dict, details: dict) -> None:
-    """Log the predicted classes and add the run to ``run.json``."""
-    counts = {name: int((pred_labels == code).sum()) for code, name in enumerate(scene.class_names)}
-    log.info("predicted superpixels per class: %s", counts)
-    cli.record_run(scene, out.path("run.json"), "Step2_Model_Training", {
-        **details, "predicted_superpixels": counts, "run": record["run"]})
+def map_land_cover(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | None = None,
+                   workers: int | None = None, model: Path | None = None) -> None:
+    """Step 2: train the CNN on Step 1's balanced set (section 3), then classify every superpixel with it and
+    paint the map (section 4), the TensorBoard run in ``runs_dir``; with ``model`` (a trained ``model.keras``),
+    map with that model instead (no Step 1, no training). Tiled scenes are classified on a Dask cluster
+    (``scheduler``, else a LocalCluster of ``workers`` processes)."""
+    if model is None:
+        train.train_and_map(scene, runs_dir, scheduler, workers)
+    else:
+        train.map_with_model(scene, model, scheduler, workers)
 
 
 def build_parser():
+    """Step 2's flags: the common ones, its parameters, the cluster, the TensorBoard folder and ``--model``."""
     parser = cli.build_parser(__doc__, ["per_class", "epochs", "batch_size", "validation_fraction", "train_layers",
                                         "projector_layers", "augment", "prior_correction", "tile_size"])
     cli.add_cluster_flags(parser)
@@ -257,7 +61,7 @@ def main(argv=None) -> int:
     """Step 2 from the command line (``--help`` lists the flags)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the log
     with cli.native_stderr_silenced():
-        return cli.run_step(build_parser(), argv, train_and_map, "runs_dir", "scheduler", "workers", "model")
+        return cli.run_step(build_parser(), argv, map_land_cover, "runs_dir", "scheduler", "workers", "model")
 
 
 if __name__ == "__main__":

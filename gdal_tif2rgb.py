@@ -63,6 +63,30 @@ class Grid:
         x0, dx, rx, y0, ry, dy = self.geotransform
         return Grid(rows, cols, (x0 + col * dx, dx, rx, y0 + row * dy, ry, dy), self.crs_wkt)
 
+    def xy(self, rows, cols) -> tuple[np.ndarray, np.ndarray]:
+        """Map x, y (CRS units) of the centres of the pixels at ``rows``, ``cols`` (arrays of pixel indices).
+
+        >>> Grid(5, 5, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "").xy(np.array([0, 2]), np.array([1, 4]))
+        (array([115., 145.]), array([495., 475.]))
+        """
+        x0, dx, rx, y0, ry, dy = self.geotransform
+        rows, cols = np.asarray(rows) + 0.5, np.asarray(cols) + 0.5
+        return x0 + cols * dx + rows * rx, y0 + cols * ry + rows * dy
+
+    def rowcol(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column (int64, possibly off the grid) of the pixels holding map points ``x``, ``y`` (CRS units):
+        the inverse of :meth:`xy`.
+
+        >>> grid = Grid(5, 5, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "")
+        >>> grid.rowcol(np.array([115.0, 99.0]), np.array([475.0, 495.0]))
+        (array([2, 0]), array([ 1, -1]))
+        """
+        x0, dx, rx, y0, ry, dy = self.geotransform
+        det = dx * dy - rx * ry
+        cols = np.floor(((x - x0) * dy - (y - y0) * rx) / det).astype(np.int64)
+        rows = np.floor(((y - y0) * dx - (x - x0) * ry) / det).astype(np.int64)
+        return rows, cols
+
     def pixel_area_m2(self) -> float | None:
         """Area of one pixel in square metres; None when the CRS is missing or not projected (degrees)."""
         from osgeo import osr

@@ -91,9 +91,7 @@ def design(pred_map: np.ndarray, grid: Grid, class_names, pixel_area_m2: float, 
     points = allocate(size or needed, pixels, min_per_class)
     rows, cols, strata = draw_pixels(pred_map, points, rng)
     hectares = pixels * (pixel_area_m2 / SQUARE_METRES_PER_HECTARE)
-    (x0, dx, rx, y0, ry, dy) = grid.geotransform
-    x = x0 + (cols + 0.5) * dx + (rows + 0.5) * rx
-    y = y0 + (cols + 0.5) * ry + (rows + 0.5) * dy
+    x, y = grid.xy(rows, cols)
     fields = {"id": np.arange(1, len(rows) + 1), "map_class": [class_names[c] for c in strata],
               "stratum_area_ha": hectares[strata], "inclusion_probability": (points / np.maximum(pixels, 1))[strata],
               "map_run": [map_run] * len(rows), REFERENCE_FIELD: [""] * len(rows)}
@@ -191,10 +189,7 @@ def _stratum_pixels(path: Path, strata, areas, k: int, pixel_area_m2: float) -> 
 def _map_classes(path: Path, x, y, grid: Grid, map_at, k: int) -> np.ndarray:
     """The map's class codes (int64) at points ``x``, ``y`` from ``map_at(rows, cols)``; points off the map, or on
     its unmapped pixels, are an error."""
-    x0, dx, rx, y0, ry, dy = grid.geotransform
-    det = dx * dy - rx * ry
-    cols = np.floor(((x - x0) * dy - (y - y0) * rx) / det).astype(np.int64)
-    rows = np.floor(((y - y0) * dx - (x - x0) * ry) / det).astype(np.int64)
+    rows, cols = grid.rowcol(x, y)
     inside = (rows >= 0) & (rows < grid.rows) & (cols >= 0) & (cols < grid.cols)
     classes = np.full(len(x), k, np.int64)
     classes[inside] = map_at(rows[inside], cols[inside])

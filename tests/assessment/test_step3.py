@@ -9,6 +9,7 @@ import pytest
 
 import gdal_tif2rgb
 import Step3_Accuracy_Assessment as step3
+from pipeline.workflow import assess
 from pipeline.assessment import accuracy, pixel_counts
 from pipeline.core import grids
 from pipeline.assessment.area_estimates import held_out_estimates, pixel_area
@@ -296,11 +297,11 @@ class TestEndToEnd:
 
         workdir, _, arguments = step2_workdir
         outputs = ("metrics.json", "reference_maps.png", "disagreement_map.png", "split_map.png")
-        written, default = {}, step3.WINDOW
+        written, default = {}, assess.WINDOW
         for size in (default, 100):
             copy = tmp_path / str(size)
             shutil.copytree(workdir, copy)
-            monkeypatch.setattr(step3, "WINDOW", size)
+            monkeypatch.setattr(assess, "WINDOW", size)
             assert step3.main([arguments[0], arguments[1], "--workdir", str(copy)]) == 0
             written[size] = {name: (copy / name).read_bytes() for name in outputs}
         assert written[100] == written[default]

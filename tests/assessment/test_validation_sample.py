@@ -13,6 +13,7 @@ from osgeo import gdal, ogr
 
 import gdal_tif2rgb
 import Step3_Accuracy_Assessment as step3
+from pipeline.workflow import assess
 from builders import fails_with_one_line, write_scene
 from pipeline.handoffs import contract
 from pipeline.inputs import point_files
@@ -214,7 +215,7 @@ def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys, mon
 
     # the map's classes at the points and its class areas read in windows of 100 px: the same estimates
     written = (workdir / "metrics.json").read_text()
-    monkeypatch.setattr(step3, "WINDOW", 100)
+    monkeypatch.setattr(assess, "WINDOW", 100)
     assert step3.main([*arguments, "--validation", str(labelled)]) == 0
     assert (workdir / "metrics.json").read_text() == written
 

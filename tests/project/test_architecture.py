@@ -19,7 +19,8 @@ SCIENCE = {"inputs", "segmentation", "model", "assessment"}
 #: What each package may import of the pipeline (besides itself).
 MAY_IMPORT = {"core": set(), "run": {"core"}, "handoffs": {"core", "run"},
               **{package: {"core", "run", "handoffs"} for package in SCIENCE},
-              "tiling": {"core", "run", "handoffs", *SCIENCE}}
+              "tiling": {"core", "run", "handoffs", *SCIENCE},
+              "workflow": {"core", "run", "handoffs", "inputs", "segmentation", "model", "assessment", "tiling"}}
 
 
 def imported_modules(path) -> set[str]:

@@ -18,6 +18,7 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
+from pipeline.workflow import assess
 from builders import (SUBSET, SUBSET_PARAMETERS, fails_with_one_line, flags, polygonize, small_polygons, write_scene,
                       write_tif)
 from pipeline.handoffs import contract
@@ -116,7 +117,7 @@ def test_step1_refuses_a_class_below_the_floor_in_one_line(tmp_path, subset_refe
 def test_absent_classes_are_the_reference_classes_missing_from_the_map_or_the_test_set():
     counts = SimpleNamespace(reference_pixels=np.array([5, 0, 3, 2]), map_pixels=np.array([0, 0, 4, 9]))
     labels, split = np.array([0, 2, 3, 255], np.uint8), np.array([0, 1, 0, 2], np.uint8)
-    absent = step3.absent_classes(counts, labels, split, list(CLASSES))
+    absent = assess.absent_classes(counts, labels, split, list(CLASSES))
     assert absent == {"map": ["urban"], "test_set": ["urban", "water"]}  # crop: not in the reference
 
 
