@@ -17,6 +17,9 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 from scipy import ndimage
 
+from pipeline.core.vocabulary import LAYER_NAMES
+from pipeline.handoffs.model_card import ModelCard
+
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = PROJECT.parent / "shared" / "data" / "aberystwyth_s2"
 SUBSET = DATA / "sen2_20210527_aber_subset.tif"
@@ -304,3 +307,12 @@ def quadrant_scene(folder, image_dtype=np.uint16):
     image = np.stack([np.vectorize(lambda code: spectra[code][band])(reference) for band in range(10)])
     image = (image * rng.uniform(0.95, 1.05, size=image.shape)).astype(image_dtype)
     return image, reference
+
+
+#: A model card of a made-up training run on the scene "north" (urban and water; red and mask channels).
+CARD = ModelCard(model_run="a" * 32, scene="north", layer_names=LAYER_NAMES, train_layers=("red", "mask"),
+                 patch_width=25, class_names=("urban", "water"), class_colours=((255, 248, 18), (31, 59, 255)),
+                 stretch_limits={name: (0.0, 0.5) for name in LAYER_NAMES}, stretch_unit="reflectance",
+                 prior_shares=(0.75, 0.25), prior_correction=True, parameters={"seed": 42},
+                 preparation={"dates": 1, "composite": "median", "masking": True}, step0_run="b" * 32,
+                 step1_run="c" * 32)

@@ -154,9 +154,17 @@ def superpixel_means(blocks, n_superpixels: int) -> np.ndarray:
 
 def random_forest_predictions(features: np.ndarray, train_index: np.ndarray, train_labels: np.ndarray,
                               seed: int) -> np.ndarray:
-    """Class of every superpixel by a random forest (300 trees) trained on ``features[train_index]``."""
+    """Class of every superpixel by a random forest (300 trees) trained on ``features[train_index]``.
+
+    scikit-learn's joblib threads now and then warn that its ``delayed`` lacked its ``Parallel`` (a race in
+    passing its configuration to the threads, scikit-learn issue 32631; the forest is the same): that warning is
+    silenced here, so that a successful step writes nothing on stderr."""
+    import warnings
+
     from sklearn.ensemble import RandomForestClassifier
 
     forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1)
-    forest.fit(features[train_index], train_labels)
-    return forest.predict(features).astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*sklearn.utils.parallel.delayed", category=UserWarning)
+        forest.fit(features[train_index], train_labels)
+        return forest.predict(features).astype(np.uint8)

@@ -9,18 +9,11 @@ from pathlib import Path
 import pytest
 
 import Step2_Model_Training as step2
-from builders import fails_with_one_line
+from builders import CARD, fails_with_one_line
 from pipeline.handoffs import model_card
 from pipeline.core.vocabulary import LAYER_NAMES
 from pipeline.core.errors import InputDataError, InputFileError
-from pipeline.handoffs.model_card import ModelCard
 
-CARD = ModelCard(model_run="a" * 32, scene="north", layer_names=LAYER_NAMES, train_layers=("red", "mask"),
-                 patch_width=25, class_names=("urban", "water"), class_colours=((255, 248, 18), (31, 59, 255)),
-                 stretch_limits={name: (0.0, 0.5) for name in LAYER_NAMES}, stretch_unit="reflectance",
-                 prior_shares=(0.75, 0.25), prior_correction=True, parameters={"seed": 42},
-                 preparation={"dates": 1, "composite": "median", "masking": True}, step0_run="b" * 32,
-                 step1_run="c" * 32)
 #: A key and a value of the wrong type or shape, and what the refusal must say.
 WRONG = [("prior_shares", [0.5], "one finite number per class"), ("prior_shares", [0.5, "x"], "one finite number per class"),
          ("prior_shares", [0.5, float("nan")], "one finite number per class"),

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.model import scene_shift
 from pipeline.core.vocabulary import LAYER_NAMES
-from test_model_card import CARD
+from builders import CARD
 
 LEVELS = list(scene_shift.QUANTILE_LEVELS)
 #: The training scene: each layer's quantiles spread evenly over 0..100, its stretch limits their 1 and 99 %.
