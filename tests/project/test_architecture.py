@@ -17,7 +17,8 @@ SCIENCE = {"inputs", "segmentation", "model", "assessment"}
 #: What each package may import of the pipeline (besides itself).
 MAY_IMPORT = {"core": set(), "run": {"core"}, "handoffs": {"core", "run"},
               **{package: {"core", "run", "handoffs"} for package in SCIENCE},
-              "tiling": {"core", "run", "handoffs", *SCIENCE}}
+              "tiling": {"core", "run", "handoffs", *SCIENCE},
+              "workflow": {"core", "run", "handoffs", *SCIENCE, "tiling"}}
 
 
 def imported_modules(path) -> set[str]:
