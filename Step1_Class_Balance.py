@@ -98,9 +98,14 @@ def balance(scene: Scene) -> None:
             "run": record["run"]})
 
 
+def build_parser():
+    """Step 1's command line: the common flags and its parameters."""
+    return cli.build_parser(__doc__, ["per_class", "min_training_superpixels"])
+
+
 def main(argv=None) -> int:
     """Step 1 from the command line (``--help`` lists the flags)."""
-    return cli.run_step(cli.build_parser(__doc__, ["per_class", "min_training_superpixels"]), argv, balance)
+    return cli.run_step(build_parser(), argv, balance)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ class MaskSource:
     values: tuple
 
 
-def on_work_grid(path: str, grid: Grid, target: Path) -> str:
+def mask_on_work_grid(path: str, grid: Grid, target: Path) -> str:
     """A VRT at ``target`` of the raster ``path`` on ``grid`` (nearest neighbour: codes stay codes);
     InputDataError when its CRS cannot be carried onto the grid's or it does not overlap the grid."""
     from osgeo import gdal

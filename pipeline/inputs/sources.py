@@ -136,10 +136,11 @@ def prepare_image(images, bands: dict, out_dir: Path, *, aoi=None, masking: Mask
     grid = full.subgrid(window)
     scene_mask = None
     if masking.enabled and masking.raster is not None:
-        scene_mask = clouds.MaskSource("raster", clouds.on_work_grid(str(masking.raster), grid,
-                                                                     out_dir / "mask_raster.vrt"), masking.raster_values)
+        scene_mask = clouds.MaskSource("raster", clouds.mask_on_work_grid(str(masking.raster), grid,
+                                                                          out_dir / "mask_raster.vrt"),
+                                       masking.raster_values)
     stacks = [first]
-    dates = [_on_work_grid(first, full, window, grid, out_dir, masking, scene_mask)]
+    dates = [_date_on_work_grid(first, full, window, grid, out_dir, masking, scene_mask)]
     for number, image in enumerate(images[1:], start=2):
         date = _date_stack(_as_input(image), bands, out_dir / f"date_{number}")
         stacks.append(date)
@@ -147,8 +148,8 @@ def prepare_image(images, bands: dict, out_dir: Path, *, aoi=None, masking: Mask
             raise InputDataError(f"{image}: its bands ({date['unit']}: {', '.join(date['bands'])}) cannot be stacked "
                                  f"with those of {images[0]} ({first['unit']}: {', '.join(first['bands'])})")
         date_grid = north_up_grid(open_raster(date["stack"]), date["stack"])
-        dates.append(_on_work_grid(date, date_grid, (0, 0, date_grid.rows, date_grid.cols), grid,
-                                   out_dir / f"date_{number}", masking, scene_mask))
+        dates.append(_date_on_work_grid(date, date_grid, (0, 0, date_grid.rows, date_grid.cols), grid,
+                                        out_dir / f"date_{number}", masking, scene_mask))
     info = {**first["info"], "image": str(images[0]), "aoi": aoi_info, "work_grid": describe(grid),
             "unit": first["unit"]}
     image, band_map, clear = dates[0].image, dates[0].bands, None
@@ -229,8 +230,8 @@ def _date_stack(image, bands: dict, out_dir: Path) -> dict:
             "info": {"kind": "raster"}, "product": False, "source": image}
 
 
-def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Path, masking: Masking,
-                  scene_mask) -> composite.Date:
+def _date_on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Path, masking: Masking,
+                       scene_mask) -> composite.Date:
     """A :class:`pipeline.inputs.composite.Date` whose image is ``date``'s bands on the work ``grid``: its own grid
     ``own`` cut to ``window`` (the first date), or warped onto the work grid (later dates of other grids), and
     its masks: the product's own (or the detector) and ``scene_mask`` (a MaskSource of the scene's mask raster,
@@ -258,8 +259,8 @@ def _on_work_grid(date: dict, own: Grid, window: tuple, grid: Grid, out_dir: Pat
             masks.append(clouds.detector(grid))
         else:
             values = masking.classes if own_mask["kind"] == "scl" else (1, 2, *((3,) if 11 in masking.classes else ()))
-            masks.append(clouds.MaskSource(own_mask["kind"], clouds.on_work_grid(own_mask["path"], grid,
-                                                                                 out_dir / "mask.vrt"), values))
+            masks.append(clouds.MaskSource(own_mask["kind"], clouds.mask_on_work_grid(own_mask["path"], grid,
+                                                                                      out_dir / "mask.vrt"), values))
     return composite.Date(source=str(date["source"]), image=image, bands=date["bands"], masks=tuple(masks),
                           acquired=date["info"].get("acquired"))
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -180,3 +182,17 @@ def example_indices(labels: np.ndarray, n_classes: int, rng: np.random.Generator
         chosen.append(rng.choice(members, size=min(per_class, members.size), replace=False) if members.size
                       else np.zeros(0, dtype=int))
     return chosen
+
+
+@dataclass(frozen=True)
+class PreparedScene:
+    """A scene segmented and sampled, whole or tile by tile, as Step 0's figures and summary need it."""
+
+    labels: np.ndarray  # (n,) uint8 majority class codes
+    split: np.ndarray  # (n,) uint8 split codes
+    purity: np.ndarray  # (n,) float32
+    invalid_pixels: int
+    preview_steps: np.ndarray  # stretched layers (rows', cols', 8) of the preview, as stored uint8 steps
+    preview_segments: np.ndarray  # superpixel ids (rows', cols') on the preview
+    read_patches: Callable[[np.ndarray], np.ndarray]  # superpixel indices -> their patches (m, w, w, 8), float32
+    tiles: int = 1

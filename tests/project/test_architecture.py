@@ -20,7 +20,7 @@ SCIENCE = {"inputs", "segmentation", "model", "assessment"}
 MAY_IMPORT = {"core": set(), "run": {"core"}, "handoffs": {"core", "run"},
               **{package: {"core", "run", "handoffs"} for package in SCIENCE},
               "tiling": {"core", "run", "handoffs", *SCIENCE},
-              "workflow": {"core", "run", "handoffs", "inputs", "segmentation", "model", "assessment", "tiling"}}
+              "workflow": {"core", "run", "handoffs", *SCIENCE, "tiling"}}
 
 
 def imported_modules(path) -> set[str]:

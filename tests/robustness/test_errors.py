@@ -110,10 +110,11 @@ class TestBadInputs:
         model = scene["folder"] / "model" / "model.keras"
         model.parent.mkdir()
         model.write_bytes(b"")  # Step 0 reads only the card beside it
-        card = {"model_run": "m1", "scene": "other", "layer_names": list(step0.LAYER_NAMES),
-                "train_layers": list(step0.LAYER_NAMES), "patch_width": 19, "class_names": ["a", "b"],
+        card = {"model_run": "m1", "scene": "other", "layer_names": list(vocabulary.LAYER_NAMES),
+                "train_layers": list(vocabulary.LAYER_NAMES), "patch_width": 19, "class_names": ["a", "b"],
                 "class_colours": [[0, 0, 0], [1, 1, 1]], "prior_shares": [0.5, 0.5], "prior_correction": True,
-                "stretch_limits": {name: [0.0, 1.0] for name in step0.LAYER_NAMES}, "parameters": {}, "preparation": {},
+                "stretch_limits": {name: [0.0, 1.0] for name in vocabulary.LAYER_NAMES}, "parameters": {},
+                "preparation": {},
                 "step0_run": "s0", "step1_run": "s1", **({"stretch_unit": unit} if unit else {})}
         (model.parent / "model.json").write_text(json.dumps(card))
         self.run_bad(scene, capsys, scene["config"].read_text(), *fragments, extra=["--stretch-from", str(model)])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import Step0_Data_Preparation as step0
 from builders import write_scene, write_tif
 from gdal_tif2rgb import read_layout
 from pipeline.core import grids
@@ -17,6 +16,7 @@ from pipeline.core.vocabulary import TEST, TRAIN, UNLABELLED, UNUSED
 from pipeline.segmentation.layers import stretched_layers
 from pipeline.segmentation.sampling import extract_patches
 from pipeline.segmentation.split import spatial_split, tiled_split
+from pipeline.tiling.prepare_tiles import prepare_tile
 
 
 def block_segments(rows: int, cols: int, side: int) -> np.ndarray:
@@ -107,20 +107,20 @@ class TestTilePreparation:
         config = write_scene(tmp_path / "scene.toml", write_tif(tmp_path / "image.tif", image),
                              write_tif(tmp_path / "reference.tif", reference), {"n_segments": 24, "patch_width": 19})
         scene = load_scene(config)
-        work = PreparedSources(image=scene.image, bands=scene.bands, grid=read_layout(scene.image)[0],
-                               unit="raster values (UInt16)", reference_codes=class_codes(reference, scene.classes),
-                               sources={})
-        return scene, work, reference
+        prepared = PreparedSources(image=scene.image, bands=scene.bands, grid=read_layout(scene.image)[0],
+                                   unit="raster values (UInt16)",
+                                   reference_codes=class_codes(reference, scene.classes), sources={})
+        return scene, prepared, reference
 
-    def whole_layers(self, work):
-        raw, valid = work.read_image()
+    def whole_layers(self, prepared):
+        raw, valid = prepared.read_image()
         return stretched_layers(raw, valid, ["red", "green", "blue"])
 
     def test_tile_with_halo_gives_the_whole_scene_layers_and_patches(self, scene):
-        scene, work, reference = scene
-        whole = self.whole_layers(work)
+        scene, prepared, reference = scene
+        whole = self.whole_layers(prepared)
         window = (24, 20, 24, 20)  # bottom-right tile of 2 x 2
-        tile = step0.prepare_tile(scene, work, whole.limits, window, (48, 40), work.reference_codes[24:, 20:])
+        tile = prepare_tile(scene, prepared, whole.limits, window, (48, 40), prepared.reference_codes[24:, 20:])
         layers = whole.steps  # a tile's layers and patches come as stored: uint8 steps
         assert np.array_equal(tile["layers"], layers[24:, 20:])
         assert tile["segments"].shape == (24, 20) and tile["segments"].min() == 0
@@ -133,9 +133,9 @@ class TestTilePreparation:
         assert tile["invalid"] == 0
 
     def test_tile_labels_and_codes_come_from_its_own_window(self, scene):
-        scene, work, reference = scene
-        limits = self.whole_layers(work).limits
-        tile = step0.prepare_tile(scene, work, limits, (0, 0, 24, 20), (48, 40), work.reference_codes[:24, :20])
+        scene, prepared, reference = scene
+        limits = self.whole_layers(prepared).limits
+        tile = prepare_tile(scene, prepared, limits, (0, 0, 24, 20), (48, 40), prepared.reference_codes[:24, :20])
         expected_codes = np.where(reference[:24, :20] == 3, 0, UNLABELLED)
         assert np.array_equal(tile["codes"], expected_codes)
         assert (tile["labels"][tile["purity"] > 0.6] == 0).all()
