@@ -3,7 +3,7 @@
 Reads ``samples_labels.mat`` from Step 0 and draws ``per_class`` training superpixels of every class,
 with a seed, from the train split only (``split == 0``, label not 255): test and unused superpixels never
 enter the balanced set. A class with fewer training superpixels than asked is drawn with replacement
-(the step says so); one with fewer than :data:`FEW_TRAINING_SUPERPIXELS` distinct ones gets a warning naming
+(the step says so); one with fewer than :data:`~pipeline.model.balancing.FEW_TRAINING_SUPERPIXELS` (30) distinct ones gets a warning naming
 it (its samples repeat a few places), and one with fewer than ``min_training_superpixels`` (5) is an error.
 
 Writes ``Samples_classBalanced_<per_class>.mat`` in the work folder:
@@ -16,47 +16,13 @@ import logging
 
 import numpy as np
 
-from pipeline.run import cli
 from pipeline.handoffs import contract
+from pipeline.model.balancing import FEW_TRAINING_SUPERPIXELS, balance_classes, class_counts, write_balanced_set
+from pipeline.run import cli
 from pipeline.run.config import Scene
-from pipeline.core.vocabulary import LAYER_NAMES, STEP0, STEP1, TRAIN, UNLABELLED
-from pipeline.core.errors import InputDataError
 from pipeline.run.outputs import open_outputs
 
 log = logging.getLogger(__name__)
-#: A class with fewer distinct training superpixels than this gets a warning: its samples repeat a few places.
-FEW_TRAINING_SUPERPIXELS = 30
-
-
-def balance_classes(labels: np.ndarray, split: np.ndarray, class_names, per_class: int,
-                    rng: np.random.Generator, source: str = contract.SAMPLES.filename,
-                    floor: int = 5) -> tuple[np.ndarray, list[str]]:
-    """Superpixel indices of ``per_class`` train samples of every class, in class order.
-
-    Returns the indices (int32, ``per_class * n_classes``) and the names of the classes that had to be
-    drawn with replacement. Raises :class:`~pipeline.core.errors.InputDataError` naming ``source`` (the file the
-    labels come from) and the first class with fewer than ``floor`` distinct training superpixels.
-    """
-    eligible = (split == TRAIN) & (labels != UNLABELLED)
-    chosen, with_replacement = [], []
-    for code, name in enumerate(class_names):
-        members = np.flatnonzero(eligible & (labels == code))
-        if members.size < floor:
-            found = f"only {members.size} distinct training superpixels" if members.size else "no training superpixel"
-            raise InputDataError(f"{source}: class '{name}' has {found}, fewer than the {floor} Step 1 needs "
-                                 f"(min_training_superpixels); draw more or larger polygons of it, or check the "
-                                 f"reference, [classes] or a smaller block_size/test_fraction in {STEP0}")
-        replace = members.size < per_class
-        if replace:
-            with_replacement.append(name)
-        chosen.append(rng.choice(members, size=per_class, replace=replace))
-    return np.concatenate(chosen).astype(np.int32), with_replacement
-
-
-def class_counts(labels: np.ndarray, class_names) -> dict:
-    """Number of samples of each class name."""
-    return {name: int((labels == code).sum()) for code, name in enumerate(class_names)}
-
 
 def balance(scene: Scene) -> None:
     """Step 1: draw the balanced set from Step 0's training superpixels and write it (with the run.json record)."""
@@ -83,19 +49,12 @@ def balance(scene: Scene) -> None:
             else:
                 log.warning("class '%s' has fewer than %d training superpixels: drawn with replacement", name,
                             p.per_class)
-        labels = step0["labels"][index]
-        log.info("after balancing: %s", class_counts(labels, scene.class_names))
-        record = contract.new_run(STEP1, step0_run=step0[contract.PROVENANCE]["run"],
-                                  parameters={"per_class": p.per_class, "seed": p.seed})
+        log.info("after balancing: %s", class_counts(step0["labels"][index], scene.class_names))
         with cli.timed(f"gather the drawn patches, write {path.name}", timings):
-            rows = contract.load_rows(contract.SAMPLES, scene.workdir, ["samples", "masks"], index)
-            contract.save(contract.BALANCED, out.staging, {
-                "images": rows["samples"], "masks": rows["masks"], "labels": labels, "index": index,
-                "class_names": scene.class_names, "layer_names": LAYER_NAMES, contract.PROVENANCE: record},
-                per_class=p.per_class)
+            run = write_balanced_set(out.staging, scene, step0, index)
         cli.record_run(scene, out.path("run.json"), "Step1_Class_Balance", {
             "timings_s": timings, "drawn_with_replacement": with_replacement, "counts_before": before,
-            "run": record["run"]})
+            "run": run})
 
 
 def build_parser():

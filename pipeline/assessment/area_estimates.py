@@ -341,7 +341,7 @@ def without_estimates(result: dict) -> dict:
 
 def pixel_area(grid: gdal_tif2rgb.Grid, path: Path) -> float:
     """Area of one pixel of ``grid`` in square metres; a missing or geographic CRS is an error."""
-    area = grid.pixel_area_m2()
+    area = gdal_tif2rgb.pixel_area_m2(grid)
     if area is None:
         raise InputDataError(f"{path}: its CRS is {'geographic (degrees)' if grid.crs_wkt else 'missing'}, but "
                              f"area estimates need a projected CRS in metres; reproject the image and the "

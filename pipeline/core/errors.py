@@ -15,3 +15,13 @@ class InputDataError(PipelineError, ValueError):
 
 class InputFileError(PipelineError, OSError):
     """A raster, ``.mat`` or other input file is missing, unreadable, or not what it should be."""
+
+
+def error_text(error: Exception) -> str:
+    """The first line of a GDAL error, for one-line messages.
+
+    >>> error_text(RuntimeError("x.tif: not recognized\nmore")), error_text(RuntimeError(""))
+    ('x.tif: not recognized', 'GDAL cannot open it')
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "GDAL cannot open it"

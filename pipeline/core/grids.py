@@ -1,5 +1,5 @@
-"""Pixel-grid arithmetic shared by the steps: tile windows and halos, reading rasters window by window,
-previews, painting superpixel labels.
+"""Pixel-grid arithmetic shared by the steps: the :class:`Grid` of a raster (bounds, sub-grids, pixel <-> map
+coordinates), tile windows and halos, reading rasters window by window, previews, painting superpixel labels.
 
 A *window* here is always a rectangle of the scene, ``(row, col, rows, cols)`` in pixels; the width of a patch
 around a superpixel is the *patch width* (``Parameters.patch_width``).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -130,3 +131,63 @@ def parallel_map(function, items, threads: int) -> list:
         return list(pool.map(function, items))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The pixel grid of a raster: size in pixels, GDAL geotransform and CRS as WKT."""
+
+    rows: int
+    cols: int
+    geotransform: tuple
+    crs_wkt: str
+
+    @classmethod
+    def of(cls, dataset) -> "Grid":
+        """The grid of an open GDAL dataset."""
+        return cls(dataset.RasterYSize, dataset.RasterXSize, tuple(dataset.GetGeoTransform()), dataset.GetProjection())
+
+    @property
+    def bounds(self) -> tuple:
+        """(xmin, ymin, xmax, ymax) of a north-up grid, in its CRS units.
+
+        >>> Grid(2, 3, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "").bounds
+        (100.0, 480.0, 130.0, 500.0)
+        """
+        x0, dx, _, y0, _, dy = self.geotransform
+        xs, ys = (x0, x0 + dx * self.cols), (y0, y0 + dy * self.rows)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def subgrid(self, window: tuple) -> "Grid":
+        """The grid of a ``window`` (row, col, rows, cols) of this grid, in pixels.
+
+        >>> Grid(5, 5, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "").subgrid((1, 2, 3, 2)).geotransform
+        (120.0, 10.0, 0.0, 490.0, 0.0, -10.0)
+        """
+        row, col, rows, cols = window
+        x0, dx, rx, y0, ry, dy = self.geotransform
+        return Grid(rows, cols, (x0 + col * dx, dx, rx, y0 + row * dy, ry, dy), self.crs_wkt)
+
+    def xy(self, rows, cols) -> tuple[np.ndarray, np.ndarray]:
+        """Map x, y (CRS units) of the centres of the pixels at ``rows``, ``cols`` (arrays of pixel indices).
+
+        >>> Grid(5, 5, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "").xy(np.array([0, 2]), np.array([1, 4]))
+        (array([115., 145.]), array([495., 475.]))
+        """
+        x0, dx, rx, y0, ry, dy = self.geotransform
+        rows, cols = np.asarray(rows) + 0.5, np.asarray(cols) + 0.5
+        return x0 + cols * dx + rows * rx, y0 + cols * ry + rows * dy
+
+    def rowcol(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column (int64, possibly off the grid) of the pixels holding map points ``x``, ``y`` (CRS units):
+        the inverse of :meth:`xy`.
+
+        >>> grid = Grid(5, 5, (100.0, 10.0, 0.0, 500.0, 0.0, -10.0), "")
+        >>> grid.rowcol(np.array([115.0, 99.0]), np.array([475.0, 495.0]))
+        (array([2, 0]), array([ 1, -1]))
+        """
+        x0, dx, rx, y0, ry, dy = self.geotransform
+        det = dx * dy - rx * ry
+        cols = np.floor(((x - x0) * dy - (y - y0) * rx) / det).astype(np.int64)
+        rows = np.floor(((y - y0) * dx - (x - x0) * ry) / det).astype(np.int64)
+        return rows, cols

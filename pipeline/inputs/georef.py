@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import Grid, error_text
+from gdal_tif2rgb import Grid
+from pipeline.core.errors import error_text
 from pipeline.core.errors import InputDataError, InputFileError
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gdal_tif2rgb import error_text, open_raster
+from gdal_tif2rgb import open_raster
+from pipeline.core.errors import error_text
 from pipeline.core.errors import ConfigError, InputDataError, InputFileError
 from pipeline.inputs.georef import crs_name, north_up_grid, spatial_reference
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from builders import SUBSET
 from pipeline.model import cnn
+from pipeline.model.balancing import balance_classes
 from pipeline.handoffs import contract
 from pipeline.core.errors import InputDataError
 
@@ -26,13 +26,13 @@ class TestBalance:
     def test_equal_counts_from_train_superpixels_only(self):
         labels = np.array([0] * 50 + [1] * 50 + [255] * 10, np.uint8)
         split = np.array(([0, 1, 2, 0, 0] * 20) + [2] * 10, np.uint8)
-        index, replaced = step1.balance_classes(labels, split, ["a", "b"], 10, np.random.default_rng(0))
+        index, replaced = balance_classes(labels, split, ["a", "b"], 10, np.random.default_rng(0))
         assert np.bincount(labels[index]).tolist() == [10, 10]
         assert (split[index] == 0).all() and replaced == []
 
     def test_small_class_is_drawn_with_replacement(self):
         labels = np.array([0] * 30 + [1] * 6, np.uint8)
-        index, replaced = step1.balance_classes(labels, np.zeros(36, np.uint8), ["a", "b"], 10,
+        index, replaced = balance_classes(labels, np.zeros(36, np.uint8), ["a", "b"], 10,
                                                 np.random.default_rng(0))
         assert replaced == ["b"] and set(index[labels[index] == 1]) == set(range(30, 36))
 
@@ -40,13 +40,13 @@ class TestBalance:
         labels = np.array([0] * 30 + [1] * 4, np.uint8)
         with pytest.raises(InputDataError, match=r"^samples_labels.mat: class 'b' has only 4 distinct training "
                                                  r"superpixels, fewer than the 5 Step 1 needs"):
-            step1.balance_classes(labels, np.zeros(34, np.uint8), ["a", "b"], 10, np.random.default_rng(0))
+            balance_classes(labels, np.zeros(34, np.uint8), ["a", "b"], 10, np.random.default_rng(0))
 
     def test_class_without_training_samples_is_named(self):
         labels = np.array([0] * 5 + [1], np.uint8)
         split = np.array([0] * 5 + [1], np.uint8)
         with pytest.raises(InputDataError, match="class 'water' has no training superpixel"):
-            step1.balance_classes(labels, split, ["urban", "water"], 5, np.random.default_rng(0))
+            balance_classes(labels, split, ["urban", "water"], 5, np.random.default_rng(0))
 
     def test_balanced_file_traces_back_to_train_superpixels(self, step2_workdir):
         workdir, _, _ = step2_workdir

@@ -109,3 +109,18 @@ def test_io_module_has_no_figure_code_and_no_side_effects_at_import():
     calls_at_import = [node.lineno for node in tree.body if isinstance(node, (ast.Expr, ast.Assign))
                        and any(isinstance(child, ast.Call) for child in ast.walk(node))]
     assert not calls_at_import  # no side effects at import
+
+
+@pytest.mark.parametrize("step", STEPS, ids=lambda p: p.stem)
+def test_step_scripts_are_short_drivers_without_machinery(step):
+    tree = ast.parse(step.read_text())
+    assert len(step.read_text().splitlines()) <= 150
+    assert ast.get_docstring(tree) and "main" in {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    machinery = {"concurrent.futures", "threading", "dask", "distributed", "multiprocessing"}
+    assert not {name.split(".")[0] for name in imported_modules(step)} & {m.split(".")[0] for m in machinery}
+    assert "ThreadPoolExecutor" not in step.read_text() and "provenance" not in step.read_text().lower()
+
+
+@pytest.mark.parametrize("path", [*MODULES, PROJECT / "gdal_tif2rgb.py"], ids=lambda p: p.name)
+def test_every_module_is_at_most_450_lines(path):
+    assert len(path.read_text().splitlines()) <= 450
