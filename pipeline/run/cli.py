@@ -219,7 +219,7 @@ def package_versions() -> dict:
 
 def record_run(scene: Scene, path: Path, step: str, details: dict, inputs: dict | None = None) -> None:
     """Write to ``path`` the work folder's ``run.json`` with this step's parameters, timings and results added,
-    and ``inputs`` (input path -> SHA-256 as read), if given."""
+    and ``inputs`` (input path -> SHA-256 as read), if given; paths of staged outputs as they are once committed."""
     record = {}
     with contextlib.suppress(OSError, json.JSONDecodeError, UnicodeDecodeError):
         record = json.loads(scene.output("run.json").read_text())
@@ -230,8 +230,21 @@ def record_run(scene: Scene, path: Path, step: str, details: dict, inputs: dict 
     if inputs:
         record["inputs_sha256"] = inputs
     record.setdefault("steps", {})[step] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                            "parameters": scene.params.as_dict(), **details}
+                                            "parameters": scene.params.as_dict(), **committed_paths(details)}
     write_json(path, record)
+
+
+def committed_paths(value):
+    """``value`` (JSON-like: dicts, lists, text) with every staged output's path as it is once committed.
+
+    >>> committed_paths({"image": ["w/.staging-12-0a1b2c3d/sources/image.vrt"], "n": 3})
+    {'image': ['w/sources/image.vrt'], 'n': 3}
+    """
+    if isinstance(value, dict):
+        return {key: committed_paths(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [committed_paths(item) for item in value]
+    return outputs.final_path(value) if isinstance(value, str) else value
 
 
 def write_json(path: Path, content: dict) -> None:

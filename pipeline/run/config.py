@@ -7,6 +7,7 @@ override both, so running a step with no arguments is the demo run.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import glob
 import math
 import os
@@ -250,14 +251,15 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
     """Read and check a scene TOML; apply command-line ``overrides`` (name -> value, None = not given)."""
     config_path = Path(config_path)
     config = _read_toml(config_path)
+    assessment = config.get("assessment", {})
+    validation = assessment.pop("validation", None) if isinstance(assessment, dict) else None
+    validation_field = assessment.pop("validation_field", "reference") if isinstance(assessment, dict) else None
+    section_values = _section_values(config, config_path)  # unknown keys first: a misspelt one is not "missing"
     for key in REQUIRED_KEYS:
         if key not in config:
             raise ConfigError(f"{config_path}: missing key '{key}'")
     base = config_path.resolve().parent
-    assessment = config.get("assessment", {})
-    validation = assessment.pop("validation", None) if isinstance(assessment, dict) else None
-    validation_field = assessment.pop("validation_field", "reference") if isinstance(assessment, dict) else None
-    params = Parameters().replaced(_section_values(config, config_path), str(config_path))
+    params = Parameters().replaced(section_values, str(config_path))
     params = params.replaced(overrides or {}, "command line")
     name = _check_name(config["name"], config_path)
     return Scene(name=name, config_path=config_path, images=_check_images(config["image"], base, config_path),
@@ -364,14 +366,29 @@ def _section_values(config: dict, config_path: Path) -> dict:
         if section in SCENE_KEYS:
             continue
         if section not in sections or not isinstance(table, dict):
-            raise ConfigError(f"{config_path}: unknown key '{section}'; keys are {', '.join(SCENE_KEYS)} and the "
-                              f"sections {', '.join(sorted(sections))}")
+            raise ConfigError(f"{config_path}: unknown key '{section}'{did_you_mean(section, [*SCENE_KEYS, *sections])}"
+                              f"; keys are {', '.join(SCENE_KEYS)} and the sections {', '.join(sorted(sections))}")
         for key, value in table.items():
             name = RENAMED.get(key, key)
-            if name not in rules or rules[name][0].section != section:
-                raise ConfigError(f"{config_path}: unknown parameter '{key}' in [{section}]")
+            if name in rules and rules[name][0].section != section:
+                raise ConfigError(f"{config_path}: parameter '{key}' belongs in [{rules[name][0].section}], not in "
+                                  f"[{section}]")
+            if name not in rules:
+                known = [other for other, (rule, _) in rules.items() if rule.section == section]
+                raise ConfigError(f"{config_path}: unknown parameter '{key}' in [{section}]{did_you_mean(key, known)}; "
+                                  f"its parameters are {', '.join(known)}")
             values[name] = check_value(key, value, *rules[name], str(config_path))
     return values
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """`` (did you mean 'x'?)`` for the candidate closest to a misspelt ``word``, or nothing if none is close.
+
+    >>> did_you_mean("clases", ["classes", "bands"]), did_you_mean("zzz", ["classes"])
+    (" (did you mean 'classes'?)", '')
+    """
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _check_bands(bands, config_path: Path) -> dict:

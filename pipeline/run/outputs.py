@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
+try:  # POSIX; on Windows the work folder is locked through a lock file with msvcrt
+    import fcntl
+except ImportError:
+    fcntl = None
 import os
 import re
 import shutil
@@ -30,6 +33,8 @@ from pathlib import Path
 from pipeline.core.errors import ConfigError, InputDataError
 
 STAGING_PREFIX = ".staging-"
+#: The file locked in a work folder where the folder itself cannot be (Windows).
+LOCK_FILE = ".lock"
 
 
 class OutputSet:
@@ -179,24 +184,36 @@ def _make_folder(folder: Path) -> None:
 
 @contextlib.contextmanager
 def folder_lock(folder: Path):
-    """Hold an exclusive lock on ``folder`` (the folder itself, so no file is left) for the block, which gets the
-    folder's (device, inode); refuse at once if another run holds it."""
+    """Hold an exclusive lock on ``folder`` for the block, which gets the folder's (device, inode); refuse at once
+    if another run holds it. On POSIX the folder itself is locked (no file is left); on Windows, which cannot lock
+    a folder, its hidden file ``.lock``."""
     try:
-        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        handle = (os.open(folder, os.O_RDONLY | os.O_DIRECTORY) if fcntl is not None else
+                  os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT))
     except OSError as error:
         raise ConfigError(f"{folder}: cannot open this work folder ({error.strerror})") from None
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_at_once(handle)
         except OSError as error:
-            if error.errno in (errno.EAGAIN, errno.EACCES):
+            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EDEADLK):
                 raise InputDataError(f"{folder}: another run is using this work folder; wait for it to finish "
                                      f"or choose another --workdir") from None
             raise
-        stat = os.fstat(handle)
+        stat = os.stat(folder)
         yield stat.st_dev, stat.st_ino
     finally:
         os.close(handle)
+
+
+def _lock_at_once(handle: int) -> None:
+    """An exclusive lock on the open file ``handle``, or OSError (EAGAIN, EACCES) at once if another holds it."""
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        import msvcrt
+
+        msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
 
 
 def remove_stale_staging(folder: Path) -> None:
@@ -215,13 +232,10 @@ def remove_orphans(parent: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    """Whether process ``pid`` runs (psutil: ``os.kill(pid, 0)`` would end the process on Windows)."""
+    import psutil
+
+    return psutil.pid_exists(pid)
 
 
 def check_outputs(folder: Path, names, inputs) -> None:
@@ -261,7 +275,11 @@ def same_file(output: Path, source) -> bool:
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Hold SIGINT and SIGTERM back for the block (they are delivered after it)."""
+    """Hold SIGINT and SIGTERM back for the block (they are delivered after it). Windows has no signal masks: there
+    the block runs unguarded (it is a few renames)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
     signals = {signal.SIGINT, signal.SIGTERM}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:

@@ -4,6 +4,7 @@ labels checked against what was made directly on the grid."""
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -54,6 +55,9 @@ def test_product_through_step0(tmp_path, crop_scene, crop_files, level, zipped):
     assert result["run"]["sources"]["resampling"] == "bilinear" and result["run"]["sources"]["unit"] == "reflectance"
     assert result["run"]["invalid_pixels"] == valid.size - valid.sum()
     assert not list((result["work"] / "sources").glob("reference*"))  # the codes are written once: reference.tif
+    prepared = pathlib.Path(result["run"]["sources"]["prepared_image"])
+    assert prepared.parent == result["work"] / "sources" and prepared.is_file()  # the final path, not the staged one
+    assert ".staging-" not in (result["work"] / "run.json").read_text()
 
 
 def test_reference_in_another_crs_and_resolution(tmp_path, crop_scene, crop_files):

@@ -85,7 +85,9 @@ class TestBadInputs:
 
     @pytest.mark.parametrize("replace, fragments", [
         ({'reference = ': 'ref = '}, ("unknown key 'ref'", "keys are name, image, reference")),
-        ({'image = ': 'img = '}, ("missing key 'image'",)),
+        ({'image = ': 'img = '}, ("unknown key 'img' (did you mean 'image'?)",)),
+        ({"[classes]": "[clases]"}, ("unknown key 'clases' (did you mean 'classes'?)",)),
+        ({'image = ': '# image = '}, ("missing key 'image'",)),
         ({"nir = 7": "nirr = 7"}, ("unknown band name", "nirr")),
         ({"patch_width = 19": "patch_width = 20"}, ("patch_width = 20", "must be odd")),
         ({"patch_width = 19": "window = 20"}, ("window = 20", "must be odd")),  # the older name
@@ -94,6 +96,9 @@ class TestBadInputs:
         ({"n_segments = 64": "n_segments = 0"}, ("n_segments = 0", "at least 1")),
         ({"epochs = 1": "epochs = -3"}, ("epochs = -3", "at least 1")),
         ({"[sampling]": "[sampling]\nwindoww = 3"}, ("unknown parameter 'windoww'",)),
+        ({"[sampling]": "[sampling]\nblock_sise = 3"}, ("unknown parameter 'block_sise' in [sampling] (did you mean "
+                                                          "'block_size'?)",)),
+        ({"[sampling]": "[sampling]\nn_segments = 30"}, ("parameter 'n_segments' belongs in [superpixels]",)),
         ({"[bands]": "[bands"}, ("not valid TOML",)),
     ])
     def test_bad_configuration(self, scene, capsys, replace, fragments):
