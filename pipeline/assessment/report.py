@@ -212,8 +212,9 @@ def prose(text: str) -> str:
     >>> prose("estimate +- 1.96 SE; correction 1 - blocks / population_blocks")
     'estimate ± 1.96 SE; correction 1 − n / N (n test blocks of the N blocks holding labelled superpixels)'
     """
-    return (text.replace("+-", "±").replace(
-        "1 - blocks / population_blocks", "1 − n / N (n test blocks of the N blocks holding labelled superpixels)"))
+    return (text.replace("+-", "±").replace("z^2/2", "z²/2").replace("as interval_method says", "as under Intervals")
+            .replace("1 - blocks / population_blocks",
+                     "1 − n / N (n test blocks of the N blocks holding labelled superpixels)"))
 
 
 def is_designed(sample: dict) -> bool:
@@ -280,9 +281,12 @@ def design_sentence(area: dict) -> str:
     """One sentence naming the sampling design behind the estimates ``area`` (HTML-escaped)."""
     sample = area["sample"]
     if is_designed(sample):
-        return (f"These estimates come from a validation sample designed for it: a {html.escape(sample['design'])}, "
-                f"{sample['labelled']:,} points labelled independently of the map, with the stratified estimators "
-                f"of Olofsson et al. (2014).")
+        other_map = ("; the sample was drawn on another map run than the one assessed, so its strata are not this "
+                     "map's classes (Stehman 2014)" if "strata are not its classes" in sample["design"] else "")
+        return (f"These estimates come from a validation sample designed for it: a stratified random sample of "
+                f"{sample['points']:,} pixels with the map classes as strata (a point at each pixel's centre), "
+                f"{sample['labelled']:,} of them labelled independently of the map, with the stratified estimators "
+                f"of Olofsson et al. (2014){other_map}.")
     side = html.escape(sample["unit"].split(" (")[0].removeprefix("block of ").replace(" x ", " × "))
     return (f"These estimates come from the spatial split's held-out test blocks, a cluster sample of "
             f"{sample['blocks']:,} blocks of {side} (each block a sampling unit, every labelled pixel in it compared "
