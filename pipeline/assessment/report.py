@@ -567,6 +567,8 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
                 "out of the balanced set); validation falling behind training means overfitting."))))
     order = [*(name for name in ASSESSMENT_TITLES if name in metrics["assessments"]),
              *(name for name in metrics["assessments"] if name not in ASSESSMENT_TITLES)]
+    if headline_area is None:  # the test superpixels' matrix is the headline above
+        order.remove("superpixel_test")
     for name, result in ((name, metrics["assessments"][name]) for name in order):
         diagnostics.append(diagnostic(assessment_title(name), numbering.figure(
             image_tag(out.path(f"confusion_{name}.png"), "confusion matrix") + confusion_tables(result, descriptions),

@@ -163,6 +163,13 @@ def test_every_image_is_a_captioned_figure_and_the_page_fits_the_width(step3_wor
 
 
 @needs_chromium
+def test_the_width_check_sees_a_page_wider_than_the_window(step3_workdir, tmp_path):
+    workdir, _ = step3_workdir
+    wide = (workdir / "report.html").read_text(encoding="utf-8").replace("</h1>", "</h1><div style='width:1200px'>x</div>")
+    assert inspect(wide, tmp_path / "wide")["scroll_width"] > 800
+
+
+@needs_chromium
 def test_one_headline_figure_to_cite_its_design_named_and_plain_headings(step3_workdir, tmp_path):
     from pipeline.assessment.accuracy import ASSESSMENTS
 
@@ -221,3 +228,26 @@ def test_error_matrix_rows_follow_the_class_codes_not_the_sorted_names(step3_wor
     for i, name in enumerate(metrics["class_names"]):
         cells = dict(rows)[name]
         assert f">{p[i][i]:.4f}</td>" in cells and f">{sum(p[i]):.4f}</td>" in cells, name
+
+
+def test_without_a_probability_sample_the_test_superpixels_are_the_headline(step3_workdir, subset_config, tmp_path):
+    from pipeline.assessment import report
+    from pipeline.assessment.area_estimates import without_estimates
+    from pipeline.run.config import load_scene
+    from pipeline.run.outputs import OutputSet
+
+    workdir, metrics = step3_workdir
+    area = without_estimates(metrics["area_estimates"])
+    area["sample"] = {**area["sample"], "probability_sample": False, "reference_coverage": 0.2,
+                      "note": "not a probability sample of the map: the reference labels 20.0% of the mapped pixels"}
+    for png in workdir.glob("*.png"):
+        shutil.copy(png, tmp_path / png.name)
+    report.write_report(load_scene(subset_config, workdir), OutputSet(tmp_path, ["report.html"], tmp_path),
+                        {**metrics, "area_estimates": area})
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    cited = page[page.index("<figure id='headline-figure' class='cite'>"):]
+    cited = cited[:cited.index("</figure>")]
+    assert "title='confusion_superpixel_test.png'" in cited and "Test superpixels (superpixel level)." in cited
+    assert page.count("title='confusion_superpixel_test.png'") == 1 and page.count("cite this</span> ") == 1
+    assert "Not a probability sample of the map: the reference labels 20.0%" in page
+    assert "too little for a probability sample of the map" in page and "None" not in page
