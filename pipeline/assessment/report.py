@@ -497,43 +497,48 @@ def map_figures(scene: Scene, numbering: Numbering, grid: gdal_tif2rgb.Grid | No
             f"among its classes, not whether they fit the scene."), kind="map"))
 
 
-def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
-    """``report.html``: one self-contained page (every image inside it, no links to files or paths): the
-    scene's title; the accuracy to cite (the validation sample's estimates where there is one, else the
-    held-out test blocks'; with neither, the test superpixels'); the map and its uncertainty; the reference
-    beside the map; a Methods paragraph; then, as diagnostics, the other assessments, the disagreement and split
-    maps and the learning curve."""
-    def earlier(name: str) -> Path:
-        return scene.output(name)
+def headline_estimates(metrics: dict) -> dict | None:
+    """The area estimates to cite: the validation sample's where there is one, else the held-out test blocks'
+    where they are a probability sample of the map; None where neither is."""
+    area = metrics["area_estimates"]
+    return metrics.get("validation_sample") or (area if area["overall_accuracy"] is not None else None)
 
-    descriptions, numbering, grid = scene.descriptions, Numbering(), scene_grid(scene)
-    area, validation = metrics["area_estimates"], metrics.get("validation_sample")
-    absent = absent_text(metrics)
-    headline_area = validation or (area if area["overall_accuracy"] is not None else None)
+
+def cite_section(scene: Scene, out: OutputSet, metrics: dict, numbering: Numbering) -> str:
+    """The report's "Accuracy to cite": the headline in words, its design in a sentence, and the figure marked
+    "cite this" (the headline estimates' error matrix in area proportions; without a probability sample, the
+    test superpixels' confusion matrix)."""
+    area, headline_area, absent = metrics["area_estimates"], headline_estimates(metrics), absent_text(metrics)
     cite = (f"<section id='cite-this'><h2>Accuracy to cite</h2>"
             f"<p>Headline: <b id=\"headline\">{html.escape(headline_text(metrics))}</b>.</p>"
             + (f"<p><b id=\"absent\" class=\"note\">{html.escape(absent)}</b></p>" if absent else ""))
     if headline_area is not None:
-        cite += (f"<p>{design_sentence(headline_area)} Cite the figures marked <span class='cite-mark'>cite "
-                 f"this</span>; the other assessments below are diagnostics.</p>"
-                 + area_section(headline_area, "Class areas and accuracy from the validation sample" if validation else
-                                "Class areas and area-weighted accuracy (held-out test blocks)", numbering,
-                                scene.class_names, descriptions, cite=True))
-    else:
-        result = metrics["assessments"]["superpixel_test"]
-        cite += (f"<p class='note'>{html.escape(area['sample'].get('note', ''))}.</p><p>Until then, the accuracy to "
-                 f"report is that of the test superpixels, superpixels of the held-out blocks of the spatial split "
-                 f"compared with their majority reference label; it is not weighted by area and holds only for the "
-                 f"labelled areas.</p>"
-                 + numbering.figure(image_tag(out.path("confusion_superpixel_test.png"), "confusion matrix")
-                                    + confusion_tables(result, descriptions), assessment_caption(
-                                        "superpixel_test", result), cite=True, ident="headline-figure", kind="cite"))
-    cite += "</section>"
-    composites = "".join(image_tag(earlier(name), alt) for name, alt in (
+        title = ("Class areas and accuracy from the validation sample" if "validation_sample" in metrics else
+                 "Class areas and area-weighted accuracy (held-out test blocks)")
+        return cite + (f"<p>{design_sentence(headline_area)} Cite the figures marked <span class='cite-mark'>cite "
+                       f"this</span>; the other assessments below are diagnostics.</p>"
+                       + area_section(headline_area, title, numbering, scene.class_names, scene.descriptions,
+                                      cite=True) + "</section>")
+    result = metrics["assessments"]["superpixel_test"]
+    note = area["sample"].get("note", "")
+    return cite + (f"<p class='note'>{html.escape(note[:1].upper() + note[1:])}.</p><p>Until then, the accuracy to "
+                   f"report is that of the test superpixels, superpixels of the held-out blocks of the spatial split "
+                   f"compared with their majority reference label; it is not weighted by area and holds only for "
+                   f"the labelled areas.</p>"
+                   + numbering.figure(image_tag(out.path("confusion_superpixel_test.png"), "confusion matrix")
+                                      + confusion_tables(result, scene.descriptions),
+                                      assessment_caption("superpixel_test", result), cite=True,
+                                      ident="headline-figure", kind="cite") + "</section>")
+
+
+def map_section(scene: Scene, out: OutputSet, numbering: Numbering, grid: gdal_tif2rgb.Grid | None) -> str:
+    """The report's "The map": the map and its uncertainty, the image and its superpixels, the reference
+    beside the map."""
+    composites = "".join(image_tag(scene.output(name), alt) for name, alt in (
         ("rgb.png", "true-colour composite"), ("nir_green_blue.png", "false-colour composite"),
         ("segments_boundaries.png", "superpixel boundaries")))
     superpixels = run_record(scene).get("steps", {}).get("Step0_Data_Preparation", {}).get("superpixels")
-    the_map = (
+    return (
         "<h2>The map</h2>" + map_figures(scene, numbering, grid)
         + numbering.figure(f"<div class='row'>{composites}</div>", (
             "The image and its superpixels: left, true-colour composite (red, green, blue); middle, false-colour "
@@ -543,10 +548,19 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
         + numbering.figure(image_tag(out.path("reference_maps.png"), "reference and predicted maps"), (
             f"The reference beside the map: left, the reference per pixel (blank: no reference label); middle, the "
             f"reference as each superpixel's majority class, the labels the CNN was trained and tested on; right, the "
-            f"CNN's map. Classes: {class_legend(scene.class_names, descriptions)}.")))
+            f"CNN's map. Classes: {class_legend(scene.class_names, scene.descriptions)}.")))
+
+
+def diagnostics_section(scene: Scene, out: OutputSet, metrics: dict, numbering: Numbering) -> str:
+    """The report's diagnostics, each under a plain heading: the held-out test blocks' estimates (when a
+    validation sample is the headline), the disagreement and split maps, the learning curve, and every
+    assessment's confusion matrix and scores."""
+    descriptions = scene.descriptions
     wide = ("<section class='wide'>" + area_section(
-        area, "Class areas and area-weighted accuracy (held-out test blocks)", numbering, scene.class_names,
-        descriptions) + "</section>") if validation else ""
+        metrics["area_estimates"], "Class areas and area-weighted accuracy (held-out test blocks)", numbering,
+        scene.class_names, descriptions) + "</section>") if "validation_sample" in metrics else ""
+    split_legend = class_legend(list(SPLIT_MAP_CATEGORIES.values()), None, SPLIT_MAP_COLOURS)
+    side = scene.params.block_size
     diagnostics = [
         diagnostic("Where the map disagrees with the reference", numbering.figure(
             image_tag(out.path("disagreement_map.png"), "disagreement map"), (
@@ -555,34 +569,44 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
                 f"labelled pixels trained the model); it shows where errors cluster."))),
         diagnostic("Training and test areas (spatial split)", numbering.figure(
             image_tag(out.path("split_map.png"), "spatial split"), (
-                f"Superpixels by their part in the split: {class_legend(list(SPLIT_MAP_CATEGORIES.values()), None, SPLIT_MAP_COLOURS)}. "
-                f"Test superpixels lie in held-out blocks of {scene.params.block_size} × {scene.params.block_size} "
-                f"pixels, away from the training ones, so the test figures are not inflated by neighbours seen in "
-                f"training."))),
+                f"Superpixels by their part in the split: {split_legend}. Test superpixels lie in held-out blocks "
+                f"of {side} × {side} pixels, away from the training ones, so the test figures are not inflated by "
+                f"neighbours seen in training."))),
     ]
-    if earlier("learning_curve.png").is_file():
+    if scene.output("learning_curve.png").is_file():
         diagnostics.append(diagnostic("Training curve", numbering.figure(
-            image_tag(earlier("learning_curve.png"), "learning curve"), (
+            image_tag(scene.output("learning_curve.png"), "learning curve"), (
                 "The CNN's accuracy and loss per epoch on the training patches and on the validation patches (held "
                 "out of the balanced set); validation falling behind training means overfitting."))))
     order = [*(name for name in ASSESSMENT_TITLES if name in metrics["assessments"]),
              *(name for name in metrics["assessments"] if name not in ASSESSMENT_TITLES)]
-    if headline_area is None:  # the test superpixels' matrix is the headline above
+    if headline_estimates(metrics) is None:  # the test superpixels' matrix is the headline
         order.remove("superpixel_test")
     for name, result in ((name, metrics["assessments"][name]) for name in order):
         diagnostics.append(diagnostic(assessment_title(name), numbering.figure(
             image_tag(out.path(f"confusion_{name}.png"), "confusion matrix") + confusion_tables(result, descriptions),
             assessment_caption(name, result))))
-    write_page(scene, out, "land-cover report", f"""{scene_comparison(metrics.get("applied_model"))}{cite}
-{the_map}
+    return (f"<h2>Diagnostics</h2><p>These help judge the map and the model. They are not the map's accuracy: cite "
+            f"the figures marked <span class='cite-mark'>cite this</span> above. In the tables, user's accuracy is "
+            f"the tutorial's precision and producer's accuracy its recall.</p>"
+            f"{wide}<div class='diagnostics'>{''.join(diagnostics)}</div>")
+
+
+def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
+    """``report.html``: one self-contained page (every image inside it, no links to files or paths): the
+    scene's title; the accuracy to cite (the validation sample's estimates where there is one, else the
+    held-out test blocks'; with neither, the test superpixels'); the map and its uncertainty; the reference
+    beside the map; a Methods paragraph; then, as diagnostics, the other assessments, the disagreement and split
+    maps and the learning curve. Figures are numbered in this order."""
+    numbering, grid = Numbering(), scene_grid(scene)
+    write_page(scene, out, "land-cover report", f"""{scene_comparison(metrics.get("applied_model"))}
+{cite_section(scene, out, metrics, numbering)}
+{map_section(scene, out, numbering, grid)}
 <p>{html.escape(metrics.get("applied_model_note", ""))} {html.escape(masked_text(metrics["masked_area_ha"]))}
 Image: {html.escape(Path(str(scene.image)).name)}; reference: {html.escape(Path(str(scene.reference)).name)}.</p>
 <h2>Methods</h2><p>A paragraph to adapt for a thesis or paper (parameters and versions as recorded in run.json):</p>
 {methods_text(scene, metrics, grid)}
-<h2>Diagnostics</h2><p>These help judge the map and the model. They are not the map's accuracy: cite the figures
-marked <span class='cite-mark'>cite this</span> above. In the tables, user's accuracy is the tutorial's precision and
-producer's accuracy its recall.</p>
-{wide}<div class="diagnostics">{"".join(diagnostics)}</div>
+{diagnostics_section(scene, out, metrics, numbering)}
 <p>Full figures: metrics.json. Parameters and input checksums: run.json.</p>""")
 
 

@@ -238,7 +238,7 @@ def test_without_a_probability_sample_the_test_superpixels_are_the_headline(step
 
     workdir, metrics = step3_workdir
     area = without_estimates(metrics["area_estimates"])
-    area["sample"] = {**area["sample"], "probability_sample": False, "reference_coverage": 0.2,
+    area["sample"] = {**metrics["area_estimates"]["sample"], "probability_sample": False, "reference_coverage": 0.2,
                       "note": "not a probability sample of the map: the reference labels 20.0% of the mapped pixels"}
     for png in workdir.glob("*.png"):
         shutil.copy(png, tmp_path / png.name)
@@ -248,6 +248,6 @@ def test_without_a_probability_sample_the_test_superpixels_are_the_headline(step
     cited = page[page.index("<figure id='headline-figure' class='cite'>"):]
     cited = cited[:cited.index("</figure>")]
     assert "title='confusion_superpixel_test.png'" in cited and "Test superpixels (superpixel level)." in cited
-    assert page.count("title='confusion_superpixel_test.png'") == 1 and page.count("cite this</span> ") == 1
+    assert page.count("title='confusion_superpixel_test.png'") == 1 and page.count(".</b> <span class='cite-mark'>cite this</span>") == 1  # one figure
     assert "Not a probability sample of the map: the reference labels 20.0%" in page
     assert "too little for a probability sample of the map" in page and "None" not in page
