@@ -11,7 +11,7 @@ import gdal_tif2rgb
 from pipeline.handoffs import contract
 from pipeline.core import grids
 from pipeline.core.vocabulary import UNLABELLED
-from pipeline.run.figures import plot_class_map, pyplot
+from pipeline.run.figures import add_map_frame, plot_class_map, pyplot
 from pipeline.run import files
 from pipeline.run.outputs import OutputSet
 
@@ -36,18 +36,42 @@ def write_maps(out: OutputSet, class_names, grid: gdal_tif2rgb.Grid, blocks, run
             write_uncertainty(uncertainty, row, col)
             grids.place_in_preview(preview, block, row, col, step)
             grids.place_in_preview(uncertainty_preview, uncertainty, row, col, step)
-    files.save_png(out.path("predMap.png"), plot_class_map(preview, class_names, "Predicted land cover"))
-    files.save_png(out.path("uncertainty.png"), plot_uncertainty(uncertainty_preview))
+    files.save_png(out.path("predMap.png"), plot_class_map(preview, class_names, "Predicted land cover",
+                                                           grid=grid))
+    files.save_png(out.path("uncertainty.png"),
+                   plot_uncertainty(uncertainty_preview, len(class_names), grid=grid))
 
 
-def plot_uncertainty(uncertainty: np.ndarray):
+def uncertainty_maximum(n_classes: int) -> float:
+    """The largest possible uncertainty, 1 - max class probability, of ``n_classes`` classes: 1 - 1/K, reached
+    when every class is equally likely.
+
+    >>> uncertainty_maximum(4), uncertainty_maximum(2)
+    (0.75, 0.5)
+    """
+    return 1.0 - 1.0 / n_classes
+
+
+def plot_uncertainty(uncertainty: np.ndarray, n_classes: int | None = None, *, grid=None):
     """Map of ``uncertainty`` (rows, cols), 1 - max class probability per pixel (0 = certain, NaN = no data),
-    with a colour bar; returns the Figure."""
-    figure, axis = pyplot().subplots(figsize=(8, 7))
-    image = axis.imshow(uncertainty, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
-    figure.colorbar(image, ax=axis, label="1 - max class probability", shrink=0.8)
+    with a colour bar from 0 to its real maximum 1 - 1/K for ``n_classes`` = K (to 1 when not given); returns
+    the Figure. ``grid``: the scene's grid, of which ``uncertainty`` may be a preview, for coordinates and a
+    scale bar (see :func:`pipeline.run.figures.plot_class_map`)."""
+    top = 1.0 if n_classes is None else uncertainty_maximum(n_classes)
+    figure, axis = pyplot().subplots(figsize=(8, 7), layout="constrained")
+    extent = None
+    if grid is not None:
+        xmin, ymin, xmax, ymax = grid.bounds
+        extent = (xmin, xmax, ymin, ymax)
+    image = axis.imshow(uncertainty, cmap="magma", vmin=0, vmax=top, interpolation="nearest", extent=extent)
+    bar = figure.colorbar(image, ax=axis, shrink=0.8, ticks=np.linspace(0, top, 4 if n_classes else 6))
+    bar.ax.yaxis.set_major_formatter(lambda value, _: f"{value:.2f}")
+    bar.set_label("1 - max class probability" + (f" (at most 1 - 1/{n_classes})" if n_classes else ""))
     axis.set_title("Uncertainty of the predicted class (per superpixel)")
-    axis.set_axis_off()
+    if grid is None:
+        axis.set_axis_off()
+    else:
+        add_map_frame(axis, grid)
     return figure
 
 

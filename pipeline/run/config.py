@@ -24,7 +24,7 @@ DEFAULT_CONFIG = PROJECT_ROOT / "data" / "aberystwyth.toml"
 RUNS_DIR = PROJECT_ROOT / "runs"
 #: Keys of the TOML's top level that are not parameter sections, and those of them a scene must have.
 SCENE_KEYS = ("name", "image", "reference", "bands", "classes", "aoi", "reference_field", "stretch_from", "mask",
-              "mask_values", "composite")
+              "mask_values", "composite", "title", "descriptions")
 REQUIRED_KEYS = ("name", "image", "classes")
 #: Older parameter names still accepted in the TOML.
 RENAMED = {"window": "patch_width"}
@@ -232,6 +232,17 @@ class Scene:
     mask: Path | str | None = None  # a raster (any grid) whose ``mask_values`` mark pixels to leave out
     mask_values: tuple = ()  # values of ``mask`` that are masked
     composite: str = "median"  # how several dates combine, pixel by pixel, over their clear observations
+    title: str | None = None  # the report's title; None: the scene name with a capital
+    descriptions: dict = field(default_factory=dict)  # class name -> what the class holds here, for legends and tables
+
+    @property
+    def display_title(self) -> str:
+        """The scene's title for the report: ``title`` as given, else the name with a capital ("Aberystwyth")."""
+        return self.title or self.name[:1].upper() + self.name[1:]
+
+    def class_label(self, name: str) -> str:
+        """A class name with its description, if the TOML gives one: "crop (improved pasture)"."""
+        return f"{name} ({self.descriptions[name]})" if self.descriptions.get(name) else name
 
     @property
     def image(self) -> Path | str | Tiles:
@@ -274,7 +285,8 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
                  if "stretch_from" in config else None,
                  validation=None if validation is None else input_path(base, validation, "validation", config_path),
                  validation_field=_check_field(validation_field, config_path, "validation_field"),
-                 **_check_mask(config, base, config_path))
+                 **_check_mask(config, base, config_path), title=_check_title(config.get("title"), config_path),
+                 descriptions=_check_descriptions(config.get("descriptions", {}), config["classes"], config_path))
 
 
 def _check_images(value, base: Path, config_path: Path) -> tuple:
@@ -420,6 +432,32 @@ def _check_field(field, config_path: Path, key: str = "reference_field") -> str 
     if field is None or isinstance(field, str) and field:
         return field
     raise ConfigError(f"{config_path}: {key} = {field!r} must be the name of an attribute")
+
+
+def _check_title(title, config_path: Path) -> str | None:
+    """The optional ``title``: one line of 1 to 200 characters."""
+    if title is None:
+        return None
+    if not isinstance(title, str) or not title.strip() or len(title) > 200 or "\n" in title:
+        raise ConfigError(f"{config_path}: title = {title!r} must be one line of text (1 to 200 characters), e.g. "
+                          f"title = \"Aberystwyth, May 2021\"")
+    return title.strip()
+
+
+def _check_descriptions(descriptions, classes, config_path: Path) -> dict:
+    """The optional ``[descriptions]`` table: class name -> a short text saying what the class holds in this
+    scene (``crop = "improved pasture"``); every key must be a class of ``[classes]``."""
+    if not isinstance(descriptions, dict):
+        raise ConfigError(f"{config_path}: descriptions must be a table [descriptions] of class name = \"text\"")
+    names = list(classes) if isinstance(classes, dict) else []
+    for name, text in descriptions.items():
+        if name not in names:
+            raise ConfigError(f"{config_path}: [descriptions] names '{name}', which is no class of [classes]"
+                              f"{did_you_mean(name, names)}; the classes are {', '.join(names)}")
+        if not isinstance(text, str) or not text.strip() or len(text) > 200 or "\n" in text:
+            raise ConfigError(f"{config_path}: [descriptions] {name} = {text!r} must be one line of text (1 to 200 "
+                              f"characters)")
+    return {name: text.strip() for name, text in descriptions.items()}
 
 
 def _check_classes(classes, config_path: Path) -> dict:

@@ -18,6 +18,7 @@ from builders import fails_with_one_line, write_scene
 from pipeline.handoffs import contract
 from pipeline.inputs import point_files
 from pipeline.assessment import validation_sample
+from pipeline.assessment.report import prose
 from pipeline.assessment.area_estimates import estimates
 from pipeline.run.config import load_scene
 from pipeline.core.errors import ConfigError
@@ -208,7 +209,16 @@ def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys, mon
     assert "Class areas and accuracy from the validation sample" in report and "Stehman" in report
     assert "validation sample of" in report  # the headline names its sample
     assert "Agresti and Coull 1998" in validation["interval_method"] and held_out["interval_method"].startswith("Wald")
-    assert f"<b>Intervals</b>: {html.escape(validation['interval_method'])}" in report
+    assert f"<b>Intervals</b>: {html.escape(prose(validation['interval_method']))}" in report
+    # the validation sample's error matrix in area proportions, with its intervals, is the figure to cite
+    cited = report[report.index("<figure id='headline-figure' class='cite'>"):]
+    cited = cited[:cited.index("</figure>")]
+    assert "Error matrix of the map from the validation sample, in estimated proportions of the mapped area" in cited
+    proportions = validation["confusion_matrix_proportions"]
+    assert all(f">{value:.4f}</td>" in cited for row in proportions for value in row)
+    water = validation["classes"]["water"]
+    assert f"{water['users_accuracy']:.3f} ± {water['users_accuracy_ci95']:.3f}" in cited
+    assert "Class areas and area-weighted accuracy (held-out test blocks)" in report  # then among the diagnostics
     small = [name for name, n in validation["sample"]["labelled_per_stratum"].items() if n < 30]  # 20 each
     assert small and all(f"{name} ({validation['sample']['labelled_per_stratum'][name]})" in report for name in small)
     assert "Fewer than 30 labelled points in map class" in report

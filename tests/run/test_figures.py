@@ -6,6 +6,7 @@ import pytest
 from osgeo import gdal
 from PIL import Image
 
+from pipeline.core.grids import Grid
 from pipeline.core.colours import class_palette
 from pipeline.core.vocabulary import LAYER_NAMES
 from pipeline.run import files
@@ -94,3 +95,51 @@ def test_png_writer_gives_files_that_libpng_and_pillow_read_back_exactly(tmp_pat
         with pytest.raises(ValueError, match="a PNG holds uint8"):
             files.save_png(tmp_path / "bad.png", bad)
     assert not (tmp_path / "bad.png").exists() and not list(tmp_path.glob("*partial*"))
+
+
+BNG = ('PROJCS["OSGB 1936 / British National Grid",GEOGCS["OSGB 1936",DATUM["OSGB_1936",SPHEROID["Airy 1830",'
+       '6377563.396,299.3249646]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION['
+       '"Transverse_Mercator"],UNIT["metre",1],AUTHORITY["EPSG","27700"]]')
+
+
+def test_class_map_on_a_grid_has_easting_northing_in_km_and_a_scale_bar():
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    grid = Grid(339, 324, (257594.7, 10.0, 0.0, 282834.3, 0.0, -10.0), BNG)
+    codes = np.zeros((339, 324), np.uint8)
+    figure = plot_class_map(codes, ["urban", "crop"], "map", grid=grid)
+    figure.canvas.draw()
+    axis = figure.axes[0]
+    assert axis.get_xlabel() == "easting (km), OSGB 1936 / British National Grid (EPSG:27700)"
+    assert axis.get_ylabel() == "northing (km)"
+    assert axis.get_xlim() == pytest.approx((257594.7, 257594.7 + 3240)) and axis.get_ylim()[1] == pytest.approx(282834.3)
+    shown = [tick for tick in axis.get_xticks() if 257594.7 <= tick <= 260834.7]
+    assert [axis.xaxis.get_major_formatter()(tick, 0) for tick in shown] == ["258", "259", "260"]  # km of the CRS
+    bars = [a for a in axis.artists if isinstance(a, AnchoredSizeBar)]
+    assert len(bars) == 1 and bars[0].txt_label.get_text() == "500 m"
+
+
+def test_class_map_without_a_grid_has_no_axes():
+    figure = plot_class_map(np.zeros((20, 30), np.uint8), ["urban", "crop"], "map")
+    assert not figure.axes[0].axison
+
+
+@pytest.mark.parametrize("n_classes, top", [(4, 0.75), (2, 0.5), (None, 1.0)])
+def test_uncertainty_colour_bar_runs_to_one_minus_one_over_k(n_classes, top):
+    from pipeline.model.prediction_maps import plot_uncertainty
+
+    uncertainty = np.linspace(0, top, 600, dtype=np.float32).reshape(20, 30)
+    figure = plot_uncertainty(uncertainty, n_classes)
+    image = figure.axes[0].images[0]
+    assert image.get_clim() == pytest.approx((0.0, top))
+    bar = figure.axes[1]
+    assert bar.get_ylim() == pytest.approx((0.0, top))
+    if n_classes:
+        assert f"at most 1 - 1/{n_classes}" in bar.get_ylabel()
+
+
+def test_step2_previews_are_drawn_in_the_scene_coordinates(step2_workdir):
+    workdir, _, _ = step2_workdir
+    image = png(workdir / "uncertainty.png")
+    text_rows = image[-40:]  # the easting label and the tick labels below the map
+    assert (text_rows < 100).all(axis=-1).sum() > 200  # dark text, not a blank margin
