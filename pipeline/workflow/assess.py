@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gdal_tif2rgb import Grid
-from pipeline.assessment import accuracy, label_suggestions, pixel_counts, report, validation_sample
+from pipeline.assessment import accuracy, label_suggestions, pixel_counts, report, report_text, validation_sample
 from pipeline.assessment.accuracy import ASSESSMENTS, AXES_NOTE
 from pipeline.assessment.accuracy_figures import plot_confusion, plot_disagreement, plot_maps, plot_split
 from pipeline.assessment.area_estimates import (AGRESTI_CAFFO_2000, AGRESTI_COULL_1998, OLOFSSON_2014, STEHMAN_2014,
@@ -186,15 +186,15 @@ def write_figures(out: OutputSet, hand_offs: HandOffs, counts: pixel_counts.Pixe
     confusion matrix."""
     class_names, previews = metrics["class_names"], counts.previews
     superpixel_reference = paint_map(hand_offs.labels, previews["segments"], UNLABELLED)
-    files.save_png(out.path("reference_maps.png"),
-                          plot_maps(previews["codes"], superpixel_reference, previews["map"], class_names))
+    grid = hand_offs.grid
+    files.save_png(out.path("reference_maps.png"), plot_maps(previews["codes"], superpixel_reference, previews["map"],
+                                                             class_names, grid=grid))
     files.save_png(out.path("disagreement_map.png"),
-                          plot_disagreement(previews["codes"], previews["map"], counts.disagreement_share))
-    files.save_png(out.path("split_map.png"),
-                          plot_split(hand_offs.labels, hand_offs.split, previews["segments"],
-                                     f"Spatial split: held-out test superpixels in {block_size} px blocks"
-                                     if hand_offs.applied_from is None else
-                                     f"Every labelled superpixel held out (model trained on {hand_offs.applied_from})"))
+                   plot_disagreement(previews["codes"], previews["map"], counts.disagreement_share, grid=grid))
+    title = (f"Spatial split: held-out test superpixels in {block_size} px blocks" if hand_offs.applied_from is None
+             else f"Every labelled superpixel held out (model trained on {hand_offs.applied_from})")
+    files.save_png(out.path("split_map.png"), plot_split(hand_offs.labels, hand_offs.split, previews["segments"], title,
+                                                         grid=grid))
     for name, result in metrics["assessments"].items():
         files.save_png(out.path(f"confusion_{name}.png"), plot_confusion(result, name))
 
@@ -227,9 +227,9 @@ def assess_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, timings: dict)
         report.write_report(scene, out, metrics)
     for line in report.summary_lines(metrics):
         log.info(line)
-    if report.absent_text(metrics):
-        log.warning(report.absent_text(metrics))
-    log.info("\nheadline: %s; report: %s", report.headline_text(metrics), scene.output("report.html"))
+    if report_text.absent_text(metrics):
+        log.warning(report_text.absent_text(metrics))
+    log.info("\nheadline: %s; report: %s", report_text.headline_text(metrics), scene.output("report.html"))
     return {"overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}}
 
 
