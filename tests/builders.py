@@ -54,7 +54,7 @@ ABERYSTWYTH_BANDS = {"blue": 1, "green": 2, "red": 3, "nir": 7, "swir": 9}
 ABERYSTWYTH_CLASSES = {"urban": [3], "crop": [2], "vegetation": [1], "water": [4]}
 
 # Step parameters of the test scenes, for settings() and flags(): name -> value; the parameters not named keep the
-# pipeline's defaults (pipeline.run.config.Parameters).
+# pipeline's defaults (pipeline.run.parameters.Parameters).
 #: The 64 x 64 px quadrant scene.
 QUADRANT_PARAMETERS = {"n_segments": 64, "patch_width": 19, "block_size": 16, "per_class": 20, "epochs": 1,
                        "min_training_superpixels": 1}  # 1 training superpixel of water

@@ -20,7 +20,7 @@ class InputFileError(PipelineError, OSError):
 def error_text(error: Exception) -> str:
     """The first line of a GDAL error, for one-line messages.
 
-    >>> error_text(RuntimeError("x.tif: not recognized\nmore")), error_text(RuntimeError(""))
+    >>> error_text(RuntimeError("x.tif: not recognized\\nmore")), error_text(RuntimeError(""))
     ('x.tif: not recognized', 'GDAL cannot open it')
     """
     text = str(error).strip()

@@ -1,5 +1,5 @@
 """The parts of ``docs/`` generated from the code, so that they cannot drift from it: the parameter tables of
-``docs/configuration.md`` from :class:`pipeline.run.config.Parameters`, and the hand-off tables of
+``docs/configuration.md`` from :class:`pipeline.run.parameters.Parameters`, and the hand-off tables of
 ``docs/handoffs.md`` from the declarations of :mod:`pipeline.handoffs.contract`.
 
 A page keeps its hand-written text; only the block between ``<!-- generated: NAME -->`` and
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.handoffs import contract
-from pipeline.run.config import PROJECT_ROOT, Parameters, Rule
+from pipeline.run.config import PROJECT_ROOT
+from pipeline.run.parameters import Parameters, Rule
 
 DOCS = PROJECT_ROOT / "docs"
 END = "<!-- end generated -->"
