@@ -239,7 +239,7 @@ def describe_map(scene: Scene, out: OutputSet, hand_offs: HandOffs) -> dict:
     counts = count_scene(scene, hand_offs)
     areas = class_areas_ha(counts.map_pixels, hand_offs.pixel_area_m2)
     metrics = {"note": "no reference: the map's class areas only (no accuracy can be assessed)",
-               "class_names": scene.class_names, "class_areas_ha": dict(zip(scene.class_names, np.round(areas, 2))),
+               "class_names": scene.class_names, "class_areas_ha": {name: round(float(area), 2) for name, area in zip(scene.class_names, areas)},
                "total_area_ha": round(float(areas.sum()), 2),
                "masked_area_ha": masked_area_ha(counts, hand_offs.pixel_area_m2),
                "model_scene": hand_offs.applied_from, "applied_model": hand_offs.applied_model}

@@ -8,7 +8,9 @@ outputs of :data:`OUTPUTS` and the TensorBoard run are committed together.
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +203,7 @@ def train_and_map(scene: Scene, runs_dir: Path, scheduler: str | None, workers: 
         with cluster.client_if(bool(p.tile_size), scheduler, workers, out) as client:
             pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
         final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
-        log.info("final epoch: %s; TensorBoard: tensorboard --logdir %s", final, runs_dir)
+        log.info("final epoch: %s; TensorBoard: %s", final, tensorboard_command(runs_dir))
         record_map(scene, out, pred_labels, record, {"timings_s": timings, "run_dir": str(out.extra_folders[run_dir]),
                                                      "final_epoch": final})
 
@@ -252,3 +254,11 @@ def record_map(scene: Scene, out: OutputSet, pred_labels: np.ndarray, record: di
     log.info("predicted superpixels per class: %s", counts)
     cli.record_run(scene, out.path("run.json"), "Step2_Model_Training", {
         **details, "predicted_superpixels": counts, "run": record["run"]})
+
+
+def tensorboard_command(runs_dir: Path) -> str:
+    """The command that shows ``runs_dir`` in TensorBoard, runnable as printed: the ``tensorboard`` beside this
+    Python (the .venv's, not on the PATH until activated), else this Python's ``-m tensorboard.main``."""
+    beside = Path(sys.executable).with_name("tensorboard")
+    command = [str(beside)] if beside.is_file() else [sys.executable, "-m", "tensorboard.main"]
+    return shlex.join([*command, "--logdir", str(runs_dir)])

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -16,6 +16,7 @@ import Step2_Model_Training as step2
 from builders import SUBSET
 from pipeline.model import cnn
 from pipeline.model.balancing import balance_classes
+from pipeline.workflow.train import tensorboard_command
 from pipeline.handoffs import contract
 from pipeline.core.errors import InputDataError
 
@@ -138,8 +139,9 @@ class TestTensorBoard:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(runs), "--host",
-                                   "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+        printed = shlex.split(tensorboard_command(runs))  # the command Step 2 prints, run as printed
+        assert printed[-2:] == ["--logdir", str(runs)]
+        server = subprocess.Popen([*printed, "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             tags = _get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout_s=90)
