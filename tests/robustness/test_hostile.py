@@ -31,18 +31,17 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-import gdal_tif2rgb
 import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
 from builders import (ABERYSTWYTH_BANDS, ABERYSTWYTH_CLASSES, PROJECT, QUADRANT_PARAMETERS, SUBSET, assert_one_line,
                       fails_with_one_line, quadrant_scene, snapshot, write_scene, write_tif)
-from pipeline.assessment import report
+from pipeline.core import atomic_files
 from pipeline.core.colours import class_palette
 from pipeline.core.errors import ConfigError, InputFileError
-from pipeline.handoffs import matfile, model_card
-from pipeline.run import cli, files
+from pipeline.handoffs import matfile
+from pipeline.run import files
 
 STEPS = {0: step0.main, 1: step1.main, 2: step2.main, 3: step3.main}
 SCRIPTS = {0: "Step0_Data_Preparation.py", 1: "Step1_Class_Balance.py", 2: "Step2_Model_Training.py",
@@ -342,8 +341,10 @@ class TestSceneName:
     def test_bad_name(self, guard, tmp_path, monkeypatch, step, name):
         # Safety net for running this against code that does not check the name: any output write fails the test
         # before it can land in the project, /work or /tmp.
-        for module in (gdal_tif2rgb, files, cli, matfile, model_card, report, step2):
-            monkeypatch.setattr(module, "atomic_output", _no_output)
+        for module in list(sys.modules.values()):  # every module that took atomic_output by name
+            if getattr(module, "atomic_output", None) is atomic_files.atomic_output:
+                monkeypatch.setattr(module, "atomic_output", _no_output)
+        monkeypatch.setattr(atomic_files, "atomic_output", _no_output)
         scene = make_scene(tmp_path / "scene")
         config = config_variant(scene, tmp_path / "scene" / "named.toml",
                                 **{'name = "test"': f"name = {json.dumps(name)}"})
