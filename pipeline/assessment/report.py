@@ -310,14 +310,16 @@ scene {html.escape(str(model_scene))}. Image: {html.escape(Path(str(scene.image)
 
 def summary_lines(metrics: dict) -> list[str]:
     """A readable summary of ``metrics`` (as in ``metrics.json``) like the tutorial's Fig 5.4: per assessment
-    and class precision, recall and F1, then OA, kappa and the confusion matrix; then the area estimates."""
+    (by its plain title) and class user's accuracy (precision), producer's accuracy (recall) and F1, then OA,
+    kappa and the confusion matrix; then the area estimates."""
     lines = []
     for name, result in metrics["assessments"].items():
-        lines.append(f"\n{name}: {result['unit']} ({result['n_samples']}); {AXES_NOTE}")
-        lines.append(f"{'':>12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+        lines.append(f"\n{assessment_title(name)}: {result['unit']} ({result['n_samples']}); {AXES_NOTE}")
+        lines.append(f"{'':>12}{'user (precision)':>18}{'producer (recall)':>19}{'f1':>8}{'support':>10}")
         for i, class_name in enumerate(result["class_names"]):
             cells = [result[k][i] for k in ("precision", "recall", "f1")]
-            lines.append(f"{class_name:>12}" + "".join(f"{'-' if c is None else c:>10}" for c in cells)
+            lines.append(f"{class_name:>12}" + "".join(f"{'-' if c is None else c:>{width}}"
+                                                       for c, width in zip(cells, (18, 19, 8)))
                          + f"{result['support'][i]:>10}")
         lines.append(f"{'OA':>12}{result['overall_accuracy']:>10}   kappa {result['kappa']}   "
                      f"weighted F1 {result['weighted_f1']}")
