@@ -252,7 +252,7 @@ def forest_text(metrics: dict) -> str:
     >>> level = {"overall_accuracy": [0.9, 0.8], "difference": 0.1, "difference_ci95": 0.05, "n_units": 3}
     >>> forest_text({"cnn_minus_forest": {"verdict": "the CNN beats the random forest", "pixel_test": level,
     ...                                   "superpixel_test": level}}).split(";")[0]
-    'CNN against its strongest simple peer: the CNN beats the random forest. Held-out overall accuracy at pixel level: CNN 0.9, random forest 0.8, CNN minus forest +10.0 ± 5.0 points (95 % CI over 3 test blocks)'
+    'CNN against its strongest simple peer: the CNN beats the random forest. Held-out overall accuracy at pixel level: CNN 0.900, random forest 0.800, CNN minus forest +10.0 ± 5.0 points (95 % CI over 3 test blocks)'
     """
     comparison = metrics.get("cnn_minus_forest")
     if comparison is None:
@@ -261,7 +261,8 @@ def forest_text(metrics: dict) -> str:
     def level(name: str, c: dict) -> str:
         d, half = c["difference"], c["difference_ci95"]
         points = "undefined" if d is None else f"{100 * d:+.1f}" + ("" if half is None else f" ± {100 * half:.1f}")
-        return (f"{name} level: CNN {c['overall_accuracy'][0]}, random forest {c['overall_accuracy'][1]}, CNN minus "
+        cnn, forest = (f"{value:.3f}" for value in c["overall_accuracy"])
+        return (f"{name} level: CNN {cnn}, random forest {forest}, CNN minus "
                 f"forest {points} points (95 % CI over {c['n_units']} test blocks)")
 
     return (f"CNN against its strongest simple peer: {comparison['verdict']}. Held-out overall accuracy at "
