@@ -192,7 +192,7 @@ def test_standard_terms_readable_formulas_and_a_methods_paragraph(step3_workdir,
     workdir, _ = step3_workdir
     page = inspect((workdir / "report.html").read_text(encoding="utf-8"), tmp_path / "page")
     body = page["body"]
-    assert body.count("user's accuracy (precision)") == 5 and body.count("producer's accuracy (recall)") == 5
+    assert body.count("user's accuracy (precision)") == 6 and body.count("producer's accuracy (recall)") == 6
     assert "user's accuracy ± 95 % CI" in body and "producer's accuracy ± 95 % CI" in body
     assert re.sub(r"user's accuracy \(precision\)|tutorial's precision", "", body).count("precision") == 0
     assert page["code_blocks"] == 0 and "p̂ii / p̂i·" in body and "+-" not in body  # HTML, not a monospace block
