@@ -10,8 +10,10 @@ of every confusion matrix = reference, columns = prediction; see ``pipeline/asse
 - ``pixel_test``: the predicted map vs the reference raster on the labelled pixels of the test superpixels;
 - ``segmentation_ceiling``: the map in which every superpixel carries its reference majority label, vs the
   reference raster on the same pixels: the best any superpixel classifier could do on this segmentation;
-- ``random_forest_superpixel_test``: a random forest on each superpixel's mean of the 8 layers, trained on
-  the CNN's balanced set and scored like ``superpixel_test``, to show whether the CNN earns its cost.
+- ``random_forest_superpixel_test``, ``random_forest_pixel_test``: the strongest simple peer, a random forest on
+  each superpixel's mean and standard deviation of every band of the image and of NDVI, NDWI and NDBI, trained on
+  the superpixels of the CNN's balanced set and scored like ``superpixel_test`` and ``pixel_test``; with
+  ``cnn_minus_forest``, the CNN's lead over it and its 95 % interval over the test blocks, and whether it beats it.
 
 Besides, ``area_estimates`` (the headline): the area of every class in hectares and the pixel-level, area-weighted
 user's, producer's and overall accuracy, each with a 95 % confidence interval, from each test pixel's own
@@ -19,7 +21,8 @@ reference value, with the test blocks as the sampling units of a cluster sample
 (``pipeline/assessment/area_estimates.py``); ``area_estimates.sample`` says what the sample is. A reference that labels only part of the map (training
 polygons) is no probability sample of it: then no areas or accuracies are estimated from it.
 
-Reads, from Steps 0-2: ``samples_labels.mat`` (labels, split, centroids), ``layers.tif``, ``segments.tif``,
+Reads, from Steps 0-2: ``samples_labels.mat`` (labels, split, centroids), ``layers.tif``, ``segments.tif``, the
+image Step 0 prepared (named in ``run.json``, for the random forest),
 ``reference.tif`` (if the scene has a reference), ``predLabels.mat``, ``predMap.tif``, ``uncertainty.tif`` (for
 ``--suggest``) and, for a model trained here, ``Samples_classBalanced_<per_class>.mat``. The map assessed is Step
 2's ``predMap.tif``, as written; the rasters are read window by window (``WINDOW`` in
@@ -37,7 +40,9 @@ so Step 3's memory is bounded by a window, not by the scene; the figures are dra
 
 Writes ``metrics.json`` (sorted keys; per assessment: ``confusion_matrix``, ``class_names``,
 ``overall_accuracy``, ``kappa``, ``precision``, ``recall``, ``f1``, ``support``, ``weighted_f1``,
-``n_samples``, ``unit``; then ``area_estimates``; ``absent_classes``: the classes the reference holds that the
+``n_samples``, ``unit``; then ``area_estimates``; ``cnn_minus_forest`` (``pixel_test`` and ``superpixel_test``:
+``overall_accuracy`` [CNN, forest], ``difference``, ``difference_se``, ``difference_ci95``, ``n_units`` test blocks;
+``verdict``); ``absent_classes``: the classes the reference holds that the
 map never gives (``map``) or that no test superpixel carries (``test_set``), which the report points out;
 undefined values are null), ``reference_maps.png`` (pixel and superpixel reference beside the prediction),
 ``disagreement_map.png``, ``split_map.png``, ``confusion_<assessment>.png``, ``report.html`` (one self-contained

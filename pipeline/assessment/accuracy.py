@@ -8,13 +8,16 @@ Assessments (rows of every confusion matrix = reference, columns = prediction), 
 - ``pixel_test``: the predicted map vs the reference raster on the labelled pixels of the test superpixels;
 - ``segmentation_ceiling``: the map in which every superpixel carries its reference majority label, vs the
   reference raster on the same pixels: the best any superpixel classifier could do on this segmentation;
-- ``random_forest_superpixel_test``: a random forest on each superpixel's mean of the layers, scored like the
-  headline, to show whether the CNN earns its cost.
+- ``random_forest_superpixel_test``, ``random_forest_pixel_test``: the strongest simple peer, a random forest on
+  each superpixel's mean and standard deviation of every band of the image and of NDVI, NDWI and NDBI, trained on
+  the CNN's training superpixels, scored like ``superpixel_test`` and ``pixel_test``, to show whether the CNN
+  earns its cost; :func:`forest_comparison` gives the CNN's lead over it with its interval over the test blocks.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from pipeline.assessment.area_estimates import accuracy_difference
 from pipeline.core.vocabulary import TEST, UNLABELLED
 from pipeline.core.errors import InputDataError
 
@@ -22,7 +25,9 @@ from pipeline.core.errors import InputDataError
 AXES_NOTE = "confusion matrix rows = reference, columns = prediction"
 #: Names of the assessments, in the order of the module docstring.
 ASSESSMENTS = ("superpixel_test", "superpixel_all_labelled", "pixel_test", "segmentation_ceiling",
-               "random_forest_superpixel_test")
+               "random_forest_superpixel_test", "random_forest_pixel_test")
+#: What the random forest baseline sees, for the assessments' units and the report.
+FOREST_FEATURES = "each superpixel's mean and standard deviation of every band of the image and of NDVI, NDWI, NDBI"
 
 
 def assess(reference: np.ndarray, predicted: np.ndarray, class_names, unit: str, weights=None) -> dict:
@@ -112,44 +117,109 @@ def assessments(counts, labels, split, pred_labels, forest_labels, class_names) 
         "pixel_test": assess_counts(counts.pixel_test, class_names, "labelled pixels of test superpixels"),
         "segmentation_ceiling": assess_counts(counts.segmentation_ceiling, class_names, "labelled pixels of test "
                                               "superpixels, each superpixel given its reference label"),
-        **({} if forest_labels is None else {"random_forest_superpixel_test": assess(
-            labels[test], forest_labels[test], class_names, "test superpixels, random forest on superpixel means")}),
+        **({} if forest_labels is None else {
+            "random_forest_superpixel_test": assess(labels[test], forest_labels[test], class_names,
+                                                    "test superpixels, random forest baseline"),
+            "random_forest_pixel_test": assess_counts(counts.peer_pixel_test, class_names, "labelled pixels of "
+                                                      "test superpixels, random forest baseline")}),
     }
 
 
-def superpixel_means(blocks, n_superpixels: int) -> np.ndarray:
-    """Mean of every layer over each superpixel's pixels, summed window by window.
+def tables_by_block(units: np.ndarray, reference: np.ndarray, predicted: np.ndarray, m: int, k: int) -> np.ndarray:
+    """Samples (pixels or superpixels) of each of ``m`` blocks (``units``: 0..m-1 per sample) by reference class
+    (rows) and predicted class (columns), int64 (m, K, K); predictions of no class (>= ``k``) left out.
+
+    >>> tables_by_block(np.array([0, 0, 1]), np.array([0, 1, 1]), np.array([0, 0, 255]), 2, 2).tolist()
+    [[[1, 0], [1, 0]], [[0, 0], [0, 0]]]
+    """
+    inside = predicted < k
+    cells = (units[inside] * k + reference[inside]) * k + predicted[inside]
+    return np.bincount(cells, minlength=m * k * k).reshape(m, k, k)
+
+
+def forest_comparison(counts, labels, split, block, pred_labels, forest_labels) -> dict:
+    """``metrics.json``'s ``cnn_minus_forest``: the CNN's overall accuracy minus the random forest baseline's on the
+    held-out test blocks, at pixel level (as ``pixel_test``, from ``counts.block_tables`` and
+    ``counts.peer_block_tables``) and at superpixel level (as ``superpixel_test``), each with its 95 % interval
+    over the test blocks as a cluster sample (:func:`~pipeline.assessment.area_estimates.accuracy_difference`),
+    and the ``verdict`` in words (:func:`forest_verdict`). Per superpixel (n,): ``labels``, ``split``, ``block``
+    (split block), ``pred_labels`` (CNN) and ``forest_labels``."""
+    k, labelled = counts.pixel_test.shape[0], labels != UNLABELLED
+    test = labelled & (split == TEST)
+    population = int(np.unique(block[labelled]).size)
+    blocks, unit = np.unique(block[test], return_inverse=True)
+    superpixel = [tables_by_block(unit, labels[test], p[test], len(blocks), k) for p in (pred_labels, forest_labels)]
+    with_pixels = (counts.block_tables.sum(axis=(1, 2)) + counts.peer_block_tables.sum(axis=(1, 2))) > 0
+    result = {"pixel_test": accuracy_difference(counts.block_tables[with_pixels],
+                                                counts.peer_block_tables[with_pixels], population),
+              "superpixel_test": accuracy_difference(*superpixel, population)}
+    return {**result, "population_blocks": population, "verdict": forest_verdict(result["pixel_test"]),
+            "note": "difference = CNN minus random forest in overall accuracy (overall_accuracy: [CNN, random "
+                    "forest]); 95 % interval over the test blocks as a cluster sample: ratio estimators, variance "
+                    "of their linearized difference between blocks with the finite population correction "
+                    "(Stehman 1997; Cochran 1977)"}
+
+
+def forest_verdict(pixel: dict) -> str:
+    """Whether the CNN beats the random forest, in words, from the pixel-level ``difference`` (CNN minus forest)
+    and its interval half-width ``difference_ci95`` of :func:`forest_comparison`.
+
+    >>> forest_verdict({"difference": 0.021, "difference_ci95": 0.03})
+    'the CNN does not beat the random forest: +2.1 points of pixel-level overall accuracy, 95 % CI -0.9 to +5.1 over the test blocks'
+    """
+    d, half = pixel["difference"], pixel["difference_ci95"]
+    if d is None:
+        return "not compared: no test pixel"
+    points = f"{100 * d:+.1f} points of pixel-level overall accuracy"
+    if half is None:
+        return f"not known whether the CNN beats the random forest: {points}, no interval (fewer than 2 test blocks)"
+    interval = f"{points}, 95 % CI {100 * (d - half):+.1f} to {100 * (d + half):+.1f} over the test blocks"
+    if d - half > 0:
+        return f"the CNN beats the random forest: {interval}"
+    if d + half < 0:
+        return f"the random forest beats the CNN: {interval}"
+    return f"the CNN does not beat the random forest: {interval}"
+
+
+def superpixel_features(blocks, n_superpixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of every band over each superpixel's pixels, summed window by window: the
+    random forest baseline's features.
 
     Parameters
     ----------
-    blocks : iterable of (layers, segments)
-        Windows covering every pixel of the scene once (``grids.read_windows``): ``layers`` float (rows, cols, c)
-        and ``segments`` int (rows, cols), the superpixel ids 0..n_superpixels-1 of the same pixels (-1: none,
-        left out).
+    blocks : iterable of (bands, segments)
+        Windows covering every pixel of the scene once (``grids.read_windows``): ``bands`` numeric (rows, cols, c)
+        in any unit and ``segments`` int (rows, cols), the superpixel ids 0..n_superpixels-1 of the same pixels
+        (-1: none, left out).
     n_superpixels : int
 
     Returns
     -------
-    float32 array, shape (n_superpixels, c)
-        The same means whatever the windows (the sums are float64).
+    features : float32 array, shape (n_superpixels, 2 c)
+        The c means, then the c standard deviations (population, ddof 0), in the unit of the bands; 0 for a
+        superpixel without pixels. The same whatever the windows (sums of values and squares in float64).
+    sizes : int64 array, shape (n_superpixels,)
+        Pixels of each superpixel.
 
-    >>> layers = np.array([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]], np.float32)  # 1 x 3 px, 2 layers
-    >>> segments = np.array([[0, 0, 1]])
-    >>> superpixel_means([(layers, np.array([[0, -1, 1]]))], 2).tolist()
-    [[1.0, 2.0], [5.0, 6.0]]
-    >>> superpixel_means([(layers, segments)], 2).tolist()
-    [[2.0, 3.0], [5.0, 6.0]]
-    >>> superpixel_means([(layers[:, :1], segments[:, :1]), (layers[:, 1:], segments[:, 1:])], 2).tolist()
-    [[2.0, 3.0], [5.0, 6.0]]
+    >>> bands = np.array([[[1.0, 2.0], [3.0, 6.0], [5.0, 6.0]]], np.float32)  # 1 x 3 px, 2 bands
+    >>> features, sizes = superpixel_features([(bands, np.array([[0, 0, 1]]))], 2)
+    >>> features.tolist(), sizes.tolist()
+    ([[2.0, 4.0, 1.0, 2.0], [5.0, 6.0, 0.0, 0.0]], [2, 1])
+    >>> superpixel_features([(bands, np.array([[0, -1, 1]]))], 2)[0].tolist()
+    [[1.0, 2.0, 0.0, 0.0], [5.0, 6.0, 0.0, 0.0]]
     """
-    sizes, sums = np.zeros(n_superpixels + 1, np.int64), None  # first for pixels of no superpixel, dropped
-    for layers, segments in blocks:
+    sizes, sums, squares = np.zeros(n_superpixels + 1, np.int64), 0.0, 0.0  # entry 0: pixels of no superpixel
+    for bands, segments in blocks:
         flat = segments.ravel() + 1
+        columns = [bands[..., i].ravel().astype(np.float64) for i in range(bands.shape[-1])]
         sizes += np.bincount(flat, minlength=n_superpixels + 1)
-        window_sums = np.stack([np.bincount(flat, weights=layers[..., i].ravel(), minlength=n_superpixels + 1)
-                                for i in range(layers.shape[-1])], axis=1)
-        sums = window_sums if sums is None else sums + window_sums
-    return (sums[1:] / sizes[1:, None]).astype(np.float32)
+        sums = sums + np.stack([np.bincount(flat, weights=v, minlength=n_superpixels + 1) for v in columns], axis=1)
+        squares = squares + np.stack([np.bincount(flat, weights=v * v, minlength=n_superpixels + 1)
+                                      for v in columns], axis=1)
+    pixels = np.maximum(sizes[1:, None], 1)
+    means = sums[1:] / pixels
+    spread = np.sqrt(np.maximum(squares[1:] / pixels - means ** 2, 0.0))  # rounding may take it a hair below 0
+    return np.concatenate([means, spread], axis=1).astype(np.float32), sizes[1:]
 
 
 def random_forest_predictions(features: np.ndarray, train_index: np.ndarray, train_labels: np.ndarray,

@@ -22,7 +22,8 @@ ASSESSMENT_TITLES = {
     "superpixel_all_labelled": "All labelled superpixels, training ones included (the tutorial's figure)",
     "pixel_test": "Pixels of the test superpixels (pixel level, not area-weighted)",
     "segmentation_ceiling": "Best any superpixel classifier could do with this segmentation",
-    "random_forest_superpixel_test": "Random forest baseline on superpixel means (test superpixels)",
+    "random_forest_superpixel_test": "Random forest baseline (test superpixels)",
+    "random_forest_pixel_test": "Random forest baseline (pixels of the test superpixels)",
 }
 
 

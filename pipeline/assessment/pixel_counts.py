@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.assessment.accuracy import confusion_counts
+from pipeline.assessment.accuracy import confusion_counts, tables_by_block
 from pipeline.core.vocabulary import NO_SUPERPIXEL, TEST, UNLABELLED
 from pipeline.core.grids import display_stride, paint_map, place_in_preview, tile_windows
 
@@ -41,6 +41,9 @@ class PixelCounts:
     disagreeing: int
     #: Previews (rows, cols) of the reference codes, the map (uint8) and the segments (int32), by name.
     previews: dict
+    #: ``pixel_test`` and ``block_tables`` of a peer's map (each superpixel given its ``peer_labels``), or None.
+    peer_pixel_test: np.ndarray | None = None
+    peer_block_tables: np.ndarray | None = None
 
     @property
     def labelled(self) -> int:
@@ -54,12 +57,13 @@ class PixelCounts:
 
 
 def count_pixels(read, shape: tuple, size: int, k: int, labels: np.ndarray, split: np.ndarray,
-                 block: np.ndarray) -> PixelCounts:
+                 block: np.ndarray, peer_labels: np.ndarray | None = None) -> PixelCounts:
     """The :class:`PixelCounts` of a scene of ``shape`` (rows, cols) with ``k`` classes, read in the
     ``grids.tile_windows`` of ``size`` px: ``read(window)`` returns the map, the reference codes and the
     segments of a window (row, col, rows, cols), (rows, cols) each; the codes and segments are None for a scene
     without a reference. Per superpixel (n,): ``labels`` (majority reference label), ``split`` (split code) and
-    ``block`` (split block, ``split.block_of``).
+    ``block`` (split block, ``split.block_of``), and optionally ``peer_labels``, another classifier's class of
+    each superpixel, whose map is counted on the same pixels.
 
     >>> segments = np.array([[0, 0, 1, 1]])
     >>> codes, pred_map = np.array([[0, 1, 1, 255]], np.uint8), np.array([[0, 0, 1, 255]], np.uint8)
@@ -68,6 +72,10 @@ def count_pixels(read, shape: tuple, size: int, k: int, labels: np.ndarray, spli
     ...                       np.array([0, 0]))
     >>> counts.map_pixels.tolist(), counts.masked, counts.pixel_test.tolist(), counts.block_tables.tolist()
     ([2, 1], 1, [[1, 0, 0], [1, 1, 0]], [[[1, 0], [1, 1]]])
+    >>> peer = count_pixels(read, (1, 4), 3, 2, np.array([0, 1], np.uint8), np.array([1, 1], np.uint8),
+    ...                     np.array([0, 0]), peer_labels=np.array([1, 1], np.uint8))
+    >>> peer.peer_pixel_test.tolist(), peer.peer_block_tables.tolist()
+    ([[0, 1, 0], [0, 2, 0]], [[[0, 1], [0, 2]]])
     """
     test = (labels != UNLABELLED) & (split == TEST)
     test_blocks, unit = np.unique(block[test], return_inverse=True)
@@ -80,8 +88,8 @@ def count_pixels(read, shape: tuple, size: int, k: int, labels: np.ndarray, spli
                 "map": np.full(preview_shape, UNLABELLED, np.uint8),
                 "segments": np.full(preview_shape, NO_SUPERPIXEL, np.int32)}
     map_pixels, reference_pixels = np.zeros(k, np.int64), np.zeros(k, np.int64)
-    pixel_test, ceiling = np.zeros((k, k + 1), np.int64), np.zeros((k, k + 1), np.int64)
-    tables = np.zeros((m, k, k), np.int64)
+    pixel_test, ceiling, peer_test = (np.zeros((k, k + 1), np.int64) for _ in range(3))
+    tables, peer_tables = np.zeros((m, k, k), np.int64), np.zeros((m, k, k), np.int64)
     mapped_labelled = disagreeing = masked = 0
     for window in tile_windows(shape, size):
         pred_map, codes, segments = read(window)
@@ -98,10 +106,13 @@ def count_pixels(read, shape: tuple, size: int, k: int, labels: np.ndarray, spli
         ids, reference, predicted = segments[observed], codes[observed], pred_map[observed]
         pixel_test += confusion_counts(reference, predicted, k)
         ceiling += confusion_counts(reference, labels[ids], k)
-        inside = predicted < k
-        cells = (block_unit[ids[inside]] * k + reference[inside]) * k + predicted[inside]
-        tables += np.bincount(cells, minlength=m * k * k).reshape(m, k, k)
+        tables += tables_by_block(block_unit[ids], reference, predicted, m, k)
+        if peer_labels is not None:
+            peer_test += confusion_counts(reference, peer_labels[ids], k)
+            peer_tables += tables_by_block(block_unit[ids], reference, peer_labels[ids], m, k)
         for name, raster in (("codes", codes), ("map", pred_map), ("segments", segments)):
             place_in_preview(previews[name], raster, window[0], window[1], step)
     return PixelCounts(map_pixels, int(masked), pixel_test, ceiling, tables, int(mapped_labelled),
-                       reference_pixels, int(disagreeing), previews)
+                       reference_pixels, int(disagreeing), previews,
+                       *((None, None) if peer_labels is None else (peer_test, peer_tables)))
+

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.assessment.accuracy import AXES_NOTE
+from pipeline.assessment.accuracy import AXES_NOTE, FOREST_FEATURES
 from pipeline.assessment.accuracy_figures import (AGREEMENT_CATEGORIES, AGREEMENT_COLOURS, ASSESSMENT_TITLES,
                                                   SPLIT_MAP_CATEGORIES, SPLIT_MAP_COLOURS, assessment_title)
 from pipeline.assessment.report_text import (absent_text, area_table, class_cell, class_legend, confusion_tables,
-                                             design_sentence, error_matrix_table, formulas_html, grid_text,
+                                             design_sentence, error_matrix_table, forest_text, formulas_html,
+                                             grid_text,
                                              headline_text, is_designed, methods_text, prose, run_record,
                                              sample_text, scene_comparison, scene_grid, small_strata_note,
                                              with_interval)
@@ -41,9 +42,12 @@ ASSESSMENT_NOTES = {
     "segmentation_ceiling": "Every superpixel given its majority reference label, against the reference raster on "
                             "the same pixels: the best any classifier of whole superpixels could reach with this "
                             "segmentation (an upper bound, not the map's accuracy).",
-    "random_forest_superpixel_test": "A random forest on each superpixel's mean of the 8 layers, trained on the "
-                                     "CNN's balanced set and scored on the test superpixels: whether the CNN earns "
-                                     "its cost.",
+    "random_forest_superpixel_test": f"A random forest (300 trees) on {FOREST_FEATURES}, trained on the "
+                                     f"superpixels of the CNN's balanced set and scored on the test superpixels: "
+                                     f"whether the CNN earns its cost.",
+    "random_forest_pixel_test": "The same random forest's map (each superpixel given its class) against the "
+                                "reference raster on the labelled pixels of the test superpixels, as for the CNN's "
+                                "map.",
 }
 STYLE = """body{font-family:Georgia,'DejaVu Serif',serif;max-width:1100px;margin:auto;padding:0 1em 2em;
 line-height:1.45;color:#222} h1{margin-bottom:.1em} .subtitle{margin-top:0;color:#555}
@@ -227,10 +231,11 @@ def diagnostics_section(scene: Scene, out: OutputSet, metrics: dict, numbering: 
         diagnostics.append(diagnostic(assessment_title(name), numbering.figure(
             image_tag(out.path(f"confusion_{name}.png"), "confusion matrix") + confusion_tables(result, descriptions),
             assessment_caption(name, result))))
+    peer = forest_text(metrics)
     return (f"<h2>Diagnostics</h2><p>These help judge the map and the model. They are not the map's accuracy: cite "
             f"the figures marked <span class='cite-mark'>cite this</span> above. In the tables, user's accuracy is "
             f"the tutorial's precision and producer's accuracy its recall.</p>"
-            f"{wide}<div class='diagnostics'>{''.join(diagnostics)}</div>")
+            + (f"<p id='cnn-vs-forest'><b>{html.escape(peer)}</b></p>" if peer else "") + f"{wide}<div class='diagnostics'>{''.join(diagnostics)}</div>")
 
 
 def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
@@ -325,6 +330,8 @@ def summary_lines(metrics: dict) -> list[str]:
                      f"weighted F1 {result['weighted_f1']}")
         for i, row in enumerate(result["confusion_matrix"]):
             lines.append(f"{result['class_names'][i]:>12} " + " ".join(f"{v:>8}" for v in row))
+    if forest_text(metrics):
+        lines.append(f"\n{forest_text(metrics)}")
     for key in ("area_estimates", "validation_sample"):
         if key in metrics:
             area = metrics[key]

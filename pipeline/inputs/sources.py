@@ -160,7 +160,7 @@ def prepare_image(images, bands: dict, out_dir: Path, *, aoi=None, masking: Mask
         for described, stack in zip(info["dates"], stacks):
             if "tiles" in stack["info"]:
                 described["tiles"] = stack["info"]["tiles"]
-    info["prepared_image"] = str(image)
+    info["prepared_image"], info["prepared_bands"] = str(image), dict(band_map)
     return PreparedSources(image=image, bands=band_map, grid=grid, unit=first["unit"], reference_codes=None,
                            sources=info, clear_observations=clear)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import gdal_tif2rgb
 from gdal_tif2rgb import Grid
 from pipeline.assessment import accuracy, label_suggestions, pixel_counts, report, report_text, validation_sample
 from pipeline.assessment.accuracy import ASSESSMENTS, AXES_NOTE
@@ -21,12 +22,13 @@ from pipeline.assessment.area_estimates import (AGRESTI_CAFFO_2000, AGRESTI_COUL
 from pipeline.core import grids
 from pipeline.core.errors import InputDataError
 from pipeline.core.grids import paint_map
-from pipeline.core.vocabulary import STEP2, TEST, UNLABELLED
+from pipeline.core.vocabulary import SPECTRAL_BANDS, STEP0, STEP2, TEST, UNLABELLED
 from pipeline.handoffs import contract
 from pipeline.inputs import point_files
 from pipeline.run import cli, files
 from pipeline.run.config import Scene
 from pipeline.run.outputs import OutputSet, open_outputs
+from pipeline.segmentation.layers import build_layers
 from pipeline.segmentation.split import block_of
 
 log = logging.getLogger(__name__)
@@ -134,9 +136,10 @@ def reader(scene: Scene, hand_offs: HandOffs, handoff: contract.RasterHandOff):
     return lambda window=None: contract.read_raster(handoff, scene.workdir, record, window)
 
 
-def count_scene(scene: Scene, hand_offs: HandOffs) -> pixel_counts.PixelCounts:
+def count_scene(scene: Scene, hand_offs: HandOffs, forest: np.ndarray | None = None) -> pixel_counts.PixelCounts:
     """The map's pixel counts against the reference and the previews, window by window of :data:`WINDOW` px
-    (for a scene without a reference, the map's class counts only)."""
+    (for a scene without a reference, the map's class counts only), and those of the random forest's map where its
+    class of each superpixel, ``forest`` (n,), is given."""
     read_map, read_codes, read_segments = (reader(scene, hand_offs, handoff) for handoff in (
         contract.PRED_MAP_RASTER, contract.REFERENCE, contract.SEGMENTS_RASTER))
 
@@ -146,17 +149,41 @@ def count_scene(scene: Scene, hand_offs: HandOffs) -> pixel_counts.PixelCounts:
         return read_map(window), read_codes(window), read_segments(window)
 
     return pixel_counts.count_pixels(read, hand_offs.shape, WINDOW, len(scene.class_names), hand_offs.labels,
-                                     hand_offs.split, hand_offs.block)
+                                     hand_offs.split, hand_offs.block, forest)
+
+
+def image_reader(scene: Scene, hand_offs: HandOffs):
+    """``read(window)``: every band of the image Step 0 prepared on the work grid (``sources`` of its entry in
+    ``run.json``: the user's raster, or ``sources/image.vrt`` or ``image.tif``), in the image's unit, then NDVI, NDWI
+    and NDBI of its bands, float32 (rows, cols, bands + 3), for a window (row, col, rows, cols)."""
+    step0 = report_text.run_record(scene).get("steps", {}).get("Step0_Data_Preparation", {})
+    sources = step0.get("sources") or {}
+    if step0.get("run") != hand_offs.step0_record["run"] or "prepared_bands" not in sources:
+        raise InputDataError(f"{scene.output('run.json')}: does not name the image of the Step 0 run that made "
+                             f"{contract.SEGMENTS.filename}; rerun {STEP0}")
+    path, roles = sources["prepared_image"], sources["prepared_bands"]
+    grid, count, _, _ = gdal_tif2rgb.read_layout(path)
+    if (grid.rows, grid.cols) != hand_offs.shape:
+        raise InputDataError(f"{path}: {grid.cols} x {grid.rows} px, but layers.tif {hand_offs.shape[1]} x "
+                             f"{hand_offs.shape[0]}; rerun {STEP0}")
+
+    def read(window):
+        data, _, valid = gdal_tif2rgb.read_bands(path, list(range(1, count + 1)), np.float32, window)
+        indices = build_layers({role: data[number - 1] for role, number in roles.items()}, valid)[..., len(SPECTRAL_BANDS):]
+        return np.concatenate([np.moveaxis(data, 0, -1), indices], axis=-1)
+
+    return read
 
 
 def forest_labels(scene: Scene, hand_offs: HandOffs) -> np.ndarray:
-    """Class of every superpixel by the random forest baseline on the superpixels' mean layers, trained on the
-    superpixels of the balanced set; the means are summed window by window of ``layers.tif`` and ``segments.tif``."""
-    windows = grids.read_windows(hand_offs.shape, WINDOW, reader(scene, hand_offs, contract.LAYERS),
+    """Class of every superpixel by the random forest baseline on the superpixels' mean and standard deviation of
+    every band of the image and of NDVI, NDWI and NDBI (:func:`image_reader`), summed window by window with
+    ``segments.tif``, trained on the superpixels of the CNN's balanced set."""
+    windows = grids.read_windows(hand_offs.shape, WINDOW, image_reader(scene, hand_offs),
                                  reader(scene, hand_offs, contract.SEGMENTS_RASTER))
-    means = accuracy.superpixel_means(windows, len(hand_offs.labels))
+    features, _ = accuracy.superpixel_features(windows, len(hand_offs.labels))
     trained = np.unique(hand_offs.balanced_index)
-    return accuracy.random_forest_predictions(means, trained, hand_offs.labels[trained], scene.params.seed)
+    return accuracy.random_forest_predictions(features, trained, hand_offs.labels[trained], scene.params.seed)
 
 
 def held_out(scene: Scene, hand_offs: HandOffs, counts: pixel_counts.PixelCounts) -> dict:
@@ -205,16 +232,19 @@ def assess_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, timings: dict)
     class_names = scene.class_names
     forest = None
     if hand_offs.balanced_index is not None:
-        with cli.timed("random forest baseline on superpixel means", timings):
+        with cli.timed("random forest baseline on superpixel means and standard deviations", timings):
             forest = forest_labels(scene, hand_offs)
     with cli.timed("assessments", timings):
-        counts = count_scene(scene, hand_offs)
+        counts = count_scene(scene, hand_offs, forest)
         metrics = {"note": AXES_NOTE, "class_names": class_names,
                    "assessments": accuracy.assessments(counts, hand_offs.labels, hand_offs.split,
                                                        hand_offs.pred_labels, forest, class_names),
                    "area_estimates": held_out(scene, hand_offs, counts),
                    "masked_area_ha": masked_area_ha(counts, hand_offs.pixel_area_m2),
                    "absent_classes": absent_classes(counts, hand_offs.labels, hand_offs.split, class_names)}
+        if forest is not None:
+            metrics["cnn_minus_forest"] = accuracy.forest_comparison(counts, hand_offs.labels, hand_offs.split,
+                                                                     hand_offs.block, hand_offs.pred_labels, forest)
         if scene.validation is not None:
             metrics["validation_sample"] = validation_estimates(scene, hand_offs, counts)
         if hand_offs.applied_from:

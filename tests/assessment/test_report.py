@@ -87,8 +87,8 @@ def test_report_renders_alone_in_chromium_with_every_image(step3_workdir, tmp_pa
     assert "probability sample True" not in dom and "probability_sample" not in dom  # raw values stay in metrics.json
 
     total, loaded = images_loaded(render(report.replace("</body>", COUNT_IMAGES + "</body>"), tmp_path / "counted"))
-    assert total == loaded == 14  # map, uncertainty, 3 composites, reference maps, disagreement, split, learning
-    # curve, 5 matrices
+    assert total == loaded == 15  # map, uncertainty, 3 composites, reference maps, disagreement, split, learning
+    # curve, 6 matrices
 
 
 @needs_chromium
@@ -97,7 +97,7 @@ def test_the_image_check_sees_a_broken_image(step3_workdir, tmp_path):
     report = (workdir / "report.html").read_text(encoding="utf-8")
     broken = re.sub(r"src='data:image/png;base64,[^']+'", "src='split_map.png'", report, count=1)
     total, loaded = images_loaded(render(broken.replace("</body>", COUNT_IMAGES + "</body>"), tmp_path / "broken"))
-    assert (total, loaded) == (14, 13)
+    assert (total, loaded) == (15, 14)
 
 
 #: Appended to a copy of the report: on ``load``, what a reader sees, as attributes of <body> (JSON).
@@ -157,7 +157,7 @@ def described_report(step3_workdir, subset_config, tmp_path_factory):
 def test_every_image_is_a_captioned_figure_and_the_page_fits_the_width(step3_workdir, tmp_path, width):
     workdir, _ = step3_workdir
     page = inspect((workdir / "report.html").read_text(encoding="utf-8"), tmp_path / "page", width)
-    assert page["images"] == 14 and page["uncaptioned"] == 0
+    assert page["images"] == 15 and page["uncaptioned"] == 0
     assert all(caption.startswith("Figure ") and len(caption) > 40 for caption in page["captions"])
     assert page["viewport"] == width and page["scroll_width"] <= width  # no horizontal scrolling at a thesis width
 
@@ -192,7 +192,7 @@ def test_standard_terms_readable_formulas_and_a_methods_paragraph(step3_workdir,
     workdir, _ = step3_workdir
     page = inspect((workdir / "report.html").read_text(encoding="utf-8"), tmp_path / "page")
     body = page["body"]
-    assert body.count("user's accuracy (precision)") == 5 and body.count("producer's accuracy (recall)") == 5
+    assert body.count("user's accuracy (precision)") == 6 and body.count("producer's accuracy (recall)") == 6
     assert "user's accuracy ± 95 % CI" in body and "producer's accuracy ± 95 % CI" in body
     assert re.sub(r"user's accuracy \(precision\)|tutorial's precision", "", body).count("precision") == 0
     assert page["code_blocks"] == 0 and "p̂ii / p̂i·" in body and "+-" not in body  # HTML, not a monospace block
@@ -213,7 +213,7 @@ def test_title_and_class_descriptions_appear_in_legends_and_tables(described_rep
     map_caption = next(c for c in page["captions"] if c.startswith("Figure 3. Land-cover map of Aberystwyth, May 2021"))
     assert "crop (improved pasture)" in map_caption and "vegetation (forest)" in map_caption and "water." in map_caption
     assert "<th>crop<span class='desc'>improved pasture</span></th>" in page_text  # in the tables' class cells
-    assert page_text.count("<span class='desc'>forest</span>") >= 7  # error matrix, area table, 5 assessments
+    assert page_text.count("<span class='desc'>forest</span>") >= 8  # error matrix, area table, 6 assessments
     assert page["uncaptioned"] == 0 and page["scroll_width"] <= 800
 
 

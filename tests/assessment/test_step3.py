@@ -10,7 +10,7 @@ import pytest
 import gdal_tif2rgb
 import Step3_Accuracy_Assessment as step3
 from pipeline.workflow import assess
-from pipeline.assessment import accuracy, pixel_counts
+from pipeline.assessment import accuracy, area_estimates, pixel_counts
 from pipeline.core import grids
 from pipeline.assessment.area_estimates import held_out_estimates, pixel_area
 from pipeline.segmentation.split import block_of
@@ -66,7 +66,7 @@ class TestAssessments:
         segments, codes, labels, split = toy_scene()
         predicted = np.where(split == 0, labels, (labels + 1) % 4).astype(np.uint8)  # right on train, wrong on test
         counts = counts_of(segments, codes, labels, split, predicted[segments], np.zeros(4, int))
-        result = accuracy.assessments(counts, labels, split, predicted, predicted, NAMES)
+        result = accuracy.assessments(counts, labels, split, predicted, None, NAMES)
         assert result["superpixel_test"]["n_samples"] == 2
         assert result["superpixel_test"]["overall_accuracy"] == 0.0
         assert result["superpixel_all_labelled"]["overall_accuracy"] == 0.5
@@ -78,29 +78,70 @@ class TestAssessments:
         for seed in range(3):
             predicted = np.random.default_rng(seed).integers(0, 4, size=4).astype(np.uint8)
             counts = counts_of(segments, codes, labels, split, predicted[segments], np.zeros(4, int))
-            results.append(accuracy.assessments(counts, labels, split, predicted, predicted, NAMES)
+            results.append(accuracy.assessments(counts, labels, split, predicted, None, NAMES)
                            ["segmentation_ceiling"])
         assert results[0] == results[1] == results[2]
         # superpixel 2 (label 2) holds codes 2,2,2,0 and superpixel 3 (label 3) holds 3,3 labelled: 5 of 6 right
         assert results[0]["overall_accuracy"] == round(2 * 5 / 12, 3)
 
-    def test_superpixel_means(self):
-        segments = np.array([[0, 0, 1]])
-        layers = np.array([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]], np.float32)
-        assert accuracy.superpixel_means([(layers, segments)], 2).tolist() == [[2.0, 3.0], [5.0, 6.0]]
-
-    def test_superpixel_means_window_by_window_equal_the_whole_scene_means(self):
-        # 5 x 7 px: superpixel 0 is the left 3 columns, 1 the rest; layer 0 is the column, layer 1 the row
-        segments = np.where(np.arange(7) < 3, 0, 1)[None, :].repeat(5, axis=0)
-        rows, cols = np.indices((5, 7))
-        layers = np.stack([cols, rows], axis=-1).astype(np.float32)
-        expected = [[1.0, 2.0], [4.5, 2.0]]  # columns 0..2 and 3..6, rows 0..4 in both
-        whole = accuracy.superpixel_means([(layers, segments)], 2)
-        assert whole.tolist() == expected
-        for size in (1, 2, 3, 4, 1024):
-            windows = grids.read_windows(segments.shape, size, lambda w: layers[w[0]:w[0] + w[2], w[1]:w[1] + w[3]],
+    def test_forest_features_window_by_window_equal_a_direct_computation_without_masked_pixels(self):
+        rng = np.random.default_rng(3)
+        shape, n = (23, 31), 40
+        segments = rng.integers(0, n, shape)
+        segments[rng.random(shape) < 0.2] = vocabulary.NO_SUPERPIXEL  # masked: in no superpixel
+        bands = rng.integers(0, 10000, (*shape, 3)).astype(np.float32)  # reflectance x 10000, as uint16 L1C
+        bands[segments == vocabulary.NO_SUPERPIXEL] = np.nan  # masked pixels must not reach any superpixel
+        expected = np.array([[*bands[segments == i].mean(axis=0), *bands[segments == i].std(axis=0)]
+                             for i in range(n)])
+        for size in (1, 5, 8, 1024):
+            windows = grids.read_windows(shape, size, lambda w: bands[w[0]:w[0] + w[2], w[1]:w[1] + w[3]],
                                          lambda w: segments[w[0]:w[0] + w[2], w[1]:w[1] + w[3]])
-            assert accuracy.superpixel_means(windows, 2).tolist() == expected, size
+            features, sizes = accuracy.superpixel_features(windows, n)
+            assert features.shape == (n, 6) and sizes.tolist() == [np.sum(segments == i) for i in range(n)]
+            np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-2)
+
+    def test_forest_difference_and_its_interval_over_blocks_by_hand(self):
+        # three of 6 blocks sampled; pixels n_u = 4, 6, 10; hits of map a 3, 6, 7, of map b 2, 3, 8
+        def tables(hits, pixels):
+            return np.array([[[h, 0], [p - h, 0]] for h, p in zip(hits, pixels)])  # all mapped 0; hits on (0, 0)
+
+        pixels = np.array([4, 6, 10])
+        a, b = np.array([3, 6, 7]), np.array([2, 3, 8])
+        result = area_estimates.accuracy_difference(tables(a, pixels), tables(b, pixels), 6)
+        d = (a - b).sum() / pixels.sum()  # 3 / 20
+        e = (a - b) - d * pixels  # ratio estimator residuals
+        variance = (1 - 3 / 6) * e.var(ddof=1) / (3 * pixels.mean() ** 2)  # Cochran (1977) eq. 6.9 with fpc
+        assert result["overall_accuracy"] == pytest.approx([16 / 20, 13 / 20])
+        assert result["difference"] == pytest.approx(d) and result["n_units"] == 3
+        assert result["difference_se"] == pytest.approx(np.sqrt(variance))
+        assert result["difference_ci95"] == pytest.approx(1.96 * np.sqrt(variance))
+        assert area_estimates.accuracy_difference(tables(a[:1], pixels[:1]), tables(b[:1], pixels[:1]),
+                                                  6)["difference_ci95"] is None  # one block: no spread
+
+    def test_forest_comparison_counts_the_forest_map_on_the_cnn_pixels(self):
+        segments, codes, labels, split, pred_map, block = random_scene(seed=2)
+        n = len(labels)
+        pred_labels = np.random.default_rng(4).integers(0, 4, n).astype(np.uint8)
+        forest = np.where(np.random.default_rng(5).random(n) < 0.5, labels, 0).astype(np.uint8)
+        forest[labels == 255] = 1
+        pred_map = pred_labels[segments]
+        counts = pixel_counts.count_pixels(
+            lambda w: tuple(x[w[0]:w[0] + w[2], w[1]:w[1] + w[3]] for x in (pred_map, codes, segments)),
+            segments.shape, 9, 4, labels, split, block, forest)
+        observed = ((labels != 255) & (split == 1))[segments] & (codes < 4)
+        assert (accuracy.assess_counts(counts.peer_pixel_test, NAMES, "pixels")
+                == accuracy.assess(codes[observed], forest[segments][observed], NAMES, "pixels"))
+        result = accuracy.assessments(counts, labels, split, pred_labels, forest, NAMES)
+        comparison = accuracy.forest_comparison(counts, labels, split, block, pred_labels, forest)
+        pixel, superpixel = comparison["pixel_test"], comparison["superpixel_test"]
+        assert pixel["overall_accuracy"] == pytest.approx([result["pixel_test"]["overall_accuracy"],
+                                                           result["random_forest_pixel_test"]["overall_accuracy"]],
+                                                          abs=5e-4)
+        assert superpixel["overall_accuracy"] == pytest.approx(
+            [result["superpixel_test"]["overall_accuracy"], result["random_forest_superpixel_test"]["overall_accuracy"]],
+            abs=5e-4)
+        assert pixel["n_units"] == superpixel["n_units"] == np.unique(block[(labels != 255) & (split == 1)]).size
+        assert comparison["verdict"] == accuracy.forest_verdict(pixel) and pixel["difference_ci95"] > 0
 
 
 def random_scene(seed=0, shape=(37, 53), k=4):
@@ -235,7 +276,15 @@ class TestEndToEnd:
         assert step3.main(arguments) == 0
         metrics = json.loads((workdir / "metrics.json").read_text())
         assert set(metrics["assessments"]) == {"superpixel_test", "superpixel_all_labelled", "pixel_test",
-                                               "segmentation_ceiling", "random_forest_superpixel_test"}
+                                               "segmentation_ceiling", "random_forest_superpixel_test",
+                                               "random_forest_pixel_test"}
+        forest, assessments = metrics["cnn_minus_forest"], metrics["assessments"]
+        for level in ("pixel_test", "superpixel_test"):
+            cnn, peer = assessments[level]["overall_accuracy"], assessments[f"random_forest_{level}"]["overall_accuracy"]
+            assert forest[level]["overall_accuracy"] == pytest.approx([cnn, peer], abs=5e-4)
+            assert forest[level]["difference"] == pytest.approx(cnn - peer, abs=1e-3)
+            assert forest[level]["difference_ci95"] > 0 and forest[level]["n_units"] == metrics["area_estimates"]["n_units"]
+        assert "random forest" in forest["verdict"]
         for result in metrics["assessments"].values():
             assert {"confusion_matrix", "class_names", "overall_accuracy", "kappa", "precision", "recall", "f1",
                     "weighted_f1", "n_samples", "support"} <= set(result)
@@ -258,6 +307,8 @@ class TestEndToEnd:
         assert all(src.startswith("data:image/png;base64,") for src in re.findall(r"src=['\"]([^'\"]+)['\"]", report))
         output = capsys.readouterr().out
         assert "OA" in output and "area_estimates (ha, +- 95 % CI; cluster sample" in output and "headline: overall accuracy" in output
+        assert f"CNN against its strongest simple peer: {forest['verdict']}" in output
+        assert "CNN against its strongest simple peer" in report
 
     def test_the_map_read_is_the_map_step2_painted(self, step2_workdir):
         from pipeline.handoffs import contract
@@ -271,24 +322,6 @@ class TestEndToEnd:
         pred_map = contract.read_raster(contract.PRED_MAP_RASTER, workdir, record)
         assert pred_map.dtype == np.uint8
         np.testing.assert_array_equal(pred_map, paint_map(pred_labels, segments, 255))
-
-    def test_forest_means_window_by_window_equal_the_whole_scene_means(self, step2_workdir):
-        from pipeline.handoffs import contract
-
-        workdir, _, _ = step2_workdir
-        step0 = contract.load(contract.SEGMENTS, workdir, ["segments", contract.PROVENANCE])
-        segments, record = step0["segments"], contract.provenance_of(step0, workdir, vocabulary.STEP0)
-
-        def read_layers(window=None):
-            return contract.read_raster(contract.LAYERS, workdir, record, window)
-
-        def read_segments(window):
-            return contract.read_raster(contract.SEGMENTS_RASTER, workdir, record, window)
-
-        n = int(segments.max()) + 1
-        whole = accuracy.superpixel_means([(read_layers(), segments)], n)
-        windowed = accuracy.superpixel_means(grids.read_windows(segments.shape, 100, read_layers, read_segments), n)
-        np.testing.assert_array_equal(windowed, whole)
 
     def test_small_windows_give_the_same_metrics_and_figures(self, step2_workdir, tmp_path, monkeypatch):
         """Step 3 in windows of 100 px (which do not divide the 324 x 339 px scene) writes the metrics.json and

@@ -57,6 +57,7 @@ def test_product_through_step0(tmp_path, crop_scene, crop_files, level, zipped):
     assert not list((result["work"] / "sources").glob("reference*"))  # the codes are written once: reference.tif
     prepared = pathlib.Path(result["run"]["sources"]["prepared_image"])
     assert prepared.parent == result["work"] / "sources" and prepared.is_file()  # the final path, not the staged one
+    assert result["run"]["sources"]["prepared_bands"]["blue"] == 1 and stack.RasterCount == 5  # Step 3's forest reads them
     assert ".staging-" not in (result["work"] / "run.json").read_text()
 
 
