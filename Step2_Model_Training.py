@@ -47,7 +47,8 @@ def map_land_cover(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | Non
 def build_parser():
     """Step 2's flags: the common ones, its parameters, the cluster, the TensorBoard folder and ``--model``."""
     parser = cli.build_parser(__doc__, ["per_class", "epochs", "batch_size", "validation_fraction", "train_layers",
-                                        "projector_layers", "augment", "prior_correction", "tile_size"])
+                                        "projector_layers", "augment", "prior_correction", "tile_size"],
+                             seed="training_seed")
     cli.add_cluster_flags(parser)
     parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR,
                         help="folder of TensorBoard runs (default: runs/ in the project)")
