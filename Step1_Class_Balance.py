@@ -27,12 +27,12 @@ log = logging.getLogger(__name__)
 def balance(scene: Scene) -> None:
     """Step 1: draw the balanced set from Step 0's training superpixels and write it (with the run.json record)."""
     timings = {}
-    scene = settings.with_step0_settings(scene)  # Step 0's flags carry over
-    p = scene.params
-    contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
-    path = contract.BALANCED.path(scene.workdir, per_class=p.per_class)
+    path = contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class)
     inputs = (scene.config_path, contract.SAMPLES.path(scene.workdir), contract.SEGMENTS.path(scene.workdir))
     with open_outputs(scene.workdir, (path.name, "run.json"), inputs) as out:
+        scene = settings.with_step0_settings(scene)  # Step 0's flags carry over
+        p = scene.params
+        contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
         with cli.timed("read samples_labels.mat", timings):
             step0, _ = contract.load_step0(scene, ["labels", "split"], with_segments=False)
         before = class_counts(contract.train_labels(step0["labels"], step0["split"]), scene.class_names)

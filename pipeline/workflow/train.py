@@ -178,10 +178,10 @@ def train_and_map(scene: Scene, runs_dir: Path, scheduler: str | None, workers: 
     """Train the CNN on this scene's balanced set (section 3), then map every superpixel with it (section 4; on a
     Dask cluster when the scene's ``tile_size`` asks); the outputs and the TensorBoard run, in ``runs_dir``, are
     committed together."""
+    if scene.params.tile_size:
+        cluster.check_settings(scheduler, workers)
     scene, balanced_path = settings.for_training(scene)  # Step 0's and Step 1's flags carry over
     timings, p = {}, scene.params
-    if p.tile_size:
-        cluster.check_settings(scheduler, workers)
     contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
     balanced_path = balanced_path or contract.BALANCED.path(scene.workdir, per_class=p.per_class)
     log.info("balanced set: %s (per_class %d, training_seed %d)", balanced_path, p.per_class, p.training_seed)
@@ -213,11 +213,12 @@ def map_with_model(scene: Scene, model_path: Path, scheduler: str | None, worker
     """Map every superpixel with a model trained elsewhere (``--model``; section 4 alone): no balanced set, no
     training; the model's card (``model.json`` beside it) gives its channels, patch width, classes and priors,
     checked against the scene."""
-    scene = settings.with_step0_settings(scene)  # Step 0's flags carry over
-    timings, p = {}, scene.params
-    if p.tile_size:
+    timings = {}
+    if scene.params.tile_size:
         cluster.check_settings(scheduler, workers)
     card = model_card.read(model_path)
+    scene = settings.with_step0_settings(scene)  # Step 0's flags carry over
+    p = scene.params
     input_files = (*step0_input_files(scene), model_path, Path(model_path).with_name(contract.MODEL_CARD))
     with open_outputs(scene.workdir, OUTPUTS, input_files) as out:
         with cli.timed("read Step 0 outputs and the model", timings):

@@ -240,7 +240,7 @@ class TestReproducibility:
     def test_run_record_holds_configuration_seed_versions_and_checksums(self, step0_scene):
         record = json.loads((step0_scene["workdir"] / "run.json").read_text())
         assert record["config_text"] == step0_scene["config"].read_text()
-        assert record["steps"]["Step0_Data_Preparation"]["parameters"]["seed"] == 42
+        assert record["steps"]["Step0_Data_Preparation"]["parameters"]["split_seed"] == 42
         assert {"numpy", "scikit-image", "GDAL"} <= set(record["packages"])
         image = step0_scene["folder"] / "image.tif"
         assert record["inputs_sha256"][str(image.resolve())] == hashlib.sha256(image.read_bytes()).hexdigest()
