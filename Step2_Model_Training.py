@@ -8,7 +8,8 @@ compares the scene with the model's training scene (``pipeline/model/scene_shift
 predicted class shares; it warns when the scene looks unlike it (``applied_model`` in the record of
 ``predLabels.mat``, ``comparison_with_training_scene`` in ``run.json``).
 
-Reads ``Samples_classBalanced_<per_class>.mat`` (Step 1), or with ``--model MODEL`` the trained ``MODEL``
+Reads the balanced set Step 1 made last, ``Samples_classBalanced_<per_class>.mat`` (or the one of ``--per-class``;
+the log and ``run.json`` name it), or with ``--model MODEL`` the trained ``MODEL``
 (a ``model.keras``) and its card ``model.json`` beside it; ``samples_labels.mat`` and ``segments.mat`` (Step 0)
 and the grid of ``layers.tif`` (tiled: ``segments.tif``, window by window, instead of the segments of
 ``segments.mat``). Writes, in the work folder: ``model.keras`` and its card ``model.json`` and
