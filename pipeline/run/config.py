@@ -265,10 +265,12 @@ def _shared_seed(config: dict, config_path: Path) -> int | None:
     table = config.get("run", {})
     unknown = sorted(set(table) - {"seed"}) if isinstance(table, dict) else ["run"]
     if unknown:
-        raise ConfigError(f"{config_path}: unknown parameter '{unknown[0]}' in [run]{did_you_mean(unknown[0], ['seed'])}"
-                          f"; its only parameter is seed, the default of {', '.join(SEEDS)}")
-    return check_value("seed", table["seed"], *Parameters.rules()[SEEDS[0]], str(config_path)) \
-        if "seed" in table else None
+        raise ConfigError(f"{config_path}: unknown parameter '{unknown[0]}' in [run]"
+                          f"{did_you_mean(unknown[0], ['seed'])}; its only parameter is seed, the default of "
+                          f"{', '.join(SEEDS)}")
+    if "seed" not in table:
+        return None
+    return check_value("seed", table["seed"], *Parameters.rules()[SEEDS[0]], str(config_path))
 
 
 def did_you_mean(word: str, candidates) -> str:

@@ -99,6 +99,9 @@ class TestBadInputs:
         ({"[sampling]": "[sampling]\nblock_sise = 3"}, ("unknown parameter 'block_sise' in [sampling] (did you mean "
                                                           "'block_size'?)",)),
         ({"[sampling]": "[sampling]\nn_segments = 30"}, ("parameter 'n_segments' belongs in [superpixels]",)),
+        ({"[sampling]": "[run]\nsed = 3\n[sampling]"}, ("unknown parameter 'sed' in [run] (did you mean 'seed'?)",
+                                                         "split_seed, training_seed, sample_seed")),
+        ({"[sampling]": "[run]\nseed = -1\n[sampling]"}, ("seed = -1", "at least 0")),
         ({"[bands]": "[bands"}, ("not valid TOML",)),
     ])
     def test_bad_configuration(self, scene, capsys, replace, fragments):

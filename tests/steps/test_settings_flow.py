@@ -56,6 +56,15 @@ def provenance(workdir, handoff, **fields) -> dict:
                                   handoff.made_by)
 
 
+def test_a_seed_per_concern_and_run_seed_the_default_of_each(tmp_path):
+    config = write_scene(tmp_path / "seeds.toml", SUBSET, None, {"sample_seed": 9})
+    config.write_text(config.read_text() + "[run]\nseed = 7\n")
+    params = load_scene(config).params
+    assert (params.split_seed, params.training_seed, params.sample_seed) == (7, 7, 9)
+    scene = load_scene(config, overrides={"training_seed": 3, "split_seed": None})
+    assert (scene.params.split_seed, scene.params.training_seed, scene.given_flags) == (7, 3, {"training_seed"})
+
+
 def test_later_steps_run_with_the_flags_given_to_earlier_steps(flowed):
     assert {step: code for step, (code, _) in flowed["steps"].items()} == {0: 0, 1: 0, 2: 0, 3: 0}
     ran = json.loads((flowed["workdir"] / "run.json").read_text())["steps"]
