@@ -63,7 +63,7 @@ def build_parser():
     """Step 0's command line: the common flags, its parameters, the cluster, ``--stretch-from`` and ``--explore``."""
     parser = cli.build_parser(__doc__, ["n_segments", "compactness", "slic_layers", "patch_width",
                                         "test_fraction", "block_size", "tile_size", "masking", "mask_classes",
-                                        "mask_buffer_m"])
+                                        "mask_buffer_m"], seed="split_seed")
     cli.add_cluster_flags(parser)
     parser.add_argument("--stretch-from", type=Path, default=None, metavar="MODEL",
                         help="model.keras of a trained model: stretch the layers with its training scene's limits, "

@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from pipeline.handoffs import contract
+from pipeline.handoffs import contract, settings
 from pipeline.model.balancing import FEW_TRAINING_SUPERPIXELS, balance_classes, class_counts, write_balanced_set
 from pipeline.run import cli
 from pipeline.run.config import Scene
@@ -27,18 +27,19 @@ log = logging.getLogger(__name__)
 def balance(scene: Scene) -> None:
     """Step 1: draw the balanced set from Step 0's training superpixels and write it (with the run.json record)."""
     timings = {}
-    p = scene.params
-    contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
-    path = contract.BALANCED.path(scene.workdir, per_class=p.per_class)
+    path = contract.BALANCED.path(scene.workdir, per_class=scene.params.per_class)
     inputs = (scene.config_path, contract.SAMPLES.path(scene.workdir), contract.SEGMENTS.path(scene.workdir))
     with open_outputs(scene.workdir, (path.name, "run.json"), inputs) as out:
+        scene = settings.with_step0_settings(scene)  # Step 0's flags carry over
+        p = scene.params
+        contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
         with cli.timed("read samples_labels.mat", timings):
             step0, _ = contract.load_step0(scene, ["labels", "split"], with_segments=False)
         before = class_counts(contract.train_labels(step0["labels"], step0["split"]), scene.class_names)
         log.info("training superpixels before balancing: %s", before)
         with cli.timed("draw balanced set", timings):
             index, with_replacement = balance_classes(step0["labels"], step0["split"], scene.class_names,
-                                                      p.per_class, np.random.default_rng(p.seed),
+                                                      p.per_class, np.random.default_rng(p.training_seed),
                                                       str(contract.SAMPLES.path(scene.workdir)),
                                                       p.min_training_superpixels)
         for name in with_replacement:
@@ -59,7 +60,7 @@ def balance(scene: Scene) -> None:
 
 def build_parser():
     """Step 1's command line: the common flags and its parameters."""
-    return cli.build_parser(__doc__, ["per_class", "min_training_superpixels"])
+    return cli.build_parser(__doc__, ["per_class", "min_training_superpixels"], seed="training_seed")
 
 
 def main(argv=None) -> int:

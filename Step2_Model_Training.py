@@ -8,7 +8,8 @@ compares the scene with the model's training scene (``pipeline/model/scene_shift
 predicted class shares; it warns when the scene looks unlike it (``applied_model`` in the record of
 ``predLabels.mat``, ``comparison_with_training_scene`` in ``run.json``).
 
-Reads ``Samples_classBalanced_<per_class>.mat`` (Step 1), or with ``--model MODEL`` the trained ``MODEL``
+Reads the balanced set Step 1 made last, ``Samples_classBalanced_<per_class>.mat`` (or the one of ``--per-class``;
+the log and ``run.json`` name it), or with ``--model MODEL`` the trained ``MODEL``
 (a ``model.keras``) and its card ``model.json`` beside it; ``samples_labels.mat`` and ``segments.mat`` (Step 0)
 and the grid of ``layers.tif`` (tiled: ``segments.tif``, window by window, instead of the segments of
 ``segments.mat``). Writes, in the work folder: ``model.keras`` and its card ``model.json`` and
@@ -47,7 +48,8 @@ def map_land_cover(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | Non
 def build_parser():
     """Step 2's flags: the common ones, its parameters, the cluster, the TensorBoard folder and ``--model``."""
     parser = cli.build_parser(__doc__, ["per_class", "epochs", "batch_size", "validation_fraction", "train_layers",
-                                        "projector_layers", "augment", "prior_correction", "tile_size"])
+                                        "projector_layers", "augment", "prior_correction", "tile_size"],
+                             seed="training_seed")
     cli.add_cluster_flags(parser)
     parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR,
                         help="folder of TensorBoard runs (default: runs/ in the project)")

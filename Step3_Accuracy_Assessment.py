@@ -63,6 +63,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.handoffs import settings
 from pipeline.run import cli
 from pipeline.run.config import Scene
 from pipeline.run.outputs import open_outputs
@@ -73,6 +74,7 @@ def assess_accuracy(scene: Scene, design_sample: bool = False, suggest: int | No
     """Step 3: every assessment of the map on the held-out superpixels, the figures, ``metrics.json`` and
     ``report.html``, committed as one set (for a scene without a reference: the map's class areas and a report of
     the map and its uncertainty). With ``design_sample`` or ``suggest`` (a number of points), only that sample."""
+    scene = settings.for_assessment(scene)  # the flags of Steps 0-2 carry over
     if design_sample:
         return assess.design_sample(scene)
     if suggest is not None:
@@ -90,7 +92,8 @@ def assess_accuracy(scene: Scene, design_sample: bool = False, suggest: int | No
 
 def build_parser():
     """Step 3's flags: the common ones, its parameters, the two sample modes and the validation sample."""
-    parser = cli.build_parser(__doc__, ["per_class", "target_se", "min_per_class", "sample_size"])
+    parser = cli.build_parser(__doc__, ["per_class", "target_se", "min_per_class", "sample_size"],
+                             seed="sample_seed")
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--design-sample", action="store_true",
                        help="write validation_sample.gpkg/.csv, a stratified random sample of the map to label, "

@@ -269,6 +269,19 @@ def fails_with_one_line(main, arguments, capsys, *fragments) -> str:
     return error
 
 
+def label_file(path, codes, grid, names, field="reference", value=None):
+    """Fill the field of every point of a designed GeoPackage from the reference raster (as a person in QGIS)."""
+    dataset = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_UPDATE)
+    layer = dataset.GetLayer(0)
+    x0, dx, _, y0, _, dy = grid.geotransform
+    for feature in layer:
+        point = feature.GetGeometryRef()
+        code = codes[int((point.GetY() - y0) // dy), int((point.GetX() - x0) // dx)]
+        feature.SetField(field, value if value is not None else names[code])
+        layer.SetFeature(feature)
+    dataset = None
+
+
 def snapshot(folder):
     """Name -> SHA-256 of every file in a folder."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}

@@ -403,7 +403,8 @@ def methods_text(scene: Scene, metrics: dict, grid: Grid | None) -> str:
             f", giving an overall accuracy of {with_interval(headline['overall_accuracy'], headline['overall_accuracy_ci95'], 3)} "
             f"(95 % confidence interval), with user's and producer's accuracies and class areas by the estimators "
             f"of Olofsson et al. (2014).")
-    sentences.append(f"The random seed was {p0['seed']}. Software: Python {e(versions.get('python', '?'))}, GDAL "
+    sentences.append(f"The random seeds were {p0['split_seed']} for the split and {p1['training_seed']} for the "
+                     f"balanced set and the training. Software: Python {e(versions.get('python', '?'))}, GDAL "
                      f"{e(versions.get('GDAL', '?'))}, NumPy {e(versions.get('numpy', '?'))}, scikit-learn "
                      f"{e(versions.get('scikit-learn', '?'))}.")
     return "<blockquote class='methods' id='methods'><p>" + " ".join(sentences) + "</p></blockquote>"

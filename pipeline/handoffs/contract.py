@@ -30,8 +30,9 @@ raster (Cloud-Optimized GeoTIFF)  made by    bands (dtype), nodata
 ``uncertainty.tif``              Step 2     1 - the highest class probability (float32), nodata NaN
 ================================  =========  =========================================================
 
-All rasters lie on the work grid (the image's grid, cut to the aoi) and carry the id of the run that wrote them
-in the metadata item ``STEP0_RUN`` or ``STEP2_RUN``; :func:`raster_writer` writes them, :func:`record_rasters`
+All rasters lie on the work grid (the image's grid, cut to the aoi) and carry the stamp of the run that wrote
+them in the metadata item ``STEP0_RUN`` or ``STEP2_RUN`` (Step 0's ``stamp``, a digest of its inputs and settings;
+Step 2's run id); :func:`raster_writer` writes them, :func:`record_rasters`
 adds their size, time and SHA-256 to the run's provenance, and :func:`read_raster` and :func:`raster_grid` read
 them, checking that stamp, that the file is the one recorded (same size and time, else same SHA-256), the dtype
 and the band count.
@@ -43,16 +44,16 @@ their patches and masks deflated in chunks of 64 patches (about a fifth of the f
 ``.mat`` files are MATLAB v5 (7.3 past 2 GB). Outside the pipeline: ``h5py.File(path)["samples"][()].T *
 patch_scale`` in Python (or ``hdf5storage.loadmat``), ``double(samples) * patch_scale`` in MATLAB.
 
-Provenance: every ``.mat`` hand-off holds ``provenance``, a JSON text naming the step and its run id, the runs
-of the hand-offs it was made from, and the parameters that shaped it; Step 0's also holds the size, time and
-SHA-256 of the image and the reference as they were read. The checked loaders refuse hand-offs that do not
+Provenance: every ``.mat`` hand-off holds ``provenance``, a JSON text naming the step and its run id (Step 0's:
+a digest of what it made), the runs of the hand-offs it was made from, the parameters that shaped it and which
+of them were set by flags (:mod:`pipeline.handoffs.provenance`); Step 0's also holds the size, time and SHA-256
+of the image and the reference as they were read. The checked loaders refuse hand-offs that do not
 belong together or to the current configuration, naming the files and the step to rerun.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,8 @@ from pipeline.handoffs import matfile
 from pipeline.core.errors import ConfigError, InputDataError, InputFileError
 from pipeline.core.colours import class_palette
 from pipeline.core.stretch import unit_to_byte
-from pipeline.handoffs.fingerprints import fingerprint, matches, unchanged
+from pipeline.handoffs.fingerprints import fingerprint, unchanged
+from pipeline.handoffs.provenance import check_step0_provenance
 from pipeline.core.vocabulary import (LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, TRAIN, UNIT_SCALE, UNIT_STEPS,
                                       UNLABELLED)
 
@@ -75,9 +77,6 @@ PATCH_SCALE = "patch_scale"
 PROVENANCE = "provenance"
 #: Metadata items of the raster hand-offs naming the run of the step that wrote them.
 STEP0_RUN_ITEM, STEP2_RUN_ITEM = "STEP0_RUN", "STEP2_RUN"
-#: Parameters that shape Step 0's hand-offs; a later step refuses hand-offs made with other values.
-STEP0_PARAMETERS = ("seed", "n_segments", "compactness", "slic_layers", "patch_width", "test_fraction", "block_size",
-                    "masking", "mask_classes", "mask_buffer_m")
 
 MODEL_FILE, MODEL_CARD = "model.keras", "model.json"
 
@@ -251,49 +250,6 @@ def provenance_of(contents: dict, path: Path, made_by: str) -> dict:
         raise InputDataError(f"{path}: its provenance record is damaged; rerun {made_by}") from None
 
 
-def new_run(step: str, **fields) -> dict:
-    """A provenance record of a new run of ``step``."""
-    return {"step": step, "run": uuid.uuid4().hex, **fields}
-
-
-def step0_parameters(scene) -> dict:
-    """What shapes Step 0's hand-offs: bands, classes, the later dates, the mask raster and the aoi (by path or
-    table), the reference field, and the Step-0 parameters of ``scene``."""
-    params = scene.params.as_dict()
-    return {"bands": dict(scene.bands), "classes": {k: list(v) for k, v in scene.classes.items()},
-            "later_dates": [str(image) for image in scene.images[1:]], "mask": scene.mask and str(scene.mask),
-            "aoi": scene.aoi if isinstance(scene.aoi, dict) or scene.aoi is None else str(scene.aoi),
-            "reference_field": scene.reference_field,
-            "mask_values": list(scene.mask_values), "composite": scene.composite,
-            **{name: list(params[name]) if isinstance(params[name], tuple) else params[name]
-               for name in STEP0_PARAMETERS}}
-
-
-def step0_provenance(scene, image_fingerprint: dict, reference_fingerprint: dict | None) -> dict:
-    """Provenance of a new Step 0 run on ``scene`` whose inputs had these fingerprints when read (no reference:
-    None). Step 0 adds its ``stretch``: the limits, the model they came from, if any, and its layers' quantiles before
-    the stretch (``layer_quantiles``, :func:`pipeline.model.scene_shift.layer_quantiles`)."""
-    return new_run(STEP0, inputs={"image": image_fingerprint, "reference": reference_fingerprint},
-                   parameters=step0_parameters(scene))
-
-
-def check_step0_provenance(scene, record: dict, path: Path) -> None:
-    """Refuse Step 0 hand-offs made from other inputs or other Step-0 parameters than the scene's now."""
-    for role in ("image", "reference"):
-        if (record["inputs"][role] is None) != (getattr(scene, role) is None):
-            raise InputDataError(f"{path}: made {'without' if record['inputs'][role] is None else 'with'} a {role}, "
-                                 f"unlike {scene.config_path.name} now; rerun {STEP0}")
-        if record["inputs"][role] is not None and not matches(record["inputs"][role], getattr(scene, role)):
-            raise InputDataError(f"{path}: made from {record['inputs'][role]['path']}, which is not the {role} "
-                                 f"{getattr(scene, role)} of {scene.config_path.name} as it is now; rerun {STEP0}")
-    current = step0_parameters(scene)
-    changed = [name for name in current if record["parameters"].get(name) != current[name]]
-    if changed:
-        details = ", ".join(f"{n} {record['parameters'].get(n)!r} -> {current[n]!r}" for n in changed)
-        raise InputDataError(f"{path}: made with other settings than {scene.config_path.name} now ({details}); "
-                             f"rerun {STEP0}")
-
-
 def check_names(path: Path, contents: dict, class_names, made_by: str) -> None:
     """Refuse a hand-off made for other classes or layers than the scene's."""
     if list(contents["class_names"]) != list(class_names):
@@ -305,14 +261,14 @@ def check_names(path: Path, contents: dict, class_names, made_by: str) -> None:
 
 def load_balanced(scene, keys, step0_run: str) -> dict:
     """Step 1's balanced set (``keys``) for the scene's ``per_class``, checked to be drawn from the Step 0 run
-    ``step0_run`` with the scene's seed; its provenance is under ``"provenance"``."""
+    ``step0_run`` with the scene's ``training_seed``; its provenance is under ``"provenance"``."""
     per_class, patch_width = scene.params.per_class, scene.params.patch_width
     path = BALANCED.path(scene.workdir, per_class=per_class)
     contents = load(BALANCED, scene.workdir, {*keys, "index", "class_names", "layer_names", PROVENANCE},
                     per_class=per_class)
     contents[PROVENANCE] = record = provenance_of(contents, path, STEP1)
     check_names(path, contents, scene.class_names, STEP1)
-    if record.get("step0_run") != step0_run or record["parameters"].get("seed") != scene.params.seed:
+    if record.get("step0_run") != step0_run or record["parameters"].get("training_seed") != scene.params.training_seed:
         raise InputDataError(f"{path}: drawn from another run of {STEP0} or with another seed than "
                              f"{scene.config_path.name} now; rerun {STEP1}")
     if "images" in contents and contents["images"].shape[1] != patch_width:
@@ -344,7 +300,7 @@ def load_pred_labels(scene, step0_run: str, n_superpixels: int) -> tuple[np.ndar
 @contextlib.contextmanager
 def raster_writer(handoff: RasterHandOff, folder: Path, grid, run: str, **style):
     """Yield ``write(block, row=0, col=0)`` filling the raster hand-off in ``folder`` on ``grid`` (a
-    :class:`gdal_tif2rgb.Grid`) block by block, stamped with the ``run`` that writes it; blocks are (rows, cols),
+    :class:`gdal_tif2rgb.Grid`) block by block, stamped with the ``run`` (the stamp of the run) that writes it; blocks are (rows, cols),
     or (rows, cols, bands) channels last. ``style``: ``class_names`` and ``class_colours`` of a class raster
     (:func:`class_style`).
     The file appears only when the block exits cleanly (:func:`gdal_tif2rgb.geotiff_writer`)."""
@@ -387,11 +343,12 @@ def record_rasters(record: dict, out, handoffs) -> None:
 
 def raster_grid(handoff: RasterHandOff, workdir: Path, record: dict):
     """The :class:`gdal_tif2rgb.Grid` of a raster hand-off in ``workdir``, after checking that it exists, was
-    written by the run of ``record`` (the provenance of the hand-offs read with it), is the file that run wrote
+    stamped by the run of ``record`` (the provenance of the hand-offs read with it: its ``stamp``, else its
+    ``run``), is the file that run wrote
     (its recorded size and time, else its SHA-256) and has the declared dtype and band count."""
     path = existing(handoff.path(workdir), handoff.made_by)
     grid, bands, dtype, metadata = gdal_tif2rgb.read_layout(path)
-    if metadata.get(handoff.run_item) != record["run"]:
+    if metadata.get(handoff.run_item) != record.get("stamp", record["run"]):
         raise InputDataError(f"{path}: written by another run of {handoff.made_by} than the hand-offs read with it "
                              f"in {Path(workdir)}; rerun {handoff.made_by}")
     rasters = record.get("rasters")

@@ -1,12 +1,15 @@
 """Fingerprints of files: path, size, modification time and SHA-256, to tell later whether a file (an input, a
 raster hand-off) is still the one a run recorded. Folders (Sentinel-2 products) are fingerprinted by their
 listing, tiles (:class:`pipeline.run.config.Tiles`) by their names and contents; GDAL virtual paths (``/vsizip/``...)
-through GDAL."""
+through GDAL. And :func:`digest`, the identity of what a run made, from its description and arrays."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+
+import numpy as np
 
 import gdal_tif2rgb
 from pipeline.core.errors import InputFileError
@@ -91,3 +94,18 @@ def unchanged(recorded: dict, path: Path) -> bool:
         _UNCHANGED[str(path)] = key
         return True
     return False
+
+
+def digest(description: dict, arrays=()) -> str:
+    """The SHA-256 (hex) of ``description`` (as sorted-key JSON) and of the dtype, shape and bytes of each of
+    ``arrays``: the same text for the same description and arrays, on any machine.
+
+    >>> digest({"a": 1}) == digest({"a": 1}) != digest({"a": 2})
+    True
+    """
+    hashed = hashlib.sha256(json.dumps(description, sort_keys=True).encode())
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        hashed.update(f"{array.dtype.str}{array.shape}".encode())
+        hashed.update(array.view(np.uint8).ravel() if array.size else b"")
+    return hashed.hexdigest()

@@ -2,11 +2,13 @@
 class drawn from the train split, and the balanced-set hand-off written with its provenance."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from pipeline.core.errors import InputDataError
 from pipeline.core.vocabulary import LAYER_NAMES, STEP0, STEP1, TRAIN, UNLABELLED
-from pipeline.handoffs import contract
+from pipeline.handoffs import contract, provenance
 
 #: A class with fewer distinct training superpixels than this gets a warning: its samples repeat a few places.
 FEW_TRAINING_SUPERPIXELS = 30
@@ -45,10 +47,12 @@ def class_counts(labels: np.ndarray, class_names) -> dict:
 def write_balanced_set(folder, scene, step0: dict, index: np.ndarray) -> str:
     """Gather the patches and masks of the superpixels ``index`` (int32, m) of Step 0's run (``step0``: its
     labels and provenance) and write them with their labels as ``Samples_classBalanced_<per_class>.mat`` into
-    ``folder``, with the provenance of a new Step 1 run on ``scene``; returns that run's id."""
+    ``folder``, with the provenance of a new Step 1 run on ``scene`` (``made``: its time, seconds since the epoch,
+    so that Step 2 finds the set made last); returns that run's id."""
     p = scene.params
-    record = contract.new_run(STEP1, step0_run=step0[contract.PROVENANCE]["run"],
-                              parameters={"per_class": p.per_class, "seed": p.seed})
+    names = provenance.BALANCE_PARAMETERS
+    record = provenance.new_run(STEP1, scene, names, step0_run=step0[contract.PROVENANCE]["run"],
+                                parameters={name: getattr(p, name) for name in names}, made=time.time())
     rows = contract.load_rows(contract.SAMPLES, scene.workdir, ["samples", "masks"], index)
     contract.save(contract.BALANCED, folder, {
         "images": rows["samples"], "masks": rows["masks"], "labels": step0["labels"][index], "index": index,

@@ -124,7 +124,7 @@ def training_batches(network_input: np.ndarray, labels: np.ndarray, batch_size: 
 
 def train_model(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray, n_classes: int,
                 params: Parameters, run_dir: Path):
-    """Train the CNN with the seed of ``params`` on ``network_input`` (m, w, w, c) of the superpixels ``index``
+    """Train the CNN with the ``training_seed`` of ``params`` on ``network_input`` (m, w, w, c) of the superpixels ``index``
     (m,) labelled ``labels`` (m,); log to TensorBoard in ``run_dir``. Returns the model and its history (metric
     name -> list of one value per epoch).
 
@@ -134,9 +134,9 @@ def train_model(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray
     import tensorflow as tf
     from tensorflow import keras
 
-    keras.utils.set_random_seed(params.seed)
+    keras.utils.set_random_seed(params.training_seed)
     tf.config.experimental.enable_op_determinism()
-    rng = np.random.default_rng(params.seed)
+    rng = np.random.default_rng(params.training_seed)
     held_out = validation_mask(index, params.validation_fraction, rng)
     model = build_cnn(network_input.shape[1:], n_classes)
     model.summary(print_fn=log.info)

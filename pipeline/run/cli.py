@@ -39,8 +39,9 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the step is, so that it cleans up as after Ctrl-C."""
 
 
-def build_parser(description: str, parameter_names=()) -> argparse.ArgumentParser:
-    """Argument parser with the common flags plus one flag per named parameter (default: configuration)."""
+def build_parser(description: str, parameter_names=(), seed: str | None = None) -> argparse.ArgumentParser:
+    """Argument parser with the common flags plus one flag per named parameter (default: configuration); ``seed``,
+    the step's own seed parameter (e.g. ``split_seed``), is given by its flag or by ``--seed``."""
     parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                           allow_abbrev=False)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
@@ -49,20 +50,29 @@ def build_parser(description: str, parameter_names=()) -> argparse.ArgumentParse
                         help="folder for this step's inputs and outputs (default: data/<name>/)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     rules = Parameters.rules()
-    for name in ("seed", *parameter_names):
+    for name in (*([seed] if seed else []), *parameter_names):
         rule, default = rules[name]
-        flag = "--" + name.replace("_", "-")
+        flags = ("--seed", flag_of(name)) if name == seed else (flag_of(name),)
         text = f"{rule.help} (default: [{rule.section}] {name} in the TOML, else {default!r})"
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif isinstance(default, tuple) and isinstance(default[0], int):
-            parser.add_argument(flag, nargs="*", type=int, default=None, metavar="CLASS", help=text)
+            parser.add_argument(*flags, nargs="*", type=int, default=None, metavar="CLASS", help=text)
         elif isinstance(default, tuple):
-            parser.add_argument(flag, nargs="+", default=None, metavar="LAYER",
+            parser.add_argument(*flags, nargs="+", default=None, metavar="LAYER",
                                 help=f"{text}; names from {', '.join(rule.choices)}, or their 0-based indices")
         else:
-            parser.add_argument(flag, type=type(default), default=None, help=text)
+            parser.add_argument(*flags, dest=name, type=type(default), default=None, help=text)
     return parser
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a parameter.
+
+    >>> flag_of("n_segments")
+    '--n-segments'
+    """
+    return "--" + name.replace("_", "-")
 
 
 def positive_int(text: str) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.core.vocabulary import LAYER_NAMES
 from pipeline.core.errors import ConfigError, InputFileError
-from pipeline.run.parameters import Parameters, check_value
+from pipeline.run.parameters import SEEDS, Parameters, check_value
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "data" / "aberystwyth.toml"
@@ -90,6 +90,14 @@ class Scene:
     composite: str = "median"  # how several dates combine, pixel by pixel, over their clear observations
     title: str | None = None  # the report's title; None: the scene name with a capital
     descriptions: dict = field(default_factory=dict)  # class name -> what the class holds here, for legends and tables
+    given_flags: frozenset = frozenset()  # the parameters given as flags to this step
+    carried_flags: frozenset = frozenset()  # those an earlier step was given as flags, taken from its hand-offs
+
+    @property
+    def flags(self) -> list[str]:
+        """The parameters set on a command line, this step's or an earlier one's, sorted: a hand-off records them,
+        so that a later step takes their values as its defaults (:mod:`pipeline.handoffs.settings`)."""
+        return sorted(self.given_flags | self.carried_flags)
 
     @property
     def display_title(self) -> str:
@@ -127,9 +135,11 @@ def load_scene(config_path: Path, workdir: Path | None = None, overrides: dict |
             raise ConfigError(f"{config_path}: missing key '{key}'")
     base = config_path.resolve().parent
     params = Parameters().replaced(section_values, str(config_path))
-    params = params.replaced(overrides or {}, "command line")
+    overrides = {name: value for name, value in (overrides or {}).items() if value is not None}
+    params = params.replaced(overrides, "command line")
     name = _check_name(config["name"], config_path)
     return Scene(name=name, config_path=config_path, images=_check_images(config["image"], base, config_path),
+                 given_flags=frozenset(overrides),
                  reference=input_path(base, config["reference"], "reference", config_path)
                  if "reference" in config else None,
                  bands=_check_bands(config.get("bands", {}), config_path),
@@ -229,13 +239,14 @@ def _section_values(config: dict, config_path: Path) -> dict:
     """Parameter name -> value of the TOML's parameter sections, refusing unknown sections and names."""
     rules = Parameters.rules()
     sections = {rule.section for rule, _ in rules.values()}
-    values = {}
+    values, shared_seed = {}, _shared_seed(config, config_path)
     for section, table in config.items():
-        if section in SCENE_KEYS:
+        if section in (*SCENE_KEYS, "run"):
             continue
         if section not in sections or not isinstance(table, dict):
-            raise ConfigError(f"{config_path}: unknown key '{section}'{did_you_mean(section, [*SCENE_KEYS, *sections])}"
-                              f"; keys are {', '.join(SCENE_KEYS)} and the sections {', '.join(sorted(sections))}")
+            raise ConfigError(f"{config_path}: unknown key '{section}'"
+                              f"{did_you_mean(section, [*SCENE_KEYS, 'run', *sections])}; keys are "
+                              f"{', '.join(SCENE_KEYS)} and the sections {', '.join(sorted({'run', *sections}))}")
         for key, value in table.items():
             name = RENAMED.get(key, key)
             if name in rules and rules[name][0].section != section:
@@ -246,7 +257,20 @@ def _section_values(config: dict, config_path: Path) -> dict:
                 raise ConfigError(f"{config_path}: unknown parameter '{key}' in [{section}]{did_you_mean(key, known)}; "
                                   f"its parameters are {', '.join(known)}")
             values[name] = check_value(key, value, *rules[name], str(config_path))
-    return values
+    return {**{name: shared_seed for name in SEEDS if shared_seed is not None}, **values}
+
+
+def _shared_seed(config: dict, config_path: Path) -> int | None:
+    """``seed`` under ``[run]``, the default of every seed of :data:`SEEDS` (None if not given)."""
+    table = config.get("run", {})
+    unknown = sorted(set(table) - {"seed"}) if isinstance(table, dict) else ["run"]
+    if unknown:
+        raise ConfigError(f"{config_path}: unknown parameter '{unknown[0]}' in [run]"
+                          f"{did_you_mean(unknown[0], ['seed'])}; its only parameter is seed, the default of "
+                          f"{', '.join(SEEDS)}")
+    if "seed" not in table:
+        return None
+    return check_value("seed", table["seed"], *Parameters.rules()[SEEDS[0]], str(config_path))
 
 
 def did_you_mean(word: str, candidates) -> str:

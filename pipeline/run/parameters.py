@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from pipeline.core.errors import ConfigError
 from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL
 
+#: The random seed of each concern (the split, the balanced set and training, the designed validation sample);
+#: ``seed`` under ``[run]`` in a TOML sets each that its own section does not.
+SEEDS = ("split_seed", "training_seed", "sample_seed")
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -33,8 +37,6 @@ def parameter(default, section: str, help: str, **rule):
 class Parameters:
     """Every step parameter, typed and checked; built-in defaults here, overridden by the TOML and flags."""
 
-    seed: int = parameter(42, "run", "random seed of every random choice (split, balancing, training)",
-                          minimum=0, maximum=2**32 - 1)
     n_segments: int = parameter(30000, "superpixels", "approximate number of SLIC superpixels", minimum=1)
     compactness: float = parameter(30.0, "superpixels", "SLIC compactness (CIELAB units; higher = squarer)",
                                    minimum=1e-6)
@@ -45,11 +47,15 @@ class Parameters:
     test_fraction: float = parameter(0.3, "sampling", "share of labelled superpixels held out for testing",
                                      minimum=0.01, maximum=0.9)
     block_size: int = parameter(128, "sampling", "side of the spatial split's blocks in pixels", minimum=8)
+    split_seed: int = parameter(42, "sampling", "random seed of Step 0's spatial split (and its example patches)",
+                                minimum=0, maximum=2**32 - 1)
     tile_size: int = parameter(0, "tiling", "process the scene in tiles of this many pixels a side on a Dask "
                                             "cluster (0 = whole scene in memory)", minimum=0)
     per_class: int = parameter(2000, "balance", "training samples drawn per class", minimum=1)
     min_training_superpixels: int = parameter(5, "balance", "Step 1 refuses a class with fewer distinct training "
                                                             "superpixels than this", minimum=1)
+    training_seed: int = parameter(42, "training", "random seed of Step 1's balanced set and of Step 2's training",
+                                   minimum=0, maximum=2**32 - 1)
     epochs: int = parameter(20, "training", "training epochs", minimum=1)
     batch_size: int = parameter(64, "training", "training batch size", minimum=1)
     validation_fraction: float = parameter(0.3, "training", "share of the balanced set kept for validation",
@@ -68,6 +74,8 @@ class Parameters:
                                                      "validation sample", minimum=2)
     sample_size: int = parameter(0, "assessment", "points of a designed validation sample (0 = from --target-se)",
                                  minimum=0)
+    sample_seed: int = parameter(42, "assessment", "random seed of Step 3's designed validation sample",
+                                 minimum=0, maximum=2**32 - 1)
     masking: bool = parameter(True, "masking", "mask clouds, shadows and bad pixels: from a product's own mask "
                                                "(SCL, MSK_CLASSI), else a cloud detector, or the scene's mask raster")
     mask_classes: tuple = parameter((0, 1, 3, 8, 9, 10), "masking",

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from pipeline.core import grids
-from pipeline.handoffs import contract
+from pipeline.handoffs import contract, provenance
 from pipeline.inputs.sources import PreparedSources
 from pipeline.run import cli
 from pipeline.run.config import Scene
@@ -71,17 +71,18 @@ def prepare_tiled(scene: Scene, image: PreparedSources, limits: dict, codes: np.
              None if codes is None else codes[row:row + rows, col:col + cols]) for row, col, rows, cols in windows))
         with contextlib.ExitStack() as mat_files:
             with contextlib.ExitStack() as rasters:  # closed (made final) first, so that they can be fingerprinted
-                outputs = TiledOutputs.open(out, grid, record["run"], rasters, mat_files,
+                outputs = TiledOutputs.open(out, grid, record["stamp"], rasters, mat_files,
                                             scene.class_names if scene.reference is not None else None)
                 kept = write_tiles(outputs, tiles, shape, len(windows), scene.class_names)
             contract.record_rasters(record, out, contract.STEP0_RASTERS)
             record["superpixels"] = len(kept["labels"])
-            for mat in (outputs.segments_mat, outputs.samples_mat):
-                mat.put(contract.PROVENANCE, contract.as_text(record))
             split = tiled_split(lambda window: outputs.segments_mat.read_window("segments", *window), windows,
                                 shape, kept["centroids"], kept["labels"], p.patch_width, p.block_size,
-                                p.test_fraction, np.random.default_rng(p.seed))
+                                p.test_fraction, np.random.default_rng(p.split_seed))
             outputs.samples_mat.put("split", split)
+            record["run"] = provenance.step0_identity(record, {**kept, "split": split})
+            for mat in (outputs.segments_mat, outputs.samples_mat):
+                mat.put(contract.PROVENANCE, contract.as_text(record))
     return PreparedScene(
         labels=kept["labels"], split=split, purity=kept["purity"], invalid_pixels=kept["invalid"],
         preview_steps=preview_steps, preview_segments=kept["segments_preview"], tiles=len(windows),

@@ -183,7 +183,8 @@ def forest_labels(scene: Scene, hand_offs: HandOffs) -> np.ndarray:
                                  reader(scene, hand_offs, contract.SEGMENTS_RASTER))
     features, _ = accuracy.superpixel_features(windows, len(hand_offs.labels))
     trained = np.unique(hand_offs.balanced_index)
-    return accuracy.random_forest_predictions(features, trained, hand_offs.labels[trained], scene.params.seed)
+    return accuracy.random_forest_predictions(features, trained, hand_offs.labels[trained],
+                                              scene.params.training_seed)
 
 
 def held_out(scene: Scene, hand_offs: HandOffs, counts: pixel_counts.PixelCounts) -> dict:
@@ -323,12 +324,13 @@ def design_sample(scene: Scene) -> None:
     pred_map = reader(scene, hand_offs, contract.PRED_MAP_RASTER)()
     sample = validation_sample.design(pred_map, hand_offs.grid, scene.class_names, hand_offs.pixel_area_m2, users,
                                       params.target_se, params.min_per_class, params.sample_size, hand_offs.map_run,
-                                      np.random.default_rng(params.seed))
+                                      np.random.default_rng(params.sample_seed))
     with open_outputs(scene.workdir, DESIGN_OUTPUTS, hand_off_paths(scene)) as out:
         point_files.write_points(out.path(DESIGN_OUTPUTS[0]), "validation_sample", sample["x"], sample["y"],
                                  sample["fields"], hand_offs.grid.crs_wkt)
     summary = sample["summary"]
-    log.info("%s: %d points; %s; %s", existing, summary["points"], summary["size_rule"], summary["allocation"])
+    log.info("%s: %d points (sample_seed %d); %s; %s", existing, summary["points"], params.sample_seed,
+             summary["size_rule"], summary["allocation"])
     for name, stratum in summary["strata"].items():
         log.info("%12s  %10.1f ha  %5d points", name, stratum["area_ha"], stratum["points"])
     log.info("label the field '%s' in QGIS, then run Step 3 with --validation %s", validation_sample.REFERENCE_FIELD,

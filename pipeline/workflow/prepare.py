@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.core import grids, vocabulary
 from pipeline.core.errors import ConfigError, InputDataError
 from pipeline.core.vocabulary import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
-from pipeline.handoffs import contract, model_card
+from pipeline.handoffs import contract, model_card, provenance
 from pipeline.handoffs.fingerprints import fingerprint
 from pipeline.inputs import sources
 from pipeline.model import scene_shift
@@ -56,7 +56,7 @@ class Step0Run:
     out: OutputSet  # the output set, committed as one when the run ends cleanly
     client: object  # the dask.distributed Client of a tiled run, None for the whole scene in memory
     side: ThreadPoolExecutor  # the checksums and the reference's warp: GDAL and hashlib work without the GIL
-    provenance: Future  # -> the hand-offs' provenance record (``contract.step0_provenance``)
+    provenance: Future  # -> the hand-offs' provenance record (``provenance.step0_provenance``)
     timings: dict  # stage -> seconds, filled in as the run goes
     started: float  # ``time.perf_counter()`` at the start, for the wall time
 
@@ -87,10 +87,10 @@ def step0_run(scene: Scene, scheduler: str | None = None, workers: int | None = 
     if tiled:
         cluster.check_settings(scheduler, workers)
     with open_outputs(scene.workdir, OUTPUTS, input_files(scene)) as out, ThreadPoolExecutor(2) as side:
-        provenance = side.submit(lambda: contract.step0_provenance(
+        record = side.submit(lambda: provenance.step0_provenance(
             scene, fingerprint(scene.image), scene.reference and fingerprint(scene.reference)))
         with cluster.client_if(tiled, scheduler, workers, out) as client:
-            yield Step0Run(scene, out, client, side, provenance, {}, started)
+            yield Step0Run(scene, out, client, side, record, {}, started)
 
 
 # --- 1. The inputs on one work grid ----------------------------------------------------------------------------
@@ -155,11 +155,13 @@ def stretch_from_model(scene: Scene, unit: str) -> dict:
 def record_stretch(scene: Scene, record: dict, limits: dict, preview: np.ndarray, preview_valid: np.ndarray) -> None:
     """Record in ``record["stretch"]`` the ``limits`` that stretched the layers and the quantiles of the layers
     before the stretch (of their ``preview``, (rows', cols', 8), over ``preview_valid``), to compare scenes with
-    (``pipeline/model/scene_shift.py``); limits of a model (``scene.stretch_from``) must fit the scene."""
+    (``pipeline/model/scene_shift.py``), then the ``stamp`` the rasters carry; limits of a model
+    (``scene.stretch_from``) must fit the scene."""
     if scene.stretch_from:
         check_limits_fit(preview, preview_valid, limits, scene.stretch_from)
     record["stretch"]["limits"] = limits
     record["stretch"]["layer_quantiles"] = scene_shift.layer_quantiles(preview, preview_valid)
+    provenance.stamp_step0(record)
 
 
 def reference_on_work_grid(inputs: WorkGridInputs, beside: str, timings: dict) -> sources.PreparedSources:
@@ -215,6 +217,7 @@ def prepare_whole_scene(run: Step0Run, inputs: WorkGridInputs) -> PreparedScene:
         with cli.timed("write segments and samples", timings):
             background_done.result()  # its errors first: files fail in the order they are written
             rasters_done.result()
+            inputs.record["run"] = provenance.step0_identity(inputs.record, sampled)
             segments_saved = background.submit(contract.save, contract.SEGMENTS, run.out.staging,
                                                {"segments": segments, contract.PROVENANCE: inputs.record})
             contract.save(contract.SAMPLES, run.out.staging, {
@@ -232,7 +235,7 @@ def write_quicklooks_and_rasters(run: Step0Run, inputs: WorkGridInputs, stretche
                                  valid: np.ndarray, codes: np.ndarray) -> None:
     """The quicklooks of the ``stretched`` layers, ``layers.tif`` and (with a reference) ``reference.tif`` of
     the class ``codes`` (uint8 (rows, cols)), into the run's output set."""
-    scene, grid, run_id = run.scene, inputs.image.grid, inputs.record["run"]
+    scene, grid, run_id = run.scene, inputs.image.grid, inputs.record["stamp"]
     with cli.timed("quicklooks (drawn alongside SLIC and the sampling)", run.timings):
         quicklooks.write_quicklooks(run.out, stretched.preview, stretched.preview_steps, stretched.limits,
                                     stretched.preview_valid, valid.shape)
@@ -246,7 +249,8 @@ def write_quicklooks_and_rasters(run: Step0Run, inputs: WorkGridInputs, stretche
 def write_segments_raster(run: Step0Run, inputs: WorkGridInputs, segments: np.ndarray) -> None:
     """``segments.tif``, the last raster, then the fingerprints of all three in the provenance (the .mat files
     carry them)."""
-    contract.write_raster(contract.SEGMENTS_RASTER, run.out.staging, segments, inputs.image.grid, inputs.record["run"])
+    contract.write_raster(contract.SEGMENTS_RASTER, run.out.staging, segments, inputs.image.grid,
+                          inputs.record["stamp"])
     contract.record_rasters(inputs.record, run.out, contract.STEP0_RASTERS)
 
 
@@ -256,7 +260,7 @@ def sample_and_split(scene: Scene, steps: np.ndarray, segments: np.ndarray, code
     p = scene.params
     sampled = sample_superpixels(steps, segments, codes, p.patch_width, len(scene.classes))
     sampled["split"] = spatial_split(segments, sampled["centroids"], sampled["labels"], p.patch_width,
-                                     p.block_size, p.test_fraction, np.random.default_rng(p.seed))
+                                     p.block_size, p.test_fraction, np.random.default_rng(p.split_seed))
     return sampled
 
 
@@ -309,7 +313,7 @@ def draw_boundaries_and_examples(scene: Scene, out: OutputSet, prepared: Prepare
 
     with ThreadPoolExecutor(1) as side:
         boundaries = side.submit(draw_boundaries)
-        chosen = example_indices(prepared.labels, len(scene.classes), np.random.default_rng(scene.params.seed))
+        chosen = example_indices(prepared.labels, len(scene.classes), np.random.default_rng(scene.params.split_seed))
         patches = prepared.read_patches(np.concatenate(chosen).astype(np.int64))
         files.save_png(out.path("example_patches.png"),
                               quicklooks.plot_example_patches(chosen, patches, scene.class_names))

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.core import grids
 from pipeline.core.errors import InputDataError
 from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL, STEP0, STEP2, UNLABELLED
-from pipeline.handoffs import contract, model_card
+from pipeline.handoffs import contract, model_card, provenance, settings
 from pipeline.handoffs.model_card import ModelCard
 from pipeline.model import cnn, prediction_maps, scene_shift, training_logs
 from pipeline.run import cli
@@ -86,7 +86,7 @@ def train_cnn(scene: Scene, out: OutputSet, balanced: dict, run_dir: Path, timin
     files.save_png(out.path("learning_curve.png"), training_logs.plot_learning_curve(history))
     with cli.timed("projector embeddings", timings), training_logs.run_writes(run_dir):
         training_logs.write_embeddings(run_dir, model, network_input, patches, balanced["labels"], scene.class_names,
-                                       p.projector_layers, np.random.default_rng(p.seed))
+                                       p.projector_layers, np.random.default_rng(p.training_seed))
     return model, history
 
 
@@ -180,18 +180,21 @@ def train_and_map(scene: Scene, runs_dir: Path, scheduler: str | None, workers: 
     """Train the CNN on this scene's balanced set (section 3), then map every superpixel with it (section 4; on a
     Dask cluster when the scene's ``tile_size`` asks); the outputs and the TensorBoard run, in ``runs_dir``, are
     committed together."""
-    timings, p = {}, scene.params
-    if p.tile_size:
+    if scene.params.tile_size:
         cluster.check_settings(scheduler, workers)
+    scene, balanced_path = settings.for_training(scene)  # Step 0's and Step 1's flags carry over
+    timings, p = {}, scene.params
     contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
-    input_files = (*step0_input_files(scene), contract.BALANCED.path(scene.workdir, per_class=p.per_class))
+    balanced_path = balanced_path or contract.BALANCED.path(scene.workdir, per_class=p.per_class)
+    log.info("balanced set: %s (per_class %d, training_seed %d)", balanced_path, p.per_class, p.training_seed)
+    input_files = (*step0_input_files(scene), balanced_path)
     with open_outputs(scene.workdir, OUTPUTS, input_files) as out:
         with cli.timed("read Step 0 and Step 1 outputs", timings):
             step0 = read_step0(scene)
             balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE]["run"])
         cnn.check_validation_split(balanced["index"], p.validation_fraction)
-        record = contract.new_run(STEP2, step0_run=step0[contract.PROVENANCE]["run"],
-                                  step1_run=balanced[contract.PROVENANCE]["run"], parameters=p.as_dict())
+        record = provenance.new_run(STEP2, scene, step0_run=step0[contract.PROVENANCE]["run"],
+                                    step1_run=balanced[contract.PROVENANCE]["run"], parameters=p.as_dict())
         card = model_card.from_training(scene, step0[contract.PROVENANCE],
                                         contract.train_labels(step0["labels"], step0["split"]), record)
         run_dir = out.new_folder(Path(runs_dir) / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -205,17 +208,19 @@ def train_and_map(scene: Scene, runs_dir: Path, scheduler: str | None, workers: 
         final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
         log.info("final epoch: %s; TensorBoard: %s", final, tensorboard_command(runs_dir))
         record_map(scene, out, pred_labels, record, {"timings_s": timings, "run_dir": str(out.extra_folders[run_dir]),
-                                                     "final_epoch": final})
+                                                     "final_epoch": final, "balanced_set": str(balanced_path)})
 
 
 def map_with_model(scene: Scene, model_path: Path, scheduler: str | None, workers: int | None) -> None:
     """Map every superpixel with a model trained elsewhere (``--model``; section 4 alone): no balanced set, no
     training; the model's card (``model.json`` beside it) gives its channels, patch width, classes and priors,
     checked against the scene."""
-    timings, p = {}, scene.params
-    if p.tile_size:
+    timings = {}
+    if scene.params.tile_size:
         cluster.check_settings(scheduler, workers)
     card = model_card.read(model_path)
+    scene = settings.with_step0_settings(scene)  # Step 0's flags carry over
+    p = scene.params
     input_files = (*step0_input_files(scene), model_path, Path(model_path).with_name(contract.MODEL_CARD))
     with open_outputs(scene.workdir, OUTPUTS, input_files) as out:
         with cli.timed("read Step 0 outputs and the model", timings):
@@ -227,8 +232,8 @@ def map_with_model(scene: Scene, model_path: Path, scheduler: str | None, worker
                             STEP0, model_path)
             model = cnn.load_model(model_path, card)  # checked against its card, also when tiles load their own
             classifier = Classifier(model, Path(model_path), card, trained_here=False)
-        record = contract.new_run(STEP2, step0_run=step0[contract.PROVENANCE]["run"], step1_run=None,
-                                  model_run=card.model_run, model_scene=card.scene, parameters=card.parameters)
+        record = provenance.new_run(STEP2, scene, step0_run=step0[contract.PROVENANCE]["run"], step1_run=None,
+                                    model_run=card.model_run, model_scene=card.scene, parameters=card.parameters)
         with cluster.client_if(bool(p.tile_size), scheduler, workers, out) as client:
             pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
         record_map(scene, out, pred_labels, record, {"timings_s": timings, "applied_model": str(model_path),

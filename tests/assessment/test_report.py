@@ -200,7 +200,8 @@ def test_standard_terms_readable_formulas_and_a_methods_paragraph(step3_workdir,
     methods = body[body.index("The land-cover map of Test was made"):]
     for fact in ("n_segments = 1,500", "compactness = 30", "blocks of 64 × 64 pixels", "150 patches per class",
                  "for 2 epochs with batch size 32", f"GDAL {run['packages']['GDAL']}",
-                 f"scikit-image {run['packages']['scikit-image']}", "The random seed was 42",
+                 f"scikit-image {run['packages']['scikit-image']}",
+                 "The random seeds were 42 for the split and 42 for the balanced set and the training",
                  "OSGB36 / British National Grid (EPSG:27700)"):
         assert fact in methods, fact
 

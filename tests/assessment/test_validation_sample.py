@@ -9,12 +9,12 @@ import shutil
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr
+from osgeo import ogr
 
 import gdal_tif2rgb
 import Step3_Accuracy_Assessment as step3
 from pipeline.workflow import assess
-from builders import fails_with_one_line, write_scene
+from builders import fails_with_one_line, label_file, write_scene
 from pipeline.handoffs import contract
 from pipeline.inputs import point_files
 from pipeline.assessment import validation_sample
@@ -164,19 +164,6 @@ def test_designed_sample_intervals_contain_the_true_areas_about_95_percent_of_th
           f"({draws} designed samples)")
     assert 0.9 <= share["agresti-coull"] <= 0.98 and share["agresti-coull"] >= share["wald"]
     assert 0.9 <= share_oa["agresti-coull"] <= 0.99 and share_oa["agresti-coull"] >= share_oa["wald"]
-
-
-def label_file(path, codes, grid, names, field="reference", value=None):
-    """Fill the field of every point of a designed GeoPackage from the reference raster (as a person in QGIS)."""
-    dataset = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_UPDATE)
-    layer = dataset.GetLayer(0)
-    x0, dx, _, y0, _, dy = grid.geotransform
-    for feature in layer:
-        point = feature.GetGeometryRef()
-        code = codes[int((point.GetY() - y0) // dy), int((point.GetX() - x0) // dx)]
-        feature.SetField(field, value if value is not None else names[code])
-        layer.SetFeature(feature)
-    dataset = None
 
 
 def test_design_label_and_estimate_through_step3(assessed, tmp_path, capsys, monkeypatch):

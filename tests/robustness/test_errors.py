@@ -99,6 +99,9 @@ class TestBadInputs:
         ({"[sampling]": "[sampling]\nblock_sise = 3"}, ("unknown parameter 'block_sise' in [sampling] (did you mean "
                                                           "'block_size'?)",)),
         ({"[sampling]": "[sampling]\nn_segments = 30"}, ("parameter 'n_segments' belongs in [superpixels]",)),
+        ({"[sampling]": "[run]\nsed = 3\n[sampling]"}, ("unknown parameter 'sed' in [run] (did you mean 'seed'?)",
+                                                         "split_seed, training_seed, sample_seed")),
+        ({"[sampling]": "[run]\nseed = -1\n[sampling]"}, ("seed = -1", "at least 0")),
         ({"[bands]": "[bands"}, ("not valid TOML",)),
     ])
     def test_bad_configuration(self, scene, capsys, replace, fragments):
@@ -240,7 +243,7 @@ class TestReproducibility:
     def test_run_record_holds_configuration_seed_versions_and_checksums(self, step0_scene):
         record = json.loads((step0_scene["workdir"] / "run.json").read_text())
         assert record["config_text"] == step0_scene["config"].read_text()
-        assert record["steps"]["Step0_Data_Preparation"]["parameters"]["seed"] == 42
+        assert record["steps"]["Step0_Data_Preparation"]["parameters"]["split_seed"] == 42
         assert {"numpy", "scikit-image", "GDAL"} <= set(record["packages"])
         image = step0_scene["folder"] / "image.tif"
         assert record["inputs_sha256"][str(image.resolve())] == hashlib.sha256(image.read_bytes()).hexdigest()

@@ -9,11 +9,14 @@ import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
 
 #: Each step's main, a line of its docstring and flags only it (or few steps) takes.
-STEPS = {"Step0": (step0.main, "Step 0, data preparation", ("--n-segments", "--explore", "--stretch-from")),
-         "Step1": (step1.main, "Step 1, class balance", ("--per-class",)),
-         "Step2": (step2.main, "Step 2, model training", ("--epochs", "--model", "--runs-dir")),
+STEPS = {"Step0": (step0.main, "Step 0, data preparation", ("--n-segments", "--explore", "--stretch-from",
+                                                              "--seed SPLIT_SEED, --split-seed")),
+         "Step1": (step1.main, "Step 1, class balance", ("--per-class", "--seed TRAINING_SEED, --training-seed")),
+         "Step2": (step2.main, "Step 2, model training", ("--epochs", "--model", "--runs-dir",
+                                                          "--seed TRAINING_SEED, --training-seed")),
          "Step3": (step3.main, "Step 3, accuracy assessment", ("--per-class", "--design-sample", "--target-se",
-                                                                "--validation", "--suggest"))}
+                                                                "--validation", "--suggest",
+                                                                "--seed SAMPLE_SEED, --sample-seed"))}
 
 
 @pytest.mark.parametrize("step", STEPS)
