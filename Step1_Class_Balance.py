@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.handoffs import contract, settings
 from pipeline.model.balancing import FEW_TRAINING_SUPERPIXELS, balance_classes, class_counts, write_balanced_set
+from pipeline.handoffs.provenance import STEP0_PARAMETERS
 from pipeline.run import cli
 from pipeline.run.config import Scene
 from pipeline.run.outputs import open_outputs
@@ -60,7 +61,8 @@ def balance(scene: Scene) -> None:
 
 def build_parser():
     """Step 1's command line: the common flags and its parameters."""
-    return cli.build_parser(__doc__, ["per_class", "min_training_superpixels"], seed="training_seed")
+    return cli.build_parser(__doc__, ["per_class", "min_training_superpixels"], seed="training_seed",
+                            earlier_names=STEP0_PARAMETERS)
 
 
 def main(argv=None) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipeline.handoffs.provenance import STEP0_PARAMETERS
 from pipeline.run import cli
 from pipeline.run.config import RUNS_DIR, Scene
 from pipeline.workflow import train
@@ -49,7 +50,7 @@ def build_parser():
     """Step 2's flags: the common ones, its parameters, the cluster, the TensorBoard folder and ``--model``."""
     parser = cli.build_parser(__doc__, ["per_class", "epochs", "batch_size", "validation_fraction", "train_layers",
                                         "projector_layers", "augment", "prior_correction", "tile_size"],
-                             seed="training_seed")
+                             seed="training_seed", earlier_names=STEP0_PARAMETERS)
     cli.add_cluster_flags(parser)
     parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR,
                         help="folder of TensorBoard runs (default: runs/ in the project)")

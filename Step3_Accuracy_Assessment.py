@@ -64,6 +64,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.handoffs import settings
+from pipeline.handoffs.provenance import STEP0_PARAMETERS
 from pipeline.run import cli
 from pipeline.run.config import Scene
 from pipeline.run.outputs import open_outputs
@@ -93,7 +94,7 @@ def assess_accuracy(scene: Scene, design_sample: bool = False, suggest: int | No
 def build_parser():
     """Step 3's flags: the common ones, its parameters, the two sample modes and the validation sample."""
     parser = cli.build_parser(__doc__, ["per_class", "target_se", "min_per_class", "sample_size"],
-                             seed="sample_seed")
+                             seed="sample_seed", earlier_names=STEP0_PARAMETERS)
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--design-sample", action="store_true",
                        help="write validation_sample.gpkg/.csv, a stratified random sample of the map to label, "

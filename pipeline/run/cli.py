@@ -39,9 +39,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the step is, so that it cleans up as after Ctrl-C."""
 
 
-def build_parser(description: str, parameter_names=(), seed: str | None = None) -> argparse.ArgumentParser:
+def build_parser(description: str, parameter_names=(), seed: str | None = None,
+                 earlier_names=()) -> argparse.ArgumentParser:
     """Argument parser with the common flags plus one flag per named parameter (default: configuration); ``seed``,
-    the step's own seed parameter (e.g. ``split_seed``), is given by its flag or by ``--seed``."""
+    the step's own seed parameter (e.g. ``split_seed``), is given by its flag or by ``--seed``. ``earlier_names``
+    are settings of earlier steps, in a group of their own: given here, they are checked against the hand-offs
+    those steps made (a different value is a one-line error saying what to do)."""
     parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                           allow_abbrev=False)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
@@ -49,8 +52,18 @@ def build_parser(description: str, parameter_names=(), seed: str | None = None) 
     parser.add_argument("--workdir", type=Path, default=None,
                         help="folder for this step's inputs and outputs (default: data/<name>/)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    _add_parameter_flags(parser, (*([seed] if seed else []), *parameter_names), seed)
+    if earlier_names:
+        _add_parameter_flags(parser.add_argument_group(
+            "settings of earlier steps", "taken from the hand-offs those steps made; give one only to check it"),
+            earlier_names)
+    return parser
+
+
+def _add_parameter_flags(parser, names, seed: str | None = None) -> None:
+    """One flag per parameter of ``names`` on ``parser`` (or an argument group), ``--seed`` too for ``seed``."""
     rules = Parameters.rules()
-    for name in (*([seed] if seed else []), *parameter_names):
+    for name in names:
         rule, default = rules[name]
         flags = ("--seed", flag_of(name)) if name == seed else (flag_of(name),)
         text = f"{rule.help} (default: [{rule.section}] {name} in the TOML, else {default!r})"
@@ -63,7 +76,6 @@ def build_parser(description: str, parameter_names=(), seed: str | None = None) 
                                 help=f"{text}; names from {', '.join(rule.choices)}, or their 0-based indices")
         else:
             parser.add_argument(*flags, dest=name, type=type(default), default=None, help=text)
-    return parser
 
 
 def flag_of(name: str) -> str:

@@ -102,6 +102,12 @@ def test_step2_trains_on_the_balanced_set_step1_made_last_or_the_one_named(flowe
     (step2.main, ["--per-class", "150"], "Samples_classBalanced_100.mat: Step1_Class_Balance.py ran with per_class "
                                          "100; drop --per-class here, or rerun Step1_Class_Balance.py with "
                                          "--per-class 150"),
+    (step1.main, ["--n-segments", "20000"], "samples_labels.mat: Step0_Data_Preparation.py ran with n_segments "
+                                            "1200; drop --n-segments here, or rerun Step0_Data_Preparation.py with "
+                                            "--n-segments 20000"),
+    (step3.main, ["--patch-width", "21"], "samples_labels.mat: Step0_Data_Preparation.py ran with patch_width 25; "
+                                          "drop --patch-width here, or rerun Step0_Data_Preparation.py with "
+                                          "--patch-width 21"),
     (step2.main, ["--seed", "7"], "Samples_classBalanced_100.mat: Step1_Class_Balance.py ran with training_seed "
                                   "42; drop --training-seed here, or rerun Step1_Class_Balance.py with "
                                   "--training-seed 7"),
