@@ -62,10 +62,10 @@ def stretch_limits(layers: np.ndarray, valid: np.ndarray, low: float = 1.0, high
     pixel of scenes up to 2000 px, every s-th row and column of bigger ones), in tiled mode too, so both
     modes stretch alike.
     """
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # numpy's partition releases the GIL
-        limits = pool.map(lambda i: percentile_limits(layers[..., i], valid, low, high),
-                          range(len(LAYER_NAMES)))
-        return dict(zip(LAYER_NAMES, limits))
+    # one layer per thread: numpy's partition releases the GIL
+    limits = grids.parallel_map(lambda i: percentile_limits(layers[..., i], valid, low, high),
+                                range(len(LAYER_NAMES)), os.cpu_count() or 1)
+    return dict(zip(LAYER_NAMES, limits))
 
 
 def apply_stretch(layers: np.ndarray, limits: dict, valid: np.ndarray) -> np.ndarray:
