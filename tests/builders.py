@@ -1,14 +1,19 @@
 """What the tests build their scenes from, imported by name: the one scene-TOML builder (write_scene) and the test
 scenes' step parameters (settings() as TOML, flags() as command-line flags), the real 324x339 Aberystwyth subset,
 tiny rasters, Sentinel-2-like products, rasters and polygons made from a crop of the demo mosaic, and the checks
-the tests share (one-line errors, COG layout, snapshots). The fixtures are in ``conftest.py``."""
+the tests share (one-line errors, COG layout, snapshots), and a real Dask cluster on localhost. The fixtures are in ``conftest.py``."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -329,3 +334,43 @@ CARD = ModelCard(model_run="a" * 32, scene="north", layer_names=LAYER_NAMES, tra
                  prior_shares=(0.75, 0.25), prior_correction=True, parameters={"seed": 42},
                  preparation={"dates": 1, "composite": "median", "masking": True}, step0_run="b" * 32,
                  step1_run="c" * 32)
+
+
+# --- a real Dask cluster on localhost ----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def dask_cluster(folder: Path, workers: int):
+    """A real distributed cluster on 127.0.0.1: a ``dask scheduler`` and ``workers`` ``dask worker`` processes (one
+    thread each, nanny included) started from the command line as on separate machines, each in its own process
+    group (``os.killpg`` stops a worker with its nanny), the project importable on the workers, their files in
+    ``folder``. Yields the scheduler's address and the processes, scheduler first, once every worker is up; kills
+    what is left of them afterwards."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
+
+    def start(*command):
+        return subprocess.Popen([sys.executable, "-m", *command, "--no-dashboard"], cwd=folder, env=environment,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    processes = [start("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port))]
+    try:
+        for number in range(1, workers + 1):
+            processes.append(start("distributed.cli.dask_worker", address, "--nthreads", "1", "--local-directory",
+                                   str(folder / f"worker{number}"), "--name", f"worker{number}"))
+        from dask.distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(workers, timeout=60)
+        yield address, processes
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

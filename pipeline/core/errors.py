@@ -17,6 +17,10 @@ class InputFileError(PipelineError, OSError):
     """A raster, ``.mat`` or other input file is missing, unreadable, or not what it should be."""
 
 
+class ClusterError(PipelineError, RuntimeError):
+    """The Dask cluster of a tiled run lost its scheduler or all its workers, or a task kept killing workers."""
+
+
 def error_text(error: Exception) -> str:
     """The first line of a GDAL error, for one-line messages.
 

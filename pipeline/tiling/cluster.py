@@ -7,13 +7,18 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections import deque
 from pathlib import Path
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ClusterError, ConfigError, PipelineError
 
 #: Seconds to wait for a scheduler to accept a connection and to greet.
 CONNECT_TIMEOUT_S = 10
+#: Seconds a tiled run waits on a cluster without a worker, or whose scheduler does not answer, before it stops.
+WORKERLESS_LIMIT_S = 30
+#: Seconds between looks at the cluster while a task is awaited; also how long a look waits for the scheduler.
+LOOK_EVERY_S = 1
 #: The scratch folder of a LocalCluster in a step's staging area (see :func:`dask_client`).
 SCRATCH = "dask-scratch"
 
@@ -26,8 +31,10 @@ def dask_client(scheduler: str | None, workers: int | None, scratch: Path | None
     import dask
     from dask.distributed import Client, LocalCluster
 
-    for name in ("distributed", "tornado"):  # Dask's start-up and shutdown chatter, set up on its import
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # Dask's start-up and shutdown chatter, set up on its import, and its tracebacks of a lost scheduler or worker
+    # (each loss reaches the step as one exception, see result_of)
+    for name in ("distributed", "distributed.client", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     check_settings(scheduler, workers)
     if scheduler:
         try:
@@ -114,14 +121,59 @@ def map_in_order(client, function, argument_tuples, in_flight: int | None = None
     """Run ``function(*arguments)`` for each tuple on the cluster, at most ``in_flight`` at a time (default: two
     per worker), and yield the results in the order given, so ids and file offsets do not depend on which
     worker finished first."""
-    in_flight = in_flight or 2 * max(1, len(client.scheduler_info()["workers"]))
+    in_flight = in_flight or 2 * max(1, worker_count(client) or 0)
     arguments = iter(argument_tuples)
     pending = deque(client.submit(function, *a, pure=False) for a in itertools.islice(arguments, in_flight))
     while pending:
         future = pending.popleft()
-        result = future.result()
+        result = result_of(client, future)
         future.release()
         following = next(arguments, None)
         if following is not None:
             pending.append(client.submit(function, *following, pure=False))
         yield result
+
+
+def result_of(client, future):
+    """The result of ``future``, awaited as long as ``client``'s cluster has a worker: Dask itself runs the tasks
+    of a lost worker again on the others (up to its ``distributed.scheduler.allowed-failures`` times a task).
+
+    Every wait on the cluster goes through here. Raises :class:`ClusterError` at once when the connection to the
+    scheduler is lost or a task killed its workers, and after :data:`WORKERLESS_LIMIT_S` s in which the
+    scheduler had no worker or did not answer; an error of the task itself is raised as it is."""
+    from distributed import KilledWorker
+    from distributed.client import CancelledError
+
+    scheduler = f"Dask scheduler {client.scheduler.address}"
+    seen = time.monotonic()
+    while True:
+        failed = future.status == "error"  # the task's own error, raised at once
+        try:
+            return future.result(timeout=None if failed else LOOK_EVERY_S)
+        except TimeoutError:
+            if failed:
+                raise
+        except (CancelledError, OSError) as error:  # OSError: Dask's CommClosedError among them
+            if failed or isinstance(error, PipelineError):
+                raise
+            raise ClusterError(f"{scheduler}: the connection to it was lost "
+                               f"({getattr(error, 'reason', None) or type(error).__name__}); check that it runs and rerun; earlier outputs are left as they were") from None
+        except KilledWorker:
+            raise ClusterError(f"{scheduler}: the workers running one task kept dying (out of memory?), beyond "
+                               f"distributed.scheduler.allowed-failures; earlier outputs are left as they were") \
+                from None
+        count = worker_count(client)
+        if count:
+            seen = time.monotonic()
+        elif time.monotonic() - seen > WORKERLESS_LIMIT_S:
+            problem = "has had no worker" if count == 0 else "has not answered"
+            raise ClusterError(f"{scheduler}: {problem} for {WORKERLESS_LIMIT_S} s; start its workers (or the "
+                               f"scheduler) and rerun; earlier outputs are left as they were")
+
+
+def worker_count(client) -> int | None:
+    """The number of workers of ``client``'s scheduler, or None if it does not answer in :data:`LOOK_EVERY_S` s."""
+    try:
+        return len(client.nthreads(callback_timeout=LOOK_EVERY_S))
+    except OSError:  # TimeoutError included
+        return None

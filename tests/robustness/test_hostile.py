@@ -36,7 +36,7 @@ import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
 from builders import (ABERYSTWYTH_BANDS, ABERYSTWYTH_CLASSES, PROJECT, QUADRANT_PARAMETERS, SUBSET, assert_one_line,
-                      fails_with_one_line, quadrant_scene, snapshot, write_scene, write_tif)
+                      fails_with_one_line, free_port, quadrant_scene, snapshot, write_scene, write_tif)
 from pipeline.core import atomic_files
 from pipeline.core.colours import class_palette
 from pipeline.core.errors import ConfigError, InputFileError
@@ -524,12 +524,6 @@ def silent_server():
     for connection in accepted:
         connection.close()
     server.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class TestCluster:

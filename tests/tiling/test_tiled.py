@@ -4,10 +4,6 @@ with the same outputs."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +13,7 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
-from builders import DEMO_PARAMETERS, PROJECT, assert_cog, flags, qml_classes
+from builders import DEMO_PARAMETERS, assert_cog, dask_cluster, flags, qml_classes
 from pipeline.handoffs import contract
 from pipeline.core.grids import tile_windows
 
@@ -100,40 +96,10 @@ def test_rasters_are_cogs_with_overviews_and_the_map_has_its_style(runs):
 
 @pytest.fixture
 def distributed_cluster(tmp_path):
-    """A real distributed cluster on localhost: a ``dask scheduler`` and two ``dask worker`` processes (one
-    thread each) started from the command line as on separate machines, the project importable on the workers;
-    yields the scheduler's address and stops the processes afterwards."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    processes = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], cwd=tmp_path,
-                                  env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        for number in (1, 2):
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard",
-                 "--local-directory", str(tmp_path / f"worker{number}"), "--name", f"worker{number}"], cwd=tmp_path,
-                env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        from dask.distributed import Client
-
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=60)
+    """The address of a real distributed cluster on localhost: a ``dask scheduler`` and two ``dask worker``
+    processes started from the command line as on separate machines."""
+    with dask_cluster(tmp_path, workers=2) as (address, _):
         yield address
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_steps_0_and_2_through_a_scheduler_and_two_workers_equal_the_local_cluster_run(runs, tmp_path,
