@@ -1,7 +1,8 @@
 """What the tests build their scenes from, imported by name: the one scene-TOML builder (write_scene) and the test
 scenes' step parameters (settings() as TOML, flags() as command-line flags), the real 324x339 Aberystwyth subset,
-tiny rasters, Sentinel-2-like products, rasters and polygons made from a crop of the demo mosaic, and the checks
-the tests share (one-line errors, COG layout, snapshots), and a real Dask cluster on localhost. The fixtures are in ``conftest.py``."""
+tiny rasters, Sentinel-2-like products, rasters and polygons made from a crop of the demo mosaic, the checks the
+tests share (one-line errors, COG layout, snapshots), and a real Dask cluster on localhost. The fixtures are in
+``conftest.py``."""
 from __future__ import annotations
 
 import contextlib

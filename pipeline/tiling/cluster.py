@@ -156,8 +156,9 @@ def result_of(client, future):
         except (CancelledError, OSError) as error:  # OSError: Dask's CommClosedError among them
             if failed or isinstance(error, PipelineError):
                 raise
-            raise ClusterError(f"{scheduler}: the connection to it was lost "
-                               f"({getattr(error, 'reason', None) or type(error).__name__}); check that it runs and rerun; earlier outputs are left as they were") from None
+            reason = getattr(error, "reason", None) or type(error).__name__
+            raise ClusterError(f"{scheduler}: the connection to it was lost ({reason}); check that it runs and "
+                               f"rerun; earlier outputs are left as they were") from None
         except KilledWorker:
             raise ClusterError(f"{scheduler}: the workers running one task kept dying (out of memory?), beyond "
                                f"distributed.scheduler.allowed-failures; earlier outputs are left as they were") \
@@ -166,9 +167,10 @@ def result_of(client, future):
         if count:
             seen = time.monotonic()
         elif time.monotonic() - seen > WORKERLESS_LIMIT_S:
-            problem = "has had no worker" if count == 0 else "has not answered"
-            raise ClusterError(f"{scheduler}: {problem} for {WORKERLESS_LIMIT_S} s; start its workers (or the "
-                               f"scheduler) and rerun; earlier outputs are left as they were")
+            problem = ("has had no worker for {} s (lost, or none started); start workers" if count == 0 else
+                       "has not answered for {} s (stopped, or unreachable); check that it runs")
+            raise ClusterError(f"{scheduler}: {problem.format(WORKERLESS_LIMIT_S)} and rerun; earlier outputs are "
+                               f"left as they were")
 
 
 def worker_count(client) -> int | None:

@@ -103,7 +103,7 @@ def test_the_only_worker_lost_stops_the_step_within_the_bound(subset_config, ear
 @pytest.mark.parametrize("how, bound_s, fragment", [
     (signal.SIGKILL, SLACK_S, "connection to it was lost"),  # a closed connection: at once
     (signal.SIGSTOP, cluster.WORKERLESS_LIMIT_S + SLACK_S, "has not answered"),  # a frozen or unreachable scheduler
-])
+], ids=["killed", "frozen"])
 def test_a_lost_scheduler_stops_the_step_within_the_bound(subset_config, earlier, tmp_path, how, bound_s, fragment):
     workdir, before = earlier
     with dask_cluster(tmp_path, workers=1) as (address, processes):
