@@ -139,6 +139,7 @@ def prepare_image(images, bands: dict, out_dir: Path, *, aoi=None, masking: Mask
         scene_mask = clouds.MaskSource("raster", clouds.mask_on_work_grid(str(masking.raster), grid,
                                                                           out_dir / "mask_raster.vrt"),
                                        masking.raster_values)
+        clouds.check_mask_values(masking.raster, scene_mask, grid, composite.COMPOSITE_WINDOW)
     stacks = [first]
     dates = [_date_on_work_grid(first, full, window, grid, out_dir, masking, scene_mask)]
     for number, image in enumerate(images[1:], start=2):
