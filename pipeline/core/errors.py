@@ -1,4 +1,7 @@
-"""The errors a step reports to the user as one line (exit code 1); they share one root, :class:`PipelineError`."""
+"""The errors a step reports to the user as one line (exit code 1); they share one root, :class:`PipelineError`.
+GDAL's own messages are kept here, not printed, so that a failure is reported once, as one of these lines."""
+import collections
+import itertools
 
 
 class PipelineError(Exception):
@@ -25,3 +28,25 @@ def error_text(error: Exception) -> str:
     """
     text = str(error).strip()
     return text.splitlines()[0] if text else "GDAL cannot open it"
+
+
+#: GDAL's messages (errors and warnings), the last 64 with their serial numbers, kept instead of printed on stderr.
+GDAL_MESSAGES: collections.deque = collections.deque(maxlen=64)
+_SERIALS = itertools.count(1)
+
+
+def keep_gdal_message(kind: int, number: int, text: str) -> None:
+    """GDAL's error handler for the whole process (``gdal.SetErrorHandler``; ``kind`` and ``number`` are GDAL's
+    class and code): the message is kept in :data:`GDAL_MESSAGES`, never printed. Errors still raise where the
+    bindings use exceptions; a failure reports the messages it caused (:func:`gdal_messages_since`)."""
+    GDAL_MESSAGES.append((next(_SERIALS), str(text)))
+
+
+def gdal_messages_mark() -> int:
+    """A mark in GDAL's messages: :func:`gdal_messages_since` of it gives those kept after it."""
+    return next(_SERIALS)
+
+
+def gdal_messages_since(mark: int) -> list[str]:
+    """GDAL's messages kept after ``mark`` (:func:`gdal_messages_mark`), oldest first."""
+    return [text for serial, text in list(GDAL_MESSAGES) if serial > mark]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gdal_tif2rgb import use_gdal
 from pipeline.core.errors import InputDataError, InputFileError, error_text
 from pipeline.inputs.georef import spatial_reference
 
@@ -111,7 +112,7 @@ def _vector(path: Path):
     empty or text file, a file cut short) is one :class:`InputDataError` naming the file."""
     from osgeo import gdal
 
-    gdal.UseExceptions()
+    use_gdal()
     try:
         dataset = gdal.OpenEx(str(path), gdal.OF_VECTOR)
         if dataset is None or dataset.GetLayerCount() == 0:
