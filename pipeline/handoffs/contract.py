@@ -65,7 +65,7 @@ from pipeline.core.errors import ConfigError, InputDataError, InputFileError
 from pipeline.core.colours import class_palette
 from pipeline.core.stretch import unit_to_byte
 from pipeline.handoffs.fingerprints import fingerprint, unchanged
-from pipeline.handoffs.provenance import check_step0_provenance
+from pipeline.handoffs.provenance import check_step0_provenance, check_step0_record
 from pipeline.core.vocabulary import (LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, TRAIN, UNIT_SCALE, UNIT_STEPS,
                                       UNLABELLED)
 
@@ -243,11 +243,17 @@ def load_step0(scene, keys, with_segments: bool = True) -> tuple[dict, np.ndarra
 
 
 def provenance_of(contents: dict, path: Path, made_by: str) -> dict:
-    """The provenance dict of a loaded hand-off."""
+    """The provenance dict of a loaded hand-off, checked where it is parsed: a record naming its ``run`` (and for
+    Step 0's hand-offs, its inputs and parameters: :func:`~pipeline.handoffs.provenance.check_step0_record`)."""
     try:
-        return json.loads("".join(contents[PROVENANCE]))
+        record = json.loads("".join(contents[PROVENANCE]))
     except (json.JSONDecodeError, TypeError):
-        raise InputDataError(f"{path}: its provenance record is damaged; rerun {made_by}") from None
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("run"), str):
+        raise InputDataError(f"{path}: its provenance record is damaged; rerun {made_by}")
+    if made_by == STEP0:
+        check_step0_record(record, path)
+    return record
 
 
 def check_names(path: Path, contents: dict, class_names, made_by: str) -> None:
