@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import numpy as np
 
 from pipeline.core.atomic_files import atomic_output, new_file_beside
 from pipeline.core.errors import (InputFileError, error_text, gdal_messages_mark, gdal_messages_since,
-                                  keep_gdal_message)
+                                  keep_gdal_message, write_failure)
 from pipeline.core.grids import Grid
 from pipeline.core.geotiff_options import STAGING_IN_MEMORY_BYTES, compression_options, overview_factors
 from pipeline.core.png import png_bytes
@@ -166,7 +164,7 @@ def use_gdal() -> None:
 
 def _gdal_call(path: Path, method, *args):
     """``method(*args)``: a GDAL call writing ``path``; its error becomes an OSError naming the file (ENOSPC when
-    GDAL said so, or less than NEARLY_FULL_BYTES are free there), holding no reference to the dataset (not even
+    GDAL said so, or the disk is nearly full: :func:`~pipeline.core.errors.write_failure`), holding no reference to the dataset (not even
     through the traceback), so that the dataset closes where its writer drops it."""
     mark = gdal_messages_mark()
     try:
@@ -174,13 +172,9 @@ def _gdal_call(path: Path, method, *args):
     except RuntimeError as error:
         said = [error_text(error), *gdal_messages_since(mark)]
     del method, args
-    if any("no space left on device" in message.lower() for message in said) or \
-            shutil.disk_usage(Path(path).parent).free < NEARLY_FULL_BYTES:  # GDAL's threads' words are lost
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    raise OSError(errno.EIO, f"GDAL could not write it ({said[0]})", str(path))
+    raise write_failure(path, said)
 
 
-NEARLY_FULL_BYTES = 16 * 2**20  #: a GDAL write failing on a file system with less free than this met a full disk
 #: Band-1 metadata item prefix naming class values inside a class GeoTIFF: ``CLASS_0=urban``, ``CLASS_1=crop``...
 CLASS_NAME_ITEM = "CLASS_"
 

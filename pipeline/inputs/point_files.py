@@ -12,19 +12,23 @@ from pathlib import Path
 import numpy as np
 
 from gdal_tif2rgb import use_gdal
-from pipeline.core.errors import InputDataError, InputFileError, error_text
+from pipeline.core.errors import (InputDataError, InputFileError, error_text, gdal_messages_mark,
+                                  gdal_messages_since, write_failure)
 from pipeline.inputs.georef import spatial_reference
 
 
 def write_points(path: Path, layer_name: str, x: np.ndarray, y: np.ndarray, fields: dict, crs_wkt: str) -> None:
     """A GeoPackage of points at ``x``, ``y`` (map CRS units) with ``fields``, at ``path`` (which must not
-    exist; write into a staging folder), and the same table as ``path.with_suffix('.csv')``."""
+    exist; write into a staging folder), and the same table as ``path.with_suffix('.csv')``. A write that fails
+    (a full disk) is an OSError naming the file."""
     from osgeo import ogr
 
+    use_gdal()
+    mark = gdal_messages_mark()
     kinds = {name: _field_type(values) for name, values in fields.items()}
     source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     if source is None:
-        raise InputFileError(f"{path}: cannot create a GeoPackage here")
+        raise write_failure(path, gdal_messages_since(mark, failures_only=True))
     layer = source.CreateLayer(layer_name, spatial_reference(crs_wkt), ogr.wkbPoint)
     for name, kind in kinds.items():
         layer.CreateField(ogr.FieldDefn(name, kind))
@@ -36,12 +40,19 @@ def write_points(path: Path, layer_name: str, x: np.ndarray, y: np.ndarray, fiel
         feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({float(x[i])!r} {float(y[i])!r})"))
         layer.CreateFeature(feature)
     layer.CommitTransaction()
-    source = None
-    with open(path.with_suffix(".csv"), "w", newline="", encoding="utf-8") as table:
-        writer = csv.writer(table)
-        writer.writerow(["x", "y", *fields])
-        for i in range(len(x)):
-            writer.writerow([repr(float(x[i])), repr(float(y[i])), *(_plain(v[i]) for v in fields.values())])
+    layer = source = None  # closes the file
+    failed = gdal_messages_since(mark, failures_only=True)
+    if failed:
+        raise write_failure(path, failed)
+    table_path = path.with_suffix(".csv")
+    try:
+        with open(table_path, "w", newline="", encoding="utf-8") as table:
+            writer = csv.writer(table)
+            writer.writerow(["x", "y", *fields])
+            for i in range(len(x)):
+                writer.writerow([repr(float(x[i])), repr(float(y[i])), *(_plain(v[i]) for v in fields.values())])
+    except OSError as error:  # its last bytes are written as it closes, where Python names no file
+        raise OSError(error.errno, error.strerror, str(table_path)) from None
 
 
 def _field_type(values) -> int:
