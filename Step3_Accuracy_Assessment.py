@@ -84,10 +84,11 @@ def assess_accuracy(scene: Scene, design_sample: bool = False, suggest: int | No
     with open_outputs(scene.workdir, assess.OUTPUTS, assess.hand_off_paths(scene)) as out:
         with cli.timed("read Step 0, 1 and 2 outputs", timings):
             hand_offs = assess.read_hand_offs(scene)
+            validation = assess.validation_points(scene, hand_offs)  # a bad file fails before any long work
         if hand_offs.has_reference:  # 5. the map against the reference, on the held-out test blocks
-            results = assess.assess_map(scene, out, hand_offs, timings)
+            results = assess.assess_map(scene, out, hand_offs, timings, validation)
         else:  # no reference: the map's class areas only
-            results = assess.describe_map(scene, out, hand_offs)
+            results = assess.describe_map(scene, out, hand_offs, validation)
         cli.record_run(scene, out.path("run.json"), "Step3_Accuracy_Assessment", {"timings_s": timings, **results})
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
 import sys
 from pathlib import Path
@@ -21,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.atomic_files import atomic_output, new_file_beside
-from pipeline.core.errors import InputFileError, error_text
+from pipeline.core.errors import (InputFileError, error_text, gdal_messages_mark, gdal_messages_since,
+                                  keep_gdal_message, write_failure)
 from pipeline.core.grids import Grid
 from pipeline.core.geotiff_options import STAGING_IN_MEMORY_BYTES, compression_options, overview_factors
 from pipeline.core.png import png_bytes
@@ -44,7 +44,7 @@ def open_raster(path):
     is missing or unreadable."""
     from osgeo import gdal
 
-    gdal.UseExceptions()
+    use_gdal()
     virtual = str(path).startswith("/vsi")  # GDAL virtual file systems: /vsizip/, /vsicurl/, ...
     if not (gdal.VSIStatL(str(path)) is not None if virtual else Path(path).is_file()):
         raise InputFileError(f"{path}: file not found")
@@ -144,33 +144,35 @@ def virtual_file_chunks(path: str, size: int):
         gdal.VSIFCloseL(handle)
 
 
+def use_gdal() -> None:
+    """GDAL as the pipeline uses it: errors raise, messages are kept (``errors.keep_gdal_message``), never printed,
+    nor is a dataset closing with an error after a failed write (Python's "Exception ignored"): the write's is."""
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    if getattr(sys.unraisablehook, "__name__", "") != "_unless_a_dataset_closing":  # once a process
+        gdal.SetConfigOption("CPL_LOG", os.devnull)  # what GDAL's own threads print (they bypass the handler)
+        gdal.SetErrorHandler(keep_gdal_message)
+        report = sys.unraisablehook
+
+        def _unless_a_dataset_closing(unraisable):
+            if getattr(unraisable.object, "__name__", "") != "delete_Dataset":
+                report(unraisable)
+
+        sys.unraisablehook = _unless_a_dataset_closing
+
+
 def _gdal_call(path: Path, method, *args):
-    """``method(*args)``: a GDAL call writing ``path``; its error (a full disk...) becomes an OSError naming the
-    file, raised holding no reference to the dataset (not even through the traceback), so that the dataset
-    closes where its writer drops it."""
+    """``method(*args)``: a GDAL call writing ``path``; its error becomes an OSError naming the file (ENOSPC when
+    GDAL said so, or the disk is nearly full: :func:`~pipeline.core.errors.write_failure`), holding no reference to the dataset (not even
+    through the traceback), so that the dataset closes where its writer drops it."""
+    mark = gdal_messages_mark()
     try:
         return method(*args)
     except RuntimeError as error:
-        message = error_text(error)
+        said = [error_text(error), *gdal_messages_since(mark)]
     del method, args
-    raise OSError(errno.EIO, f"GDAL could not write it ({message})", str(path))
-
-
-@contextlib.contextmanager
-def _failed_write_closes_quiet():
-    """Inside, a GDAL dataset that closes with an error (it flushes blocks its failed write could not write)
-    is not reported again as Python's "Exception ignored": the write's own error is the one reported."""
-    report = sys.unraisablehook
-
-    def unless_a_failed_close(unraisable):
-        if getattr(unraisable.object, "__name__", "") != "delete_Dataset":
-            report(unraisable)
-
-    sys.unraisablehook = unless_a_failed_close
-    try:
-        yield
-    finally:
-        sys.unraisablehook = report
+    raise write_failure(path, said)
 
 
 #: Band-1 metadata item prefix naming class values inside a class GeoTIFF: ``CLASS_0=urban``, ``CLASS_1=crop``...
@@ -222,9 +224,9 @@ def _staged_geotiff(path: Path, grid: Grid, n_bands: int, dtype, cloud_optimized
     holding ``data`` (bands, rows, cols) if given; give it overviews, then publish it as the file ``path`` when
     the block exits cleanly. Staged in memory, the raster is a numpy array (``data`` itself, else zeros) that
     GDAL reads and writes in place."""
-    from osgeo import gdal, gdal_array
+    from osgeo import gdal_array
 
-    gdal.UseExceptions()
+    use_gdal()
     path = Path(path)
     gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype))
     if gdal_type is None:
@@ -240,7 +242,6 @@ def _staged_geotiff(path: Path, grid: Grid, n_bands: int, dtype, cloud_optimized
         else:
             dataset = _gdal_call(path, *_creation(staging, grid, n_bands, gdal_type, is_float, continuous,
                                                   cloud_optimized))
-        written = False
         try:
             _describe_bands(dataset, grid, **description)
             if data is not None and not in_memory:
@@ -250,12 +251,10 @@ def _staged_geotiff(path: Path, grid: Grid, n_bands: int, dtype, cloud_optimized
                 _gdal_call(path, dataset.BuildOverviews, "AVERAGE" if continuous else "NEAREST",
                            overview_factors((grid.rows, grid.cols)))
             _gdal_call(path, dataset.FlushCache)
-            written = True
             if in_memory:
                 staging = dataset  # converted from memory below
         finally:
-            with contextlib.nullcontext() if written else _failed_write_closes_quiet():
-                dataset = None  # the last reference to a staging file's dataset: it closes here
+            dataset = None  # the last reference to a staging file's dataset: it closes here (see use_gdal)
         try:
             _publish(path, staging, temporary, cloud_optimized, is_float, continuous)
         finally:
@@ -376,11 +375,7 @@ def _translate_to_cog(source, target: Path, is_float: bool, continuous: bool) ->
     options = [*compression, "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
                "OVERVIEWS=FORCE_USE_EXISTING"]
     source = str(source) if isinstance(source, Path) else source
-    gdal.PushErrorHandler("CPLQuietErrorHandler")  # its errors still raise; its warnings (a failing write's
-    try:  # about rewriting a block of a half-written file) are not printed on the user's terminal
-        result = gdal.Translate(str(target), source, format="COG", creationOptions=options)
-    finally:
-        gdal.PopErrorHandler()
+    result = gdal.Translate(str(target), source, format="COG", creationOptions=options)
     if result is None:
         raise InputFileError(f"{target}: GDAL could not write the Cloud-Optimized GeoTIFF")
     result.FlushCache()

@@ -15,11 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from osgeo import gdal, ogr, osr
 from scipy import ndimage
 
@@ -265,6 +267,27 @@ def assert_one_line(error: str, fragments) -> None:
     for fragment in fragments:
         options = fragment if isinstance(fragment, tuple) else (fragment,)
         assert any(str(o).lower() in error.lower() for o in options), f"{fragment!r} missing from {error!r}"
+
+
+SCRIPTS = {0: "Step0_Data_Preparation.py", 1: "Step1_Class_Balance.py", 2: "Step2_Model_Training.py",
+           3: "Step3_Accuracy_Assessment.py"}
+
+
+def run_script(step: int, argv, timeout: float, cwd: Path, env=None, preexec_fn=None):
+    """Run a step script in its own process group; (exit code, stdout, stderr, seconds). Kills the group and
+    fails the test after ``timeout`` seconds."""
+    start = time.monotonic()
+    process = subprocess.Popen([sys.executable, str(PROJECT / SCRIPTS[step]), *map(str, argv)], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=preexec_fn)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"{SCRIPTS[step]} still running after {timeout:.0f} s (killed); stderr: {err[-1500:]!r}",
+                    pytrace=False)
+    return process.returncode, out, err, time.monotonic() - start
 
 
 def fails_with_one_line(main, arguments, capsys, *fragments) -> str:

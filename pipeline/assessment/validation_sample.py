@@ -10,6 +10,7 @@ codes (rows, cols), 255 where unmapped; areas in hectares.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -114,13 +115,14 @@ def labelled_units(path: Path, x, y, columns: dict, field: str, classes: dict, m
     one-hot, reference rows, map columns), ``strata``, ``population_units`` (pixels per stratum) and the
     ``sample`` description. The map assessed gives its class codes at pixels by ``map_at(rows, cols)`` (int
     arrays) and its pixels of each class in ``map_pixels`` (K,). Points without a reference are left out and
-    counted."""
+    counted; a point given twice (the same id, or the same location) is an error."""
     names = list(classes)
     missing = [name for name in ("map_class", "stratum_area_ha", "inclusion_probability", "map_run", field)
                if name not in columns]
     if missing:
         raise InputDataError(f"{path}: no field {', '.join(missing)}: not a sample designed by Step 3 "
                              f"--design-sample (or name the labels' field with --validation-field)")
+    _refuse_copies(path, x, y, columns.get("id"))
     strata = _codes(path, columns["map_class"], {name: i for i, name in enumerate(names)}, "map_class")
     references = [None if value is None or str(value).strip() == "" else value for value in columns[field]]
     labelled = np.array([value is not None for value in references])
@@ -159,6 +161,24 @@ def labelled_units(path: Path, x, y, columns: dict, field: str, classes: dict, m
                           "(Olofsson et al. 2014 eqs. 4 to 7" + ("" if same_map else "; Stehman 2014") + "), each "
                           "stratum's spread adjusted as interval_method says"}
     return {"tables": tables, "strata": strata[labelled], "population_units": population, "sample": sample}
+
+
+def _refuse_copies(path: Path, x, y, ids) -> None:
+    """A point pasted twice would count twice in the estimates: points sharing an id (``ids``, None where a
+    point has none; None: no id field) or a location (``x``, ``y``) are an error naming them (ids, else
+    1-based point numbers), the first five of each."""
+    names = [f"point {i + 1}" if ids is None or ids[i] is None else f"id {str(ids[i]).strip()}" for i in range(len(x))]
+    times = Counter(name for name in names if name.startswith("id "))
+    repeated = [name for name, count in times.items() if count > 1][:5]
+    _, place, counts = np.unique(np.column_stack([x, y]), axis=0, return_inverse=True, return_counts=True)
+    place = place.ravel()
+    groups = ({names[i] for i in np.flatnonzero(place == shared)} for shared in np.flatnonzero(counts > 1))
+    stacked = [" and ".join(sorted(group)) for group in groups if len(group) > 1][:5]  # not one id given twice
+    found = ([f"{', '.join(repeated)} given more than once"] if repeated else []) + \
+        ([f"{'; '.join(stacked)} at one location"] if stacked else [])
+    if found:
+        raise InputDataError(f"{path}: {'; '.join(found)}: each point counts once in the estimates; delete the "
+                             f"copies")
 
 
 def _codes(path: Path, values, lookup: dict, field: str) -> np.ndarray:

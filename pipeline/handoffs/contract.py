@@ -65,7 +65,7 @@ from pipeline.core.errors import ConfigError, InputDataError, InputFileError
 from pipeline.core.colours import class_palette
 from pipeline.core.stretch import unit_to_byte
 from pipeline.handoffs.fingerprints import fingerprint, unchanged
-from pipeline.handoffs.provenance import check_step0_provenance
+from pipeline.handoffs.provenance import check_step0_provenance, check_step0_record
 from pipeline.core.vocabulary import (LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, TRAIN, UNIT_SCALE, UNIT_STEPS,
                                       UNLABELLED)
 
@@ -243,11 +243,17 @@ def load_step0(scene, keys, with_segments: bool = True) -> tuple[dict, np.ndarra
 
 
 def provenance_of(contents: dict, path: Path, made_by: str) -> dict:
-    """The provenance dict of a loaded hand-off."""
+    """The provenance dict of a loaded hand-off, checked where it is parsed: a record naming its ``run`` (and for
+    Step 0's hand-offs, its inputs and parameters: :func:`~pipeline.handoffs.provenance.check_step0_record`)."""
     try:
-        return json.loads("".join(contents[PROVENANCE]))
+        record = json.loads("".join(contents[PROVENANCE]))
     except (json.JSONDecodeError, TypeError):
-        raise InputDataError(f"{path}: its provenance record is damaged; rerun {made_by}") from None
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("run"), str):
+        raise InputDataError(f"{path}: its provenance record is damaged; rerun {made_by}")
+    if made_by == STEP0:
+        check_step0_record(record, path)
+    return record
 
 
 def check_names(path: Path, contents: dict, class_names, made_by: str) -> None:
@@ -380,13 +386,34 @@ def train_labels(labels: np.ndarray, split: np.ndarray) -> np.ndarray:
     return labels[(split == TRAIN) & (labels != UNLABELLED)]
 
 
+def memory_free() -> int:
+    """Bytes of memory this process may still take: the memory free now, or less under an address-space limit
+    (``ulimit -v``, RLIMIT_AS) where the system has one."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    try:
+        import resource
+    except ImportError:  # Windows: no such limits
+        return free
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return free
+    return max(0, min(free, limit - psutil.Process().memory_info().vms))
+
+
+def check_patches_fit(patches: int, patch_width: int, what: str, advice: str, share: float = 0.5) -> None:
+    """Refuse ``patches`` patches of ``patch_width`` px (the float32 layers and a uint8 mask each) that would take
+    more than ``share`` of the memory free now: one line, ``what`` would need about so many GiB; ``advice``."""
+    needed = patches * patch_width ** 2 * (4 * len(LAYER_NAMES) + 1)
+    free = memory_free()
+    if needed > share * free:
+        raise ConfigError(f"{what} would need about {needed / 2**30:.1f} GiB, more than {share:.0%} of the "
+                          f"{free / 2**30:.1f} GiB of memory free; {advice}")
+
+
 def check_balanced_set_fits(per_class: int, n_classes: int, patch_width: int, share: float = 0.5) -> None:
     """Refuse a balanced set that would take more than ``share`` of the memory free now (Steps 1 and 2 hold it
     whole, and the CNN's input is a second copy)."""
-    import psutil
-
-    needed = 2 * per_class * n_classes * patch_width ** 2 * (4 * len(LAYER_NAMES) + 1)
-    free = psutil.virtual_memory().available
-    if needed > share * free:
-        raise ConfigError(f"per_class = {per_class}: the balanced set would need about {needed / 2**30:.1f} GiB, "
-                          f"more than half the {free / 2**30:.1f} GiB of memory free; choose a smaller per_class")
+    check_patches_fit(2 * per_class * n_classes, patch_width, f"per_class = {per_class}: the balanced set",
+                      "choose a smaller per_class", share)

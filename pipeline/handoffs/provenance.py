@@ -77,6 +77,19 @@ def step0_identity(record: dict, samples: dict) -> str:
                   [np.asarray(samples[key]) for key in IDENTITY_ARRAYS])
 
 
+def check_step0_record(record: dict, path: Path) -> None:
+    """Refuse a Step 0 provenance ``record`` (of the hand-off ``path``) without its ``inputs`` record (the image
+    and the reference, each None or a fingerprint with a ``path`` and a ``sha256``) or its ``parameters``."""
+    inputs = record.get("inputs")
+    whole = isinstance(inputs, dict) and all(
+        role in inputs and (inputs[role] is None or (isinstance(inputs[role], dict) and isinstance(
+            inputs[role].get("path"), str) and isinstance(inputs[role].get("sha256"), str)))
+        for role in ("image", "reference"))
+    if not whole or not isinstance(record.get("parameters"), dict):
+        raise InputDataError(f"{path}: its provenance lacks a whole {'inputs' if not whole else 'parameters'} "
+                             f"record (the image and reference it was made from, the settings); rerun {STEP0}")
+
+
 def check_step0_provenance(scene, record: dict, path: Path) -> None:
     """Refuse Step 0 hand-offs made from other inputs or other Step-0 parameters than the scene's now."""
     for role in ("image", "reference"):

@@ -188,6 +188,8 @@ def _parse_metadata(name: str, tree) -> dict:
     offset_tag = "BOA_ADD_OFFSET" if level2 else "RADIO_ADD_OFFSET"
     for element in tree.iter():
         tag = element.tag.rsplit("}", 1)[-1]
+        if tag == "PROCESSING_BASELINE" and not (element.text or "").strip():
+            raise InputDataError(f"{name}: PROCESSING_BASELINE is empty, not a baseline such as 04.00")
         if tag == offset_tag and element.get("band_id") is not None:
             band_id = element.get("band_id")
             if not band_id.isdigit() or int(band_id) >= len(S2_BANDS):

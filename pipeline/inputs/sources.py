@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import gdal_tif2rgb
-from gdal_tif2rgb import Grid, open_raster
+from gdal_tif2rgb import Grid, open_raster, use_gdal
 from pipeline.inputs import clouds, composite, mosaic, sentinel2
 from pipeline.core.vocabulary import UNLABELLED
 from pipeline.core.errors import ConfigError, InputDataError
@@ -125,9 +125,7 @@ def prepare_image(images, bands: dict, out_dir: Path, *, aoi=None, masking: Mask
     -------
     PreparedSources
     """
-    from osgeo import gdal
-
-    gdal.UseExceptions()
+    use_gdal()
     images = tuple(images) if isinstance(images, (list, tuple)) else (images,)
     out_dir = Path(out_dir)
     first = _date_stack(_as_input(images[0]), bands, out_dir)
@@ -139,6 +137,7 @@ def prepare_image(images, bands: dict, out_dir: Path, *, aoi=None, masking: Mask
         scene_mask = clouds.MaskSource("raster", clouds.mask_on_work_grid(str(masking.raster), grid,
                                                                           out_dir / "mask_raster.vrt"),
                                        masking.raster_values)
+        clouds.check_mask_values(masking.raster, scene_mask, grid, composite.COMPOSITE_WINDOW)
     stacks = [first]
     dates = [_date_on_work_grid(first, full, window, grid, out_dir, masking, scene_mask)]
     for number, image in enumerate(images[1:], start=2):

@@ -131,6 +131,13 @@ def run_step(parser: argparse.ArgumentParser, argv, driver, *flags: str) -> int:
                 raise
             print(f"error: {error_line(error)}", file=sys.stderr)
             return 1
+        except MemoryError as error:  # what the checks before long work did not foresee
+            if args.debug:
+                raise
+            print(f"error: out of memory ({one_line(str(error)) or 'an allocation failed'}); choose a smaller "
+                  f"n_segments, patch_width or per_class, or a tile_size; earlier outputs are left as they were",
+                  file=sys.stderr)
+            return 1
         except KeyboardInterrupt as interrupt:
             print("interrupted: earlier outputs are left as they were", file=sys.stderr)
             return 143 if isinstance(interrupt, Terminated) else 130

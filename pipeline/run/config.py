@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import math
 import os
 import re
 import tomllib
@@ -180,9 +181,9 @@ def _check_mask(keys: dict, base: Path, config_path: Path) -> dict:
         checked["mask"] = input_path(base, keys["mask"], "mask", config_path)
         values = keys.get("mask_values")
         if not isinstance(values, list) or not values or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            raise ConfigError(f"{config_path}: mask needs mask_values = [...], the values of the mask "
-                              f"raster to leave out (e.g. [1] or [8, 9, 10])")
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ConfigError(f"{config_path}: mask needs mask_values = [...], the values (finite numbers) of the "
+                              f"mask raster to leave out (e.g. [1] or [8, 9, 10]); got {values!r}")
         checked["mask_values"] = tuple(values)
     elif "mask_values" in keys:
         raise ConfigError(f"{config_path}: mask_values is given without mask = \"...\"")

@@ -227,9 +227,10 @@ def write_figures(out: OutputSet, hand_offs: HandOffs, counts: pixel_counts.Pixe
         files.save_png(out.path(f"confusion_{name}.png"), plot_confusion(result, name))
 
 
-def assess_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, timings: dict) -> dict:
-    """Every assessment of the map against the reference, the figures, ``metrics.json`` and ``report.html``;
-    returns the overall accuracies for ``run.json``."""
+def assess_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, timings: dict, validation: dict | None) -> dict:
+    """Every assessment of the map against the reference (and the estimates from the ``validation`` points of
+    :func:`validation_points`, if any), the figures, ``metrics.json`` and ``report.html``; returns the overall
+    accuracies for ``run.json``."""
     class_names = scene.class_names
     forest = None
     if hand_offs.balanced_index is not None:
@@ -246,8 +247,8 @@ def assess_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, timings: dict)
         if forest is not None:
             metrics["cnn_minus_forest"] = accuracy.forest_comparison(counts, hand_offs.labels, hand_offs.split,
                                                                      hand_offs.block, hand_offs.pred_labels, forest)
-        if scene.validation is not None:
-            metrics["validation_sample"] = validation_estimates(scene, hand_offs, counts)
+        if validation is not None:
+            metrics["validation_sample"] = validation_estimates(scene, hand_offs, counts, validation)
         if hand_offs.applied_from:
             metrics["applied_model_note"] = (f"The model was trained on scene {hand_offs.applied_from}: every "
                                              f"labelled superpixel of this scene is held out.")
@@ -264,9 +265,10 @@ def assess_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, timings: dict)
     return {"overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}}
 
 
-def describe_map(scene: Scene, out: OutputSet, hand_offs: HandOffs) -> dict:
-    """A scene without a reference: ``metrics.json`` with the class areas (hectares) and a report of the map,
-    its uncertainty and the areas; returns the areas for ``run.json``."""
+def describe_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, validation: dict | None) -> dict:
+    """A scene without a reference: ``metrics.json`` with the class areas (hectares), the estimates from the
+    ``validation`` points of :func:`validation_points` (if any) and a report of the map, its uncertainty and the
+    areas; returns the areas for ``run.json``."""
     counts = count_scene(scene, hand_offs)
     areas = class_areas_ha(counts.map_pixels, hand_offs.pixel_area_m2)
     metrics = {"note": "no reference: the map's class areas only (no accuracy can be assessed)",
@@ -274,8 +276,8 @@ def describe_map(scene: Scene, out: OutputSet, hand_offs: HandOffs) -> dict:
                "total_area_ha": round(float(areas.sum()), 2),
                "masked_area_ha": masked_area_ha(counts, hand_offs.pixel_area_m2),
                "model_scene": hand_offs.applied_from, "applied_model": hand_offs.applied_model}
-    if scene.validation is not None:
-        metrics["validation_sample"] = validation_estimates(scene, hand_offs, counts)
+    if validation is not None:
+        metrics["validation_sample"] = validation_estimates(scene, hand_offs, counts, validation)
     cli.write_json(out.path("metrics.json"), metrics)
     report.write_map_page(scene, out, areas, hand_offs.applied_from, metrics.get("validation_sample"),
                           hand_offs.applied_model, metrics["masked_area_ha"])
@@ -283,19 +285,30 @@ def describe_map(scene: Scene, out: OutputSet, hand_offs: HandOffs) -> dict:
     return {"class_areas_ha": metrics["class_areas_ha"]}
 
 
-def validation_estimates(scene: Scene, hand_offs: HandOffs, counts: pixel_counts.PixelCounts) -> dict:
-    """Areas and accuracies from the labelled validation sample ``scene.validation`` (designed by
-    :func:`design_sample`), by the stratified estimators, for ``metrics.json``'s ``validation_sample``; the map's
-    classes at the points are read window by window, its class areas are those of ``counts``."""
+def validation_points(scene: Scene, hand_offs: HandOffs) -> dict | None:
+    """The labelled points of ``scene.validation`` (None without one) as the estimators take them
+    (``validation_sample.labelled_units``), every check of the file made against the map: called before any long
+    work, so that a bad file fails at once. The map's class pixels are counted window by window for it."""
+    if scene.validation is None:
+        return None
+    x, y, columns = point_files.read_points(scene.validation, hand_offs.grid.crs_wkt)
     read_map = reader(scene, hand_offs, contract.PRED_MAP_RASTER)
+    k = len(scene.class_names)
+    map_pixels = sum(np.bincount(window.ravel(), minlength=256)[:k]
+                     for window, in grids.read_windows(hand_offs.shape, WINDOW, read_map))
 
     def map_at(rows, cols):
         return grids.pixel_values(read_map, hand_offs.shape, WINDOW, rows, cols)
 
-    x, y, columns = point_files.read_points(scene.validation, hand_offs.grid.crs_wkt)
-    units = validation_sample.labelled_units(scene.validation, x, y, columns, scene.validation_field, scene.classes,
-                                             map_at, counts.map_pixels, hand_offs.grid, hand_offs.pixel_area_m2,
-                                             hand_offs.map_run)
+    return validation_sample.labelled_units(scene.validation, x, y, columns, scene.validation_field, scene.classes,
+                                            map_at, map_pixels, hand_offs.grid, hand_offs.pixel_area_m2,
+                                            hand_offs.map_run)
+
+
+def validation_estimates(scene: Scene, hand_offs: HandOffs, counts: pixel_counts.PixelCounts, units: dict) -> dict:
+    """Areas and accuracies from the labelled validation sample ``scene.validation`` (designed by
+    :func:`design_sample`; ``units`` from :func:`validation_points`), by the stratified estimators, for
+    ``metrics.json``'s ``validation_sample``; the map's class areas are those of ``counts``."""
     result = estimates(units["tables"], units["strata"], units["population_units"],
                        class_areas_ha(counts.map_pixels, hand_offs.pixel_area_m2), scene.class_names)
     log.info("validation sample %s: %d labelled points, %d without a reference left out", scene.validation.name,
@@ -305,17 +318,35 @@ def validation_estimates(scene: Scene, hand_offs: HandOffs, counts: pixel_counts
             "pixel_area_m2": hand_offs.pixel_area_m2}
 
 
+def keep_labels(scene: Scene) -> None:
+    """``--design-sample`` replaces ``validation_sample.gpkg`` and ``.csv`` only while they hold no label: every
+    field but the design's own (:data:`~pipeline.assessment.validation_sample.DESIGN_FIELDS`, and ``x``, ``y`` of
+    the CSV; ``--validation-field`` is never one of those) must be empty on every point of every layer. A file
+    with a value in any other field, or that cannot be read to tell, is a one-line error: nothing is written."""
+    design_fields = set(validation_sample.DESIGN_FIELDS) - {scene.validation_field}
+    for path in map(scene.output, DESIGN_OUTPUTS):
+        if not (path.exists() or path.is_symlink()):
+            continue
+        try:
+            columns = point_files.read_fields(path)
+        except (InputDataError, OSError) as error:
+            reason = str(error).removeprefix(f"{path}: ")
+            raise InputDataError(f"{path}: cannot be read to tell whether it holds labels ({reason}); move it "
+                                 f"elsewhere before designing a new sample") from None
+        filled = [name for name, values in columns.items() if name not in design_fields | {"x", "y"}
+                  and any(value is not None and str(value).strip() for value in values)]
+        if filled:
+            raise InputDataError(f"{path}: holds labelled points (field {', '.join(filled[:5])}); move it elsewhere "
+                                 f"before designing a new sample, your labels are kept")
+
+
 def design_sample(scene: Scene) -> None:
     """``validation_sample.gpkg`` and ``.csv``: a stratified random sample of the map to label (see
     ``pipeline/assessment/validation_sample.py``), sized for ``target_se`` with the held-out user's accuracies (if
     any). The draw reads the map whole (uint8, one byte a pixel)."""
+    keep_labels(scene)
     hand_offs = read_hand_offs(scene)
     existing = scene.output(DESIGN_OUTPUTS[0])
-    if existing.is_file():
-        labels = point_files.read_points(existing, hand_offs.grid.crs_wkt)[2].get(validation_sample.REFERENCE_FIELD,
-                                                                                  [])
-        if any(label not in (None, "") for label in labels):
-            raise InputDataError(f"{existing}: holds labelled points; move it away before designing a new sample")
     users = [None] * len(scene.class_names)
     if hand_offs.has_reference:
         classes = held_out(scene, hand_offs, count_scene(scene, hand_offs))["classes"]

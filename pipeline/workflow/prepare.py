@@ -112,14 +112,30 @@ def image_on_work_grid(scene: Scene, out: OutputSet, client=None) -> sources.Pre
         for date in image.sources["dates"]:
             shares = ", ".join(f"{cause} {share:.1%}" for cause, share in date["masked_share"].items()) or "nothing"
             log.info("%s (%s): masked %s", date["source"], date["acquired"] or "time unknown", shares)
-    pixels = image.grid.rows * image.grid.cols
-    if p.n_segments > pixels:  # SLIC's arrays grow with the count: refuse before allocating them
-        raise ConfigError(f"{scene.config_path}: n_segments = {p.n_segments} exceeds the {pixels} px of the work grid")
+    check_affordable(scene, image.grid.rows, image.grid.cols)
     missing = [role for role in SPECTRAL_BANDS if role not in image.bands]
     if missing:
         raise ConfigError(f"{scene.config_path}: [bands] lacks {', '.join(missing)} (needed for an image that is "
                           f"not a Sentinel-2 product)")
     return image
+
+
+def check_affordable(scene: Scene, rows: int, cols: int) -> None:
+    """Refuse, before SLIC and the patches allocate anything, an ``n_segments`` beyond the work grid's
+    ``rows`` x ``cols`` pixels, a ``patch_width`` wider than the mirrored borders allow (less than twice the
+    grid's shorter side), and patches of every superpixel (of a tile's, in tiled runs) beyond half the memory free."""
+    p, where = scene.params, scene.config_path
+    pixels = rows * cols
+    if p.n_segments > pixels:  # SLIC's arrays grow with the count
+        raise ConfigError(f"{where}: n_segments = {p.n_segments} exceeds the {pixels} px of the work grid")
+    if p.patch_width // 2 >= min(rows, cols):
+        raise ConfigError(f"{where}: patch_width = {p.patch_width} is too large for the {cols} x {rows} px work "
+                          f"grid (at most {2 * min(rows, cols) - 1})")
+    tile = min(p.tile_size or max(rows, cols), rows) * min(p.tile_size or max(rows, cols), cols)
+    contract.check_patches_fit(-(-p.n_segments * tile // pixels), p.patch_width,
+                               f"{where}: patch_width = {p.patch_width} with n_segments = {p.n_segments}: the patches "
+                               f"of {'a tile' if p.tile_size else 'the scene'}",
+                               "choose a smaller patch_width or n_segments" + ("" if p.tile_size else " or tile_size"))
 
 
 def inputs_on_work_grid(run: Step0Run) -> WorkGridInputs:

@@ -15,7 +15,7 @@ import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from builders import (CLASS_VALUES, CROP_PARAMETERS, CROP_SIZE, NODATA_BLOCK, STACK_BANDS, fails_with_one_line,
                       mem_raster, write_product, write_scene, zip_folder)
-from pipeline.inputs.clouds import detect_clouds
+from pipeline.inputs.clouds import detect_clouds, grow
 
 BANDS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "swir": "B11"}
 PARAMETERS = {**CROP_PARAMETERS, "mask_buffer_m": 0.0, "per_class": 30, "epochs": 1}
@@ -203,6 +203,8 @@ def test_the_detector_on_painted_and_real_pixels():
     ("another area", ("does not overlap the work grid", "another area")),
     ("product and raster", ("cannot be stacked",)),
     ("mask values", ("mask needs mask_values",)),
+    ("mask value nan", ("mask needs mask_values", "finite", "nan")),
+    ("mask value absent", ("mask_values 7 never occur", "values present: 1 (", "labels.tif")),
     ("composite", ("composite = 'mean'",)),
 ])
 def test_dates_and_masks_that_cannot_be_used_are_one_line_errors(tmp_path, crop_scene, crop_files, capsys, problem,
@@ -221,16 +223,32 @@ def test_dates_and_masks_that_cannot_be_used_are_one_line_errors(tmp_path, crop_
         images = [str(crop_files[0]), str(far)]
     elif problem == "product and raster":
         images.append(str(crop_files[0]))
-    elif problem == "mask values":
-        keys["mask"] = str(crop_files[1])
+    elif problem.startswith("mask value"):
+        keys["mask"] = str(crop_files[1])  # values 1 to 4
+        keys.update({"mask_values": [7]} if problem != "mask values" else {})
     else:
         keys["composite"] = "mean"
     bands = ({role: STACK_BANDS[name] for role, name in BANDS.items()} if problem == "another area" else BANDS)
     config = write_scene(tmp_path / "bad.toml", images, crop_files[1], PARAMETERS, bands=bands, classes=CLASS_VALUES,
                          **keys)
+    if problem == "mask value nan":
+        config.write_text(config.read_text().replace("mask_values = [7]", "mask_values = [1, nan]"))
     fails_with_one_line(step0.main, ["--config", str(config), "--workdir", str(tmp_path / "work")], capsys,
                         *fragments)
     assert not re.search(r"Traceback", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("density", [0.0005, 0.02, 0.3])
+def test_grow_is_the_disk_dilation_at_any_radius(density):
+    """Masks grow by a distance transform: the pixels a binary dilation with the disk x² + y² <= r² gives, for
+    every radius up to 12 px, and a radius past the scene's size masks all of a scene with one masked pixel."""
+    mask = np.random.default_rng(1).random((70, 90)) < density
+    mask[35, 45] = True
+    for radius in range(13):
+        y, x = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+        assert np.array_equal(grow(mask, radius), ndimage.binary_dilation(mask, structure=x * x + y * y <= radius ** 2)
+                              if radius else mask), radius
+    assert grow(mask, 500).all() and not grow(np.zeros_like(mask), 500).any()
 
 
 def test_a_tiled_run_composites_on_the_cluster_as_the_whole_scene(tmp_path, crop_scene, crop_files):

@@ -35,8 +35,9 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 import Step3_Accuracy_Assessment as step3
-from builders import (ABERYSTWYTH_BANDS, ABERYSTWYTH_CLASSES, PROJECT, QUADRANT_PARAMETERS, SUBSET, assert_one_line,
-                      fails_with_one_line, free_port, quadrant_scene, snapshot, write_scene, write_tif)
+from builders import (ABERYSTWYTH_BANDS, ABERYSTWYTH_CLASSES, PROJECT, QUADRANT_PARAMETERS, SCRIPTS, SUBSET,
+                      assert_one_line, fails_with_one_line, free_port, quadrant_scene, run_script, snapshot,
+                      write_scene, write_tif)
 from pipeline.core import atomic_files
 from pipeline.core.colours import class_palette
 from pipeline.core.errors import ConfigError, InputFileError
@@ -44,8 +45,6 @@ from pipeline.handoffs import matfile
 from pipeline.run import files
 
 STEPS = {0: step0.main, 1: step1.main, 2: step2.main, 3: step3.main}
-SCRIPTS = {0: "Step0_Data_Preparation.py", 1: "Step1_Class_Balance.py", 2: "Step2_Model_Training.py",
-           3: "Step3_Accuracy_Assessment.py"}
 #: Names of files the steps write (to look for strays outside the work folder).
 OUTPUT_NAMES = {"layers.tif", "reference.tif", "segments.tif", "segments.mat", "samples_labels.mat", "run.json",
                 "rgb.png", "ndvi.png", "example_patches.png", "segments_boundaries.png", "model.keras",
@@ -102,23 +101,6 @@ def run_main(main, argv) -> int:
     except BaseException as error:  # noqa: BLE001 - reported as the failure
         pytest.fail(f"main raised {type(error).__name__}: {str(error)[:500]} (expected an exit code and one "
                     f"'error: ' line)", pytrace=False)
-
-
-def run_script(step: int, argv, timeout: float, cwd: Path, env=None, preexec_fn=None):
-    """Run a step script in its own process group; (exit code, stdout, stderr, seconds). Kills the group and
-    fails the test after ``timeout`` seconds."""
-    start = time.monotonic()
-    process = subprocess.Popen([sys.executable, str(PROJECT / SCRIPTS[step]), *map(str, argv)], cwd=cwd, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               preexec_fn=preexec_fn)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"{SCRIPTS[step]} still running after {timeout:.0f} s (killed); stderr: {err[-1500:]!r}",
-                    pytrace=False)
-    return process.returncode, out, err, time.monotonic() - start
 
 
 class Guard:
