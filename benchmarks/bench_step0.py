@@ -206,21 +206,23 @@ def painting_speed(pred_labels: np.ndarray, segments: np.ndarray, n_classes: int
 
 
 def step2_throughput(samples: np.ndarray, masks: np.ndarray, train_samples: int, seed: int) -> dict:
-    """Prediction rate over all superpixels and one training epoch's time (tutorial CNN, default channels)."""
+    """Prediction rate over all superpixels and one training epoch's time (tutorial CNN, default channels of the
+    tutorial's 8 layers)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pipeline.core.vocabulary import LAYER_NAMES
     from pipeline.model import cnn
     from pipeline.run.config import Parameters
 
-    channels = Parameters().train_layers
+    channels = cnn.network_channels(Parameters().train_layers, LAYER_NAMES, "bench")
     model = cnn.build_cnn((*samples.shape[1:3], len(channels)), 4)
-    model.predict(cnn.model_inputs(samples[:64], masks[:64], channels), verbose=0)  # build and warm up
+    model.predict(cnn.model_inputs(samples[:64], masks[:64], channels, LAYER_NAMES), verbose=0)  # build and warm up
     start = time.perf_counter()
-    cnn.predict_superpixels(model, samples, masks, channels)
+    cnn.predict_superpixels(model, samples, masks, channels, LAYER_NAMES)
     predict_s = time.perf_counter() - start
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(samples), size=min(train_samples, len(samples)), replace=False)
     labels = rng.integers(0, 4, size=len(chosen))
-    batches = cnn.training_batches(cnn.model_inputs(samples[chosen], masks[chosen], channels), labels, 64,
+    batches = cnn.training_batches(cnn.model_inputs(samples[chosen], masks[chosen], channels, LAYER_NAMES), labels, 64,
                                      True, rng)
     model.fit(batches, epochs=1, verbose=0, steps_per_epoch=2)  # warm up
     start = time.perf_counter()

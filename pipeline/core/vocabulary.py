@@ -6,8 +6,23 @@ from __future__ import annotations
 LAYER_NAMES = ("blue", "green", "red", "nir", "swir", "ndvi", "ndwi", "ndbi")
 SPECTRAL_BANDS = LAYER_NAMES[:5]
 INDEX_LAYERS = LAYER_NAMES[5:]
+#: Further Sentinel-2 bands a scene may name in ``[bands]`` (B05, B06, B07, B8A, B12): layers after the tutorial's
+#: 8, in this order, stretched like them; by default the CNN sees them too.
+EXTRA_BANDS = ("red_edge1", "red_edge2", "red_edge3", "nir_narrow", "swir2")
+
+
+def layer_names_of(bands) -> tuple:
+    """The layers of a scene whose bands are named ``bands`` (an iterable of layer names): the tutorial's 8, then
+    the :data:`EXTRA_BANDS` among ``bands``.
+
+    >>> layer_names_of(["blue", "swir2", "red_edge1"])[8:]
+    ('red_edge1', 'swir2')
+    """
+    return (*LAYER_NAMES, *(name for name in EXTRA_BANDS if name in set(bands)))
 #: Extra patch channel the CNN may see: 1 on the pixels of the superpixel the patch is centred on, else 0.
 MASK_CHANNEL = "mask"
+#: ``train_layers`` value: every layer of the scene, then the mask channel.
+ALL_LAYERS = "all"
 #: Class code of superpixels and pixels without a reference label, and map nodata.
 UNLABELLED = 255
 #: Segment id of masked and nodata pixels in ``segments``: they belong to no superpixel (nodata of ``segments.tif``).

@@ -23,7 +23,8 @@ file                             made by    keys (dtype)
 ================================  =========  =========================================================
 raster (Cloud-Optimized GeoTIFF)  made by    bands (dtype), nodata
 ================================  =========  =========================================================
-``layers.tif``                   Step 0     8 float32 bands in :data:`LAYER_NAMES` order, stretched to [0, 1]
+``layers.tif``                   Step 0     the layers (the tutorial's 8 in :data:`LAYER_NAMES` order, then the
+                                            further bands the scene names), stretched to [0, 1]
 ``segments.tif``                 Step 0     superpixel ids (int32), as ``segments.mat``, nodata -1
 ``reference.tif``                Step 0     class codes (uint8), nodata :data:`UNLABELLED`
 ``predMap.tif``                  Step 2     predicted class codes (uint8), nodata :data:`UNLABELLED`
@@ -66,8 +67,8 @@ from pipeline.core.colours import class_palette
 from pipeline.core.stretch import unit_to_byte
 from pipeline.handoffs.fingerprints import fingerprint, unchanged
 from pipeline.handoffs.provenance import check_step0_provenance, check_step0_record
-from pipeline.core.vocabulary import (LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, TRAIN, UNIT_SCALE, UNIT_STEPS,
-                                      UNLABELLED)
+from pipeline.core.vocabulary import (EXTRA_BANDS, LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, TRAIN, UNIT_SCALE,
+                                      UNIT_STEPS, UNLABELLED, layer_names_of)
 
 TEXT = "text"
 #: Dtype of patch keys: layer values as uint8 steps (deflated where that pays); :func:`load` gives float32 back.
@@ -128,8 +129,24 @@ class RasterHandOff:
         return Path(workdir) / self.filename
 
 
-LAYERS = RasterHandOff("layers.tif", STEP0, np.uint8, len(LAYER_NAMES), None, STEP0_RUN_ITEM, LAYER_NAMES,
-                       scale=UNIT_SCALE)
+def layers_raster(layer_names: tuple) -> RasterHandOff:
+    """``layers.tif`` of a Step 0 run whose layers are ``layer_names``: one band each, in their order."""
+    return RasterHandOff("layers.tif", STEP0, np.uint8, len(layer_names), None, STEP0_RUN_ITEM, tuple(layer_names),
+                         scale=UNIT_SCALE)
+
+
+def layer_names_of_run(step0_record: dict) -> tuple:
+    """The layers of a Step 0 run, in order (``vocabulary.layer_names_of``), from its provenance: those its stretch
+    limits are given for."""
+    limits = step0_record.get("stretch", {}).get("limits")
+    names = layer_names_of(limits) if isinstance(limits, dict) else ()
+    if set(names) != set(limits or ()):
+        raise InputDataError(f"the provenance of Step 0 run {step0_record.get('run')} names no layers; rerun {STEP0}")
+    return names
+
+
+#: ``layers.tif`` of a scene with the tutorial's 8 layers (its file name and path are every run's).
+LAYERS = layers_raster(LAYER_NAMES)
 SEGMENTS_RASTER = RasterHandOff("segments.tif", STEP0, np.int32, 1, NO_SUPERPIXEL, STEP0_RUN_ITEM)
 REFERENCE = RasterHandOff("reference.tif", STEP0, np.uint8, 1, UNLABELLED, STEP0_RUN_ITEM)
 PRED_MAP_RASTER = RasterHandOff("predMap.tif", STEP2, np.uint8, 1, UNLABELLED, STEP2_RUN_ITEM)
@@ -227,7 +244,7 @@ def load_step0(scene, keys, with_segments: bool = True) -> tuple[dict, np.ndarra
         raise InputDataError(f"{SEGMENTS.path(scene.workdir)} and samples_labels.mat come from different runs of "
                              f"{STEP0}; rerun {STEP0}")
     check_step0_provenance(scene, record, path)
-    check_names(path, samples, scene.class_names, STEP0)
+    check_names(path, samples, scene.class_names, STEP0, layer_names_of_run(record))
     n = record.get("superpixels")
     if n is None:
         raise InputDataError(f"{path}: written by an older version of {STEP0}; rerun {STEP0}")
@@ -256,24 +273,26 @@ def provenance_of(contents: dict, path: Path, made_by: str) -> dict:
     return record
 
 
-def check_names(path: Path, contents: dict, class_names, made_by: str) -> None:
-    """Refuse a hand-off made for other classes or layers than the scene's."""
+def check_names(path: Path, contents: dict, class_names, made_by: str, layer_names: tuple) -> None:
+    """Refuse a hand-off made for other classes than the scene's or other layers than ``layer_names``, its Step 0
+    run's."""
     if list(contents["class_names"]) != list(class_names):
         raise InputDataError(f"{path}: made for classes {list(contents['class_names'])}, not {list(class_names)}; "
                              f"rerun {made_by}")
-    if tuple(contents["layer_names"]) != LAYER_NAMES:
+    if tuple(contents["layer_names"]) != tuple(layer_names):
         raise InputDataError(f"{path}: made for layers {list(contents['layer_names'])}; rerun {made_by}")
 
 
-def load_balanced(scene, keys, step0_run: str) -> dict:
-    """Step 1's balanced set (``keys``) for the scene's ``per_class``, checked to be drawn from the Step 0 run
-    ``step0_run`` with the scene's ``training_seed``; its provenance is under ``"provenance"``."""
+def load_balanced(scene, keys, step0_record: dict) -> dict:
+    """Step 1's balanced set (``keys``) for the scene's ``per_class``, checked to be drawn from the Step 0 run of
+    ``step0_record`` (its provenance) with the scene's ``training_seed``; its provenance is under ``"provenance"``."""
+    step0_run = step0_record["run"]
     per_class, patch_width = scene.params.per_class, scene.params.patch_width
     path = BALANCED.path(scene.workdir, per_class=per_class)
     contents = load(BALANCED, scene.workdir, {*keys, "index", "class_names", "layer_names", PROVENANCE},
                     per_class=per_class)
     contents[PROVENANCE] = record = provenance_of(contents, path, STEP1)
-    check_names(path, contents, scene.class_names, STEP1)
+    check_names(path, contents, scene.class_names, STEP1, layer_names_of_run(step0_record))
     if record.get("step0_run") != step0_run or record["parameters"].get("training_seed") != scene.params.training_seed:
         raise InputDataError(f"{path}: drawn from another run of {STEP0} or with another seed than "
                              f"{scene.config_path.name} now; rerun {STEP1}")
@@ -404,8 +423,9 @@ def memory_free() -> int:
 
 def check_patches_fit(patches: int, patch_width: int, what: str, advice: str, share: float = 0.5) -> None:
     """Refuse ``patches`` patches of ``patch_width`` px (the float32 layers and a uint8 mask each) that would take
-    more than ``share`` of the memory free now: one line, ``what`` would need about so many GiB; ``advice``."""
-    needed = patches * patch_width ** 2 * (4 * len(LAYER_NAMES) + 1)
+    more than ``share`` of the memory free now: one line, ``what`` would need about so many GiB; ``advice``. Counts
+    the most layers a scene can have (the tutorial's 8 and the further bands)."""
+    needed = patches * patch_width ** 2 * (4 * (len(LAYER_NAMES) + len(EXTRA_BANDS)) + 1)
     free = memory_free()
     if needed > share * free:
         raise ConfigError(f"{what} would need about {needed / 2**30:.1f} GiB, more than {share:.0%} of the "

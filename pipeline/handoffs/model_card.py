@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.core.atomic_files import atomic_output
 from pipeline.core.colours import class_palette
 from pipeline.handoffs import contract
-from pipeline.core.vocabulary import LAYER_NAMES, STEP0, STEP2
+from pipeline.core.vocabulary import STEP0, STEP2
 from pipeline.handoffs.contract import MODEL_CARD
 from pipeline.core.errors import InputDataError, InputFileError
 
@@ -32,7 +32,8 @@ class ModelCard:
     ----------
     model_run : the run id of the Step 2 run that trained the model.
     scene : the name of the training scene.
-    layer_names : the layers of the patches, in the order of their last axis (``LAYER_NAMES``).
+    layer_names : the layers of the patches, in the order of their last axis (the tutorial's 8, then the further
+        bands of the training scene).
     train_layers : the channels the CNN sees, in order (names from ``layer_names`` and ``"mask"``).
     patch_width : the side of the patches in pixels.
     class_names : the classes, in the order of their codes 0, 1, ...
@@ -84,13 +85,16 @@ KEYS = tuple(field.name for field in dataclasses.fields(ModelCard))
 OPTIONAL_KEYS = ("layer_quantiles",)
 
 
-def from_training(scene, step0_record: dict, train_labels: np.ndarray, record: dict) -> ModelCard:
+def from_training(scene, step0_record: dict, layer_names: tuple, channels: tuple, train_labels: np.ndarray,
+                  record: dict) -> ModelCard:
     """The card of a model trained on ``scene``.
 
     Parameters
     ----------
     scene : the training :class:`~pipeline.run.config.Scene`.
     step0_record : the provenance of the scene's Step 0 run (its stretch limits and their unit).
+    layer_names : the layers of the scene's patches, in order.
+    channels : the channels the CNN sees, in order (``cnn.network_channels``).
     train_labels : (m,) uint8 class codes of the training superpixels (their shares are the priors).
     record : the provenance of the training Step 2 run (its ``run``, ``step0_run`` and ``step1_run``).
     """
@@ -101,10 +105,10 @@ def from_training(scene, step0_record: dict, train_labels: np.ndarray, record: d
                              f"(no unit of its stretch limits); rerun {STEP0}")
     shares = np.bincount(train_labels, minlength=n_classes)[:n_classes] / max(1, len(train_labels))
     return ModelCard(
-        model_run=record["run"], scene=scene.name, layer_names=LAYER_NAMES, train_layers=tuple(p.train_layers),
+        model_run=record["run"], scene=scene.name, layer_names=tuple(layer_names), train_layers=tuple(channels),
         patch_width=p.patch_width, class_names=tuple(scene.class_names),
         class_colours=tuple(tuple(int(v) for v in c) for c in class_palette(scene.class_names)),
-        stretch_limits={name: tuple(float(v) for v in stretch["limits"][name]) for name in LAYER_NAMES},
+        stretch_limits={name: tuple(float(v) for v in stretch["limits"][name]) for name in layer_names},
         stretch_unit=stretch["unit"], prior_shares=tuple(shares.tolist()), prior_correction=p.prior_correction,
         parameters=p.as_dict(), preparation=preparation(step0_record["parameters"]), step0_run=record["step0_run"],
         step1_run=record["step1_run"], layer_quantiles=stretch.get("layer_quantiles") or None)

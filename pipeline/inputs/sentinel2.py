@@ -30,6 +30,8 @@ from pipeline.inputs.georef import crs_name, north_up_grid, spatial_reference
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 #: Bands of a product used for the roles the scene's [bands] table does not name.
 DEFAULT_PRODUCT_BANDS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "swir": "B11"}
+#: The further layers' bands (``vocabulary.EXTRA_BANDS``), taken by default where the product has their files.
+EXTRA_PRODUCT_BANDS = {"red_edge1": "B05", "red_edge2": "B06", "red_edge3": "B07", "nir_narrow": "B8A", "swir2": "B12"}
 #: Fallback when a product has no metadata file: reflectance = DN / 10000.
 FALLBACK_QUANTIFICATION = 10000.0
 PRODUCT_RESAMPLING = "bilinear"
@@ -55,7 +57,8 @@ def product_stack(path: Path, bands: dict, out_dir: Path):
     Parameters
     ----------
     path : ``.SAFE`` folder, its ``.zip``, or a folder of ``*_Bxx[_RRm].jp2`` band files
-    bands : layer role -> product band name ("B02"); spectral roles left out take :data:`DEFAULT_PRODUCT_BANDS`
+    bands : layer role -> product band name ("B02"); spectral roles left out take :data:`DEFAULT_PRODUCT_BANDS`,
+        and those of :data:`EXTRA_PRODUCT_BANDS` whose band files the product has
     out_dir : folder for ``stack_dn.vrt`` and the warped VRTs of the coarser bands (made; GDAL writes them)
 
     Returns
@@ -74,6 +77,7 @@ def product_stack(path: Path, bands: dict, out_dir: Path):
         raise InputFileError(f"{path}: cannot list the product ({error_text(error)})") from None
     files = _band_files(root, listing)
     roles = _product_roles(path, bands)
+    roles.update({role: name for role, name in EXTRA_PRODUCT_BANDS.items() if role not in roles and name in files})
     names = list(dict.fromkeys(roles.values()))
     missing = [f"{role}={name}" for role, name in roles.items() if name not in files]
     if missing:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from pipeline.core.errors import InputDataError
-from pipeline.core.vocabulary import LAYER_NAMES, STEP0, STEP1, TRAIN, UNLABELLED
+from pipeline.core.vocabulary import STEP0, STEP1, TRAIN, UNLABELLED
 from pipeline.handoffs import contract, provenance
 
 #: A class with fewer distinct training superpixels than this gets a warning: its samples repeat a few places.
@@ -56,6 +56,6 @@ def write_balanced_set(folder, scene, step0: dict, index: np.ndarray) -> str:
     rows = contract.load_rows(contract.SAMPLES, scene.workdir, ["samples", "masks"], index)
     contract.save(contract.BALANCED, folder, {
         "images": rows["samples"], "masks": rows["masks"], "labels": step0["labels"][index], "index": index,
-        "class_names": scene.class_names, "layer_names": LAYER_NAMES, contract.PROVENANCE: record},
+        "class_names": scene.class_names, "layer_names": step0["layer_names"], contract.PROVENANCE: record},
         per_class=p.per_class)
     return record["run"]

@@ -1,8 +1,9 @@
 """The tutorial's patch CNN (section 3): its input, the network, training with a held-out validation set, and
 whole-scene prediction, and the correction of its class probabilities for the priors of the training scene.
 
-Arrays in, arrays out: *patches* are (n, w, w, 8) float32 stacks of the layers in :data:`LAYER_NAMES` order cut
-around superpixels; the *network input* is the (n, w, w, c) float32 stack of the channels the CNN is trained on.
+Arrays in, arrays out: *patches* are (n, w, w, l) float32 stacks of a scene's layers (the tutorial's 8 in
+:data:`LAYER_NAMES` order, then its further bands) cut around superpixels; the *network input* is the (n, w, w, c)
+float32 stack of the channels the CNN is trained on.
 TensorFlow is imported only inside the functions that need it.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.run.config import Parameters
-from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL
+from pipeline.core.vocabulary import ALL_LAYERS, MASK_CHANNEL
 from pipeline.core.errors import ConfigError, InputDataError, InputFileError
 
 log = logging.getLogger(__name__)
@@ -21,23 +22,40 @@ log = logging.getLogger(__name__)
 PREDICT_CHUNK = 8192
 
 
-def model_inputs(patches: np.ndarray, masks: np.ndarray, channels) -> np.ndarray:
+def network_channels(train_layers, layer_names, source) -> tuple:
+    """The channels the CNN sees, in order: ``train_layers`` (the parameter) with ``"all"`` standing for every one
+    of the scene's ``layer_names`` and the mask. A layer the scene lacks is a one-line error naming ``source``.
+
+    >>> network_channels(["all"], ("blue", "red"), "scene.toml")
+    ('blue', 'red', 'mask')
+    """
+    channels = [name for given in train_layers
+                for name in ((*layer_names, MASK_CHANNEL) if given == ALL_LAYERS else (given,))]
+    missing = [name for name in channels if name not in (*layer_names, MASK_CHANNEL)]
+    if missing:
+        raise ConfigError(f"{source}: train_layers names {', '.join(missing)}, which this scene's layers lack "
+                          f"({', '.join(layer_names)}); name the band in [bands] or leave it out of train_layers")
+    return tuple(dict.fromkeys(channels))
+
+
+def model_inputs(patches: np.ndarray, masks: np.ndarray, channels, layer_names) -> np.ndarray:
     """The network input: the named ``channels`` (the tutorial's ``band4train``) of the patches.
 
     Parameters
     ----------
-    patches : (n, w, w, 8) array, the layers in ``LAYER_NAMES`` order.
+    patches : (n, w, w, l) array, the layers ``layer_names`` in that order.
     masks : (n, w, w) array, 1 on the pixels of the superpixel each patch is centred on; the channel ``"mask"``.
-    channels : sequence of str, names from ``LAYER_NAMES`` and ``"mask"``.
+    channels : sequence of str, names from ``layer_names`` and ``"mask"``.
 
     Returns
     -------
     (n, w, w, len(channels)) float32 array.
 
-    >>> model_inputs(np.ones((1, 2, 2, 8)), np.zeros((1, 2, 2)), ["red", "mask"]).shape
+    >>> model_inputs(np.ones((1, 2, 2, 2)), np.zeros((1, 2, 2)), ["red", "mask"], ("blue", "red")).shape
     (1, 2, 2, 2)
     """
-    return np.stack([masks if name == MASK_CHANNEL else patches[..., LAYER_NAMES.index(name)] for name in channels],
+    names = list(layer_names)
+    return np.stack([masks if name == MASK_CHANNEL else patches[..., names.index(name)] for name in channels],
                     axis=-1).astype(np.float32, copy=False)
 
 
@@ -174,13 +192,15 @@ def load_model(path: Path, card=None):
     return model
 
 
-def predict_superpixels(model, patches: np.ndarray, masks: np.ndarray, channels, batch_size: int = 512) -> np.ndarray:
-    """Class probabilities (n, classes) float32 of every superpixel's patch (``patches`` (n, w, w, 8), ``masks``
-    (n, w, w)), in chunks of ``PREDICT_CHUNK`` superpixels; the model sees the ``channels`` it was trained on."""
+def predict_superpixels(model, patches: np.ndarray, masks: np.ndarray, channels, layer_names,
+                        batch_size: int = 512) -> np.ndarray:
+    """Class probabilities (n, classes) float32 of every superpixel's patch (``patches`` (n, w, w, l) of the layers
+    ``layer_names``, ``masks`` (n, w, w)), in chunks of ``PREDICT_CHUNK`` superpixels; the model sees the
+    ``channels`` it was trained on."""
     chunks = []
     for start in range(0, len(patches), PREDICT_CHUNK):
         end = start + PREDICT_CHUNK
-        chunks.append(model.predict(model_inputs(patches[start:end], masks[start:end], channels),
+        chunks.append(model.predict(model_inputs(patches[start:end], masks[start:end], channels, layer_names),
                                     batch_size=batch_size, verbose=0))
         log.info("  predicted %d / %d superpixels", min(end, len(patches)), len(patches))
     return np.concatenate(chunks).astype(np.float32)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.core.vocabulary import LAYER_NAMES, UNLABELLED
+from pipeline.core.vocabulary import UNLABELLED
 
 #: Levels of the recorded quantiles: the stretch's 1 and 99 % percentiles and every 5 % between.
 QUANTILE_LEVELS = (0.01, *np.round(np.arange(0.05, 0.951, 0.05), 2).tolist(), 0.99)
@@ -29,37 +29,38 @@ MAX_OUTSIDE_SHARE = 0.10  # share of a layer's pixels outside the training stret
 MAX_CLASS_SHARE_DISTANCE = 0.35  # total variation distance between predicted and training class shares
 
 
-def layer_quantiles(preview: np.ndarray, valid: np.ndarray) -> dict:
-    """The quantiles of every layer of ``preview`` (rows, cols, 8, before the stretch) over its ``valid``
+def layer_quantiles(preview: np.ndarray, valid: np.ndarray, names) -> dict:
+    """The quantiles of every layer of ``preview`` (rows, cols, c, before the stretch; its layers ``names``) over its ``valid``
     pixels: ``{"levels": QUANTILE_LEVELS, "quantiles": {layer: [one per level]}}`` in the layers' unit; ``{}``
     if no pixel is valid.
 
-    >>> layer_quantiles(np.arange(101.0)[:, None, None].repeat(8, axis=2), np.ones((101, 1), bool))["quantiles"]["red"][:3]
+    >>> layer_quantiles(np.arange(101.0)[:, None, None], np.ones((101, 1), bool), ["red"])["quantiles"]["red"][:3]
     [1.0, 5.0, 10.0]
     """
     values = preview[valid]
     if not len(values):
         return {}
-    quantiles = np.quantile(values, QUANTILE_LEVELS, axis=0)  # (levels, 8)
+    quantiles = np.quantile(values, QUANTILE_LEVELS, axis=0)  # (levels, c)
     return {"levels": list(QUANTILE_LEVELS),
-            "quantiles": {name: quantiles[:, i].tolist() for i, name in enumerate(LAYER_NAMES)}}
+            "quantiles": {name: quantiles[:, i].tolist() for i, name in enumerate(names)}}
 
 
 def layer_shifts(model_quantiles: dict, scene_quantiles: dict, limits: dict) -> dict:
     """Per layer, ``shift``: the mean absolute difference of the scene's and the training scene's quantiles
     in training stretch ranges (0: alike; 1: apart by the whole span the CNN sees), and ``outside_share``:
     the share of the scene's pixels outside the training stretch ``limits`` (layer -> (low, high)), read off
-    its quantiles (at least 0.02, as in the training scene itself)."""
+    its quantiles (at least 0.02, as in the training scene itself); for the layers of ``limits``."""
+    names = list(limits)
     levels = np.asarray(model_quantiles["levels"])
-    model = np.array([model_quantiles["quantiles"][name] for name in LAYER_NAMES])  # (8, levels)
-    scene = np.array([scene_quantiles["quantiles"][name] for name in LAYER_NAMES])
-    lows, highs = np.array([limits[name] for name in LAYER_NAMES]).T
+    model = np.array([model_quantiles["quantiles"][name] for name in names])  # (layers, levels)
+    scene = np.array([scene_quantiles["quantiles"][name] for name in names])
+    lows, highs = np.array([limits[name] for name in names]).T
     span = np.where(highs > lows, highs - lows, 1.0)
     shift = np.abs(scene - model).mean(axis=1) / span
-    below = np.array([np.interp(low, row, levels) for low, row in zip(lows, scene)])  # 8 layers, not pixels
+    below = np.array([np.interp(low, row, levels) for low, row in zip(lows, scene)])  # layers, not pixels
     above = 1 - np.array([np.interp(high, row, levels) for high, row in zip(highs, scene)])
     return {name: {"shift": round(float(shift[i]), 4), "outside_share": round(float(below[i] + above[i]), 4)}
-            for i, name in enumerate(LAYER_NAMES)}
+            for i, name in enumerate(names)}
 
 
 def compare(card, step0_record: dict, pred_labels: np.ndarray) -> dict:

@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.core.vocabulary import LAYER_NAMES
+from pipeline.core.vocabulary import EXTRA_BANDS, LAYER_NAMES
 from pipeline.core.errors import ConfigError, InputFileError
 from pipeline.run.parameters import SEEDS, Parameters, check_value
 
@@ -285,13 +285,15 @@ def did_you_mean(word: str, candidates) -> str:
 
 
 def _check_bands(bands, config_path: Path) -> dict:
-    """Layer name -> 1-based band number or band name; roles left out are taken from a Sentinel-2 product's
-    defaults (B02, B03, B04, B08, B11) and must be given for an ordinary raster (checked in Step 0)."""
+    """Layer name -> 1-based band number or band name: the tutorial's 5 bands (roles left out are taken from a
+    Sentinel-2 product's defaults, B02, B03, B04, B08, B11, and must be given for an ordinary raster, checked in
+    Step 0) and any of the further bands ``EXTRA_BANDS`` (B05, B06, B07, B8A, B12), which become layers too."""
     if not isinstance(bands, dict):
         raise ConfigError(f"{config_path}: [bands] must map layer names to band numbers or band names")
-    unknown = [name for name in bands if name not in LAYER_NAMES]
+    known = (*LAYER_NAMES, *EXTRA_BANDS)
+    unknown = [name for name in bands if name not in known]
     if unknown:
-        raise ConfigError(f"{config_path}: unknown band name(s) {unknown} in [bands]; use {', '.join(LAYER_NAMES)}")
+        raise ConfigError(f"{config_path}: unknown band name(s) {unknown} in [bands]; use {', '.join(known)}")
     for name, band in bands.items():
         if isinstance(band, bool) or not (isinstance(band, int) and band >= 1 or isinstance(band, str) and band):
             raise ConfigError(f"{config_path}: [bands] {name} = {band!r} must be a 1-based band number or a band "

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL
+from pipeline.core.vocabulary import ALL_LAYERS, EXTRA_BANDS, LAYER_NAMES, MASK_CHANNEL
 
 #: The random seed of each concern (the split, the balanced set and training, the designed validation sample);
 #: ``seed`` under ``[run]`` in a TOML sets each that its own section does not.
@@ -60,9 +60,11 @@ class Parameters:
     batch_size: int = parameter(64, "training", "training batch size", minimum=1)
     validation_fraction: float = parameter(0.3, "training", "share of the balanced set kept for validation",
                                            minimum=0.0, maximum=0.9)
-    train_layers: tuple = parameter((*LAYER_NAMES, MASK_CHANNEL), "training",
-                                    "channels the CNN sees (band4train): layers, plus 'mask' = the superpixel's "
-                                    "own pixels", choices=(*LAYER_NAMES, MASK_CHANNEL))
+    train_layers: tuple = parameter((ALL_LAYERS,), "training",
+                                    "channels the CNN sees (band4train): layers, 'mask' = the superpixel's own "
+                                    "pixels, or 'all' = every layer of the scene and the mask (the tutorial's: its "
+                                    "8 layers and the mask)", choices=(*LAYER_NAMES, MASK_CHANNEL, *EXTRA_BANDS,
+                                                                      ALL_LAYERS))
     projector_layers: tuple = parameter(("red", "green", "blue"), "training",
                                         "3 layers of the projector's sprite images (band4projector)",
                                         choices=LAYER_NAMES, count=3)

@@ -11,6 +11,7 @@ import logging
 import numpy as np
 
 from pipeline.core import grids
+from pipeline.core.vocabulary import layer_names_of
 from pipeline.handoffs import contract, provenance
 from pipeline.inputs.sources import PreparedSources
 from pipeline.run import cli
@@ -71,7 +72,7 @@ def prepare_tiled(scene: Scene, image: PreparedSources, limits: dict, codes: np.
              None if codes is None else codes[row:row + rows, col:col + cols]) for row, col, rows, cols in windows))
         with contextlib.ExitStack() as mat_files:
             with contextlib.ExitStack() as rasters:  # closed (made final) first, so that they can be fingerprinted
-                outputs = TiledOutputs.open(out, grid, record["stamp"], rasters, mat_files,
+                outputs = TiledOutputs.open(out, grid, record["stamp"], rasters, mat_files, layer_names_of(limits),
                                             scene.class_names if scene.reference is not None else None)
                 kept = write_tiles(outputs, tiles, shape, len(windows), scene.class_names)
             contract.record_rasters(record, out, contract.STEP0_RASTERS)

@@ -13,7 +13,7 @@ import numpy as np
 import gdal_tif2rgb
 from pipeline.handoffs import contract, matfile
 from pipeline.core import grids
-from pipeline.core.vocabulary import LAYER_NAMES, NO_SUPERPIXEL
+from pipeline.core.vocabulary import NO_SUPERPIXEL
 from pipeline.run.outputs import OutputSet
 from pipeline.core import vocabulary
 
@@ -32,23 +32,25 @@ class TiledOutputs:
     write_reference: Callable
     segments_mat: matfile.MatV73
     samples_mat: matfile.MatV73
+    layer_names: tuple  # the layers of ``layers.tif`` and of the patches, in order
 
     @classmethod
     def open(cls, out: OutputSet, grid: gdal_tif2rgb.Grid, run: str, raster_stack: contextlib.ExitStack,
-             mat_stack: contextlib.ExitStack, class_names=None) -> "TiledOutputs":
+             mat_stack: contextlib.ExitStack, layer_names: tuple, class_names=None) -> "TiledOutputs":
         """The writers of ``out``'s files on ``grid``, the rasters entered on ``raster_stack``, the MATLAB files
-        on ``mat_stack``; the rasters carry the Step 0 ``run``. ``class_names`` are those of ``reference.tif``,
+        on ``mat_stack``; the rasters carry the Step 0 ``run``; the layers are ``layer_names``. ``class_names`` are those of ``reference.tif``,
         or None for a scene without a reference (its blocks are then dropped)."""
         def raster(handoff, **style):
             return raster_stack.enter_context(contract.raster_writer(handoff, out.staging, grid, run, **style))
 
         return cls(
-            write_layers=raster(contract.LAYERS), write_segments=raster(contract.SEGMENTS_RASTER),
+            write_layers=raster(contract.layers_raster(layer_names)), write_segments=raster(contract.SEGMENTS_RASTER),
             write_reference=raster(contract.REFERENCE, **contract.class_style(class_names))
             if class_names is not None else lambda block, row, col: None,
             segments_mat=mat_stack.enter_context(matfile.mat_v73_writer(contract.SEGMENTS.path(out.staging))),
             samples_mat=mat_stack.enter_context(matfile.mat_v73_writer(contract.SAMPLES.path(out.staging),
-                                                                       contract.SAMPLES.compressed)))
+                                                                       contract.SAMPLES.compressed)),
+            layer_names=tuple(layer_names))
 
 
 def write_tiles(outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int, class_names) -> dict:
@@ -81,6 +83,6 @@ def write_tiles(outputs: TiledOutputs, tiles, shape: tuple, n_tiles: int, class_
     outputs.samples_mat.put(contract.PATCH_SCALE, contract.encoded(contract.SAMPLES, contract.PATCH_SCALE,
                                                                    vocabulary.UNIT_SCALE))
     outputs.samples_mat.put("class_names", np.array(class_names))
-    outputs.samples_mat.put("layer_names", np.array(LAYER_NAMES))
+    outputs.samples_mat.put("layer_names", np.array(outputs.layer_names))
     return {**{key: np.concatenate(values) for key, values in kept.items()}, "invalid": invalid,
             "segments_preview": segments_preview}

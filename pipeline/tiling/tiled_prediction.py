@@ -27,19 +27,21 @@ def _worker_model(path: str, modified: float):
     return load_model(Path(path))
 
 
-def predict_rows(model_path: Path, samples_path: Path, start: int, stop: int, channels) -> np.ndarray:
-    """Class probabilities (stop - start, classes) of superpixels ``start:stop``, whose patches and masks are
-    read from the ``samples_labels.mat`` at ``samples_path``; the model sees the ``channels`` it was trained on."""
+def predict_rows(model_path: Path, samples_path: Path, start: int, stop: int, channels, layer_names) -> np.ndarray:
+    """Class probabilities (stop - start, classes) of superpixels ``start:stop``, whose patches (of the layers
+    ``layer_names``) and masks are read from the ``samples_labels.mat`` at ``samples_path``; the model sees the
+    ``channels`` it was trained on."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     model = _worker_model(str(model_path), os.path.getmtime(model_path))
     rows = contract.load_rows(contract.SAMPLES, samples_path.parent, ["samples", "masks"], slice(start, stop))
-    return model.predict(model_inputs(rows["samples"], rows["masks"], channels), batch_size=512, verbose=0)
+    return model.predict(model_inputs(rows["samples"], rows["masks"], channels, layer_names), batch_size=512, verbose=0)
 
 
-def predict_on_cluster(workdir: Path, model_path: Path, client, n: int, channels) -> np.ndarray:
+def predict_on_cluster(workdir: Path, model_path: Path, client, n: int, channels, layer_names) -> np.ndarray:
     """Probabilities (n, classes) float32 of all ``n`` superpixels of the Step 0 run in ``workdir``, by the model
     saved at ``model_path``, in chunks of ``PREDICT_CHUNK`` superpixels on the Dask ``client``'s cluster."""
-    chunks = [(model_path, contract.SAMPLES.path(workdir), start, min(start + PREDICT_CHUNK, n), channels)
+    chunks = [(model_path, contract.SAMPLES.path(workdir), start, min(start + PREDICT_CHUNK, n), channels,
+               layer_names)
               for start in range(0, n, PREDICT_CHUNK)]
     parts = []
     for part in cluster.map_in_order(client, predict_rows, chunks):

@@ -22,7 +22,7 @@ from pipeline.assessment.area_estimates import (AGRESTI_CAFFO_2000, AGRESTI_COUL
 from pipeline.core import grids
 from pipeline.core.errors import InputDataError
 from pipeline.core.grids import paint_map
-from pipeline.core.vocabulary import SPECTRAL_BANDS, STEP0, STEP2, TEST, UNLABELLED
+from pipeline.core.vocabulary import LAYER_NAMES, SPECTRAL_BANDS, STEP0, STEP2, TEST, UNLABELLED
 from pipeline.handoffs import contract
 from pipeline.inputs import point_files
 from pipeline.run import cli, files
@@ -94,7 +94,7 @@ def read_hand_offs(scene: Scene) -> HandOffs:
     ``layers.tif``. The rasters are read window by window (:func:`reader`)."""
     step0, _ = contract.load_step0(scene, ["labels", "split", "centroids"], with_segments=False)
     record = step0[contract.PROVENANCE]
-    grid = contract.raster_grid(contract.LAYERS, scene.workdir, record)
+    grid = contract.raster_grid(contract.layers_raster(contract.layer_names_of_run(record)), scene.workdir, record)
     pred_labels, prediction = contract.load_pred_labels(scene, record["run"], len(step0["labels"]))
     has_reference = record["inputs"]["reference"] is not None
     for handoff, provenance in ((contract.SEGMENTS_RASTER, record), (contract.PRED_MAP_RASTER, prediction),
@@ -105,7 +105,7 @@ def read_hand_offs(scene: Scene) -> HandOffs:
                                  f"{grid.cols} x {grid.rows}; rerun {handoff.made_by}")
     split, balanced_index = step0["split"], None
     if prediction.get("step1_run") is not None:  # trained here: the forest baseline uses the same balanced set
-        balanced = contract.load_balanced(scene, ["labels"], record["run"])
+        balanced = contract.load_balanced(scene, ["labels"], record)
         if balanced[contract.PROVENANCE]["run"] != prediction["step1_run"]:
             raise InputDataError(f"{contract.PRED_LABELS.path(scene.workdir)}: predicted by a model trained on "
                                  f"another balanced set than the one in {scene.workdir}; rerun {STEP2}")
@@ -169,7 +169,7 @@ def image_reader(scene: Scene, hand_offs: HandOffs):
 
     def read(window):
         data, _, valid = gdal_tif2rgb.read_bands(path, list(range(1, count + 1)), np.float32, window)
-        indices = build_layers({role: data[number - 1] for role, number in roles.items()}, valid)[..., len(SPECTRAL_BANDS):]
+        indices = build_layers({role: data[number - 1] for role, number in roles.items()}, valid)[..., len(SPECTRAL_BANDS):len(LAYER_NAMES)]
         return np.concatenate([np.moveaxis(data, 0, -1), indices], axis=-1)
 
     return read

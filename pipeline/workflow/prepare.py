@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.core import grids, vocabulary
 from pipeline.core.errors import ConfigError, InputDataError
-from pipeline.core.vocabulary import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS
+from pipeline.core.vocabulary import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS, layer_names_of
 from pipeline.handoffs import contract, model_card, provenance
 from pipeline.handoffs.fingerprints import fingerprint
 from pipeline.inputs import sources
@@ -148,14 +148,15 @@ def inputs_on_work_grid(run: Step0Run) -> WorkGridInputs:
                                      scene.reference_field)
     with cli.timed("checksums of the image and reference (beside the image on the work grid)", run.timings):
         record = run.provenance.result()
-    record["stretch"] = stretch_from_model(scene, image.unit)
+    record["stretch"] = stretch_from_model(scene, image.unit, layer_names_of(image.bands))
     return WorkGridInputs(image, with_reference, record)
 
 
-def stretch_from_model(scene: Scene, unit: str) -> dict:
-    """The stretch of the scene, whose image values are in ``unit``: the limits of the training scene of the
+def stretch_from_model(scene: Scene, unit: str, layer_names: tuple) -> dict:
+    """The stretch of the scene, whose image values are in ``unit`` and whose layers are ``layer_names``: the limits of the training scene of the
     model ``scene.stretch_from`` (so a model sees its inputs scaled as in training), or None to take them from
-    this scene. A model whose limits are in another unit, or in an unrecorded one, is refused."""
+    this scene. A model whose limits are in another unit, or in an unrecorded one, or that lacks a layer of the
+    scene, is refused."""
     if scene.stretch_from is None:
         return {"limits": None, "from_model_run": None, "unit": unit}
     card = model_card.read(scene.stretch_from)
@@ -163,20 +164,24 @@ def stretch_from_model(scene: Scene, unit: str) -> dict:
         raise InputDataError(f"{scene.stretch_from}: its stretch limits are in {card.stretch_unit}, this scene's "
                              f"image values in {unit}; give a scene of the model's kind of image, or train a model "
                              f"on this kind with {vocabulary.STEP2}")
+    missing = [name for name in layer_names if name not in card.stretch_limits]
+    if missing:
+        raise InputDataError(f"{scene.stretch_from}: the model was trained without the layer(s) {', '.join(missing)} "
+                             f"this scene names in [bands]; leave them out of [bands] of {scene.config_path.name}")
     log.info("stretching with the limits of the model %s trained on scene %s", scene.stretch_from, card.scene)
-    return {"limits": {name: tuple(card.stretch_limits[name]) for name in LAYER_NAMES},
+    return {"limits": {name: tuple(card.stretch_limits[name]) for name in layer_names},
             "from_model_run": card.model_run, "from_model": str(scene.stretch_from), "unit": unit}
 
 
 def record_stretch(scene: Scene, record: dict, limits: dict, preview: np.ndarray, preview_valid: np.ndarray) -> None:
     """Record in ``record["stretch"]`` the ``limits`` that stretched the layers and the quantiles of the layers
-    before the stretch (of their ``preview``, (rows', cols', 8), over ``preview_valid``), to compare scenes with
+    before the stretch (of their ``preview``, (rows', cols', c), over ``preview_valid``), to compare scenes with
     (``pipeline/model/scene_shift.py``), then the ``stamp`` the rasters carry; limits of a model
     (``scene.stretch_from``) must fit the scene."""
     if scene.stretch_from:
         check_limits_fit(preview, preview_valid, limits, scene.stretch_from)
     record["stretch"]["limits"] = limits
-    record["stretch"]["layer_quantiles"] = scene_shift.layer_quantiles(preview, preview_valid)
+    record["stretch"]["layer_quantiles"] = scene_shift.layer_quantiles(preview, preview_valid, layer_names_of(limits))
     provenance.stamp_step0(record)
 
 
@@ -237,7 +242,7 @@ def prepare_whole_scene(run: Step0Run, inputs: WorkGridInputs) -> PreparedScene:
             segments_saved = background.submit(contract.save, contract.SEGMENTS, run.out.staging,
                                                {"segments": segments, contract.PROVENANCE: inputs.record})
             contract.save(contract.SAMPLES, run.out.staging, {
-                **sampled, "class_names": run.scene.class_names, "layer_names": LAYER_NAMES,
+                **sampled, "class_names": run.scene.class_names, "layer_names": layer_names_of(stretched.limits),
                 contract.PROVENANCE: inputs.record})
             segments_saved.result()
     stride = grids.display_stride(*valid.shape)
@@ -256,7 +261,8 @@ def write_quicklooks_and_rasters(run: Step0Run, inputs: WorkGridInputs, stretche
         quicklooks.write_quicklooks(run.out, stretched.preview, stretched.preview_steps, stretched.limits,
                                     stretched.preview_valid, valid.shape)
     with cli.timed("write layers and reference (alongside SLIC and the sampling)", run.timings):
-        contract.write_raster(contract.LAYERS, run.out.staging, stretched.steps, grid, run_id)
+        contract.write_raster(contract.layers_raster(layer_names_of(stretched.limits)), run.out.staging,
+                              stretched.steps, grid, run_id)
         if scene.reference is not None:
             contract.write_raster(contract.REFERENCE, run.out.staging, codes, grid, run_id,
                                   **contract.class_style(scene.class_names))

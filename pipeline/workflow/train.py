@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.core import grids
 from pipeline.core.errors import InputDataError
-from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL, STEP0, STEP2, UNLABELLED
+from pipeline.core.vocabulary import MASK_CHANNEL, STEP0, STEP2, UNLABELLED
 from pipeline.handoffs import contract, model_card, provenance, settings
 from pipeline.handoffs.model_card import ModelCard
 from pipeline.model import cnn, prediction_maps, scene_shift, training_logs
@@ -69,14 +69,14 @@ class Classifier:
 
 # --- 3. Training the CNN on the balanced set ----------------------------------------------------------------
 
-def train_cnn(scene: Scene, out: OutputSet, balanced: dict, run_dir: Path, timings: dict):
-    """Train the CNN on Step 1's ``balanced`` set (its patches are under the hand-off key ``images``), save
+def train_cnn(scene: Scene, out: OutputSet, balanced: dict, channels: tuple, run_dir: Path, timings: dict):
+    """Train the CNN on the ``channels`` of Step 1's ``balanced`` set (its patches are under the hand-off key ``images``), save
     ``model.keras`` and the learning curve into ``out``, and write the TensorBoard run (scalars, graph,
     histograms, projector) into ``run_dir``. Returns the model and its history (metric name -> one value per
     epoch)."""
     p = scene.params
-    patches, masks = balanced["images"], balanced["masks"]
-    network_input = cnn.model_inputs(patches, masks, p.train_layers)
+    patches, masks, layer_names = balanced["images"], balanced["masks"], tuple(balanced["layer_names"])
+    network_input = cnn.model_inputs(patches, masks, channels, layer_names)
     with cli.timed(f"training ({p.epochs} epochs)", timings), training_logs.run_writes(run_dir):
         model, history = cnn.train_model(network_input, balanced["labels"], balanced["index"], len(scene.classes),
                                          p, run_dir)
@@ -95,10 +95,12 @@ def train_cnn(scene: Scene, out: OutputSet, balanced: dict, run_dir: Path, timin
 def check_model_fits(card: ModelCard, model_path: Path, scene: Scene, step0: dict) -> None:
     """Refuse, in one line, a model whose classes, layers, channels or patch width this scene cannot provide."""
     step0_width = step0[contract.PROVENANCE]["parameters"]["patch_width"]
-    unknown = [name for name in card.train_layers if name not in (*LAYER_NAMES, MASK_CHANNEL)]
-    if unknown or card.layer_names != LAYER_NAMES:
+    layer_names = tuple(step0["layer_names"])
+    unknown = [name for name in card.train_layers if name not in (*layer_names, MASK_CHANNEL)]
+    if unknown or tuple(card.layer_names) != layer_names:
         raise InputDataError(f"{model_path}: the model needs layer(s) {unknown or list(card.layer_names)} that this "
-                             f"scene's patches do not have (layers: {', '.join(LAYER_NAMES)}, {MASK_CHANNEL})")
+                             f"scene's patches do not have (layers: {', '.join(layer_names)}, {MASK_CHANNEL}); "
+                             f"name the same bands in [bands] as its training scene")
     if card.patch_width != step0_width:
         raise InputDataError(f"{model_path}: the model takes {card.patch_width} px patches, this scene's are "
                              f"{step0_width} px; rerun {STEP0} with --patch-width {card.patch_width}")
@@ -126,10 +128,11 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: Classifier, client
     with cli.timed(f"predict {n} superpixels", timings):
         if client is not None:
             probabilities = tiled_prediction.predict_on_cluster(scene.workdir, classifier.path, client, n,
-                                                                classifier.channels)
+                                                                classifier.channels, classifier.card.layer_names)
         else:
             patches, masks = step0_patches(scene)
-            probabilities = cnn.predict_superpixels(classifier.model, patches, masks, classifier.channels)
+            probabilities = cnn.predict_superpixels(classifier.model, patches, masks, classifier.channels,
+                                                    classifier.card.layer_names)
             del patches, masks
     if classifier.prior_shares is not None:
         probabilities = cnn.correct_priors(probabilities, classifier.prior_shares)
@@ -167,7 +170,8 @@ def read_step0(scene: Scene) -> dict:
     the scene. A tiled run paints from ``segments.tif`` window by window, so it reads no whole segments."""
     tiled = bool(scene.params.tile_size)
     step0, segments = contract.load_step0(scene, ["labels", "split"], with_segments=not tiled)
-    grid = contract.raster_grid(contract.LAYERS, scene.workdir, step0[contract.PROVENANCE])
+    grid = contract.raster_grid(contract.layers_raster(contract.layer_names_of_run(step0[contract.PROVENANCE])),
+                                scene.workdir, step0[contract.PROVENANCE])
     if tiled:  # checked before the work, though it is read only when the map is painted
         contract.raster_grid(contract.SEGMENTS_RASTER, scene.workdir, step0[contract.PROVENANCE])
     if segments is not None and segments.shape != (grid.rows, grid.cols):
@@ -191,14 +195,16 @@ def train_and_map(scene: Scene, runs_dir: Path, scheduler: str | None, workers: 
     with open_outputs(scene.workdir, OUTPUTS, input_files) as out:
         with cli.timed("read Step 0 and Step 1 outputs", timings):
             step0 = read_step0(scene)
-            balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE]["run"])
+            balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE])
         cnn.check_validation_split(balanced["index"], p.validation_fraction)
         record = provenance.new_run(STEP2, scene, step0_run=step0[contract.PROVENANCE]["run"],
                                     step1_run=balanced[contract.PROVENANCE]["run"], parameters=p.as_dict())
-        card = model_card.from_training(scene, step0[contract.PROVENANCE],
+        layer_names = tuple(step0["layer_names"])
+        channels = cnn.network_channels(p.train_layers, layer_names, scene.config_path)
+        card = model_card.from_training(scene, step0[contract.PROVENANCE], layer_names, channels,
                                         contract.train_labels(step0["labels"], step0["split"]), record)
         run_dir = out.new_folder(Path(runs_dir) / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        trained, history = train_cnn(scene, out, balanced, run_dir, timings)
+        trained, history = train_cnn(scene, out, balanced, card.train_layers, run_dir, timings)
         card.write(out.path(contract.MODEL_CARD))
         for name in (contract.MODEL_FILE, contract.MODEL_CARD):  # the model travels with its TensorBoard run too
             shutil.copy2(out.path(name), run_dir / name)

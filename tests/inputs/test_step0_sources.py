@@ -57,7 +57,9 @@ def test_product_through_step0(tmp_path, crop_scene, crop_files, level, zipped):
     assert not list((result["work"] / "sources").glob("reference*"))  # the codes are written once: reference.tif
     prepared = pathlib.Path(result["run"]["sources"]["prepared_image"])
     assert prepared.parent == result["work"] / "sources" and prepared.is_file()  # the final path, not the staged one
-    assert result["run"]["sources"]["prepared_bands"]["blue"] == 1 and stack.RasterCount == 5  # Step 3's forest reads them
+    bands = result["run"]["sources"]["prepared_bands"]
+    assert bands["blue"] == 1 and stack.RasterCount == 6  # Step 3's forest reads them
+    assert bands["swir2"] == 6  # the product's B12 file: a further layer by default
     assert ".staging-" not in (result["work"] / "run.json").read_text()
 
 

@@ -39,7 +39,7 @@ class TestLayers:
     def test_stretch_maps_1st_and_99th_percentiles_to_0_and_1(self):
         values = np.random.default_rng(0).normal(100, 20, size=(200, 300)).astype(np.float32)
         layers = np.repeat(values[..., None], 8, axis=2)
-        limits = stretch_limits(layers, np.ones(values.shape, bool))
+        limits = stretch_limits(layers, np.ones(values.shape, bool), LAYER_NAMES)
         layers = apply_stretch(layers, limits, np.ones(values.shape, bool))
         low, high = np.percentile(values, [1, 99])
         assert limits["red"] == pytest.approx((low, high), rel=1e-5)
@@ -51,7 +51,7 @@ class TestLayers:
         values = np.arange(100, dtype=np.float32).reshape(10, 10)
         valid = values < 50
         layers = np.repeat(values[..., None], 8, axis=2)
-        limits = stretch_limits(layers, valid)
+        limits = stretch_limits(layers, valid, LAYER_NAMES)
         layers = apply_stretch(layers, limits, valid)
         assert limits["blue"][1] < 50 and (layers[~valid] == 0).all()
 

@@ -1,0 +1,180 @@
+"""Map quality and cost of the classifiers on a scene already through Steps 0 and 1: the CNN with the tutorial's
+channels and with every layer of the scene, each trained with several training seeds (the split and the balanced
+set fixed), against the superpixel random forest (Step 3's baseline) and a pixel random forest.
+
+Every figure is scored as Step 3 scores the map, on the held-out test blocks of Step 0's spatial split:
+
+- pixel OA: the labelled reference pixels of the test superpixels, each given its superpixel's predicted class
+  (Step 3's ``pixel_test``; the pixel forest classifies the pixels themselves);
+- superpixel OA: the test superpixels against their majority reference label (``superpixel_test``).
+
+The CNN's probabilities are weighted by the training superpixels' class shares, as Step 2 does with
+``prior_correction``. Seconds are wall time on this machine (training only).
+
+Run on a prepared work folder, e.g.::
+
+    .venv/bin/python benchmarks/compare_classifiers.py --config data/aberystwyth.toml --workdir data/aberystwyth
+
+Prints a Markdown table (mean and spread over the seeds) and writes ``compare_classifiers.json`` in the work folder.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipeline.assessment import accuracy  # noqa: E402
+from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL, TEST, TRAIN, UNLABELLED  # noqa: E402
+from pipeline.handoffs import contract  # noqa: E402
+from pipeline.model import cnn  # noqa: E402
+from pipeline.run.config import load_scene  # noqa: E402
+from pipeline.segmentation.layers import build_layers  # noqa: E402
+
+#: The CNN's channel configurations compared: the tutorial's 8 layers and the mask, and every layer of the scene.
+CONFIGURATIONS = {"tutorial": (*LAYER_NAMES, MASK_CHANNEL), "all layers": ("all",)}
+#: Reference pixels the pixel random forest is trained on, drawn from the training superpixels.
+PIXEL_FOREST_PIXELS = 50_000
+
+
+class HeldOut:
+    """The test superpixels of a work folder and their reference pixels by class, to score per-superpixel classes."""
+
+    def __init__(self, segments: np.ndarray, codes: np.ndarray, labels: np.ndarray, split: np.ndarray, k: int):
+        n = len(labels)
+        scored = (segments >= 0) & (codes < k)
+        self.by_class = np.bincount(segments[scored].astype(np.int64) * k + codes[scored],
+                                    minlength=n * k).reshape(n, k)
+        self.test = np.flatnonzero((split == TEST) & (labels != UNLABELLED))
+        self.labels = labels
+
+    def scores(self, predicted: np.ndarray) -> dict:
+        """Pixel and superpixel OA of the classes ``predicted`` (one per test superpixel)."""
+        pixels = self.by_class[self.test]
+        return {"pixel": float(pixels[np.arange(len(pixels)), predicted].sum() / pixels.sum()),
+                "superpixel": float(np.mean(predicted == self.labels[self.test]))}
+
+
+def image_bands(workdir: Path) -> np.ndarray:
+    """Every band of the image Step 0 prepared, then NDVI, NDWI and NDBI: float32 (rows, cols, bands + 3)."""
+    from osgeo import gdal
+
+    sources = json.loads((workdir / "run.json").read_text())["steps"]["Step0_Data_Preparation"]["sources"]
+    data = gdal.Open(sources["prepared_image"]).ReadAsArray().astype(np.float32)
+    roles = sources["prepared_bands"]
+    indices = build_layers({role: data[number - 1] for role, number in roles.items()},
+                           np.ones(data.shape[1:], bool))[..., 5:len(LAYER_NAMES)]
+    return np.concatenate([np.moveaxis(data, 0, -1), indices], axis=-1)
+
+
+def forests(bands: np.ndarray, segments: np.ndarray, codes: np.ndarray, held: HeldOut, trained: np.ndarray,
+            split: np.ndarray, seeds, k: int) -> dict:
+    """Scores of the superpixel random forest (Step 3's baseline) and of a pixel random forest for each seed."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    features, _ = accuracy.superpixel_features([(bands, segments)], len(held.labels))
+    in_training = np.zeros(len(held.labels) + 1, bool)
+    in_training[np.flatnonzero(split == TRAIN) + 1] = True
+    candidates = np.flatnonzero(in_training[segments.ravel() + 1] & (codes.ravel() < k))
+    test_pixels = np.isin(segments.ravel(), held.test) & (codes.ravel() < k)
+    flat = bands.reshape(-1, bands.shape[-1])
+    result = {"superpixel forest": [], "pixel forest": []}
+    for seed in seeds:
+        start = time.perf_counter()
+        predicted = accuracy.random_forest_predictions(features, trained, held.labels[trained], seed)
+        result["superpixel forest"].append({**held.scores(predicted[held.test]),
+                                            "seconds": time.perf_counter() - start})
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(candidates, size=min(PIXEL_FOREST_PIXELS, len(candidates)), replace=False)
+        start = time.perf_counter()
+        forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1)
+        forest.fit(flat[chosen], codes.ravel()[chosen])
+        pixel_classes = forest.predict(flat[test_pixels])
+        result["pixel forest"].append({"pixel": float(np.mean(pixel_classes == codes.ravel()[test_pixels])),
+                                       "superpixel": None, "seconds": time.perf_counter() - start})
+    return result
+
+
+def cnns(scene, workdir: Path, held: HeldOut, split: np.ndarray, seeds, configurations) -> dict:
+    """Scores and training seconds of the CNN with each channel configuration and training seed (``split``: Step
+    0's split code of each superpixel; the training superpixels' class shares weight the probabilities)."""
+    step0 = contract.load(contract.SAMPLES, workdir, ["samples", "masks", "layer_names"])
+    layer_names = tuple(step0["layer_names"])
+    balanced = contract.load(contract.BALANCED, workdir, ["index", "labels"], per_class=scene.params.per_class)
+    shares = np.bincount(contract.train_labels(held.labels, split), minlength=len(scene.classes))
+    shares = shares / shares.sum()
+    result = {}
+    for name in configurations:
+        channels = cnn.network_channels(CONFIGURATIONS[name], layer_names, "compare_classifiers")
+        network_input = cnn.model_inputs(step0["samples"][balanced["index"]], step0["masks"][balanced["index"]],
+                                         channels, layer_names)
+        test_input = cnn.model_inputs(step0["samples"][held.test], step0["masks"][held.test], channels, layer_names)
+        result[f"CNN, {name}"] = runs = []
+        for seed in seeds:
+            params = dataclasses.replace(scene.params, training_seed=seed)
+            start = time.perf_counter()
+            model, history = cnn.train_model(network_input, balanced["labels"], balanced["index"],
+                                             len(scene.classes), params, Path(tempfile.mkdtemp()))
+            seconds = time.perf_counter() - start
+            probabilities = cnn.correct_priors(model.predict(test_input, batch_size=512, verbose=0), shares)
+            runs.append({**held.scores(probabilities.argmax(axis=1)), "seconds": seconds,
+                         "seconds_per_epoch": seconds / len(history["loss"]), "channels": len(channels)})
+            print(name, seed, runs[-1], flush=True)
+    return result
+
+
+def summary(results: dict) -> str:
+    """A Markdown table: mean +/- spread (half the range) over the seeds of each classifier's scores and time."""
+    def cell(runs, key, scale=100.0, digits=1):
+        values = [run[key] for run in runs if run.get(key) is not None]
+        if not values:
+            return "-"
+        mean, half = np.mean(values) * scale, (max(values) - min(values)) / 2 * scale
+        return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+    lines = ["| classifier | pixel OA (%) | superpixel OA (%) | training s |", "|---|---|---|---|"]
+    for name, runs in results.items():
+        lines.append(f"| {name} | {cell(runs, 'pixel')} | {cell(runs, 'superpixel')} | "
+                     f"{cell(runs, 'seconds', 1.0, 0)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, required=True, help="the scene's TOML")
+    parser.add_argument("--workdir", type=Path, required=True, help="its work folder, through Steps 0 and 1")
+    parser.add_argument("--seeds", default="1,2,3", help="training seeds, comma-separated (default 1,2,3)")
+    parser.add_argument("--configurations", default=",".join(CONFIGURATIONS),
+                        help=f"CNN channel configurations, comma-separated, of: {', '.join(CONFIGURATIONS)}")
+    args = parser.parse_args(argv)
+    scene = load_scene(args.config, args.workdir)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    samples = contract.load(contract.SAMPLES, args.workdir, ["labels", "split"])
+    segments = contract.load(contract.SEGMENTS, args.workdir, ["segments"])["segments"]
+    from osgeo import gdal
+    codes = gdal.Open(str(contract.REFERENCE.path(args.workdir))).ReadAsArray()
+    k = len(scene.classes)
+    held = HeldOut(segments, codes, samples["labels"], samples["split"], k)
+    trained = np.unique(contract.load(contract.BALANCED, args.workdir, ["index"],
+                                      per_class=scene.params.per_class)["index"])
+    results = forests(image_bands(args.workdir), segments, codes, held, trained, samples["split"], seeds, k)
+    results.update(cnns(scene, args.workdir, held, samples["split"], seeds, args.configurations.split(",")))
+    ceiling = held.scores(held.by_class[held.test].argmax(axis=1))["pixel"]
+    (args.workdir / "compare_classifiers.json").write_text(json.dumps(
+        {"scene": scene.name, "seeds": seeds, "segmentation_ceiling_pixel": ceiling, "results": results}, indent=1))
+    print(f"{scene.name}: {len(held.test)} test superpixels; segmentation ceiling (pixel OA) {100 * ceiling:.1f} %")
+    print(summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
