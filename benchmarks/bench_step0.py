@@ -11,7 +11,9 @@ in this process times, on Step 0's own outputs:
 - painting the map with one lookup (best of 3) against the tutorial's loop of ``np.isin`` over the classes;
 - masking and compositing: the image on the work grid masked by a cloud raster, one date against three (the cost
   of each extra date of a composite);
-- Step 2: prediction over every superpixel (samples per second) and one training epoch of a balanced set.
+- Step 0 once more with the further bands the demo names (13 layers instead of 8): its wall time and memory;
+- Step 2: prediction over every superpixel (samples per second), one training epoch of a balanced set and a model
+  (the demo's epochs), for the tutorial's channels (8 layers and the mask) and for every layer (13 and the mask).
 
 - masked Step 0: the scene with a painted cloud mask over about a third of it, against the same scene unmasked
   run just before (median ratio over ``--pairs``; issue 31's bar: at most 2);
@@ -44,8 +46,13 @@ from pipeline.segmentation import superpixels
 from pipeline.core.grids import paint_map
 from pipeline.segmentation.layers import select_layers
 from pipeline.segmentation.sampling import class_counts, extract_patches, majority_labels
+from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL
 from pipeline.inputs.reference import class_codes
-from tutorial_scene import build_scene
+from pipeline.run.config import DEFAULT_CONFIG, load_scene
+from tutorial_scene import build_scene, scene_config
+
+#: ``train_layers`` of the tutorial's input: its 8 layers and the mask channel (the default before issue 34).
+TUTORIAL_CHANNELS = (*LAYER_NAMES, MASK_CHANNEL)
 
 
 def run_step0(config: Path, workdir: Path) -> dict:
@@ -64,8 +71,6 @@ def composite_cost(folder: Path, config: Path, repeats: int = 2) -> dict:
     """Seconds to bring the scene's image onto the work grid masked (a mask raster of painted clouds), for one
     date and for three (the same image under three names), best of ``repeats``: the cost of each extra date."""
     from pipeline.inputs import sources
-    from pipeline.run.config import load_scene
-
     scene = load_scene(config)
     grid = gdal_tif2rgb.read_layout(scene.image)[0]
     clouds = np.zeros((grid.rows, grid.cols), np.uint8)
@@ -94,8 +99,6 @@ def masked_scene(folder: Path, config: Path) -> Path:
     """The scene of ``config`` with a cloud ``mask`` raster over a quarter to a third of it: a disk cut by the top-left
     corner, a band across the whole scene and scattered small clouds (the masks that made scikit-image's masked
     SLIC 45-60x slower); returns its TOML."""
-    from pipeline.run.config import load_scene
-
     grid = gdal_tif2rgb.read_layout(load_scene(config).image)[0]
     rows, cols = np.ogrid[:grid.rows, :grid.cols]
     clouds = (rows ** 2 + cols ** 2 < (0.4 * grid.rows) ** 2) | ((rows > 0.6 * grid.rows) & (rows < 0.7 * grid.rows))
@@ -205,30 +208,32 @@ def painting_speed(pred_labels: np.ndarray, segments: np.ndarray, n_classes: int
     return {"ours_s": round(ours, 4), "tutorial_s": round(tutorial_s, 3), "speedup": round(tutorial_s / ours)}
 
 
-def step2_throughput(samples: np.ndarray, masks: np.ndarray, train_samples: int, seed: int) -> dict:
-    """Prediction rate over all superpixels and one training epoch's time (tutorial CNN, default channels of the
-    tutorial's 8 layers)."""
+def step2_throughput(workdir: Path, train_layers, train_samples: int, epochs: int, seed: int) -> dict:
+    """Prediction rate over all superpixels of the Step 0 run in ``workdir``, one training epoch's time and a
+    model's (``epochs`` of them), for the tutorial CNN seeing ``train_layers`` (the parameter's value)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pipeline.core.vocabulary import LAYER_NAMES
     from pipeline.model import cnn
-    from pipeline.run.config import Parameters
 
-    channels = cnn.network_channels(Parameters().train_layers, LAYER_NAMES, "bench")
+    step0 = contract.load(contract.SAMPLES, workdir, ["samples", "masks", "layer_names"])
+    samples, masks, layer_names = step0["samples"], step0["masks"], tuple(step0["layer_names"])
+    channels = cnn.network_channels(train_layers, layer_names, "bench")
     model = cnn.build_cnn((*samples.shape[1:3], len(channels)), 4)
-    model.predict(cnn.model_inputs(samples[:64], masks[:64], channels, LAYER_NAMES), verbose=0)  # build and warm up
+    model.predict(cnn.model_inputs(samples[:64], masks[:64], channels, layer_names), verbose=0)  # build, warm up
     start = time.perf_counter()
-    cnn.predict_superpixels(model, samples, masks, channels, LAYER_NAMES)
+    cnn.predict_superpixels(model, samples, masks, channels, layer_names)
     predict_s = time.perf_counter() - start
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(samples), size=min(train_samples, len(samples)), replace=False)
     labels = rng.integers(0, 4, size=len(chosen))
-    batches = cnn.training_batches(cnn.model_inputs(samples[chosen], masks[chosen], channels, LAYER_NAMES), labels, 64,
-                                     True, rng)
+    batches = cnn.training_batches(cnn.model_inputs(samples[chosen], masks[chosen], channels, layer_names), labels,
+                                   64, True, rng)
     model.fit(batches, epochs=1, verbose=0, steps_per_epoch=2)  # warm up
     start = time.perf_counter()
     model.fit(batches, epochs=1, verbose=0)
-    return {"predict_samples_per_s": round(len(samples) / predict_s), "predict_s": round(predict_s, 2),
-            "epoch_s": round(time.perf_counter() - start, 2), "epoch_samples": len(chosen)}
+    epoch_s = time.perf_counter() - start
+    return {"channels": len(channels), "predict_samples_per_s": round(len(samples) / predict_s),
+            "predict_s": round(predict_s, 2), "epoch_s": round(epoch_s, 2), "epoch_samples": len(chosen),
+            "model_s": round(epoch_s * epochs, 1), "epochs": epochs}
 
 
 def main(argv=None) -> int:
@@ -248,7 +253,8 @@ def main(argv=None) -> int:
 
     folder = args.folder / f"tutorial_{args.size}"
     print(f"building a {args.size} x {args.size} px scene from the demo scene in {folder} ...", flush=True)
-    config = build_scene(folder, args.size, f"[superpixels]\nn_segments = {args.n_segments}\n")
+    settings = f"[superpixels]\nn_segments = {args.n_segments}\n"
+    config = build_scene(folder, args.size, settings)
     workdir = folder / "work"
     print("Step 0 end to end ...", flush=True)
     results = {"scene_px": [args.size, args.size], "cpus": os.cpu_count(), "step0": run_step0(config, workdir)}
@@ -281,9 +287,14 @@ def main(argv=None) -> int:
     results["painting"] = painting_speed(np.random.default_rng(0).integers(0, 4, size=n).astype(np.uint8), segments)
     print("masked image and a 3-date composite ...", flush=True)
     results["composite"] = composite_cost(folder, config)
-    print("Step 2: prediction throughput and a training epoch ...", flush=True)
-    step0_out = contract.load(contract.SAMPLES, workdir, ["samples", "masks"])
-    results["step2"] = step2_throughput(step0_out["samples"], step0_out["masks"], args.train_samples, 0)
+    print("Step 0 with the further bands the demo names (13 layers) ...", flush=True)
+    further = folder / "work_further_bands"
+    results["step0_further_bands"] = run_step0(scene_config(folder, settings, further_bands=True), further)
+    epochs = load_scene(DEFAULT_CONFIG).params.epochs
+    print("Step 2: prediction throughput, a training epoch and a model, tutorial channels and every layer ...",
+          flush=True)
+    results["step2"] = {"tutorial": step2_throughput(workdir, TUTORIAL_CHANNELS, args.train_samples, epochs, 0),
+                        "every layer": step2_throughput(further, ("all",), args.train_samples, epochs, 0)}
 
     print_table(results)
     args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
@@ -315,8 +326,13 @@ def print_table(results: dict) -> None:
              ("masked image, one date", f"{results['composite']['one_date_s']} s"),
              ("masked composite, three dates", f"{results['composite']['three_dates_s']} s "
                                                f"({results['composite']['per_extra_date_s']} s per extra date)"),
-             ("Step 2 prediction", f"{s2['predict_samples_per_s']} superpixels/s"),
-             ("Step 2 training epoch", f"{s2['epoch_s']} s for {s2['epoch_samples']} patches")]
+             ("Step 0 with the further bands", f"{results['step0_further_bands']['wall_s']} s, peak RSS "
+                                               f"{results['step0_further_bands']['peak_rss_mib']} MiB")]
+    for name, run in s2.items():
+        rows += [(f"Step 2 prediction, {name} ({run['channels']} channels)", f"{run['predict_samples_per_s']} "
+                                                                               "superpixels/s"),
+                 (f"Step 2 training, {name}", f"{run['epoch_s']} s per epoch of {run['epoch_samples']} patches, "
+                                              f"{run['model_s']} s per model of {run['epochs']} epochs")]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

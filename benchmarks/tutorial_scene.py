@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 import gdal_tif2rgb
+from pipeline.core.vocabulary import EXTRA_BANDS
 from pipeline.run.config import DEFAULT_CONFIG, load_scene
 
 
@@ -35,8 +36,17 @@ def build_scene(folder: Path, size: int, settings: str = "") -> Path:
     big = gdal_tif2rgb.Grid(size, size, grid.geotransform, grid.crs_wkt)
     gdal_tif2rgb.write_geotiff(folder / "image.tif", mirror_tile(image, size).astype(np.uint16), big)
     gdal_tif2rgb.write_geotiff(folder / "reference.tif", mirror_tile(reference, size), big, nodata=0)
+    return scene_config(folder, settings)
+
+
+def scene_config(folder: Path, settings: str = "", further_bands: bool = False) -> Path:
+    """The TOML of the mirrored scene in ``folder``: the demo's bands and classes, then ``settings``; with the
+    tutorial's five bands only (``scene.toml``) or with the further bands the demo names too
+    (``scene_further_bands.toml``)."""
     demo_text = DEFAULT_CONFIG.read_text()
     body = demo_text[demo_text.index("[bands]"):demo_text.index("[run]")]
-    config = folder / "scene.toml"
+    if not further_bands:
+        body = "\n".join(line for line in body.splitlines() if line.split("=")[0].strip() not in EXTRA_BANDS)
+    config = folder / ("scene_further_bands.toml" if further_bands else "scene.toml")
     config.write_text(f'name = "tutorial_size"\nimage = "image.tif"\nreference = "reference.tif"\n\n{body}\n{settings}')
     return config
