@@ -110,7 +110,7 @@ def from_training(scene, step0_record: dict, layer_names: tuple, channels: tuple
         class_colours=tuple(tuple(int(v) for v in c) for c in class_palette(scene.class_names)),
         stretch_limits={name: tuple(float(v) for v in stretch["limits"][name]) for name in layer_names},
         stretch_unit=stretch["unit"], prior_shares=tuple(shares.tolist()), prior_correction=p.prior_correction,
-        parameters=p.as_dict(), preparation=preparation(step0_record["parameters"]), step0_run=record["step0_run"],
+        parameters={**p.as_dict(), "train_layers": tuple(channels)}, preparation=preparation(step0_record["parameters"]), step0_run=record["step0_run"],
         step1_run=record["step1_run"], layer_quantiles=stretch.get("layer_quantiles") or None)
 
 

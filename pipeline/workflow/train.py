@@ -197,10 +197,11 @@ def train_and_map(scene: Scene, runs_dir: Path, scheduler: str | None, workers: 
             step0 = read_step0(scene)
             balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE])
         cnn.check_validation_split(balanced["index"], p.validation_fraction)
-        record = provenance.new_run(STEP2, scene, step0_run=step0[contract.PROVENANCE]["run"],
-                                    step1_run=balanced[contract.PROVENANCE]["run"], parameters=p.as_dict())
         layer_names = tuple(step0["layer_names"])
         channels = cnn.network_channels(p.train_layers, layer_names, scene.config_path)
+        record = provenance.new_run(STEP2, scene, step0_run=step0[contract.PROVENANCE]["run"],
+                                    step1_run=balanced[contract.PROVENANCE]["run"],
+                                    parameters={**p.as_dict(), "train_layers": channels})  # "all" spelled out
         card = model_card.from_training(scene, step0[contract.PROVENANCE], layer_names, channels,
                                         contract.train_labels(step0["labels"], step0["split"]), record)
         run_dir = out.new_folder(Path(runs_dir) / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}")
