@@ -48,8 +48,9 @@ def map_land_cover(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | Non
 
 def build_parser():
     """Step 2's flags: the common ones, its parameters, the cluster, the TensorBoard folder and ``--model``."""
-    parser = cli.build_parser(__doc__, ["per_class", "epochs", "batch_size", "validation_fraction", "train_layers",
-                                        "projector_layers", "augment", "prior_correction", "tile_size"],
+    parser = cli.build_parser(__doc__, ["per_class", "epochs", "ensemble", "batch_size", "validation_fraction",
+                                        "train_layers", "projector_layers", "augment", "prior_correction",
+                                        "tile_size"],
                              seed="training_seed", earlier_names=STEP0_PARAMETERS)
     cli.add_cluster_flags(parser)
     parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR,

@@ -387,8 +387,10 @@ def methods_text(scene: Scene, metrics: dict, grid: Grid | None) -> str:
         tensorflow = versions.get("tensorflow-cpu") or versions.get("tensorflow", "?")
         sentences.append(
             f"From the training superpixels, {p1['per_class']:,} patches per class were drawn (with replacement "
-            f"where a class had fewer), {p2['validation_fraction']:.0%} of their superpixels kept for validation; a "
-            f"CNN (TensorFlow {e(tensorflow)}{keras}) was trained on {p2['patch_width']} × {p2['patch_width']} "
+            f"where a class had fewer), {p2['validation_fraction']:.0%} of their superpixels kept for validation; "
+            + (f"{p2['ensemble']} CNNs (with successive training seeds; the map averages their class probabilities)"
+               if p2.get("ensemble", 1) > 1 else "a CNN")
+            + f" (TensorFlow {e(tensorflow)}{keras}) {'were' if p2.get('ensemble', 1) > 1 else 'was'} trained on {p2['patch_width']} × {p2['patch_width']} "
             f"pixel patches of the layers {e(names_text(p2['train_layers']))} for {p2['epochs']} epochs with batch "
             f"size {p2['batch_size']}" + (", the patches turned and mirrored at random" if p2.get("augment") else "")
             + (", and its class probabilities were reweighted by the classes' shares among the training "

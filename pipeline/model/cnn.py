@@ -8,6 +8,7 @@ TensorFlow is imported only inside the functions that need it.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -59,12 +60,12 @@ def model_inputs(patches: np.ndarray, masks: np.ndarray, channels, layer_names) 
                     axis=-1).astype(np.float32, copy=False)
 
 
-def build_cnn(input_shape: tuple, n_classes: int):
+def build_cnn(input_shape: tuple, n_classes: int, name: str = "tutorial_cnn"):
     """The tutorial's CNN: Conv 64 4x4, MaxPool, Conv 128 3x3, MaxPool, Conv 64 3x3, Dense 256, softmax.
 
     ``input_shape`` is (w, w, channels) of the network input. Compiled with Adam and sparse categorical
     cross-entropy. The Dense 256 layer is named ``features``: its output is the learned embedding shown in
-    TensorBoard's projector.
+    TensorBoard's projector. ``name`` names the model (members of an ensemble need their own).
     """
     from tensorflow import keras
     from tensorflow.keras import layers
@@ -79,7 +80,7 @@ def build_cnn(input_shape: tuple, n_classes: int):
         layers.Flatten(),
         layers.Dense(256, activation="relu", name="features"),
         layers.Dense(n_classes, activation="softmax", name="class_probabilities"),
-    ], name="tutorial_cnn")
+    ], name=name)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -141,7 +142,7 @@ def training_batches(network_input: np.ndarray, labels: np.ndarray, batch_size: 
 
 
 def train_model(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray, n_classes: int,
-                params: Parameters, run_dir: Path):
+                params: Parameters, run_dir: Path, name: str = "tutorial_cnn"):
     """Train the CNN with the ``training_seed`` of ``params`` on ``network_input`` (m, w, w, c) of the superpixels ``index``
     (m,) labelled ``labels`` (m,); log to TensorBoard in ``run_dir``. Returns the model and its history (metric
     name -> list of one value per epoch).
@@ -156,7 +157,7 @@ def train_model(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray
     tf.config.experimental.enable_op_determinism()
     rng = np.random.default_rng(params.training_seed)
     held_out = validation_mask(index, params.validation_fraction, rng)
-    model = build_cnn(network_input.shape[1:], n_classes)
+    model = build_cnn(network_input.shape[1:], n_classes, name)
     model.summary(print_fn=log.info)
     callbacks = [keras.callbacks.TensorBoard(log_dir=str(run_dir), histogram_freq=1, write_graph=True)]
     validation = (network_input[held_out], labels[held_out]) if held_out.any() else None
@@ -169,6 +170,36 @@ def train_model(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray
                                          params.augment, rng),
                         validation_data=validation, epochs=params.epochs, callbacks=callbacks, verbose=2)
     return model, history.history
+
+
+def train_ensemble(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray, n_classes: int,
+                   params: Parameters, run_dir: Path):
+    """Train ``params.ensemble`` CNNs as :func:`train_model` does, with training seeds ``training_seed``, + 1, ...
+    (each its own validation superpixels), logged to ``run_dir`` (members of an ensemble to ``member_<i>/`` in
+    it). Returns the model that maps (one CNN, or :func:`average_of` the members), the members, and their mean
+    history (metric name -> one value per epoch)."""
+    if params.ensemble == 1:
+        model, history = train_model(network_input, labels, index, n_classes, params, run_dir)
+        return model, [model], history
+    members, histories = [], []
+    for i in range(params.ensemble):
+        log.info("training member %d of %d of the ensemble", i + 1, params.ensemble)
+        member_params = dataclasses.replace(params, training_seed=(params.training_seed + i) % 2**32)
+        model, history = train_model(network_input, labels, index, n_classes, member_params,
+                                     Path(run_dir) / f"member_{i + 1}", name=f"cnn_{i + 1}")
+        members.append(model)
+        histories.append(history)
+    mean_history = {key: np.mean([history[key] for history in histories], axis=0).tolist() for key in histories[0]}
+    return average_of(members), members, mean_history
+
+
+def average_of(members: list):
+    """One Keras model whose class probabilities are the mean of those of the ``members`` (same input)."""
+    from tensorflow import keras
+
+    patch = keras.Input(shape=members[0].input_shape[1:], name="patch")
+    mean = keras.layers.Average(name="class_probabilities")([member(patch) for member in members])
+    return keras.Model(patch, mean, name="ensemble")
 
 
 def load_model(path: Path, card=None):

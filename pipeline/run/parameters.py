@@ -58,6 +58,9 @@ class Parameters:
                                    minimum=0, maximum=2**32 - 1)
     epochs: int = parameter(20, "training", "training epochs", minimum=1)
     batch_size: int = parameter(64, "training", "training batch size", minimum=1)
+    ensemble: int = parameter(1, "training", "CNNs trained, with training seeds training_seed, +1, ...; the map "
+                                             "averages their class probabilities (each costs a training)",
+                               minimum=1, maximum=20)
     validation_fraction: float = parameter(0.3, "training", "share of the balanced set kept for validation",
                                            minimum=0.0, maximum=0.9)
     train_layers: tuple = parameter((ALL_LAYERS,), "training",

@@ -70,22 +70,23 @@ class Classifier:
 # --- 3. Training the CNN on the balanced set ----------------------------------------------------------------
 
 def train_cnn(scene: Scene, out: OutputSet, balanced: dict, channels: tuple, run_dir: Path, timings: dict):
-    """Train the CNN on the ``channels`` of Step 1's ``balanced`` set (its patches are under the hand-off key ``images``), save
-    ``model.keras`` and the learning curve into ``out``, and write the TensorBoard run (scalars, graph,
-    histograms, projector) into ``run_dir``. Returns the model and its history (metric name -> one value per
-    epoch)."""
+    """Train the CNN (or an ensemble of ``ensemble`` CNNs) on the ``channels`` of Step 1's ``balanced`` set (its
+    patches are under the hand-off key ``images``), save ``model.keras`` and the learning curve into ``out``, and
+    write the TensorBoard run (scalars, graph, histograms; the projector of the first CNN) into ``run_dir``.
+    Returns the model and its (members' mean) history (metric name -> one value per epoch)."""
     p = scene.params
     patches, masks, layer_names = balanced["images"], balanced["masks"], tuple(balanced["layer_names"])
     network_input = cnn.model_inputs(patches, masks, channels, layer_names)
-    with cli.timed(f"training ({p.epochs} epochs)", timings), training_logs.run_writes(run_dir):
-        model, history = cnn.train_model(network_input, balanced["labels"], balanced["index"], len(scene.classes),
-                                         p, run_dir)
-    timings["per_epoch"] = round(timings[f"training ({p.epochs} epochs)"] / p.epochs, 3)
+    what = f"training ({p.epochs} epochs" + (f", {p.ensemble} CNNs)" if p.ensemble > 1 else ")")
+    with cli.timed(what, timings), training_logs.run_writes(run_dir):
+        model, members, history = cnn.train_ensemble(network_input, balanced["labels"], balanced["index"],
+                                                     len(scene.classes), p, run_dir)
+    timings["per_epoch"] = round(timings[what] / (p.epochs * p.ensemble), 3)
     with atomic_output(out.path(contract.MODEL_FILE)) as temporary:
         model.save(temporary)
     files.save_png(out.path("learning_curve.png"), training_logs.plot_learning_curve(history))
     with cli.timed("projector embeddings", timings), training_logs.run_writes(run_dir):
-        training_logs.write_embeddings(run_dir, model, network_input, patches, balanced["labels"], scene.class_names,
+        training_logs.write_embeddings(run_dir, members[0], network_input, patches, balanced["labels"], scene.class_names,
                                        p.projector_layers, np.random.default_rng(p.training_seed))
     return model, history
 
