@@ -39,10 +39,12 @@ and the band count.
 
 Patches (``samples`` of ``samples_labels.mat``, ``images`` of the balanced set) are stored as uint8: the layer
 value is the stored value times ``patch_scale`` (1 / 255), within 0.002 of the float32 value Step 0 cut;
-:func:`load` and :func:`load_rows` return them as float32 again. These two files are MATLAB 7.3 (HDF5) with
-their patches and masks deflated in chunks of 64 patches (about a fifth of the float32 size); the other
-``.mat`` files are MATLAB v5 (7.3 past 2 GB). Outside the pipeline: ``h5py.File(path)["samples"][()].T *
-patch_scale`` in Python (or ``hdf5storage.loadmat``), ``double(samples) * patch_scale`` in MATLAB.
+:func:`load` and :func:`load_rows` return them as float32 again. Every ``.mat`` hand-off is MATLAB v5 (``scipy.io.loadmat``
+reads it, as the tutorial does), v7.3 (HDF5) only where a variable passes v5's 2 GB and for a tiled scene's
+``segments.mat`` and ``samples_labels.mat`` (written tile by tile); in these two files the arrays that pay for it
+are compressed (the masks; about a fifth of the float32 size in all). Outside the pipeline:
+``scipy.io.loadmat(path)["samples"] * patch_scale`` in Python (``hdf5storage.loadmat`` reads both versions),
+``double(samples) * patch_scale`` in MATLAB.
 
 Provenance: every ``.mat`` hand-off holds ``provenance``, a JSON text naming the step and its run id (Step 0's:
 a digest of what it made), the runs of the hand-offs it was made from, the parameters that shaped it and which
@@ -83,8 +85,8 @@ MODEL_FILE, MODEL_CARD = "model.keras", "model.json"
 
 @dataclass(frozen=True)
 class HandOff:
-    """A ``.mat`` hand-off: file name (may hold ``{per_class}``), the step that makes it, key -> dtype; a
-    ``compressed`` one is a MATLAB 7.3 file whose big arrays are deflated (:mod:`pipeline.handoffs.matfile`)."""
+    """A ``.mat`` hand-off: file name (may hold ``{per_class}``), the step that makes it, key -> dtype; in a
+    ``compressed`` one the big arrays are compressed where that pays (:mod:`pipeline.handoffs.matfile`)."""
 
     filename: str
     made_by: str
