@@ -305,17 +305,29 @@ def load_mat(path: Path, keys, *, made_by: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: not found; run {made_by} first")
-    try:
+    with _reading(path, made_by):
         contents = _load_mat_v73(path, keys) if _is_v73(path) else _load_mat_v5(path, keys)
+    _check_complete(path, keys, contents, made_by)
+    return contents
+
+
+@contextlib.contextmanager
+def _reading(path: Path, made_by: str):
+    """Turn any error of reading a damaged file into one :class:`InputFileError` naming the step to rerun."""
+    try:
+        yield
     except InputFileError:
         raise
     except Exception as error:  # scipy and h5py raise many kinds on a damaged file
         raise InputFileError(f"{path}: unreadable or truncated ({type(error).__name__}); rerun {made_by}") from None
-    missing = [key for key in keys if key not in contents]
+
+
+def _check_complete(path: Path, keys, present, made_by: str) -> None:
+    """Refuse a file that lacks any of ``keys`` (``present``: the names it holds)."""
+    missing = [key for key in keys if key not in present]
     if missing:
-        raise InputFileError(f"{path}: lacks {', '.join(missing)} (truncated, or written by another version); "
-                             f"rerun {made_by}")
-    return contents
+        raise InputFileError(f"{path}: lacks {', '.join(missing)} (truncated, edited, or written by another "
+                             f"version); rerun {made_by}")
 
 
 def load_mat_rows(path: Path, keys, rows, *, made_by: str) -> dict:
@@ -325,10 +337,13 @@ def load_mat_rows(path: Path, keys, rows, *, made_by: str) -> dict:
     a v5 file (column-major: a row's values lie apart) the variables are read whole and the rows gathered.
     """
     if not _is_v73(path):
-        return {key: _column_major_rows(value, rows) for key, value in load_mat(path, keys, made_by=made_by).items()}
+        contents = load_mat(path, keys, made_by=made_by)
+        with _reading(path, made_by):  # rows past a variable's end: a damaged file
+            return {key: _column_major_rows(value, rows) for key, value in contents.items()}
     import h5py
 
-    with h5py.File(path, "r") as file:
+    with _reading(path, made_by), h5py.File(path, "r") as file:
+        _check_complete(path, keys, file, made_by)
         if isinstance(rows, slice):
             return {key: file[key][..., rows].T for key in keys}
         distinct, position = np.unique(rows, return_inverse=True)

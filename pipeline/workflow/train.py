@@ -191,7 +191,8 @@ def train_and_map(scene: Scene, runs_dir: Path, scheduler: str | None, workers: 
     with open_outputs(scene.workdir, OUTPUTS, input_files) as out:
         with cli.timed("read Step 0 and Step 1 outputs", timings):
             step0 = read_step0(scene)
-            balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE]["run"])
+            balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE]["run"],
+                                              len(step0["labels"]))
         cnn.check_validation_split(balanced["index"], p.validation_fraction)
         record = provenance.new_run(STEP2, scene, step0_run=step0[contract.PROVENANCE]["run"],
                                     step1_run=balanced[contract.PROVENANCE]["run"], parameters=p.as_dict())
