@@ -17,12 +17,13 @@ from pipeline.core.vocabulary import LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, S
 @dataclass(frozen=True)
 class Values:
     """What a numeric key holds: its rank (0: one number), whether it has one row per superpixel or sample
-    (``rows``: all such keys of a file as long), its trailing shape (None: any), and the closed range of its
-    values (None: the dtype's own)."""
+    (``rows``: all such keys of a file as long), its trailing shape (None: any), whether its rows are patches
+    (odd squares), and the closed range of its values (None: the dtype's own)."""
 
     ndim: int
     rows: bool = False
     trailing: tuple | None = None
+    patches: bool = False
     low: float | None = None
     high: float | None = None
 
@@ -30,8 +31,8 @@ class Values:
 #: The numeric keys of the ``.mat`` hand-offs (a name means the same in every file that has it).
 VALUES = {
     "segments": Values(2, low=NO_SUPERPIXEL),
-    "samples": Values(4, rows=True, trailing=(None, None, len(LAYER_NAMES))),
-    "images": Values(4, rows=True, trailing=(None, None, len(LAYER_NAMES))),
+    "samples": Values(4, rows=True, trailing=(None, None, len(LAYER_NAMES)), patches=True),
+    "images": Values(4, rows=True, trailing=(None, None, len(LAYER_NAMES)), patches=True),
     "patch_scale": Values(0, low=UNIT_SCALE, high=UNIT_SCALE),
     "masks": Values(3, rows=True, low=0, high=1),
     "labels": Values(1, rows=True),
@@ -57,7 +58,7 @@ def check_key(path: Path, key: str, value, dtype, made_by: str) -> None:
         problem = f"has shape {value.shape}, not {'one number' if rule.ndim == 0 else f'{rule.ndim} dimensions'}"
     elif rule.trailing and any(want not in (None, got) for want, got in zip(rule.trailing, value.shape[1:])):
         problem = f"has shape {value.shape}"
-    elif rule.trailing and rule.trailing[0] is None and (value.shape[1] != value.shape[2] or value.shape[1] % 2 == 0):
+    elif rule.patches and (value.shape[1] != value.shape[2] or value.shape[1] % 2 == 0):
         problem = f"has patches of {value.shape[1]} x {value.shape[2]} px, not an odd square"
     elif value.size and not _within(value, rule.low, rule.high):
         problem = f"holds values outside [{_shown(rule.low)}, {_shown(rule.high)}] (from {_shown(np.min(value))})"
