@@ -40,10 +40,12 @@ and the band count.
 
 Patches (``samples`` of ``samples_labels.mat``, ``images`` of the balanced set) are stored as uint8: the layer
 value is the stored value times ``patch_scale`` (1 / 255), within 0.002 of the float32 value Step 0 cut;
-:func:`load` and :func:`load_rows` return them as float32 again. These two files are MATLAB 7.3 (HDF5) with
-their patches and masks deflated in chunks of 64 patches (about a fifth of the float32 size); the other
-``.mat`` files are MATLAB v5 (7.3 past 2 GB). Outside the pipeline: ``h5py.File(path)["samples"][()].T *
-patch_scale`` in Python (or ``hdf5storage.loadmat``), ``double(samples) * patch_scale`` in MATLAB.
+:func:`load` and :func:`load_rows` return them as float32 again. Every ``.mat`` hand-off is MATLAB v5 (``scipy.io.loadmat``
+reads it, as the tutorial does), v7.3 (HDF5) only where a variable passes v5's 2 GB and for a tiled scene's
+``segments.mat`` and ``samples_labels.mat`` (written tile by tile); in these two files the arrays that pay for it
+are compressed (the masks; about a fifth of the float32 size in all). Outside the pipeline:
+``scipy.io.loadmat(path)["samples"] * patch_scale`` in Python (``hdf5storage.loadmat`` reads both versions),
+``double(samples) * patch_scale`` in MATLAB.
 
 Provenance: every ``.mat`` hand-off holds ``provenance``, a JSON text naming the step and its run id (Step 0's:
 a digest of what it made), the runs of the hand-offs it was made from, the parameters that shaped it and which
@@ -61,12 +63,12 @@ from pathlib import Path
 import numpy as np
 
 import gdal_tif2rgb
-from pipeline.handoffs import matfile
+from pipeline.handoffs import checks, matfile
 from pipeline.core.errors import ConfigError, InputDataError, InputFileError
 from pipeline.core.colours import class_palette
 from pipeline.core.stretch import unit_to_byte
 from pipeline.handoffs.fingerprints import fingerprint, unchanged
-from pipeline.handoffs.provenance import check_step0_provenance, check_step0_record
+from pipeline.handoffs.provenance import check_step0_provenance
 from pipeline.core.vocabulary import (EXTRA_BANDS, LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, TRAIN, UNIT_SCALE,
                                       UNIT_STEPS, UNLABELLED, layer_names_of)
 
@@ -84,8 +86,8 @@ MODEL_FILE, MODEL_CARD = "model.keras", "model.json"
 
 @dataclass(frozen=True)
 class HandOff:
-    """A ``.mat`` hand-off: file name (may hold ``{per_class}``), the step that makes it, key -> dtype; a
-    ``compressed`` one is a MATLAB 7.3 file whose big arrays are deflated (:mod:`pipeline.handoffs.matfile`)."""
+    """A ``.mat`` hand-off: file name (may hold ``{per_class}``), the step that makes it, key -> dtype; in a
+    ``compressed`` one the big arrays are compressed where that pays (:mod:`pipeline.handoffs.matfile`)."""
 
     filename: str
     made_by: str
@@ -214,14 +216,42 @@ def save(handoff: HandOff, workdir: Path, arrays: dict, **fields) -> Path:
 
 
 def load(handoff: HandOff, workdir: Path, keys, **fields) -> dict:
-    """Read ``keys`` of a hand-off (patches as float32); a missing or damaged file names the step to rerun."""
-    return decoded(handoff, matfile.load_mat(handoff.path(workdir, **fields), list(keys), made_by=handoff.made_by))
+    """Read ``keys`` of a hand-off (patches as float32, with their ``patch_scale``), each checked
+    (:func:`checked`); a missing or damaged file, or a key or value it should not hold, names the step to rerun."""
+    path = handoff.path(workdir, **fields)
+    return decoded(handoff, checked(handoff, path, matfile.load_mat(path, with_scale(handoff, keys),
+                                                                    made_by=handoff.made_by)))
 
 
 def load_rows(handoff: HandOff, workdir: Path, keys, rows, **fields) -> dict:
-    """Rows ``rows`` (slice or indices) of ``keys``; a MATLAB 7.3 file is read only at those rows."""
+    """Rows ``rows`` (slice or indices) of ``keys``, checked as by :func:`load`; a MATLAB 7.3 file is read only
+    at those rows."""
     path = existing(handoff.path(workdir, **fields), handoff.made_by)
-    return decoded(handoff, matfile.load_mat_rows(path, list(keys), rows, made_by=handoff.made_by))
+    keys = with_scale(handoff, keys)
+    scale = [PATCH_SCALE] if PATCH_SCALE in keys else []
+    contents = matfile.load_mat_rows(path, [key for key in keys if key not in scale], rows, made_by=handoff.made_by)
+    return decoded(handoff, checked(handoff, path, {**contents, **matfile.load_mat(path, scale,
+                                                                                   made_by=handoff.made_by)}))
+
+
+def with_scale(handoff: HandOff, keys) -> list:
+    """``keys`` and, where they hold patches, ``patch_scale``: patches are read only with their scale."""
+    keys = list(keys)
+    return keys + [PATCH_SCALE] if PATCH_SCALE not in keys and any(handoff.keys.get(k) == PATCHES for k in keys) \
+        else keys
+
+
+def checked(handoff: HandOff, path: Path, contents: dict) -> dict:
+    """``contents`` read from ``handoff`` at ``path`` if every key holds what the contract declares (its dtype,
+    rank, shape and range: :mod:`pipeline.handoffs.checks`) and its per-row keys are as long as each other."""
+    for key, value in contents.items():
+        kind = handoff.keys.get(key)
+        if kind == TEXT:
+            checks.check_text(path, key, value, handoff.made_by)
+        elif kind is not None:
+            checks.check_key(path, key, value, np.uint8 if kind == PATCHES else kind, handoff.made_by)
+    checks.check_rows(path, contents, handoff.made_by)
+    return contents
 
 
 def existing(path: Path, made_by: str) -> Path:
@@ -256,21 +286,19 @@ def load_step0(scene, keys, with_segments: bool = True) -> tuple[dict, np.ndarra
         if SAMPLES.keys[key] != TEXT and len(samples[key]) != n:
             raise InputDataError(f"{path}: {key} has {len(samples[key])} rows but the Step 0 run made {n} "
                                  f"superpixels; rerun {STEP0}")
+    if "labels" in samples:
+        checks.check_codes(path, "labels", samples["labels"], len(scene.classes), STEP0)
     return samples, segments
 
 
 def provenance_of(contents: dict, path: Path, made_by: str) -> dict:
-    """The provenance dict of a loaded hand-off, checked where it is parsed: a record naming its ``run`` (and for
-    Step 0's hand-offs, its inputs and parameters: :func:`~pipeline.handoffs.provenance.check_step0_record`)."""
+    """The provenance dict of a loaded hand-off, checked to hold every field its step writes
+    (:func:`pipeline.handoffs.checks.check_record`)."""
     try:
         record = json.loads("".join(contents[PROVENANCE]))
     except (json.JSONDecodeError, TypeError):
-        record = None
-    if not isinstance(record, dict) or not isinstance(record.get("run"), str):
-        raise InputDataError(f"{path}: its provenance record is damaged; rerun {made_by}")
-    if made_by == STEP0:
-        check_step0_record(record, path)
-    return record
+        raise InputDataError(f"{path}: its provenance record is damaged; rerun {made_by}") from None
+    return checks.check_record(record, path, made_by)
 
 
 def check_names(path: Path, contents: dict, class_names, made_by: str, layer_names: tuple) -> None:
@@ -283,9 +311,10 @@ def check_names(path: Path, contents: dict, class_names, made_by: str, layer_nam
         raise InputDataError(f"{path}: made for layers {list(contents['layer_names'])}; rerun {made_by}")
 
 
-def load_balanced(scene, keys, step0_record: dict) -> dict:
+def load_balanced(scene, keys, step0_record: dict, n_superpixels: int) -> dict:
     """Step 1's balanced set (``keys``) for the scene's ``per_class``, checked to be drawn from the Step 0 run of
-    ``step0_record`` (its provenance) with the scene's ``training_seed``; its provenance is under ``"provenance"``."""
+    ``step0_record`` (its provenance; ``n_superpixels`` superpixels) with the scene's ``training_seed``, with the
+    scene's class codes and the run's layers; its provenance is under ``"provenance"``."""
     step0_run = step0_record["run"]
     per_class, patch_width = scene.params.per_class, scene.params.patch_width
     path = BALANCED.path(scene.workdir, per_class=per_class)
@@ -298,6 +327,9 @@ def load_balanced(scene, keys, step0_record: dict) -> dict:
                              f"{scene.config_path.name} now; rerun {STEP1}")
     if "images" in contents and contents["images"].shape[1] != patch_width:
         raise InputDataError(f"{path}: patches of {contents['images'].shape[1]} px, not {patch_width}; rerun {STEP1}")
+    if "labels" in contents:
+        checks.check_codes(path, "labels", contents["labels"], len(scene.classes), STEP1, unlabelled=False)
+    checks.check_below(path, "index", contents["index"], n_superpixels, STEP1)
     return contents
 
 
@@ -315,10 +347,7 @@ def load_pred_labels(scene, step0_run: str, n_superpixels: int) -> tuple[np.ndar
     if len(labels) != n_superpixels:
         raise InputDataError(f"{path}: labels {len(labels)} superpixels, but the Step 0 run made {n_superpixels}; "
                              f"rerun {STEP2}")
-    unknown = np.unique(labels[(labels >= len(scene.classes)) & (labels != UNLABELLED)])
-    if unknown.size:
-        raise InputDataError(f"{path}: holds class codes {unknown.tolist()[:5]} beyond the scene's "
-                             f"{len(scene.classes)} classes; rerun {STEP2}")
+    checks.check_codes(path, "predLabels", labels, len(scene.classes), STEP2)
     return labels, record
 
 

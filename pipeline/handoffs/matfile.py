@@ -1,14 +1,17 @@
-"""MATLAB ``.mat`` files of the hand-offs: v5 (scipy.io) for ordinary scenes, v7.3 (HDF5) past v5's 2 GB limit.
+"""MATLAB ``.mat`` files of the hand-offs: v5 (scipy.io) while every variable fits v5's 2 GB, v7.3 (HDF5) past
+that and for a tiled scene's hand-offs, written tile by tile.
 
 Both versions are read with the same :func:`load_mat` (text variables come back as lists of str), and a
 v7.3 file can be read at chosen rows only (:func:`load_mat_rows`) or written block by block
-(:func:`mat_v73_writer`), so a whole tile's patches never need to fit in memory. MATLAB, scipy.io, h5py and
-hdf5storage read what this module writes; every file appears only when complete (``atomic_output``).
+(:func:`mat_v73_writer`), so a whole tile's patches never need to fit in memory. MATLAB, scipy.io (v5 only),
+h5py (v7.3 only) and hdf5storage read what this module writes; every file appears only when complete
+(``atomic_output``).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import sys
 import zlib
 from pathlib import Path
@@ -22,10 +25,10 @@ from pipeline.core.errors import InputFileError
 MAT_V5_LIMIT_BYTES = 2**31 - 1
 
 
-#: Rows (along the first axis, e.g. patches) per HDF5 chunk of a compressed hand-off: ~0.3 MB of 25 x 25 x 8
-#: uint8 patches.
+#: Rows (along the first axis, e.g. patches) per HDF5 chunk of a compressed v7.3 hand-off, and of the trial
+#: that decides whether deflating pays: ~0.3 MB of 25 x 25 x 8 uint8 patches.
 CHUNK_ROWS = 64
-#: zlib level of compressed hand-offs: 1, the fastest, already takes most of what deflate can.
+#: zlib level of compressed v7.3 hand-offs: 1, the fastest, already takes most of what deflate can.
 DEFLATE_LEVEL = 1
 #: A variable of a compressed hand-off is deflated only where that pays: when a trial chunk from its middle
 #: shrinks to at most this share of its bytes (masks: ~5 %; stretched patches only to ~60 %, for 4 s of zlib
@@ -34,18 +37,109 @@ DEFLATE_PAYS = 0.5
 
 
 def save_mat(path: Path, variables: dict, compressed: bool = False) -> None:
-    """Write a .mat hand-off atomically: MATLAB v5 (scipy.io) or, when ``compressed`` or past v5's 2 GB limit,
-    v7.3 (HDF5), its arrays deflate-compressed when ``compressed``."""
-    import scipy.io
-
+    """Write a .mat hand-off atomically: MATLAB v5 (scipy.io) while every variable is under
+    :data:`MAT_V5_LIMIT_BYTES`, else v7.3 (HDF5); ``compressed``: its big arrays are deflated where that pays."""
     largest = max(np.asarray(value).nbytes for value in variables.values())
-    if compressed or largest > MAT_V5_LIMIT_BYTES:
+    if largest > MAT_V5_LIMIT_BYTES:
         with mat_v73_writer(path, compressed) as mat:
             for name, value in variables.items():
                 mat.put(name, value)
     else:
-        with atomic_output(path) as temporary:
-            scipy.io.savemat(temporary, variables, do_compression=False, oned_as="column")
+        _save_mat_v5(path, variables, compressed)
+
+
+def _save_mat_v5(path: Path, variables: dict, compressed: bool) -> None:
+    """A MATLAB v5 file: text through ``scipy.io.savemat``, numeric arrays streamed by :func:`_put_v5_numeric`
+    (scipy would first copy a whole C-ordered array into MATLAB's column order, slowly), each compressed or not
+    on its own: with ``compressed``, where :func:`_worth_deflating`."""
+    import scipy.io
+
+    with atomic_output(path) as temporary, open(temporary, "wb") as stream:
+        scipy.io.savemat(stream, {})  # the 128-byte file header
+        for name, value in variables.items():
+            value = np.asarray(value)
+            deflate = compressed and _worth_deflating(value)
+            if value.dtype.name in _V5_NUMERIC:
+                _put_v5_numeric(stream, name, value, deflate)
+            else:
+                scipy.io.savemat(stream, {name: value}, do_compression=deflate, oned_as="column")
+
+
+#: MATLAB v5 element types: a variable, a compressed variable, and the types of its array flags, dimensions
+#: and name.
+MI_MATRIX, MI_COMPRESSED, MI_UINT32, MI_INT32, MI_INT8 = 14, 15, 6, 5, 1
+#: dtype -> (MATLAB v5 data type, array class) of the numeric arrays :func:`_put_v5_numeric` writes.
+_V5_NUMERIC = {"int8": (1, 8), "uint8": (2, 9), "int16": (3, 10), "uint16": (4, 11), "int32": (5, 12),
+               "uint32": (6, 13), "float32": (7, 7), "float64": (9, 6), "int64": (12, 14), "uint64": (13, 15)}
+#: Bytes of a C-ordered array reordered to MATLAB's column order at a time, and rows per cache-sized block.
+_SLAB_BYTES, _BLOCK_ROWS = 32 * 2**20, 256
+
+
+def _put_v5_numeric(stream, name: str, value: np.ndarray, deflate: bool) -> None:
+    """Append ``value`` as MATLAB v5 variable ``name`` to ``stream`` (native byte order, as scipy.io's header
+    says; a vector as a column, as scipy's ``oned_as="column"``), its data in column order slab by slab;
+    ``deflate``: zlib-compressed (level :data:`DEFLATE_LEVEL`) as one miCOMPRESSED element."""
+    mi_type, array_class = _V5_NUMERIC[value.dtype.name]
+    dims = value.shape if value.ndim > 1 else (value.size, 1) if value.size else (0, 0)
+    header = (_v5_element(MI_UINT32, struct.pack("=II", array_class, 0))
+              + _v5_element(MI_INT32, struct.pack(f"={len(dims)}i", *dims)) + _v5_element(MI_INT8, name.encode()))
+    if value.nbytes <= 4:
+        header += _v5_element(mi_type, value.tobytes(order="F"))
+        data = []
+    else:
+        header += struct.pack("=II", mi_type, value.nbytes)
+        data = [*_column_order_slabs(value), bytes(-value.nbytes % 8)]
+    size = len(header) + (value.nbytes + len(data[-1]) if data else 0)
+    pieces = [struct.pack("=II", MI_MATRIX, size) + header, *data]
+    if not deflate:
+        for piece in pieces:
+            stream.write(piece)
+        return
+    compressor, start = zlib.compressobj(DEFLATE_LEVEL), stream.tell()
+    stream.write(bytes(8))  # the tag, written once the compressed size is known
+    for piece in pieces:
+        stream.write(compressor.compress(piece))
+    stream.write(compressor.flush())
+    end = stream.tell()
+    stream.seek(start)
+    stream.write(struct.pack("=II", MI_COMPRESSED, end - start - 8))
+    stream.seek(end)
+
+
+def _v5_element(mi_type: int, payload: bytes) -> bytes:
+    """A MATLAB v5 data element: its tag and ``payload`` padded to 8 bytes, or up to 4 bytes packed into the tag
+    (the small format, as scipy.io writes them)."""
+    if len(payload) <= 4:
+        return struct.pack("=I4s", len(payload) << 16 | mi_type, payload)
+    return struct.pack("=II", mi_type, len(payload)) + payload + bytes(-len(payload) % 8)
+
+
+def _column_order_slabs(value: np.ndarray):
+    """The values of ``value`` in MATLAB's column order (first index fastest), as buffers of about
+    :data:`_SLAB_BYTES`: a slab of its last axis at a time, reordered in blocks of :data:`_BLOCK_ROWS` rows that
+    fit a CPU cache, on every core (numpy releases the GIL): several times faster than ``tobytes(order="F")``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if value.ndim < 2:
+        yield np.ascontiguousarray(value)
+        return
+    step = max(1, _SLAB_BYTES * value.shape[-1] // max(value.nbytes, 1))
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for first in range(0, value.shape[-1], step):
+            slab = value[..., first:first + step]
+            ordered = np.empty(slab.shape, slab.dtype, order="F")
+
+            def reorder(row: int, slab=slab, ordered=ordered) -> None:
+                ordered[row:row + _BLOCK_ROWS] = slab[row:row + _BLOCK_ROWS]
+
+            list(pool.map(reorder, range(0, len(slab), _BLOCK_ROWS)))
+            yield ordered.T  # C-contiguous: its buffer is the slab in column order
+
+
+def _worth_deflating(value: np.ndarray) -> bool:
+    """Whether ``value`` is a numeric array (2-D or more) of :data:`CHUNK_ROWS` rows or more whose trial chunk
+    deflates to at most :data:`DEFLATE_PAYS` of its bytes."""
+    return value.dtype.kind not in "US" and value.ndim > 1 and len(value) >= CHUNK_ROWS and _deflate_pays(value)
 
 
 def _chunk(value: np.ndarray, start: int) -> np.ndarray:
@@ -211,33 +305,59 @@ def load_mat(path: Path, keys, *, made_by: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: not found; run {made_by} first")
-    try:
+    with _reading(path, made_by):
         contents = _load_mat_v73(path, keys) if _is_v73(path) else _load_mat_v5(path, keys)
+    _check_complete(path, keys, contents, made_by)
+    return contents
+
+
+@contextlib.contextmanager
+def _reading(path: Path, made_by: str):
+    """Turn any error of reading a damaged file into one :class:`InputFileError` naming the step to rerun."""
+    try:
+        yield
     except InputFileError:
         raise
     except Exception as error:  # scipy and h5py raise many kinds on a damaged file
         raise InputFileError(f"{path}: unreadable or truncated ({type(error).__name__}); rerun {made_by}") from None
-    missing = [key for key in keys if key not in contents]
+
+
+def _check_complete(path: Path, keys, present, made_by: str) -> None:
+    """Refuse a file that lacks any of ``keys`` (``present``: the names it holds)."""
+    missing = [key for key in keys if key not in present]
     if missing:
-        raise InputFileError(f"{path}: lacks {', '.join(missing)} (truncated, or written by another version); "
-                             f"rerun {made_by}")
-    return contents
+        raise InputFileError(f"{path}: lacks {', '.join(missing)} (truncated, edited, or written by another "
+                             f"version); rerun {made_by}")
 
 
 def load_mat_rows(path: Path, keys, rows, *, made_by: str) -> dict:
     """Rows ``rows`` (a slice or an array of indices, repeats allowed) of variables ``keys`` of a hand-off.
 
-    A MATLAB 7.3 file is read only at those rows, so a big tiled scene's patches never need to fit in memory.
+    A MATLAB 7.3 file is read only at those rows, so a big tiled scene's patches never need to fit in memory; of
+    a v5 file (column-major: a row's values lie apart) the variables are read whole and the rows gathered.
     """
     if not _is_v73(path):
-        return {key: value[rows] for key, value in load_mat(path, keys, made_by=made_by).items()}
+        contents = load_mat(path, keys, made_by=made_by)
+        with _reading(path, made_by):  # rows past a variable's end: a damaged file
+            return {key: _column_major_rows(value, rows) for key, value in contents.items()}
     import h5py
 
-    with h5py.File(path, "r") as file:
+    with _reading(path, made_by), h5py.File(path, "r") as file:
+        _check_complete(path, keys, file, made_by)
         if isinstance(rows, slice):
             return {key: file[key][..., rows].T for key in keys}
         distinct, position = np.unique(rows, return_inverse=True)
         return {key: _picked(file[key], distinct).T[position] for key in keys}
+
+
+def _column_major_rows(value: np.ndarray, rows) -> np.ndarray:
+    """``value[rows]`` of an array in Fortran order (as scipy.io reads MATLAB v5), gathered one column at a time,
+    each a contiguous run of memory: 5 times faster than indexing the rows of 12 000 of 35 000 patches."""
+    if value.ndim < 2 or not value.flags.f_contiguous:
+        return value[rows]
+    columns = value.reshape(len(value), -1, order="F").T
+    picked = np.take(columns, np.arange(len(value))[rows], axis=1)
+    return picked.T.reshape(-1, *value.shape[1:], order="F")
 
 
 def _picked(dataset, distinct: np.ndarray, block: int = 64 * CHUNK_ROWS) -> np.ndarray:

@@ -51,21 +51,35 @@ def step0_parameters(scene) -> dict:
                for name in STEP0_PARAMETERS}}
 
 
-def step0_provenance(scene, image_fingerprint: dict, reference_fingerprint: dict | None) -> dict:
-    """Provenance of a new Step 0 run on ``scene`` whose inputs had these fingerprints when read (no reference:
-    None), the Step-0 parameters set by flags among them. Step 0 adds its ``stretch`` and ``stamp``
-    (:func:`stamp_step0`): the limits, the model they came from, if any, and its layers' quantiles before the
-    stretch (``layer_quantiles``, :func:`pipeline.model.scene_shift.layer_quantiles`); then its ``run``
-    (:func:`step0_identity`)."""
+def step0_provenance(scene, date_fingerprints: list, reference_fingerprint: dict | None) -> dict:
+    """Provenance of a new Step 0 run on ``scene`` whose inputs had these fingerprints when read (one per date of
+    its image, in order; no reference: None), the Step-0 parameters set by flags among them. Step 0 adds its
+    ``stretch`` and ``stamp`` (:func:`stamp_step0`): the limits, the model they came from, if any, and its layers'
+    quantiles before the stretch (``layer_quantiles``, :func:`pipeline.model.scene_shift.layer_quantiles`); then
+    its ``run`` (:func:`step0_identity`). Two dates of the same contents are refused: one observation twice."""
+    seen = {}
+    for date in date_fingerprints:
+        if date["sha256"] in seen:
+            raise InputDataError(f"{scene.config_path}: image dates {seen[date['sha256']]} and {date['path']} have "
+                                 f"the same contents; list each date once")
+        seen[date["sha256"]] = date["path"]
     return {"step": STEP0, "flags": flags(scene, STEP0_PARAMETERS),
-            "inputs": {"image": image_fingerprint, "reference": reference_fingerprint},
+            "inputs": {"image": date_fingerprints[0], "reference": reference_fingerprint,
+                       "later_dates": date_fingerprints[1:]},
             "parameters": step0_parameters(scene)}
+
+
+def input_fingerprints(record: dict) -> list[dict]:
+    """The fingerprints of every input of Step 0's ``record``: each date of the image, then the reference."""
+    inputs = record["inputs"]
+    return [inputs["image"], *inputs["later_dates"], *([inputs["reference"]] if inputs["reference"] else [])]
 
 
 def stamp_step0(record: dict) -> None:
     """Add to Step 0's ``record`` its ``stamp``, which its rasters carry: a digest of the inputs' contents, the
     parameters and the stretch, known before the rasters are written and the same for the same settings."""
-    inputs = {role: fingerprint and fingerprint["sha256"] for role, fingerprint in record["inputs"].items()}
+    inputs = {role: [date["sha256"] for date in value] if isinstance(value, list) else value and value["sha256"]
+              for role, value in record["inputs"].items()}
     record["stamp"] = digest({"inputs": inputs, "parameters": record["parameters"], "stretch": record["stretch"]})
 
 
@@ -77,19 +91,6 @@ def step0_identity(record: dict, samples: dict) -> str:
                   [np.asarray(samples[key]) for key in IDENTITY_ARRAYS])
 
 
-def check_step0_record(record: dict, path: Path) -> None:
-    """Refuse a Step 0 provenance ``record`` (of the hand-off ``path``) without its ``inputs`` record (the image
-    and the reference, each None or a fingerprint with a ``path`` and a ``sha256``) or its ``parameters``."""
-    inputs = record.get("inputs")
-    whole = isinstance(inputs, dict) and all(
-        role in inputs and (inputs[role] is None or (isinstance(inputs[role], dict) and isinstance(
-            inputs[role].get("path"), str) and isinstance(inputs[role].get("sha256"), str)))
-        for role in ("image", "reference"))
-    if not whole or not isinstance(record.get("parameters"), dict):
-        raise InputDataError(f"{path}: its provenance lacks a whole {'inputs' if not whole else 'parameters'} "
-                             f"record (the image and reference it was made from, the settings); rerun {STEP0}")
-
-
 def check_step0_provenance(scene, record: dict, path: Path) -> None:
     """Refuse Step 0 hand-offs made from other inputs or other Step-0 parameters than the scene's now."""
     for role in ("image", "reference"):
@@ -99,6 +100,14 @@ def check_step0_provenance(scene, record: dict, path: Path) -> None:
         if record["inputs"][role] is not None and not matches(record["inputs"][role], getattr(scene, role)):
             raise InputDataError(f"{path}: made from {record['inputs'][role]['path']}, which is not the {role} "
                                  f"{getattr(scene, role)} of {scene.config_path.name} as it is now; rerun {STEP0}")
+    later = record["inputs"]["later_dates"]
+    if len(later) != len(scene.images) - 1:
+        raise InputDataError(f"{path}: made from {1 + len(later)} date(s) of the image, not the {len(scene.images)} "
+                             f"of {scene.config_path.name} now; rerun {STEP0}")
+    for recorded, date in zip(later, scene.images[1:]):
+        if not matches(recorded, date):
+            raise InputDataError(f"{path}: made from {recorded['path']}, which is not the date {date} of "
+                                 f"{scene.config_path.name} as it is now; rerun {STEP0}")
     current = step0_parameters(scene)
     changed = [name for name in current if record["parameters"].get(name) != current[name]]
     if changed:

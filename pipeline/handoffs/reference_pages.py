@@ -124,7 +124,7 @@ def handoff_tables() -> str:
     hand-offs (file, maker, bands, dtype, nodata, scale, run stamp)."""
     mat_rows = [(f"`{shown_name(h.filename)}`", f"`{h.made_by}`",
                  ", ".join(f"`{key}` {dtype_name(kind)}" for key, kind in h.keys.items()),
-                 "7.3, chunks deflated where that pays" if h.compressed else "v5 (7.3 past 2 GB)")
+                 "v5, arrays compressed where that pays (7.3 past 2 GB)" if h.compressed else "v5 (7.3 past 2 GB)")
                 for h in declared(contract.HandOff)]
     raster_rows = [(f"`{r.filename}`", f"`{r.made_by}`",
                     f"{r.bands}: {', '.join(r.band_names)}" if r.band_names else str(r.bands), np.dtype(r.dtype).name,

@@ -165,9 +165,25 @@ def _check_images(value, base: Path, config_path: Path) -> tuple:
     images = tuple(input_path(base, v, "image", config_path) for v in values)
     images = tuple(tiles_of(base, v, f"{config_path}: image") if isinstance(image, Path) and is_pattern(v)
                    and not image.exists() else image for v, image in zip(values, images))
-    if len(set(map(str, images))) != len(images):
-        raise ConfigError(f"{config_path}: image lists the same date twice")
+    seen = {}
+    for value, image in zip(values, images):
+        identity = str(image), _file_identity(image)
+        for earlier, (text, file) in seen.items():
+            if text == identity[0] or file is not None and file == identity[1]:
+                raise ConfigError(f"{config_path}: image dates {earlier} and {value} are the same file (the same "
+                                  f"path, a link or another name of it); list each date once")
+        seen[value] = identity
     return images
+
+
+def _file_identity(image) -> tuple | None:
+    """The device and inode numbers of a date's file or folder (of each tile of :class:`Tiles`), links followed;
+    None where there is no such file (a GDAL virtual path)."""
+    files = image.files if isinstance(image, Tiles) else [image]
+    try:
+        return tuple((stat.st_dev, stat.st_ino) for stat in map(os.stat, files))
+    except (OSError, TypeError, ValueError):
+        return None
 
 
 #: How several dates can be combined.

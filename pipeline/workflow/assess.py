@@ -23,7 +23,7 @@ from pipeline.core import grids
 from pipeline.core.errors import InputDataError
 from pipeline.core.grids import paint_map
 from pipeline.core.vocabulary import LAYER_NAMES, SPECTRAL_BANDS, STEP0, STEP2, TEST, UNLABELLED
-from pipeline.handoffs import contract
+from pipeline.handoffs import checks, contract
 from pipeline.inputs import point_files
 from pipeline.run import cli, files
 from pipeline.run.config import Scene
@@ -95,6 +95,8 @@ def read_hand_offs(scene: Scene) -> HandOffs:
     step0, _ = contract.load_step0(scene, ["labels", "split", "centroids"], with_segments=False)
     record = step0[contract.PROVENANCE]
     grid = contract.raster_grid(contract.layers_raster(contract.layer_names_of_run(record)), scene.workdir, record)
+    for axis, size in enumerate((grid.rows, grid.cols)):  # the blocks of the test split are found by them
+        checks.check_below(contract.SAMPLES.path(scene.workdir), "centroids", step0["centroids"][:, axis], size, STEP0)
     pred_labels, prediction = contract.load_pred_labels(scene, record["run"], len(step0["labels"]))
     has_reference = record["inputs"]["reference"] is not None
     for handoff, provenance in ((contract.SEGMENTS_RASTER, record), (contract.PRED_MAP_RASTER, prediction),
@@ -105,7 +107,7 @@ def read_hand_offs(scene: Scene) -> HandOffs:
                                  f"{grid.cols} x {grid.rows}; rerun {handoff.made_by}")
     split, balanced_index = step0["split"], None
     if prediction.get("step1_run") is not None:  # trained here: the forest baseline uses the same balanced set
-        balanced = contract.load_balanced(scene, ["labels"], record)
+        balanced = contract.load_balanced(scene, ["labels"], record, len(step0["labels"]))
         if balanced[contract.PROVENANCE]["run"] != prediction["step1_run"]:
             raise InputDataError(f"{contract.PRED_LABELS.path(scene.workdir)}: predicted by a model trained on "
                                  f"another balanced set than the one in {scene.workdir}; rerun {STEP2}")

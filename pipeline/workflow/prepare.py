@@ -88,7 +88,7 @@ def step0_run(scene: Scene, scheduler: str | None = None, workers: int | None = 
         cluster.check_settings(scheduler, workers)
     with open_outputs(scene.workdir, OUTPUTS, input_files(scene)) as out, ThreadPoolExecutor(2) as side:
         record = side.submit(lambda: provenance.step0_provenance(
-            scene, fingerprint(scene.image), scene.reference and fingerprint(scene.reference)))
+            scene, [fingerprint(image) for image in scene.images], scene.reference and fingerprint(scene.reference)))
         with cluster.client_if(tiled, scheduler, workers, out) as client:
             yield Step0Run(scene, out, client, side, record, {}, started)
 
@@ -322,7 +322,7 @@ def finish(run: Step0Run, inputs: WorkGridInputs, prepared: PreparedScene) -> No
         "timings_s": run.timings, "sources": inputs.with_reference.result().sources, "wall_s": wall_s,
         "superpixels": len(prepared.labels), "invalid_pixels": prepared.invalid_pixels,
         "classes": summary["counts"], "tiles": prepared.tiles, "run": inputs.record["run"]},
-        inputs={fp["path"]: fp["sha256"] for fp in inputs.record["inputs"].values() if fp})
+        inputs={fp["path"]: fp["sha256"] for fp in provenance.input_fingerprints(inputs.record)})
     log.info("outputs in %s (%.1f s in all)", scene.workdir, wall_s)
 
 

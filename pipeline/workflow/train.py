@@ -196,7 +196,8 @@ def train_and_map(scene: Scene, runs_dir: Path, scheduler: str | None, workers: 
     with open_outputs(scene.workdir, OUTPUTS, input_files) as out:
         with cli.timed("read Step 0 and Step 1 outputs", timings):
             step0 = read_step0(scene)
-            balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE])
+            balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE],
+                                              len(step0["labels"]))
         cnn.check_validation_split(balanced["index"], p.validation_fraction)
         layer_names = tuple(step0["layer_names"])
         channels = cnn.network_channels(p.train_layers, layer_names, scene.config_path)

@@ -67,9 +67,7 @@ def test_tiles_of_the_subset_through_step0_give_the_whole_image_and_its_hand_off
                               gdal.Open(str(step0_workdir / name)).ReadAsArray()), name
     segments = [scipy.io.loadmat(folder / "segments.mat")["segments"] for folder in (tmp_path / "work", step0_workdir)]
     assert np.array_equal(*segments)
-    import hdf5storage
-
-    samples = [hdf5storage.loadmat(str(folder / "samples_labels.mat")) for folder in (tmp_path / "work", step0_workdir)]
+    samples = [scipy.io.loadmat(folder / "samples_labels.mat") for folder in (tmp_path / "work", step0_workdir)]
     for key in ("labels", "split", "samples"):
         assert np.array_equal(samples[0][key], samples[1][key]), key
     import Step1_Class_Balance as step1

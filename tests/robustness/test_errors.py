@@ -189,9 +189,8 @@ class TestInterruptedWrites:
         path = scene["workdir"] / "segments.mat"
         before = path.read_bytes()
 
-        def disk_full(target, *args, **kwargs):
-            with open(target, "wb") as file:
-                file.write(b"MATLAB 5.0 partial")
+        def disk_full(stream, *args, **kwargs):  # save_mat writes variable by variable into one open stream
+            stream.write(b"MATLAB 5.0 partial")
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(scipy.io, "savemat", disk_full)

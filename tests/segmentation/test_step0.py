@@ -192,15 +192,12 @@ class TestPatches:
             assert np.array_equal(samples["samples"][i], contract.decode_unit_values(cut)), i
             assert np.abs(samples["samples"][i] - cut * scale).max() <= 1e-6, i
 
-    def test_patches_are_stored_as_scaled_uint8_and_read_with_h5py_as_documented(self, step0_workdir):
-        import h5py
-
+    def test_patches_are_stored_as_scaled_uint8_and_read_with_scipy_as_documented(self, step0_workdir):
         path = contract.SAMPLES.path(step0_workdir)
-        with h5py.File(path, "r") as file:
-            stored, scale = file["samples"], float(file["patch_scale"][()].ravel()[0])
-            assert stored.dtype == np.uint8 and scale == 1 / 255
-            assert stored.compression is None  # stretched patches do not deflate enough to pay (test_mat_chunks)
-            outside = stored[()].T * scale  # the contract's recipe for code outside the pipeline
+        mat = scipy.io.loadmat(path)  # MATLAB v5, as the tutorial reads it
+        stored, scale = mat["samples"], float(mat["patch_scale"].ravel()[0])
+        assert stored.dtype == np.uint8 and scale == 1 / 255
+        outside = stored * scale  # the contract's recipe for code outside the pipeline
         np.testing.assert_allclose(outside, contract.load(contract.SAMPLES, step0_workdir, ["samples"])["samples"],
                                    atol=1e-7)
         float32_file = outside.size * 4 + outside.size // 8  # the float32 patches and uint8 masks written before
@@ -261,10 +258,8 @@ class TestOutputs:
         assert [layers.GetRasterBand(i + 1).GetDescription() for i in range(8)] == list(LAYER_NAMES)
 
     def test_hand_off_keys_shapes_and_types(self, step0_workdir):
-        import hdf5storage
-
         segments = scipy.io.loadmat(step0_workdir / "segments.mat")["segments"]
-        out = hdf5storage.loadmat(str(step0_workdir / "samples_labels.mat"))  # MATLAB 7.3, as the README says
+        out = scipy.io.loadmat(step0_workdir / "samples_labels.mat")  # MATLAB v5, as the README says
         n = segments.max() + 1
         assert segments.dtype == np.int32 and segments.shape == (339, 324)
         assert out["samples"].shape == (n, 25, 25, 8) and out["samples"].dtype == np.uint8
