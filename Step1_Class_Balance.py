@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from pipeline.handoffs import contract, settings
+from pipeline.handoffs import contract, memory, settings
 from pipeline.model.balancing import FEW_TRAINING_SUPERPIXELS, balance_classes, class_counts, write_balanced_set
 from pipeline.handoffs.provenance import STEP0_PARAMETERS
 from pipeline.run import cli
@@ -33,7 +33,7 @@ def balance(scene: Scene) -> None:
     with open_outputs(scene.workdir, (path.name, "run.json"), inputs) as out:
         scene = settings.with_step0_settings(scene)  # Step 0's flags carry over
         p = scene.params
-        contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
+        memory.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
         with cli.timed("read samples_labels.mat", timings):
             step0, _ = contract.load_step0(scene, ["labels", "split"], with_segments=False)
         before = class_counts(contract.train_labels(step0["labels"], step0["split"]), scene.class_names)

@@ -119,16 +119,21 @@ def cnns(scene, workdir: Path, held: HeldOut, split: np.ndarray, seeds, configur
                                          channels, layer_names)
         test_input = cnn.model_inputs(step0["samples"][held.test], step0["masks"][held.test], channels, layer_names)
         result[f"CNN, {name}"] = runs = []
+        members = []
         for seed in seeds:
             params = dataclasses.replace(scene.params, training_seed=seed)
             start = time.perf_counter()
             model, history = cnn.train_model(network_input, balanced["labels"], balanced["index"],
                                              len(scene.classes), params, Path(tempfile.mkdtemp()))
             seconds = time.perf_counter() - start
-            probabilities = cnn.correct_priors(model.predict(test_input, batch_size=512, verbose=0), shares)
+            members.append(model.predict(test_input, batch_size=512, verbose=0))
+            probabilities = cnn.correct_priors(members[-1], shares)
             runs.append({**held.scores(probabilities.argmax(axis=1)), "seconds": seconds,
                          "seconds_per_epoch": seconds / len(history["loss"]), "channels": len(channels)})
             print(name, seed, runs[-1], flush=True)
+        ensemble = cnn.correct_priors(np.mean(members, axis=0), shares)  # as ensemble = len(seeds) maps
+        result[f"CNN, {name}, ensemble of the {len(seeds)}"] = [{
+            **held.scores(ensemble.argmax(axis=1)), "seconds": sum(run["seconds"] for run in runs)}]
     return result
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import InputDataError
-from pipeline.core.vocabulary import LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, UNIT_SCALE, UNLABELLED
+from pipeline.core.vocabulary import NO_SUPERPIXEL, STEP0, STEP1, STEP2, UNIT_SCALE, UNLABELLED
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class Values:
 #: The numeric keys of the ``.mat`` hand-offs (a name means the same in every file that has it).
 VALUES = {
     "segments": Values(2, low=NO_SUPERPIXEL),
-    "samples": Values(4, rows=True, trailing=(None, None, len(LAYER_NAMES)), patches=True),
-    "images": Values(4, rows=True, trailing=(None, None, len(LAYER_NAMES)), patches=True),
+    "samples": Values(4, rows=True, trailing=(None, None, None), patches=True),
+    "images": Values(4, rows=True, trailing=(None, None, None), patches=True),
     "patch_scale": Values(0, low=UNIT_SCALE, high=UNIT_SCALE),
     "masks": Values(3, rows=True, low=0, high=1),
     "labels": Values(1, rows=True),
@@ -48,7 +48,7 @@ VALUES = {
 
 def check_key(path: Path, key: str, value, dtype, made_by: str) -> None:
     """Refuse ``value`` of numeric ``key`` read from ``path`` unless it has the declared ``dtype``, the rank,
-    trailing shape and range of :data:`VALUES` (patches: odd square windows of the 8 layers; NaN is out of any
+    trailing shape and range of :data:`VALUES` (patches: odd square windows of the layers; NaN is out of any
     range)."""
     rule, value = VALUES[key], np.asarray(value)
     problem = None

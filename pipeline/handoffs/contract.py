@@ -64,12 +64,12 @@ import numpy as np
 
 import gdal_tif2rgb
 from pipeline.handoffs import checks, matfile
-from pipeline.core.errors import ConfigError, InputDataError, InputFileError
+from pipeline.core.errors import InputDataError, InputFileError
 from pipeline.core.colours import class_palette
 from pipeline.core.stretch import unit_to_byte
 from pipeline.handoffs.fingerprints import fingerprint, unchanged
 from pipeline.handoffs.provenance import check_step0_provenance
-from pipeline.core.vocabulary import (EXTRA_BANDS, LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, TRAIN, UNIT_SCALE,
+from pipeline.core.vocabulary import (LAYER_NAMES, NO_SUPERPIXEL, STEP0, STEP1, STEP2, TRAIN, UNIT_SCALE,
                                       UNIT_STEPS, UNLABELLED, layer_names_of)
 
 TEXT = "text"
@@ -309,6 +309,10 @@ def check_names(path: Path, contents: dict, class_names, made_by: str, layer_nam
                              f"rerun {made_by}")
     if tuple(contents["layer_names"]) != tuple(layer_names):
         raise InputDataError(f"{path}: made for layers {list(contents['layer_names'])}; rerun {made_by}")
+    for key in ("samples", "images"):
+        if key in contents and contents[key].shape[-1] != len(layer_names):
+            raise InputDataError(f"{path}: {key} holds {contents[key].shape[-1]} layers, not the {len(layer_names)} "
+                                 f"of its layer_names; rerun {made_by}")
 
 
 def load_balanced(scene, keys, step0_record: dict, n_superpixels: int) -> dict:
@@ -432,37 +436,3 @@ def read_raster(handoff: RasterHandOff, workdir: Path, record: dict, window: tup
 def train_labels(labels: np.ndarray, split: np.ndarray) -> np.ndarray:
     """Labels of the training superpixels (split TRAIN, labelled)."""
     return labels[(split == TRAIN) & (labels != UNLABELLED)]
-
-
-def memory_free() -> int:
-    """Bytes of memory this process may still take: the memory free now, or less under an address-space limit
-    (``ulimit -v``, RLIMIT_AS) where the system has one."""
-    import psutil
-
-    free = psutil.virtual_memory().available
-    try:
-        import resource
-    except ImportError:  # Windows: no such limits
-        return free
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if limit == resource.RLIM_INFINITY:
-        return free
-    return max(0, min(free, limit - psutil.Process().memory_info().vms))
-
-
-def check_patches_fit(patches: int, patch_width: int, what: str, advice: str, share: float = 0.5) -> None:
-    """Refuse ``patches`` patches of ``patch_width`` px (the float32 layers and a uint8 mask each) that would take
-    more than ``share`` of the memory free now: one line, ``what`` would need about so many GiB; ``advice``. Counts
-    the most layers a scene can have (the tutorial's 8 and the further bands)."""
-    needed = patches * patch_width ** 2 * (4 * (len(LAYER_NAMES) + len(EXTRA_BANDS)) + 1)
-    free = memory_free()
-    if needed > share * free:
-        raise ConfigError(f"{what} would need about {needed / 2**30:.1f} GiB, more than {share:.0%} of the "
-                          f"{free / 2**30:.1f} GiB of memory free; {advice}")
-
-
-def check_balanced_set_fits(per_class: int, n_classes: int, patch_width: int, share: float = 0.5) -> None:
-    """Refuse a balanced set that would take more than ``share`` of the memory free now (Steps 1 and 2 hold it
-    whole, and the CNN's input is a second copy)."""
-    check_patches_fit(2 * per_class * n_classes, patch_width, f"per_class = {per_class}: the balanced set",
-                      "choose a smaller per_class", share)

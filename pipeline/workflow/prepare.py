@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.core import grids, vocabulary
 from pipeline.core.errors import ConfigError, InputDataError
 from pipeline.core.vocabulary import INDEX_LAYERS, LAYER_NAMES, SPECTRAL_BANDS, layer_names_of
-from pipeline.handoffs import contract, model_card, provenance
+from pipeline.handoffs import contract, memory, model_card, provenance
 from pipeline.handoffs.fingerprints import fingerprint
 from pipeline.inputs import sources
 from pipeline.model import scene_shift
@@ -132,7 +132,7 @@ def check_affordable(scene: Scene, rows: int, cols: int) -> None:
         raise ConfigError(f"{where}: patch_width = {p.patch_width} is too large for the {cols} x {rows} px work "
                           f"grid (at most {2 * min(rows, cols) - 1})")
     tile = min(p.tile_size or max(rows, cols), rows) * min(p.tile_size or max(rows, cols), cols)
-    contract.check_patches_fit(-(-p.n_segments * tile // pixels), p.patch_width,
+    memory.check_patches_fit(-(-p.n_segments * tile // pixels), p.patch_width,
                                f"{where}: patch_width = {p.patch_width} with n_segments = {p.n_segments}: the patches "
                                f"of {'a tile' if p.tile_size else 'the scene'}",
                                "choose a smaller patch_width or n_segments" + ("" if p.tile_size else " or tile_size"))

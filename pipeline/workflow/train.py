@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.core import grids
 from pipeline.core.errors import InputDataError
 from pipeline.core.vocabulary import MASK_CHANNEL, STEP0, STEP2, UNLABELLED
-from pipeline.handoffs import contract, model_card, provenance, settings
+from pipeline.handoffs import contract, memory, model_card, provenance, settings
 from pipeline.handoffs.model_card import ModelCard
 from pipeline.model import cnn, prediction_maps, scene_shift, training_logs
 from pipeline.run import cli
@@ -189,7 +189,7 @@ def train_and_map(scene: Scene, runs_dir: Path, scheduler: str | None, workers: 
         cluster.check_settings(scheduler, workers)
     scene, balanced_path = settings.for_training(scene)  # Step 0's and Step 1's flags carry over
     timings, p = {}, scene.params
-    contract.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
+    memory.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
     balanced_path = balanced_path or contract.BALANCED.path(scene.workdir, per_class=p.per_class)
     log.info("balanced set: %s (per_class %d, training_seed %d)", balanced_path, p.per_class, p.training_seed)
     input_files = (*step0_input_files(scene), balanced_path)

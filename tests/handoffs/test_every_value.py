@@ -37,7 +37,7 @@ def stopping_step3(monkeypatch) -> list:
     after Ctrl-C)."""
     read = []
 
-    def stop(scene, out, hand_offs, timings):
+    def stop(scene, out, hand_offs, timings, validation=None):
         read.append(hand_offs)
         raise KeyboardInterrupt
 
