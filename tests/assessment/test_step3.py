@@ -96,7 +96,7 @@ class TestAssessments:
         for size in (1, 5, 8, 1024):
             windows = grids.read_windows(shape, size, lambda w: bands[w[0]:w[0] + w[2], w[1]:w[1] + w[3]],
                                          lambda w: segments[w[0]:w[0] + w[2], w[1]:w[1] + w[3]])
-            features, sizes = accuracy.superpixel_features(windows, n)
+            features, sizes = forest.superpixel_features(windows, n)
             assert features.shape == (n, 6) and sizes.tolist() == [np.sum(segments == i) for i in range(n)]
             np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-2)
 
