@@ -385,7 +385,8 @@ def methods_text(scene: Scene, metrics: dict, grid: Grid | None) -> str:
     sentences = [
         f"The land-cover map of {e(scene.display_title)} was made from the Sentinel-2 image "
         f"{e(Path(str(scene.image)).name)}" + (f" on a grid of {e(grid_text(grid))}" if grid else "") +
-        f", following the object-based workflow of the KTH tutorial (SLIC superpixels and a patch CNN).",
+        ", following the object-based workflow of the KTH tutorial (SLIC superpixels and "
+        + ("a random forest in place of its patch CNN)." if metrics.get("classifier") == "forest" else "a patch CNN)."),
         f"The image was segmented with SLIC (scikit-image {e(versions.get('scikit-image', '?'))}) on its "
         f"{e(names_text(p0['slic_layers']))} layers converted to CIELAB, with n_segments = {p0['n_segments']:,} "
         f"and compactness = {p0['compactness']:g}" + (f", giving {superpixels:,} superpixels" if superpixels else "")

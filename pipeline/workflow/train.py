@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 #: Every file Step 2 writes in the work folder (committed together with the TensorBoard run): the trained
 #: model's and the map's. Every mode commits this set, so mapping with ``--model`` removes an earlier model, and a
 #: CNN an earlier forest's file (and the other way round).
-OUTPUTS = (contract.MODEL_FILE, contract.FOREST_MODEL_FILE, contract.MODEL_CARD, "learning_curve.png", contract.PRED_LABELS.filename,
-           contract.PRED_PROB.filename, contract.PRED_MAP.filename, "predMap.png", "predMap.tif", "predMap.qml",
-           "uncertainty.tif", "uncertainty.png", "run.json")
+OUTPUTS = (contract.MODEL_FILE, contract.FOREST_MODEL_FILE, contract.MODEL_CARD, "learning_curve.png",
+           contract.PRED_LABELS.filename, contract.PRED_PROB.filename, contract.PRED_MAP.filename, "predMap.png",
+           "predMap.tif", "predMap.qml", "uncertainty.tif", "uncertainty.png", "run.json")
 
 
 @dataclass(frozen=True)

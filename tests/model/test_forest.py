@@ -7,8 +7,37 @@ import pickle
 import numpy as np
 import pytest
 
+from pipeline.core import grids, vocabulary
 from pipeline.core.errors import InputDataError, InputFileError
 from pipeline.model import forest
+
+
+def test_features_of_two_superpixels_by_hand():
+    bands = np.array([[[10.0, 0.0], [20.0, 4.0], [7.0, 1.0]],
+                      [[30.0, 8.0], [99.0, 9.0], [7.0, 3.0]]], np.float32)  # 2 x 3 px, 2 bands
+    segments = np.array([[0, 0, 1], [0, -1, 1]])  # superpixel 0: 3 px, 1: 2 px, one pixel in none
+    features, sizes = forest.superpixel_features([(bands, segments)], 2)
+    # superpixel 0: band 0 (10, 20, 30) mean 20, std sqrt(200 / 3); band 1 (0, 4, 8) mean 4, std sqrt(32 / 3)
+    # superpixel 1: band 0 (7, 7) mean 7, std 0; band 1 (1, 3) mean 2, std 1
+    np.testing.assert_allclose(features, [[20, 4, np.sqrt(200 / 3), np.sqrt(32 / 3)], [7, 2, 0, 1]], rtol=1e-6)
+    assert sizes.tolist() == [3, 2]
+
+
+def test_forest_features_window_by_window_equal_a_direct_computation_without_masked_pixels():
+    rng = np.random.default_rng(3)
+    shape, n = (23, 31), 40
+    segments = rng.integers(0, n, shape)
+    segments[rng.random(shape) < 0.2] = vocabulary.NO_SUPERPIXEL  # masked: in no superpixel
+    bands = rng.integers(0, 10000, (*shape, 3)).astype(np.float32)  # reflectance x 10000, as uint16 L1C
+    bands[segments == vocabulary.NO_SUPERPIXEL] = np.nan  # masked pixels must not reach any superpixel
+    expected = np.array([[*bands[segments == i].mean(axis=0), *bands[segments == i].std(axis=0)]
+                         for i in range(n)])
+    for size in (1, 5, 8, 1024):
+        windows = grids.read_windows(shape, size, lambda w: bands[w[0]:w[0] + w[2], w[1]:w[1] + w[3]],
+                                     lambda w: segments[w[0]:w[0] + w[2], w[1]:w[1] + w[3]])
+        features, sizes = forest.superpixel_features(windows, n)
+        assert features.shape == (n, 6) and sizes.tolist() == [np.sum(segments == i) for i in range(n)]
+        np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-2)
 
 
 def fitted(seed: int = 7):

@@ -25,7 +25,8 @@ FOREST_FILE = contract.FOREST_MODEL_FILE
 
 def outcome(work) -> SimpleNamespace:
     """What a Step 2 and Step 3 run left in ``work``."""
-    return SimpleNamespace(files={p.name for p in work.iterdir()}, metrics=json.loads((work / "metrics.json").read_text()),
+    return SimpleNamespace(files={p.name for p in work.iterdir()},
+                           metrics=json.loads((work / "metrics.json").read_text()),
                            card=json.loads((work / "model.json").read_text()),
                            step2=json.loads((work / "run.json").read_text())["steps"]["Step2_Model_Training"],
                            labels=contract.load(contract.PRED_LABELS, work, ["predLabels"])["predLabels"],
