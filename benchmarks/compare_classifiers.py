@@ -172,7 +172,8 @@ def main(argv=None) -> int:
     trained = np.unique(contract.load(contract.BALANCED, args.workdir, ["index"],
                                       per_class=scene.params.per_class)["index"])
     results = forests(image_bands(args.workdir), segments, codes, held, trained, samples["split"], seeds, k)
-    results.update(cnns(scene, args.workdir, held, samples["split"], seeds, args.configurations.split(",")))
+    configurations = [name for name in args.configurations.split(",") if name]
+    results.update(cnns(scene, args.workdir, held, samples["split"], seeds, configurations))
     ceiling = held.scores(held.by_class[held.test].argmax(axis=1))["pixel"]
     (args.workdir / "compare_classifiers.json").write_text(json.dumps(
         {"scene": scene.name, "seeds": seeds, "segmentation_ceiling_pixel": ceiling, "results": results}, indent=1))

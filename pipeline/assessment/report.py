@@ -20,7 +20,8 @@ import numpy as np
 from pipeline.assessment.accuracy import AXES_NOTE, FOREST_FEATURES
 from pipeline.assessment.accuracy_figures import (AGREEMENT_CATEGORIES, AGREEMENT_COLOURS, ASSESSMENT_TITLES,
                                                   SPLIT_MAP_CATEGORIES, SPLIT_MAP_COLOURS, assessment_title)
-from pipeline.assessment.report_text import (absent_text, area_table, class_cell, class_legend, confusion_tables,
+from pipeline.assessment.report_text import (absent_text, area_table, class_cell, class_legend, classifier_name,
+                                             confusion_tables,
                                              design_sentence, error_matrix_table, forest_text, formulas_html,
                                              grid_text,
                                              headline_text, is_designed, methods_text, prose, run_record,
@@ -128,14 +129,14 @@ def area_section(area: dict, title: str, numbering: Numbering, class_names, desc
     return "".join(parts)
 
 
-def map_figures(scene: Scene, numbering: Numbering, grid: Grid | None) -> str:
+def map_figures(scene: Scene, numbering: Numbering, grid: Grid | None, classifier: str) -> str:
     """The map and its uncertainty (Step 2's previews, in map coordinates), each a numbered figure."""
     k = len(scene.class_names)
     where = f" ({html.escape(grid_text(grid))})" if grid else ""
     legend = class_legend(scene.class_names, scene.descriptions)
     return (numbering.figure(image_tag(scene.output("predMap.png"), "predicted land cover"), (
-        f"Land-cover map of {html.escape(scene.display_title)}, one class per superpixel as the CNN predicted "
-        f"it{where}; easting and northing in km, with a scale bar. Classes: {legend}."), kind="map")
+        f"Land-cover map of {html.escape(scene.display_title)}, one class per superpixel as the {classifier} "
+        f"predicted it{where}; easting and northing in km, with a scale bar. Classes: {legend}."), kind="map")
         + numbering.figure(image_tag(scene.output("uncertainty.png"), "uncertainty"), (
             f"Uncertainty of the predicted class per superpixel: 1 − the largest class probability, from 0 "
             f"(certain) to 1 − 1/{k} = {1 - 1 / k:.2f} (all {k} classes equally likely). It is the model's doubt "
@@ -176,15 +177,15 @@ def cite_section(scene: Scene, out: OutputSet, metrics: dict, numbering: Numberi
                                       ident="headline-figure", kind="cite") + "</section>")
 
 
-def map_section(scene: Scene, out: OutputSet, numbering: Numbering, grid: Grid | None) -> str:
+def map_section(scene: Scene, out: OutputSet, numbering: Numbering, grid: Grid | None, classifier: str) -> str:
     """The report's "The map": the map and its uncertainty, the image and its superpixels, the reference
-    beside the map."""
+    beside the map; ``classifier`` names what made the map (:func:`~report_text.classifier_name`)."""
     composites = "".join(image_tag(scene.output(name), alt) for name, alt in (
         ("rgb.png", "true-colour composite"), ("nir_green_blue.png", "false-colour composite"),
         ("segments_boundaries.png", "superpixel boundaries")))
     superpixels = run_record(scene).get("steps", {}).get("Step0_Data_Preparation", {}).get("superpixels")
     return (
-        "<h2>The map</h2>" + map_figures(scene, numbering, grid)
+        "<h2>The map</h2>" + map_figures(scene, numbering, grid, classifier)
         + numbering.figure(f"<div class='row'>{composites}</div>", (
             "The image and its superpixels: left, true-colour composite (red, green, blue); middle, false-colour "
             "composite (near infrared, green, blue: vegetation in red); right, the SLIC superpixel boundaries in "
@@ -192,8 +193,8 @@ def map_section(scene: Scene, out: OutputSet, numbering: Numbering, grid: Grid |
             + "."))
         + numbering.figure(image_tag(out.path("reference_maps.png"), "reference and predicted maps"), (
             f"The reference beside the map: left, the reference per pixel (blank: no reference label); middle, the "
-            f"reference as each superpixel's majority class, the labels the CNN was trained and tested on; right, the "
-            f"CNN's map. Classes: {class_legend(scene.class_names, scene.descriptions)}.")))
+            f"reference as each superpixel's majority class, the labels the {classifier} was trained and tested on; "
+            f"right, the {classifier}'s map. Classes: {class_legend(scene.class_names, scene.descriptions)}.")))
 
 
 def diagnostics_section(scene: Scene, out: OutputSet, metrics: dict, numbering: Numbering) -> str:
@@ -247,13 +248,14 @@ def write_report(scene: Scene, out: OutputSet, metrics: dict) -> None:
     numbering, grid = Numbering(), scene_grid(scene)
     write_page(scene, out, "land-cover report", f"""{scene_comparison(metrics.get("applied_model"))}
 {cite_section(scene, out, metrics, numbering)}
-{map_section(scene, out, numbering, grid)}
-<p>{html.escape(metrics.get("applied_model_note", ""))} {html.escape(masked_text(metrics["masked_area_ha"]))}
+{map_section(scene, out, numbering, grid, classifier_name(metrics))}
+<p>{html.escape(metrics.get("applied_model_note", ""))} {html.escape(metrics.get("classifier_note", ""))}
+{html.escape(masked_text(metrics["masked_area_ha"]))}
 Image: {html.escape(Path(str(scene.image)).name)}; reference: {html.escape(Path(str(scene.reference)).name)}.</p>
 <h2>Methods</h2><p>A paragraph to adapt for a thesis or paper (parameters and versions as recorded in run.json):</p>
 {methods_text(scene, metrics, grid)}
 {diagnostics_section(scene, out, metrics, numbering)}
-<p>Full figures: metrics.json. Parameters and input checksums: run.json.</p>""")
+<p>Full figures: metrics.json. Parameters and input checksums: run.json.</p>""", classifier_name(metrics, full=True))
 
 
 def diagnostic(title: str, body: str) -> str:
@@ -271,13 +273,14 @@ def assessment_caption(name: str, result: dict) -> str:
             f"diagonal: the producer's accuracy).")
 
 
-def write_page(scene: Scene, out: OutputSet, title: str, body: str) -> None:
-    """``report.html``: ``body`` under the scene's title, in the one style of Step 3's pages."""
+def write_page(scene: Scene, out: OutputSet, title: str, body: str, classifier: str) -> None:
+    """``report.html``: ``body`` under the scene's title, in the one style of Step 3's pages; ``classifier`` names
+    what classified the superpixels, with its article (:func:`~report_text.classifier_name`)."""
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(scene.display_title)}: {title}</title><style>{STYLE}</style></head><body>
 <h1>{html.escape(scene.display_title)}</h1><p class="subtitle">{title[:1].upper() + title[1:]} from Sentinel-2:
-SLIC superpixels classified by a convolutional neural network.</p>
+SLIC superpixels classified by {classifier}.</p>
 {body}</body></html>"""
     with atomic_output(out.path("report.html")) as temporary:
         temporary.write_text(page, encoding="utf-8")
@@ -290,11 +293,12 @@ def masked_text(masked_ha: float) -> str:
 
 
 def write_map_page(scene: Scene, out: OutputSet, areas: np.ndarray, model_scene, validation: dict | None,
-                   comparison: dict | None, masked_ha: float) -> None:
+                   comparison: dict | None, masked_ha: float, metrics: dict) -> None:
     """``report.html`` of a scene without a reference: the map, its uncertainty and the class ``areas`` (K,)
     in hectares, for a model trained on scene ``model_scene``, with Step 2's ``comparison`` of the scene with
     the training scene (see :func:`scene_comparison`) and the ``masked_ha`` hectares left unmapped; and the
-    estimates from a labelled ``validation`` sample, if given (then marked as the accuracy to cite)."""
+    estimates from a labelled ``validation`` sample, if given (then marked as the accuracy to cite); ``metrics``
+    (``metrics.json``'s) names the classifier."""
     numbering, grid = Numbering(), scene_grid(scene)
     rows = "".join(f"<tr>{class_cell(name, scene.descriptions)}<td>{area:,.2f}</td>"
                    f"<td>{area / max(areas.sum(), 1e-9):.1%}</td></tr>" for name, area in zip(scene.class_names, areas))
@@ -307,10 +311,10 @@ def write_map_page(scene: Scene, out: OutputSet, areas: np.ndarray, model_scene,
 <p>No reference: accuracy cannot be assessed from the map alone{"" if validation else
 " (design and label a validation sample with Step 3 --design-sample, then assess with --validation)"}. Model trained on
 scene {html.escape(str(model_scene))}. Image: {html.escape(Path(str(scene.image)).name)}.</p>
-{accuracy}<h2>The map</h2>{map_figures(scene, numbering, grid)}
+{accuracy}<h2>The map</h2>{map_figures(scene, numbering, grid, classifier_name(metrics))}
 <h2>Class areas (map)</h2>{numbering.figure(table, "Area of each class in the map, in hectares and as a share of the "
                                                    "mapped area (pixel counts, without sampling or error adjustment).")}
-<p>{html.escape(masked_text(masked_ha))}</p>""")
+<p>{html.escape(masked_text(masked_ha))}</p>""", classifier_name(metrics, full=True))
 
 
 def summary_lines(metrics: dict) -> list[str]:

@@ -21,6 +21,21 @@ from pipeline.run.config import Scene
 from pipeline.run.figures import crs_label
 
 
+#: What made the map (``metrics.json``'s ``classifier``; older metrics: the CNN), as the report names it: short,
+#: and in full with its article.
+CLASSIFIER_NAMES = {"cnn": ("CNN", "a convolutional neural network"),
+                    "forest": ("random forest", "a random forest on superpixel band statistics")}
+
+
+def classifier_name(metrics: dict | None, full: bool = False) -> str:
+    """The map's classifier in words (:data:`CLASSIFIER_NAMES`), short or (``full``) with its article.
+
+    >>> classifier_name({"classifier": "forest"}), classifier_name({}, full=True)
+    ('random forest', 'a convolutional neural network')
+    """
+    return CLASSIFIER_NAMES[(metrics or {}).get("classifier", "cnn")][int(full)]
+
+
 #: The per-class scores of an assessment: metrics.json key -> the standard term (the tutorial's name).
 SCORE_TERMS = {"precision": "user's accuracy (precision)", "recall": "producer's accuracy (recall)",
                "f1": "F1 score", "support": "reference count (support)"}
@@ -370,7 +385,8 @@ def methods_text(scene: Scene, metrics: dict, grid: Grid | None) -> str:
     sentences = [
         f"The land-cover map of {e(scene.display_title)} was made from the Sentinel-2 image "
         f"{e(Path(str(scene.image)).name)}" + (f" on a grid of {e(grid_text(grid))}" if grid else "") +
-        f", following the object-based workflow of the KTH tutorial (SLIC superpixels and a patch CNN).",
+        ", following the object-based workflow of the KTH tutorial (SLIC superpixels and "
+        + ("a random forest in place of its patch CNN)." if metrics.get("classifier") == "forest" else "a patch CNN)."),
         f"The image was segmented with SLIC (scikit-image {e(versions.get('scikit-image', '?'))}) on its "
         f"{e(names_text(p0['slic_layers']))} layers converted to CIELAB, with n_segments = {p0['n_segments']:,} "
         f"and compactness = {p0['compactness']:g}" + (f", giving {superpixels:,} superpixels" if superpixels else "")
@@ -382,6 +398,11 @@ def methods_text(scene: Scene, metrics: dict, grid: Grid | None) -> str:
     ]
     if metrics.get("applied_model_note"):
         sentences.append(e(metrics["applied_model_note"]))
+    elif metrics.get("classifier") == "forest":
+        sentences.append(
+            f"A random forest (scikit-learn, 300 trees) was trained on each distinct training superpixel of a "
+            f"balanced set of {p1['per_class']:,} draws per class, once each, on {e(FOREST_FEATURES)}; its class "
+            f"probabilities, the shares of the trees' votes, were not reweighted.")
     else:
         keras = f", Keras {e(versions['keras'])}" if "keras" in versions else ""
         tensorflow = versions.get("tensorflow-cpu") or versions.get("tensorflow", "?")

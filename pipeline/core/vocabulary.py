@@ -38,3 +38,5 @@ STEP0, STEP1, STEP2, STEP3 = ("Step0_Data_Preparation.py", "Step1_Class_Balance.
 UNIT_STEPS = 255
 #: The value of one step: ``layers.tif``'s band scale and the stored ``patch_scale``.
 UNIT_SCALE = 1 / UNIT_STEPS
+#: The classifiers Step 2 trains (parameter ``classifier``): the tutorial's patch CNN, or the superpixel random forest.
+CLASSIFIERS = ("cnn", "forest")

@@ -82,6 +82,8 @@ PROVENANCE = "provenance"
 STEP0_RUN_ITEM, STEP2_RUN_ITEM = "STEP0_RUN", "STEP2_RUN"
 
 MODEL_FILE, MODEL_CARD = "model.keras", "model.json"
+#: The trained random forest of ``classifier = "forest"`` (joblib's pickle), with its card ``model.json`` beside it.
+FOREST_MODEL_FILE = "model.forest.joblib"
 
 
 @dataclass(frozen=True)

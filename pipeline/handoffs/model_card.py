@@ -1,6 +1,6 @@
-"""The model card, ``model.json`` beside a trained ``model.keras``: what applying the model to another scene
-needs (its layers, channels, patch width, classes, the training scene's stretch and class shares) and the runs
-it came from.
+"""The model card, ``model.json`` beside a trained ``model.keras`` (or ``model.forest.joblib``): what applying the
+model to another scene needs (its classifier, layers, channels, patch width or a forest's features, classes, the
+training scene's stretch and class shares) and the runs it came from.
 
 Step 2 writes it when it trains (:func:`from_training`, :meth:`ModelCard.write`); Step 2 with ``--model`` and
 Step 0 with ``--stretch-from`` read it with :func:`read`, which refuses in one line a card that is missing, not
@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.core.atomic_files import atomic_output
 from pipeline.core.colours import class_palette
 from pipeline.handoffs import contract
-from pipeline.core.vocabulary import STEP0, STEP2
+from pipeline.core.vocabulary import CLASSIFIERS, STEP0, STEP2
 from pipeline.handoffs.contract import MODEL_CARD
 from pipeline.core.errors import InputDataError, InputFileError
 
@@ -28,20 +28,24 @@ from pipeline.core.errors import InputDataError, InputFileError
 class ModelCard:
     """A trained model's card; in ``model.json`` each tuple is a JSON list and each dict a JSON object.
 
+    A random forest's card (``classifier`` ``"forest"``) has no channels (``train_layers`` empty: the forest sees
+    no patches, ``patch_width`` is only the training scene's) and no prior correction: trained on each distinct
+    training superpixel once, its probabilities carry their class shares, ``prior_shares``, already.
+
     Attributes
     ----------
     model_run : the run id of the Step 2 run that trained the model.
     scene : the name of the training scene.
     layer_names : the layers of the patches, in the order of their last axis (the tutorial's 8, then the further
         bands of the training scene).
-    train_layers : the channels the CNN sees, in order (names from ``layer_names`` and ``"mask"``).
+    train_layers : the channels the CNN sees, in order (names from ``layer_names`` and ``"mask"``); none for a forest.
     patch_width : the side of the patches in pixels.
     class_names : the classes, in the order of their codes 0, 1, ...
     class_colours : an (r, g, b) colour (0-255) per class.
     stretch_limits : layer -> (low, high), the training scene's stretch limits, in ``stretch_unit``.
     stretch_unit : the unit of the stretch limits: ``"reflectance"`` or ``"raster values"``.
     prior_shares : each class's share of the training superpixels (sums to 1), the priors of
-        :func:`pipeline.model.cnn.correct_priors`.
+        :func:`pipeline.model.cnn.correct_priors` (a forest's: of the superpixels it was trained on).
     prior_correction : whether the model's probabilities are corrected with ``prior_shares``.
     parameters : the step parameters of the training run (name -> value).
     preparation : how the training scene's image was made: ``dates``, ``composite``, ``masking``,
@@ -50,6 +54,10 @@ class ModelCard:
     layer_quantiles : the training scene's layer quantiles before the stretch, in ``stretch_unit``
         (``{"levels": [...], "quantiles": {layer: [...]}}``, :func:`pipeline.model.scene_shift.layer_quantiles`),
         to compare another scene with; None in cards written before they were recorded.
+    classifier : ``"cnn"`` (the patch CNN, ``model.keras``; cards written before the forest read as it) or
+        ``"forest"`` (the superpixel random forest, ``model.forest.joblib``).
+    forest_features : a forest's features (``forest_features.card_features``): the image bands' ``roles`` (role ->
+        band number), ``band_count``, ``unit``, ``indices`` and feature ``count``; None for a CNN.
     """
 
     model_run: str
@@ -68,6 +76,8 @@ class ModelCard:
     step0_run: str
     step1_run: str
     layer_quantiles: dict | None = None
+    classifier: str = "cnn"
+    forest_features: dict | None = None
 
     def to_json(self) -> str:
         """The card as ``model.json`` holds it: indented JSON with sorted keys, ending in a newline."""
@@ -82,11 +92,11 @@ class ModelCard:
 #: The keys of ``model.json``, one per field of :class:`ModelCard`.
 KEYS = tuple(field.name for field in dataclasses.fields(ModelCard))
 #: The keys a card may lack (cards written before they were recorded): their field's default stands in.
-OPTIONAL_KEYS = ("layer_quantiles",)
+OPTIONAL_KEYS = ("layer_quantiles", "classifier", "forest_features")
 
 
 def from_training(scene, step0_record: dict, layer_names: tuple, channels: tuple, train_labels: np.ndarray,
-                  record: dict) -> ModelCard:
+                  record: dict, forest_features: dict | None = None) -> ModelCard:
     """The card of a model trained on ``scene``.
 
     Parameters
@@ -94,9 +104,10 @@ def from_training(scene, step0_record: dict, layer_names: tuple, channels: tuple
     scene : the training :class:`~pipeline.run.config.Scene`.
     step0_record : the provenance of the scene's Step 0 run (its stretch limits and their unit).
     layer_names : the layers of the scene's patches, in order.
-    channels : the channels the CNN sees, in order (``cnn.network_channels``).
+    channels : the channels the CNN sees, in order (``cnn.network_channels``); () for a forest.
     train_labels : (m,) uint8 class codes of the training superpixels (their shares are the priors).
     record : the provenance of the training Step 2 run (its ``run``, ``step0_run`` and ``step1_run``).
+    forest_features : a forest's features (given: the card of a forest, without prior correction).
     """
     p, n_classes = scene.params, len(scene.classes)
     stretch = step0_record["stretch"]
@@ -109,9 +120,11 @@ def from_training(scene, step0_record: dict, layer_names: tuple, channels: tuple
         patch_width=p.patch_width, class_names=tuple(scene.class_names),
         class_colours=tuple(tuple(int(v) for v in c) for c in class_palette(scene.class_names)),
         stretch_limits={name: tuple(float(v) for v in stretch["limits"][name]) for name in layer_names},
-        stretch_unit=stretch["unit"], prior_shares=tuple(shares.tolist()), prior_correction=p.prior_correction,
-        parameters={**p.as_dict(), "train_layers": tuple(channels)}, preparation=preparation(step0_record["parameters"]), step0_run=record["step0_run"],
-        step1_run=record["step1_run"], layer_quantiles=stretch.get("layer_quantiles") or None)
+        stretch_unit=stretch["unit"], prior_shares=tuple(shares.tolist()),
+        prior_correction=p.prior_correction and forest_features is None, parameters={**p.as_dict(), "train_layers": tuple(channels)},
+        preparation=preparation(step0_record["parameters"]), step0_run=record["step0_run"],
+        step1_run=record["step1_run"], layer_quantiles=stretch.get("layer_quantiles") or None,
+        classifier="cnn" if forest_features is None else "forest", forest_features=forest_features)
 
 
 def preparation(step0_parameters: dict) -> dict:
@@ -122,7 +135,8 @@ def preparation(step0_parameters: dict) -> dict:
 
 
 def read(model_path: Path) -> ModelCard:
-    """The card (``model.json``) beside the trained model ``model_path`` (a ``model.keras``), checked key by key.
+    """The card (``model.json``) beside the trained model ``model_path`` (a ``model.keras`` or
+    ``model.forest.joblib``), checked key by key.
 
     Raises ``InputFileError`` if the model or its card is missing or the card is not JSON, and
     ``InputDataError`` if the card lacks a key or holds a value of the wrong type or shape; each names the file
@@ -182,6 +196,15 @@ def _is_quantiles(value, card) -> bool:
             and all(_is_numbers(value["quantiles"].get(name), len(levels)) for name in card["layer_names"]))
 
 
+def _is_forest_features(value, classifier: str) -> bool:
+    if classifier != "forest":
+        return value is None
+    counts = [value.get(key) for key in ("band_count", "count")] if isinstance(value, dict) else [None]
+    return (all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in counts)
+            and isinstance(value.get("roles"), dict) and all(isinstance(v, int) for v in value["roles"].values())
+            and isinstance(value.get("unit"), str) and _is_texts(value.get("indices")))
+
+
 def _is_colour(value) -> bool:
     return _is_numbers(value, 3) and all(isinstance(v, int) and 0 <= v <= 255 for v in value)
 
@@ -191,7 +214,8 @@ _RULES = {
     "model_run": ("a text (a run id)", lambda value, card: isinstance(value, str)),
     "scene": ("a text (the training scene's name)", lambda value, card: isinstance(value, str)),
     "layer_names": ("a list of layer names", lambda value, card: _is_texts(value)),
-    "train_layers": ("a list of channel names", lambda value, card: _is_texts(value) and len(value) > 0),
+    "train_layers": ("a list of channel names (none for a forest)",
+                     lambda value, card: _is_texts(value) and (len(value) > 0 or card.get("classifier") == "forest")),
     "patch_width": ("a whole number of pixels above 0",
                     lambda value, card: isinstance(value, int) and not isinstance(value, bool) and value > 0),
     "class_names": ("a list of class names", lambda value, card: _is_texts(value) and len(value) > 0),
@@ -211,4 +235,9 @@ _RULES = {
     "step1_run": ("a text (a run id)", lambda value, card: isinstance(value, str)),
     "layer_quantiles": ("null or {levels: [...], quantiles: {layer: [one finite number per level]}} for every "
                         "layer of layer_names", lambda value, card: value is None or _is_quantiles(value, card)),
+    "classifier": (f"one of {', '.join(CLASSIFIERS)} (forest: with forest_features)",
+                   lambda value, card: value in CLASSIFIERS
+                   and (value == "cnn" or card.get("forest_features") is not None)),
+    "forest_features": ("null for a CNN, for a forest {roles: {role: band}, band_count, unit, indices, count}",
+                        lambda value, card: _is_forest_features(value, card.get("classifier", "cnn"))),
 }

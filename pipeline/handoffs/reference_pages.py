@@ -43,14 +43,14 @@ def markdown_table(header: tuple, rows: list) -> str:
 def toml_value(value) -> str:
     """A parameter value as it is written in the scene TOML.
 
-    >>> toml_value(True), toml_value(("red", "green")), toml_value((0, 1)), toml_value(30.0)
-    ('true', '["red", "green"]', '[0, 1]', '30.0')
+    >>> toml_value(True), toml_value(("red", "green")), toml_value((0, 1)), toml_value(30.0), toml_value("cnn")
+    ('true', '["red", "green"]', '[0, 1]', '30.0', '"cnn"')
     """
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, tuple):
         return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in value) + "]"
-    return str(value)
+    return f'"{value}"' if isinstance(value, str) else str(value)
 
 
 def flag(name: str, default) -> str:
@@ -73,7 +73,7 @@ def accepted(rule: Rule, default) -> str:
     if isinstance(default, bool):
         return "true or false"
     if rule.choices:
-        how_many = f"{rule.count} of" if rule.count else "any of"
+        how_many = f"{rule.count} of" if rule.count else "one of" if isinstance(default, str) else "any of"
         return f"{how_many} {', '.join(map(str, rule.choices))}"
     bounds = [f">= {number(rule.minimum)}" if rule.minimum is not None else "",
               f"<= {number(rule.maximum)}" if rule.maximum is not None else "", "odd" if rule.odd else ""]

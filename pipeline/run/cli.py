@@ -74,6 +74,9 @@ def _add_parameter_flags(parser, names, seed: str | None = None) -> None:
         elif isinstance(default, tuple):
             parser.add_argument(*flags, nargs="+", default=None, metavar="LAYER",
                                 help=f"{text}; names from {', '.join(rule.choices)}, or their 0-based indices")
+        elif isinstance(default, str):
+            parser.add_argument(*flags, dest=name, default=None, metavar="{" + ",".join(rule.choices) + "}",
+                                help=text)
         else:
             parser.add_argument(*flags, dest=name, type=type(default), default=None, help=text)
 

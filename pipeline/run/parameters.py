@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 from pipeline.core.errors import ConfigError
-from pipeline.core.vocabulary import ALL_LAYERS, EXTRA_BANDS, LAYER_NAMES, MASK_CHANNEL
+from pipeline.core.vocabulary import ALL_LAYERS, CLASSIFIERS, EXTRA_BANDS, LAYER_NAMES, MASK_CHANNEL
 
 #: The random seed of each concern (the split, the balanced set and training, the designed validation sample);
 #: ``seed`` under ``[run]`` in a TOML sets each that its own section does not.
@@ -91,7 +91,11 @@ class Parameters:
                                      minimum=0.0, maximum=5000.0)
     prior_correction: bool = parameter(True, "training", "weight predicted class probabilities by the classes' "
                                                          "shares among training superpixels (undoes the balancing's "
-                                                         "equal priors)")
+                                                         "equal priors; the CNN's only)")
+    classifier: str = parameter("cnn", "training", "what Step 2 trains and maps with: 'cnn' = the tutorial's patch "
+                                                   "CNN, 'forest' = a random forest on each superpixel's mean and "
+                                                   "standard deviation of every band and of NDVI, NDWI, NDBI",
+                                choices=CLASSIFIERS)
 
     @classmethod
     def rules(cls) -> dict:
@@ -120,6 +124,10 @@ def check_value(name: str, value, rule: Rule, default, source: str):
         return _check_codes(value, rule, where)
     if isinstance(default, tuple):
         return _check_layers(value, rule, where)
+    if isinstance(default, str):
+        if value not in rule.choices:
+            raise ConfigError(f"{where} must be one of {', '.join(rule.choices)}")
+        return value
     kind = type(default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{where} must be {'an integer' if kind is int else 'a number'}")

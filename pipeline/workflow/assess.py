@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import gdal_tif2rgb
 from gdal_tif2rgb import Grid
 from pipeline.assessment import accuracy, label_suggestions, pixel_counts, report, report_text, validation_sample
 from pipeline.assessment.accuracy import ASSESSMENTS, AXES_NOTE
@@ -22,14 +21,15 @@ from pipeline.assessment.area_estimates import (AGRESTI_CAFFO_2000, AGRESTI_COUL
 from pipeline.core import grids
 from pipeline.core.errors import InputDataError
 from pipeline.core.grids import paint_map
-from pipeline.core.vocabulary import LAYER_NAMES, SPECTRAL_BANDS, STEP0, STEP2, TEST, UNLABELLED
+from pipeline.core.vocabulary import STEP0, STEP2, TEST, UNLABELLED
 from pipeline.handoffs import checks, contract
 from pipeline.inputs import point_files
+from pipeline.model import forest
 from pipeline.run import cli, files
 from pipeline.run.config import Scene
 from pipeline.run.outputs import OutputSet, open_outputs
-from pipeline.segmentation.layers import build_layers
 from pipeline.segmentation.split import block_of
+from pipeline.workflow import forest_features
 
 log = logging.getLogger(__name__)
 #: Every file Step 3 writes (committed together).
@@ -61,6 +61,7 @@ class HandOffs:
     pixel_area_m2 : the area of one pixel, square metres.
     applied_from : the scene the applied model was trained on; None for a model trained here.
     applied_model : Step 2's comparison of the scene with the applied model's training scene (None if none).
+    classifier : what made the map: ``"cnn"`` or ``"forest"`` (Step 2's ``classifier``; older maps: ``"cnn"``).
     """
 
     labels: np.ndarray
@@ -76,6 +77,7 @@ class HandOffs:
     pixel_area_m2: float
     applied_from: str | None
     applied_model: dict | None
+    classifier: str = "cnn"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -119,7 +121,8 @@ def read_hand_offs(scene: Scene) -> HandOffs:
                     pred_labels=pred_labels, step0_record=record, step2_record=prediction,
                     has_reference=has_reference, balanced_index=balanced_index, grid=grid,
                     pixel_area_m2=pixel_area(grid, contract.LAYERS.path(scene.workdir)),
-                    applied_from=prediction.get("model_scene"), applied_model=prediction.get("applied_model"))
+                    applied_from=prediction.get("model_scene"), applied_model=prediction.get("applied_model"),
+                    classifier=prediction.get("classifier", "cnn"))
 
 
 def hand_off_paths(scene: Scene) -> tuple:
@@ -154,39 +157,13 @@ def count_scene(scene: Scene, hand_offs: HandOffs, forest: np.ndarray | None = N
                                      hand_offs.split, hand_offs.block, forest)
 
 
-def image_reader(scene: Scene, hand_offs: HandOffs):
-    """``read(window)``: every band of the image Step 0 prepared on the work grid (``sources`` of its entry in
-    ``run.json``: the user's raster, or ``sources/image.vrt`` or ``image.tif``), in the image's unit, then NDVI, NDWI
-    and NDBI of its bands, float32 (rows, cols, bands + 3), for a window (row, col, rows, cols)."""
-    step0 = report_text.run_record(scene).get("steps", {}).get("Step0_Data_Preparation", {})
-    sources = step0.get("sources") or {}
-    if step0.get("run") != hand_offs.step0_record["run"] or "prepared_bands" not in sources:
-        raise InputDataError(f"{scene.output('run.json')}: does not name the image of the Step 0 run that made "
-                             f"{contract.SEGMENTS.filename}; rerun {STEP0}")
-    path, roles = sources["prepared_image"], sources["prepared_bands"]
-    grid, count, _, _ = gdal_tif2rgb.read_layout(path)
-    if (grid.rows, grid.cols) != hand_offs.shape:
-        raise InputDataError(f"{path}: {grid.cols} x {grid.rows} px, but layers.tif {hand_offs.shape[1]} x "
-                             f"{hand_offs.shape[0]}; rerun {STEP0}")
-
-    def read(window):
-        data, _, valid = gdal_tif2rgb.read_bands(path, list(range(1, count + 1)), np.float32, window)
-        indices = build_layers({role: data[number - 1] for role, number in roles.items()}, valid)[..., len(SPECTRAL_BANDS):len(LAYER_NAMES)]
-        return np.concatenate([np.moveaxis(data, 0, -1), indices], axis=-1)
-
-    return read
-
-
 def forest_labels(scene: Scene, hand_offs: HandOffs) -> np.ndarray:
     """Class of every superpixel by the random forest baseline on the superpixels' mean and standard deviation of
-    every band of the image and of NDVI, NDWI and NDBI (:func:`image_reader`), summed window by window with
-    ``segments.tif``, trained on the superpixels of the CNN's balanced set."""
-    windows = grids.read_windows(hand_offs.shape, WINDOW, image_reader(scene, hand_offs),
-                                 reader(scene, hand_offs, contract.SEGMENTS_RASTER))
-    features, _ = accuracy.superpixel_features(windows, len(hand_offs.labels))
+    every band of the image and of NDVI, NDWI and NDBI (:func:`~pipeline.workflow.forest_features.scene_features`),
+    trained on the superpixels of the CNN's balanced set."""
+    features = forest_features.scene_features(scene, hand_offs.step0_record, len(hand_offs.labels))
     trained = np.unique(hand_offs.balanced_index)
-    return accuracy.random_forest_predictions(features, trained, hand_offs.labels[trained],
-                                              scene.params.training_seed)
+    return forest.predictions(features, trained, hand_offs.labels[trained], scene.params.training_seed)
 
 
 def held_out(scene: Scene, hand_offs: HandOffs, counts: pixel_counts.PixelCounts) -> dict:
@@ -235,12 +212,12 @@ def assess_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, timings: dict,
     accuracies for ``run.json``."""
     class_names = scene.class_names
     forest = None
-    if hand_offs.balanced_index is not None:
+    if hand_offs.balanced_index is not None and hand_offs.classifier == "cnn":  # a forest's map has no peer here
         with cli.timed("random forest baseline on superpixel means and standard deviations", timings):
             forest = forest_labels(scene, hand_offs)
     with cli.timed("assessments", timings):
         counts = count_scene(scene, hand_offs, forest)
-        metrics = {"note": AXES_NOTE, "class_names": class_names,
+        metrics = {"note": AXES_NOTE, "class_names": class_names, **classifier_entries(hand_offs),
                    "assessments": accuracy.assessments(counts, hand_offs.labels, hand_offs.split,
                                                        hand_offs.pred_labels, forest, class_names),
                    "area_estimates": held_out(scene, hand_offs, counts),
@@ -267,6 +244,16 @@ def assess_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, timings: dict,
     return {"overall_accuracy": {k: v["overall_accuracy"] for k, v in metrics["assessments"].items()}}
 
 
+def classifier_entries(hand_offs: HandOffs) -> dict:
+    """``metrics.json``'s ``classifier`` (what made the map: ``"cnn"`` or ``"forest"``) and, for a forest's map, the
+    ``classifier_note`` saying why it is not compared with the random forest baseline."""
+    if hand_offs.classifier != "forest":
+        return {"classifier": hand_offs.classifier}
+    return {"classifier": "forest", "classifier_note": (
+        f"The map is the random forest's (Step 2 with classifier = forest), on {accuracy.FOREST_FEATURES}: it is "
+        f"not compared with the random forest baseline, which is the same forest.")}
+
+
 def describe_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, validation: dict | None) -> dict:
     """A scene without a reference: ``metrics.json`` with the class areas (hectares), the estimates from the
     ``validation`` points of :func:`validation_points` (if any) and a report of the map, its uncertainty and the
@@ -277,12 +264,13 @@ def describe_map(scene: Scene, out: OutputSet, hand_offs: HandOffs, validation: 
                "class_names": scene.class_names, "class_areas_ha": {name: round(float(area), 2) for name, area in zip(scene.class_names, areas)},
                "total_area_ha": round(float(areas.sum()), 2),
                "masked_area_ha": masked_area_ha(counts, hand_offs.pixel_area_m2),
-               "model_scene": hand_offs.applied_from, "applied_model": hand_offs.applied_model}
+               "model_scene": hand_offs.applied_from, "applied_model": hand_offs.applied_model,
+               **classifier_entries(hand_offs)}
     if validation is not None:
         metrics["validation_sample"] = validation_estimates(scene, hand_offs, counts, validation)
     cli.write_json(out.path("metrics.json"), metrics)
     report.write_map_page(scene, out, areas, hand_offs.applied_from, metrics.get("validation_sample"),
-                          hand_offs.applied_model, metrics["masked_area_ha"])
+                          hand_offs.applied_model, metrics["masked_area_ha"], metrics)
     log.info("class areas (ha): %s; report: %s", metrics["class_areas_ha"], scene.output("report.html"))
     return {"class_areas_ha": metrics["class_areas_ha"]}
 

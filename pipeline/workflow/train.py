@@ -1,9 +1,11 @@
-"""Step 2's work (tutorial sections 3 and 4): train the CNN on Step 1's balanced set and map with it
-(:func:`train_and_map`), or map with a model trained on another scene (:func:`map_with_model`).
+"""Step 2's work (tutorial sections 3 and 4): train the CNN (or, with ``classifier = "forest"``, the superpixel
+random forest) on Step 1's balanced set and map with it (:func:`train_and_map`), or map with a model trained on
+another scene (:func:`map_with_model`).
 
-Either way every superpixel is classified, in memory or (with the scene's ``tile_size``) chunk by chunk on a Dask
-cluster, and the map is painted with one lookup, ``predLabels[segments]`` (tiled: window by window); the
-outputs of :data:`OUTPUTS` and the TensorBoard run are committed together.
+Either way every superpixel is classified, the CNN's patches in memory or (with the scene's ``tile_size``) chunk by
+chunk on a Dask cluster, the forest's features (computed window by window) in memory, and the map is painted with
+one lookup, ``predLabels[segments]`` (tiled: window by window); the outputs of :data:`OUTPUTS` and the CNN's
+TensorBoard run are committed together.
 """
 from __future__ import annotations
 
@@ -22,38 +24,44 @@ from pipeline.core.errors import InputDataError
 from pipeline.core.vocabulary import MASK_CHANNEL, STEP0, STEP2, UNLABELLED
 from pipeline.handoffs import contract, memory, model_card, provenance, settings
 from pipeline.handoffs.model_card import ModelCard
-from pipeline.model import cnn, prediction_maps, scene_shift, training_logs
+from pipeline.model import cnn, forest, prediction_maps, scene_shift, training_logs
 from pipeline.run import cli
 from pipeline.core.atomic_files import atomic_output
 from pipeline.run import files
 from pipeline.run.config import Scene
 from pipeline.run.outputs import OutputSet, open_outputs
 from pipeline.tiling import cluster, tiled_prediction
+from pipeline.workflow import forest_features
 
 log = logging.getLogger(__name__)
 #: Every file Step 2 writes in the work folder (committed together with the TensorBoard run): the trained
-#: model's and the map's. Both modes commit this set, so mapping with ``--model`` removes an earlier model.
-OUTPUTS = (contract.MODEL_FILE, contract.MODEL_CARD, "learning_curve.png", contract.PRED_LABELS.filename,
-           contract.PRED_PROB.filename, contract.PRED_MAP.filename, "predMap.png", "predMap.tif", "predMap.qml",
-           "uncertainty.tif", "uncertainty.png", "run.json")
+#: model's and the map's. Every mode commits this set, so mapping with ``--model`` removes an earlier model, and a
+#: CNN an earlier forest's file (and the other way round).
+OUTPUTS = (contract.MODEL_FILE, contract.FOREST_MODEL_FILE, contract.MODEL_CARD, "learning_curve.png",
+           contract.PRED_LABELS.filename, contract.PRED_PROB.filename, contract.PRED_MAP.filename, "predMap.png",
+           "predMap.tif", "predMap.qml", "uncertainty.tif", "uncertainty.png", "run.json")
 
 
 @dataclass(frozen=True)
 class Classifier:
-    """A trained CNN as Step 2 maps with it.
+    """A trained CNN or random forest as Step 2 maps with it.
 
     Attributes
     ----------
-    model : the Keras model (mapping in memory; on a cluster each worker loads its own from ``path``).
-    path : its ``model.keras``.
-    card : its card: the channels it sees, its classes and the class shares of its priors.
+    model : the Keras model (mapping in memory; on a cluster each worker loads its own from ``path``), or the
+        fitted forest.
+    path : its ``model.keras`` or ``model.forest.joblib``.
+    card : its card: the classifier, the channels or features it sees, its classes and the class shares of its
+        priors.
     trained_here : whether it was trained on this scene; one trained elsewhere is compared with its training scene.
+    features : a forest's features of this scene's superpixels, where computed already (None: computed to map).
     """
 
     model: object
     path: Path
     card: ModelCard
     trained_here: bool
+    features: np.ndarray | None = None
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -67,7 +75,7 @@ class Classifier:
         return np.array(self.card.prior_shares) if self.card.prior_correction else None
 
 
-# --- 3. Training the CNN on the balanced set ----------------------------------------------------------------
+# --- 3. Training the CNN (or the forest) on the balanced set --------------------------------------------------
 
 def train_cnn(scene: Scene, out: OutputSet, balanced: dict, channels: tuple, run_dir: Path, timings: dict):
     """Train the CNN (or an ensemble of ``ensemble`` CNNs) on the ``channels`` of Step 1's ``balanced`` set (its
@@ -91,10 +99,60 @@ def train_cnn(scene: Scene, out: OutputSet, balanced: dict, channels: tuple, run
     return model, history
 
 
+def train_network(scene: Scene, out: OutputSet, step0: dict, balanced: dict, record: dict, runs_dir: Path,
+                  timings: dict) -> tuple[Classifier, dict]:
+    """The CNN trained on Step 1's ``balanced`` set (:func:`train_cnn`), its card and model in ``out`` and in its
+    TensorBoard run (a new folder in ``runs_dir``), and what ``run.json`` records of the training."""
+    p = scene.params
+    cnn.check_validation_split(balanced["index"], p.validation_fraction)
+    layer_names = tuple(step0["layer_names"])
+    channels = cnn.network_channels(p.train_layers, layer_names, scene.config_path)
+    record["parameters"]["train_layers"] = list(channels)  # "all" spelled out
+    card = model_card.from_training(scene, step0[contract.PROVENANCE], layer_names, channels,
+                                    contract.train_labels(step0["labels"], step0["split"]), record)
+    run_dir = out.new_folder(Path(runs_dir) / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    trained, history = train_cnn(scene, out, balanced, card.train_layers, run_dir, timings)
+    card.write(out.path(contract.MODEL_CARD))
+    for name in (contract.MODEL_FILE, contract.MODEL_CARD):  # the model travels with its TensorBoard run too
+        shutil.copy2(out.path(name), run_dir / name)
+    final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
+    log.info("final epoch: %s; TensorBoard: %s", final, tensorboard_command(runs_dir))
+    return (Classifier(trained, out.path(contract.MODEL_FILE), card, trained_here=True),
+            {"run_dir": str(out.extra_folders[run_dir]), "final_epoch": final})
+
+
+def train_forest(scene: Scene, out: OutputSet, step0: dict, balanced: dict, record: dict,
+                 timings: dict) -> tuple[Classifier, dict]:
+    """The random forest trained on the distinct superpixels of Step 1's ``balanced`` set (each once, so no prior
+    correction), its card and ``model.forest.joblib`` in ``out``, and what ``run.json`` records of the training."""
+    step0_record = step0[contract.PROVENANCE]
+    image = forest_features.prepared_image(scene, step0_record)
+    with cli.timed("superpixel features", timings):
+        features = forest_features.scene_features(scene, step0_record, len(step0["labels"]), image)
+    trained = np.unique(balanced["index"])
+    labels = step0["labels"][trained]
+    with cli.timed(f"training the random forest ({len(trained)} superpixels)", timings):
+        fitted = forest.train(features[trained], labels, scene.params.training_seed)
+    forest.save(fitted, out.path(contract.FOREST_MODEL_FILE))
+    card = model_card.from_training(scene, step0_record, tuple(step0["layer_names"]), (), labels, record,
+                                    forest_features.card_features(image))
+    card.write(out.path(contract.MODEL_CARD))
+    return (Classifier(fitted, out.path(contract.FOREST_MODEL_FILE), card, trained_here=True, features=features),
+            {"training_superpixels": len(trained)})
+
+
 # --- 4. Classifying every superpixel and painting the map --------------------------------------------------
 
 def check_model_fits(card: ModelCard, model_path: Path, scene: Scene, step0: dict) -> None:
-    """Refuse, in one line, a model whose classes, layers, channels or patch width this scene cannot provide."""
+    """Refuse, in one line, a model whose classes, layers, channels or patch width (a forest: features) this scene
+    cannot provide."""
+    if list(card.class_names) != scene.class_names:
+        raise InputDataError(f"{model_path}: the model's classes {list(card.class_names)} differ from "
+                             f"{scene.class_names} of {scene.config_path.name}; list the model's classes in [classes]")
+    if card.classifier == "forest":
+        forest_features.check_features_fit(card.forest_features, forest_features.prepared_image(
+            scene, step0[contract.PROVENANCE]), model_path)
+        return
     step0_width = step0[contract.PROVENANCE]["parameters"]["patch_width"]
     layer_names = tuple(step0["layer_names"])
     unknown = [name for name in card.train_layers if name not in (*layer_names, MASK_CHANNEL)]
@@ -105,9 +163,6 @@ def check_model_fits(card: ModelCard, model_path: Path, scene: Scene, step0: dic
     if card.patch_width != step0_width:
         raise InputDataError(f"{model_path}: the model takes {card.patch_width} px patches, this scene's are "
                              f"{step0_width} px; rerun {STEP0} with --patch-width {card.patch_width}")
-    if list(card.class_names) != scene.class_names:
-        raise InputDataError(f"{model_path}: the model's classes {list(card.class_names)} differ from "
-                             f"{scene.class_names} of {scene.config_path.name}; list the model's classes in [classes]")
 
 
 def step0_patches(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
@@ -127,14 +182,7 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: Classifier, client
     superpixel, (n,) uint8."""
     n = len(step0["labels"])
     with cli.timed(f"predict {n} superpixels", timings):
-        if client is not None:
-            probabilities = tiled_prediction.predict_on_cluster(scene.workdir, classifier.path, client, n,
-                                                                classifier.channels, classifier.card.layer_names)
-        else:
-            patches, masks = step0_patches(scene)
-            probabilities = cnn.predict_superpixels(classifier.model, patches, masks, classifier.channels,
-                                                    classifier.card.layer_names)
-            del patches, masks
+        probabilities = class_probabilities(scene, classifier, client, step0)
     if classifier.prior_shares is not None:
         probabilities = cnn.correct_priors(probabilities, classifier.prior_shares)
     pred_labels = probabilities.argmax(axis=1).astype(np.uint8)
@@ -143,7 +191,7 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: Classifier, client
         record["applied_model"] = compare_with_training_scene(classifier.card, step0[contract.PROVENANCE],
                                                               pred_labels)
     with cli.timed("paint and write the maps", timings):
-        if client is not None:
+        if step0["segments"] is None:  # tiled
             blocks = prediction_maps.painted_windows(scene, step0[contract.PROVENANCE], step0["grid"], pred_labels,
                                                      uncertainty)
         else:
@@ -153,9 +201,27 @@ def predict_and_map(scene: Scene, out: OutputSet, classifier: Classifier, client
         contract.record_rasters(record, out, contract.STEP2_RASTERS)
         contract.save(contract.PRED_LABELS, out.staging, {"predLabels": pred_labels, contract.PROVENANCE: record})
         contract.save(contract.PRED_PROB, out.staging, {"predProb": probabilities, contract.PROVENANCE: record})
-        if client is None:
+        if step0["segments"] is not None:
             contract.save(contract.PRED_MAP, out.staging, {"predMap": pred_map, contract.PROVENANCE: record})
     return pred_labels
+
+
+def class_probabilities(scene: Scene, classifier: Classifier, client, step0: dict) -> np.ndarray:
+    """Class probabilities (n, classes) float32 of every superpixel of Step 0's run (``step0``): the forest's
+    from the superpixels' features, in memory; the CNN's from their patches, in memory or (with a Dask
+    ``client``) chunk by chunk on the cluster."""
+    n = len(step0["labels"])
+    if classifier.card.classifier == "forest":
+        features = classifier.features
+        if features is None:
+            features = forest_features.scene_features(scene, step0[contract.PROVENANCE], n)
+        return forest.class_probabilities(classifier.model, features, len(classifier.card.class_names))
+    if client is not None:
+        return tiled_prediction.predict_on_cluster(scene.workdir, classifier.path, client, n, classifier.channels,
+                                                   classifier.card.layer_names)
+    patches, masks = step0_patches(scene)
+    return cnn.predict_superpixels(classifier.model, patches, masks, classifier.channels,
+                                   classifier.card.layer_names)
 
 
 # --- The drivers: train and map, or map with a model trained elsewhere ----------------------------------------
@@ -182,48 +248,41 @@ def read_step0(scene: Scene) -> dict:
 
 
 def train_and_map(scene: Scene, runs_dir: Path, scheduler: str | None, workers: int | None) -> None:
-    """Train the CNN on this scene's balanced set (section 3), then map every superpixel with it (section 4; on a
-    Dask cluster when the scene's ``tile_size`` asks); the outputs and the TensorBoard run, in ``runs_dir``, are
-    committed together."""
+    """Train the scene's ``classifier`` on its balanced set (section 3): the CNN (its TensorBoard run in
+    ``runs_dir``) or the random forest; then map every superpixel with it (section 4; the CNN on a Dask cluster
+    when the scene's ``tile_size`` asks). The outputs (and a TensorBoard run) are committed together."""
     if scene.params.tile_size:
         cluster.check_settings(scheduler, workers)
     scene, balanced_path = settings.for_training(scene)  # Step 0's and Step 1's flags carry over
     timings, p = {}, scene.params
+    is_forest = p.classifier == "forest"
     memory.check_balanced_set_fits(p.per_class, len(scene.classes), p.patch_width)
     balanced_path = balanced_path or contract.BALANCED.path(scene.workdir, per_class=p.per_class)
-    log.info("balanced set: %s (per_class %d, training_seed %d)", balanced_path, p.per_class, p.training_seed)
+    log.info("balanced set: %s (per_class %d, training_seed %d); classifier: %s", balanced_path, p.per_class,
+             p.training_seed, p.classifier)
     input_files = (*step0_input_files(scene), balanced_path)
     with open_outputs(scene.workdir, OUTPUTS, input_files) as out:
         with cli.timed("read Step 0 and Step 1 outputs", timings):
             step0 = read_step0(scene)
-            balanced = contract.load_balanced(scene, ["images", "masks", "labels"], step0[contract.PROVENANCE],
-                                              len(step0["labels"]))
-        cnn.check_validation_split(balanced["index"], p.validation_fraction)
-        layer_names = tuple(step0["layer_names"])
-        channels = cnn.network_channels(p.train_layers, layer_names, scene.config_path)
+            balanced = contract.load_balanced(scene, ["labels"] if is_forest else ["images", "masks", "labels"],
+                                              step0[contract.PROVENANCE], len(step0["labels"]))
         record = provenance.new_run(STEP2, scene, step0_run=step0[contract.PROVENANCE]["run"],
-                                    step1_run=balanced[contract.PROVENANCE]["run"],
-                                    parameters={**p.as_dict(), "train_layers": channels})  # "all" spelled out
-        card = model_card.from_training(scene, step0[contract.PROVENANCE], layer_names, channels,
-                                        contract.train_labels(step0["labels"], step0["split"]), record)
-        run_dir = out.new_folder(Path(runs_dir) / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        trained, history = train_cnn(scene, out, balanced, card.train_layers, run_dir, timings)
-        card.write(out.path(contract.MODEL_CARD))
-        for name in (contract.MODEL_FILE, contract.MODEL_CARD):  # the model travels with its TensorBoard run too
-            shutil.copy2(out.path(name), run_dir / name)
-        classifier = Classifier(trained, out.path(contract.MODEL_FILE), card, trained_here=True)
-        with cluster.client_if(bool(p.tile_size), scheduler, workers, out) as client:
+                                    step1_run=balanced[contract.PROVENANCE]["run"], parameters=p.as_dict(),
+                                    classifier=p.classifier)
+        if is_forest:
+            classifier, details = train_forest(scene, out, step0, balanced, record, timings)
+        else:
+            classifier, details = train_network(scene, out, step0, balanced, record, runs_dir, timings)
+        with cluster.client_if(bool(p.tile_size) and not is_forest, scheduler, workers, out) as client:
             pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
-        final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
-        log.info("final epoch: %s; TensorBoard: %s", final, tensorboard_command(runs_dir))
-        record_map(scene, out, pred_labels, record, {"timings_s": timings, "run_dir": str(out.extra_folders[run_dir]),
-                                                     "final_epoch": final, "balanced_set": str(balanced_path)})
+        record_map(scene, out, pred_labels, record, {"classifier": p.classifier, "timings_s": timings, **details,
+                                                     "balanced_set": str(balanced_path)})
 
 
 def map_with_model(scene: Scene, model_path: Path, scheduler: str | None, workers: int | None) -> None:
     """Map every superpixel with a model trained elsewhere (``--model``; section 4 alone): no balanced set, no
-    training; the model's card (``model.json`` beside it) gives its channels, patch width, classes and priors,
-    checked against the scene."""
+    training; the model's card (``model.json`` beside it) gives its classifier, channels and patch width (a
+    forest: features), classes and priors, checked against the scene."""
     timings = {}
     if scene.params.tile_size:
         cluster.check_settings(scheduler, workers)
@@ -235,17 +294,21 @@ def map_with_model(scene: Scene, model_path: Path, scheduler: str | None, worker
         with cli.timed("read Step 0 outputs and the model", timings):
             step0 = read_step0(scene)
             check_model_fits(card, model_path, scene, step0)
-            if step0[contract.PROVENANCE]["stretch"].get("from_model_run") != card.model_run:
+            is_forest = card.classifier == "forest"
+            if not is_forest and step0[contract.PROVENANCE]["stretch"].get("from_model_run") != card.model_run:
                 log.warning("warning: this scene was stretched with its own limits, not the model's training scene's; "
                             "rerun %s with --stretch-from %s so the model sees inputs scaled as in training",
                             STEP0, model_path)
-            model = cnn.load_model(model_path, card)  # checked against its card, also when tiles load their own
+            model = (forest.load(model_path, card.forest_features["count"], len(card.class_names)) if is_forest
+                     else cnn.load_model(model_path, card))  # checked against its card, also when tiles load their own
             classifier = Classifier(model, Path(model_path), card, trained_here=False)
         record = provenance.new_run(STEP2, scene, step0_run=step0[contract.PROVENANCE]["run"], step1_run=None,
-                                    model_run=card.model_run, model_scene=card.scene, parameters=card.parameters)
-        with cluster.client_if(bool(p.tile_size), scheduler, workers, out) as client:
+                                    model_run=card.model_run, model_scene=card.scene, parameters=card.parameters,
+                                    classifier=card.classifier)
+        with cluster.client_if(bool(p.tile_size) and not is_forest, scheduler, workers, out) as client:
             pred_labels = predict_and_map(scene, out, classifier, client, step0, record, timings)
-        record_map(scene, out, pred_labels, record, {"timings_s": timings, "applied_model": str(model_path),
+        record_map(scene, out, pred_labels, record, {"classifier": card.classifier, "timings_s": timings,
+                                                     "applied_model": str(model_path),
                                                      "model_scene": card.scene,
                                                      "comparison_with_training_scene": record["applied_model"]})
 

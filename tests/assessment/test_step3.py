@@ -84,22 +84,6 @@ class TestAssessments:
         # superpixel 2 (label 2) holds codes 2,2,2,0 and superpixel 3 (label 3) holds 3,3 labelled: 5 of 6 right
         assert results[0]["overall_accuracy"] == round(2 * 5 / 12, 3)
 
-    def test_forest_features_window_by_window_equal_a_direct_computation_without_masked_pixels(self):
-        rng = np.random.default_rng(3)
-        shape, n = (23, 31), 40
-        segments = rng.integers(0, n, shape)
-        segments[rng.random(shape) < 0.2] = vocabulary.NO_SUPERPIXEL  # masked: in no superpixel
-        bands = rng.integers(0, 10000, (*shape, 3)).astype(np.float32)  # reflectance x 10000, as uint16 L1C
-        bands[segments == vocabulary.NO_SUPERPIXEL] = np.nan  # masked pixels must not reach any superpixel
-        expected = np.array([[*bands[segments == i].mean(axis=0), *bands[segments == i].std(axis=0)]
-                             for i in range(n)])
-        for size in (1, 5, 8, 1024):
-            windows = grids.read_windows(shape, size, lambda w: bands[w[0]:w[0] + w[2], w[1]:w[1] + w[3]],
-                                         lambda w: segments[w[0]:w[0] + w[2], w[1]:w[1] + w[3]])
-            features, sizes = accuracy.superpixel_features(windows, n)
-            assert features.shape == (n, 6) and sizes.tolist() == [np.sum(segments == i) for i in range(n)]
-            np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-2)
-
     def test_forest_difference_and_its_interval_over_blocks_by_hand(self):
         # three of 6 blocks sampled; pixels n_u = 4, 6, 10; hits of map a 3, 6, 7, of map b 2, 3, 8
         def tables(hits, pixels):

@@ -2,6 +2,7 @@
 not JSON, lacks a key or holds a value of the wrong type or shape refused in one line by Step 2 --model."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -121,3 +122,35 @@ def test_step2_refuses_a_card_with_a_wrong_value_in_one_line(trained_copy, capsy
 
 def test_card_holds_every_key_step2_reads():  # the card once lacked prior_correction and parameters
     assert {"prior_correction", "parameters", "stretch_unit"} <= set(model_card.KEYS)
+
+
+#: A random forest's card: no channels, no prior correction, its features.
+FOREST_CARD = dataclasses.replace(CARD, train_layers=(), prior_correction=False, classifier="forest", forest_features={
+    "roles": {"blue": 1, "green": 2, "red": 3, "nir": 4}, "band_count": 4, "unit": "reflectance",
+    "indices": ["ndvi", "ndwi", "ndbi"], "count": 14})
+
+
+def test_forest_card_reads_back_as_written_and_an_older_card_reads_as_a_cnns(tmp_path):
+    path = model_folder(tmp_path, FOREST_CARD.to_json())
+    assert model_card.read(path) == FOREST_CARD
+    content = json.loads(CARD.to_json())
+    del content["classifier"], content["forest_features"]
+    old = model_card.read(model_folder(tmp_path, content))
+    assert old.classifier == "cnn" and old.forest_features is None and old == CARD
+
+
+@pytest.mark.parametrize("card, key, value, expected", [
+    (FOREST_CARD, "forest_features", None, "one of cnn, forest (forest: with forest_features)"),
+    (FOREST_CARD, "forest_features", {"roles": {"red": 1}, "band_count": 1, "unit": "reflectance"},
+     "for a forest {roles"),
+    (CARD, "forest_features", FOREST_CARD.forest_features, "null for a CNN"),
+    (CARD, "classifier", "svm", "one of cnn, forest"),
+    (CARD, "train_layers", [], "a list of channel names (none for a forest)"),
+], ids=["forest without features", "forest features lacking keys", "cnn with features", "unknown", "cnn without "
+                                                                                                   "channels"])
+def test_a_card_whose_classifier_and_its_keys_disagree_is_one_line(tmp_path, card, key, value, expected):
+    content = json.loads(card.to_json())
+    content[key] = value
+    with pytest.raises(InputDataError, match="model.json: ") as refusal:
+        model_card.read(model_folder(tmp_path, content))
+    assert expected in str(refusal.value) and "\n" not in str(refusal.value)
