@@ -13,7 +13,7 @@ import Step0_Data_Preparation as step0
 import Step1_Class_Balance as step1
 import Step2_Model_Training as step2
 from builders import ABERYSTWYTH_BANDS, SUBSET, SUBSET_PARAMETERS, write_scene
-from pipeline.core.vocabulary import EXTRA_BANDS, LAYER_NAMES
+from pipeline.core.vocabulary import EXTRA_BANDS, LAYER_NAMES, STEP0
 from pipeline.handoffs import contract
 from pipeline.model import cnn
 
@@ -41,7 +41,7 @@ def test_further_bands_are_layers_after_the_tutorials_eight(further_run):
     samples = contract.load(contract.SAMPLES, workdir, ["samples", "layer_names", contract.PROVENANCE])
     assert tuple(samples["layer_names"]) == names and samples["samples"].shape[-1] == len(names)
     # a further layer is its band stretched to [0, 1] between its limits, like the tutorial's: swir2 is band 10
-    low, high = contract.provenance_of(samples, workdir, "Step 0")["stretch"]["limits"]["swir2"]
+    low, high = contract.provenance_of(samples, workdir, STEP0)["stretch"]["limits"]["swir2"]
     image = gdal.Open(str(SUBSET))
     expected = np.clip((image.GetRasterBand(10).ReadAsArray() - low) / (high - low), 0, 1)
     stored = contract.decode_unit_values(dataset.GetRasterBand(len(names)).ReadAsArray())
