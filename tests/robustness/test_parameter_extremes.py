@@ -17,8 +17,9 @@ from pipeline.run.parameters import Parameters
 
 #: Numeric parameters Step 0 does not use, and why they are not tried here.
 NOT_STEP0 = {name: "used by Steps 1-3 only (Step 0 checks its range when it parses the configuration)"
-             for name in ("per_class", "min_training_superpixels", "training_seed", "epochs", "batch_size",
-                          "validation_fraction", "target_se", "min_per_class", "sample_size", "sample_seed")}
+             for name in ("per_class", "min_training_superpixels", "training_seed", "epochs", "ensemble",
+                          "batch_size", "validation_fraction", "target_se", "min_per_class", "sample_size",
+                          "sample_seed")}
 #: The value tried where a parameter has no largest value: far beyond any scene.
 UNBOUNDED = {int: 10**9 + 1, float: 1e12}  # odd, for patch_width
 #: Largest values the work grid of the crop allows, tried as well: one superpixel per pixel, the widest patch.
