@@ -361,6 +361,11 @@ def step_parameters(record: dict, step: str, scene: Scene) -> dict:
     return record.get("steps", {}).get(step, {}).get("parameters") or scene.params.as_dict()
 
 
+def step2_channels(record: dict, p2: dict) -> list:
+    """The channels Step 2's CNN saw, from ``run.json``'s ``record`` ("all" spelled out), else its parameters ``p2``."""
+    return record.get("steps", {}).get("Step2_Model_Training", {}).get("channels") or list(p2["train_layers"])
+
+
 def names_text(names) -> str:
     """Names joined in prose.
 
@@ -412,7 +417,7 @@ def methods_text(scene: Scene, metrics: dict, grid: Grid | None) -> str:
             + (f"{p2['ensemble']} CNNs (with successive training seeds; the map averages their class probabilities)"
                if p2.get("ensemble", 1) > 1 else "a CNN")
             + f" (TensorFlow {e(tensorflow)}{keras}) {'were' if p2.get('ensemble', 1) > 1 else 'was'} trained on {p2['patch_width']} × {p2['patch_width']} "
-            f"pixel patches of the layers {e(names_text(p2['train_layers']))} for {p2['epochs']} epochs with batch "
+            f"pixel patches of the layers {e(names_text(step2_channels(record, p2)))} for {p2['epochs']} epochs with batch "
             f"size {p2['batch_size']}" + (", the patches turned and mirrored at random" if p2.get("augment") else "")
             + (", and its class probabilities were reweighted by the classes' shares among the training "
                "superpixels" if p2.get("prior_correction") else "") + ".")

@@ -118,7 +118,7 @@ def train_network(scene: Scene, out: OutputSet, step0: dict, balanced: dict, rec
     final = {key: round(float(values[-1]), 4) for key, values in history.items() if key != "learning_rate"}
     log.info("final epoch: %s; TensorBoard: %s", final, tensorboard_command(runs_dir))
     return (Classifier(trained, out.path(contract.MODEL_FILE), card, trained_here=True),
-            {"run_dir": str(out.extra_folders[run_dir]), "final_epoch": final})
+            {"run_dir": str(out.extra_folders[run_dir]), "final_epoch": final, "channels": list(card.train_layers)})
 
 
 def train_forest(scene: Scene, out: OutputSet, step0: dict, balanced: dict, record: dict,
