@@ -33,12 +33,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.assessment import accuracy  # noqa: E402
 from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL, TEST, TRAIN, UNLABELLED  # noqa: E402
 from pipeline.handoffs import contract  # noqa: E402
-from pipeline.model import cnn  # noqa: E402
+from pipeline.model import cnn, forest  # noqa: E402
 from pipeline.run.config import load_scene  # noqa: E402
-from pipeline.segmentation.layers import build_layers  # noqa: E402
+from pipeline.workflow import forest_features  # noqa: E402
 
 #: The CNN's channel configurations compared: the tutorial's 8 layers and the mask, and every layer of the scene.
 CONFIGURATIONS = {"tutorial": (*LAYER_NAMES, MASK_CHANNEL), "all layers": ("all",)}
@@ -64,16 +63,10 @@ class HeldOut:
                 "superpixel": float(np.mean(predicted == self.labels[self.test]))}
 
 
-def image_bands(workdir: Path) -> np.ndarray:
-    """Every band of the image Step 0 prepared, then NDVI, NDWI and NDBI: float32 (rows, cols, bands + 3)."""
-    from osgeo import gdal
-
-    sources = json.loads((workdir / "run.json").read_text())["steps"]["Step0_Data_Preparation"]["sources"]
-    data = gdal.Open(sources["prepared_image"]).ReadAsArray().astype(np.float32)
-    roles = sources["prepared_bands"]
-    indices = build_layers({role: data[number - 1] for role, number in roles.items()},
-                           np.ones(data.shape[1:], bool))[..., 5:len(LAYER_NAMES)]
-    return np.concatenate([np.moveaxis(data, 0, -1), indices], axis=-1)
+def image_bands(scene, step0_record: dict) -> np.ndarray:
+    """Every band of the image Step 0 prepared, then NDVI, NDWI and NDBI, float32 (rows, cols, bands + 3): what
+    Step 3's random forest reads (``forest_features.image_reader``), whole."""
+    return forest_features.image_reader(forest_features.prepared_image(scene, step0_record))(None)
 
 
 def forests(bands: np.ndarray, segments: np.ndarray, codes: np.ndarray, held: HeldOut, trained: np.ndarray,
@@ -81,7 +74,7 @@ def forests(bands: np.ndarray, segments: np.ndarray, codes: np.ndarray, held: He
     """Scores of the superpixel random forest (Step 3's baseline) and of a pixel random forest for each seed."""
     from sklearn.ensemble import RandomForestClassifier
 
-    features, _ = accuracy.superpixel_features([(bands, segments)], len(held.labels))
+    features, _ = forest.superpixel_features([(bands, segments)], len(held.labels))
     in_training = np.zeros(len(held.labels) + 1, bool)
     in_training[np.flatnonzero(split == TRAIN) + 1] = True
     candidates = np.flatnonzero(in_training[segments.ravel() + 1] & (codes.ravel() < k))
@@ -90,15 +83,15 @@ def forests(bands: np.ndarray, segments: np.ndarray, codes: np.ndarray, held: He
     result = {"superpixel forest": [], "pixel forest": []}
     for seed in seeds:
         start = time.perf_counter()
-        predicted = accuracy.random_forest_predictions(features, trained, held.labels[trained], seed)
+        predicted = forest.predictions(features, trained, held.labels[trained], seed)
         result["superpixel forest"].append({**held.scores(predicted[held.test]),
                                             "seconds": time.perf_counter() - start})
         rng = np.random.default_rng(seed)
         chosen = rng.choice(candidates, size=min(PIXEL_FOREST_PIXELS, len(candidates)), replace=False)
         start = time.perf_counter()
-        forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1)
-        forest.fit(flat[chosen], codes.ravel()[chosen])
-        pixel_classes = forest.predict(flat[test_pixels])
+        pixel_forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1)
+        pixel_forest.fit(flat[chosen], codes.ravel()[chosen])
+        pixel_classes = pixel_forest.predict(flat[test_pixels])
         result["pixel forest"].append({"pixel": float(np.mean(pixel_classes == codes.ravel()[test_pixels])),
                                        "superpixel": None, "seconds": time.perf_counter() - start})
     return result
@@ -163,15 +156,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     scene = load_scene(args.config, args.workdir)
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    samples = contract.load(contract.SAMPLES, args.workdir, ["labels", "split"])
-    segments = contract.load(contract.SEGMENTS, args.workdir, ["segments"])["segments"]
-    from osgeo import gdal
-    codes = gdal.Open(str(contract.REFERENCE.path(args.workdir))).ReadAsArray()
+    samples, segments = contract.load_step0(scene, ["labels", "split"])  # checked to belong to the scene
+    record = samples[contract.PROVENANCE]
+    codes = contract.read_raster(contract.REFERENCE, args.workdir, record)
     k = len(scene.classes)
     held = HeldOut(segments, codes, samples["labels"], samples["split"], k)
     trained = np.unique(contract.load(contract.BALANCED, args.workdir, ["index"],
                                       per_class=scene.params.per_class)["index"])
-    results = forests(image_bands(args.workdir), segments, codes, held, trained, samples["split"], seeds, k)
+    results = forests(image_bands(scene, record), segments, codes, held, trained, samples["split"], seeds, k)
     configurations = [name for name in args.configurations.split(",") if name]
     results.update(cnns(scene, args.workdir, held, samples["split"], seeds, configurations))
     ceiling = held.scores(held.by_class[held.test].argmax(axis=1))["pixel"]
