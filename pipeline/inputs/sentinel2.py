@@ -24,6 +24,7 @@ import numpy as np
 from gdal_tif2rgb import open_raster
 from pipeline.core.errors import error_text
 from pipeline.core.errors import ConfigError, InputDataError, InputFileError
+from pipeline.core.vocabulary import EXTRA_BANDS
 from pipeline.inputs.georef import crs_name, north_up_grid, spatial_reference
 
 #: Product band names in the order of the ``band_id`` attributes of the product metadata.
@@ -31,7 +32,7 @@ S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09"
 #: Bands of a product used for the roles the scene's [bands] table does not name.
 DEFAULT_PRODUCT_BANDS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "swir": "B11"}
 #: The further layers' bands (``vocabulary.EXTRA_BANDS``), taken by default where the product has their files.
-EXTRA_PRODUCT_BANDS = {"red_edge1": "B05", "red_edge2": "B06", "red_edge3": "B07", "nir_narrow": "B8A", "swir2": "B12"}
+EXTRA_PRODUCT_BANDS = dict(zip(EXTRA_BANDS, ("B05", "B06", "B07", "B8A", "B12")))
 #: Fallback when a product has no metadata file: reflectance = DN / 10000.
 FALLBACK_QUANTIFICATION = 10000.0
 PRODUCT_RESAMPLING = "bilinear"
