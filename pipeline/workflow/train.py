@@ -94,8 +94,8 @@ def train_cnn(scene: Scene, out: OutputSet, balanced: dict, channels: tuple, run
         model.save(temporary)
     files.save_png(out.path("learning_curve.png"), training_logs.plot_learning_curve(history))
     with cli.timed("projector embeddings", timings), training_logs.run_writes(run_dir):
-        training_logs.write_embeddings(run_dir, members[0], network_input, patches, balanced["labels"], scene.class_names,
-                                       p.projector_layers, np.random.default_rng(p.training_seed))
+        training_logs.write_embeddings(run_dir, members[0], network_input, patches, balanced["labels"],
+                                       scene.class_names, p.projector_layers, np.random.default_rng(p.training_seed))
     return model, history
 
 
