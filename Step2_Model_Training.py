@@ -55,7 +55,8 @@ def map_land_cover(scene: Scene, runs_dir: Path = RUNS_DIR, scheduler: str | Non
 def build_parser():
     """Step 2's flags: the common ones, its parameters, the cluster, the TensorBoard folder and ``--model``."""
     parser = cli.build_parser(__doc__, ["per_class", "epochs", "ensemble", "batch_size", "validation_fraction",
-                                        "train_layers", "projector_layers", "augment", "prior_correction",
+                                        "train_layers", "projector_layers", "augment", "random_patch_centres",
+                                        "prior_correction",
                                         "classifier", "tile_size"],
                              seed="training_seed", earlier_names=STEP0_PARAMETERS)
     cli.add_cluster_flags(parser)

@@ -37,10 +37,13 @@ from pipeline.core.vocabulary import LAYER_NAMES, MASK_CHANNEL, TEST, TRAIN, UNL
 from pipeline.handoffs import contract  # noqa: E402
 from pipeline.model import cnn, forest  # noqa: E402
 from pipeline.run.config import load_scene  # noqa: E402
-from pipeline.workflow import forest_features  # noqa: E402
+from pipeline.workflow import forest_features, train  # noqa: E402
 
-#: The CNN's channel configurations compared: the tutorial's 8 layers and the mask, and every layer of the scene.
-CONFIGURATIONS = {"tutorial": (*LAYER_NAMES, MASK_CHANNEL), "all layers": ("all",)}
+#: The CNN configurations compared, name -> (train_layers, random_patch_centres): the tutorial's 8 layers and the
+#: mask, and every layer of the scene, with the patches on the superpixels' centroids (as the tutorial) or, for
+#: training, around pixels drawn at random in them anew each epoch.
+CONFIGURATIONS = {"tutorial": ((*LAYER_NAMES, MASK_CHANNEL), False), "all layers": (("all",), False),
+                  "all layers, random centres": (("all",), True)}
 #: Reference pixels the pixel random forest is trained on, drawn from the training superpixels.
 PIXEL_FOREST_PIXELS = 50_000
 
@@ -97,36 +100,45 @@ def forests(bands: np.ndarray, segments: np.ndarray, codes: np.ndarray, held: He
     return result
 
 
-def cnns(scene, workdir: Path, held: HeldOut, split: np.ndarray, seeds, configurations) -> dict:
-    """Scores and training seconds of the CNN with each channel configuration and training seed (``split``: Step
-    0's split code of each superpixel; the training superpixels' class shares weight the probabilities)."""
-    step0 = contract.load(contract.SAMPLES, workdir, ["samples", "masks", "layer_names"])
+def cnns(scene, workdir: Path, held: HeldOut, split: np.ndarray, segments: np.ndarray, seeds, configurations,
+         ensemble_size: int | None = None) -> dict:
+    """Scores and training seconds of the CNN in each configuration and with each training seed (``split``: Step
+    0's split code of each superpixel; the training superpixels' class shares weight the probabilities), and of
+    the ensembles of ``ensemble_size`` (default: all) consecutive seeds' CNNs."""
+    step0 = contract.load(contract.SAMPLES, workdir, ["samples", "masks", "layer_names", contract.PROVENANCE])
+    record = contract.provenance_of(step0, contract.SAMPLES.path(workdir), contract.SAMPLES.made_by)
     layer_names = tuple(step0["layer_names"])
     balanced = contract.load(contract.BALANCED, workdir, ["index", "labels"], per_class=scene.params.per_class)
     shares = np.bincount(contract.train_labels(held.labels, split), minlength=len(scene.classes))
     shares = shares / shares.sum()
     result = {}
     for name in configurations:
-        channels = cnn.network_channels(CONFIGURATIONS[name], layer_names, "compare_classifiers")
+        train_layers, random_centres = CONFIGURATIONS[name]
+        channels = cnn.network_channels(train_layers, layer_names, "compare_classifiers")
         network_input = cnn.model_inputs(step0["samples"][balanced["index"]], step0["masks"][balanced["index"]],
                                          channels, layer_names)
         test_input = cnn.model_inputs(step0["samples"][held.test], step0["masks"][held.test], channels, layer_names)
+        patches_of = train.patch_cutter(np.ascontiguousarray(contract.read_raster(
+            contract.layers_raster(layer_names), workdir, record, as_stored=True)), segments, balanced["index"],
+            scene.params.patch_width, channels, layer_names) if random_centres else None
         result[f"CNN, {name}"] = runs = []
         members = []
         for seed in seeds:
             params = dataclasses.replace(scene.params, training_seed=seed)
             start = time.perf_counter()
             model, history = cnn.train_model(network_input, balanced["labels"], balanced["index"],
-                                             len(scene.classes), params, Path(tempfile.mkdtemp()))
+                                             len(scene.classes), params, Path(tempfile.mkdtemp()),
+                                             patches_of=patches_of)
             seconds = time.perf_counter() - start
             members.append(model.predict(test_input, batch_size=512, verbose=0))
             probabilities = cnn.correct_priors(members[-1], shares)
             runs.append({**held.scores(probabilities.argmax(axis=1)), "seconds": seconds,
                          "seconds_per_epoch": seconds / len(history["loss"]), "channels": len(channels)})
             print(name, seed, runs[-1], flush=True)
-        ensemble = cnn.correct_priors(np.mean(members, axis=0), shares)  # as ensemble = len(seeds) maps
-        result[f"CNN, {name}, ensemble of the {len(seeds)}"] = [{
-            **held.scores(ensemble.argmax(axis=1)), "seconds": sum(run["seconds"] for run in runs)}]
+        size = ensemble_size or len(seeds)  # consecutive seeds, as ensemble = size maps with the first
+        result[f"CNN, {name}, ensembles of {size}"] = [{
+            **held.scores(cnn.correct_priors(np.mean(members[i:i + size], axis=0), shares).argmax(axis=1)),
+            "seconds": sum(run["seconds"] for run in runs[i:i + size])} for i in range(0, len(seeds) - size + 1, size)]
     return result
 
 
@@ -151,8 +163,10 @@ def main(argv=None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="the scene's TOML")
     parser.add_argument("--workdir", type=Path, required=True, help="its work folder, through Steps 0 and 1")
     parser.add_argument("--seeds", default="1,2,3", help="training seeds, comma-separated (default 1,2,3)")
+    parser.add_argument("--ensemble", type=int, default=None,
+                        help="score ensembles of this many consecutive seeds' CNNs (default: one of all seeds)")
     parser.add_argument("--configurations", default=",".join(CONFIGURATIONS),
-                        help=f"CNN channel configurations, comma-separated, of: {', '.join(CONFIGURATIONS)}")
+                        help=f"CNN configurations, comma-separated, of: {', '.join(CONFIGURATIONS)}")
     args = parser.parse_args(argv)
     scene = load_scene(args.config, args.workdir)
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -165,7 +179,7 @@ def main(argv=None) -> int:
                                       per_class=scene.params.per_class)["index"])
     results = forests(image_bands(scene, record), segments, codes, held, trained, samples["split"], seeds, k)
     configurations = [name for name in args.configurations.split(",") if name]
-    results.update(cnns(scene, args.workdir, held, samples["split"], seeds, configurations))
+    results.update(cnns(scene, args.workdir, held, samples["split"], segments, seeds, configurations, args.ensemble))
     ceiling = held.scores(held.by_class[held.test].argmax(axis=1))["pixel"]
     (args.workdir / "compare_classifiers.json").write_text(json.dumps(
         {"scene": scene.name, "seeds": seeds, "segmentation_ceiling_pixel": ceiling, "results": results}, indent=1))

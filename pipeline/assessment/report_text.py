@@ -376,6 +376,28 @@ def names_text(names) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def cnn_training_text(record: dict, p1: dict, p2: dict, versions: dict) -> str:
+    """The Methods sentence on the CNN's training, from ``run.json`` (``record``), Steps 1 and 2's parameters and
+    the software ``versions``."""
+    e = html.escape
+    keras = f", Keras {e(versions['keras'])}" if "keras" in versions else ""
+    tensorflow = versions.get("tensorflow-cpu") or versions.get("tensorflow", "?")
+    several = p2.get("ensemble", 1) > 1
+    return (
+        f"From the training superpixels, {p1['per_class']:,} patches per class were drawn (with replacement "
+        f"where a class had fewer), {p2['validation_fraction']:.0%} of their superpixels kept for validation; "
+        + (f"{p2['ensemble']} CNNs (with successive training seeds; the map averages their class probabilities)"
+           if several else "a CNN")
+        + f" (TensorFlow {e(tensorflow)}{keras}) {'were' if several else 'was'} trained on {p2['patch_width']} × "
+        f"{p2['patch_width']} pixel patches of the layers {e(names_text(step2_channels(record, p2)))} for "
+        f"{p2['epochs']} epochs with batch size {p2['batch_size']}"
+        + (", each epoch's patches centred on pixels drawn at random in their superpixels"
+           if p2.get("random_patch_centres") else ", the patches centred on the superpixels' centroids")
+        + (", turned and mirrored at random" if p2.get("augment") else "")
+        + (", and its class probabilities were reweighted by the classes' shares among the training "
+           "superpixels" if p2.get("prior_correction") else "") + ".")
+
+
 def methods_text(scene: Scene, metrics: dict, grid: Grid | None) -> str:
     """A Methods paragraph (HTML) stating what was done, with which parameters and software versions, from
     ``run.json`` and ``metrics``; for the author to adapt."""
@@ -409,18 +431,7 @@ def methods_text(scene: Scene, metrics: dict, grid: Grid | None) -> str:
             f"balanced set of {p1['per_class']:,} draws per class, once each, on {e(FOREST_FEATURES)}; its class "
             f"probabilities, the shares of the trees' votes, were not reweighted.")
     else:
-        keras = f", Keras {e(versions['keras'])}" if "keras" in versions else ""
-        tensorflow = versions.get("tensorflow-cpu") or versions.get("tensorflow", "?")
-        sentences.append(
-            f"From the training superpixels, {p1['per_class']:,} patches per class were drawn (with replacement "
-            f"where a class had fewer), {p2['validation_fraction']:.0%} of their superpixels kept for validation; "
-            + (f"{p2['ensemble']} CNNs (with successive training seeds; the map averages their class probabilities)"
-               if p2.get("ensemble", 1) > 1 else "a CNN")
-            + f" (TensorFlow {e(tensorflow)}{keras}) {'were' if p2.get('ensemble', 1) > 1 else 'was'} trained on {p2['patch_width']} × {p2['patch_width']} "
-            f"pixel patches of the layers {e(names_text(step2_channels(record, p2)))} for {p2['epochs']} epochs with batch "
-            f"size {p2['batch_size']}" + (", the patches turned and mirrored at random" if p2.get("augment") else "")
-            + (", and its class probabilities were reweighted by the classes' shares among the training "
-               "superpixels" if p2.get("prior_correction") else "") + ".")
+        sentences.append(cnn_training_text(record, p1, p2, versions))
     headline = metrics.get("validation_sample") or metrics["area_estimates"]
     if headline["overall_accuracy"] is not None:
         sentences.append(

@@ -26,7 +26,12 @@ def check_patches_fit(patches: int, patch_width: int, what: str, advice: str, sh
     """Refuse ``patches`` patches of ``patch_width`` px (the float32 layers and a uint8 mask each) that would take
     more than ``share`` of the memory free now: one line, ``what`` would need about so many GiB; ``advice``. Counts
     the most layers a scene can have (the tutorial's 8 and the further bands)."""
-    needed = patches * patch_width ** 2 * (4 * (len(LAYER_NAMES) + len(EXTRA_BANDS)) + 1)
+    check_fits(patches * patch_width ** 2 * (4 * (len(LAYER_NAMES) + len(EXTRA_BANDS)) + 1), what, advice, share)
+
+
+def check_fits(needed: int, what: str, advice: str, share: float = 0.5) -> None:
+    """Refuse ``needed`` bytes that would take more than ``share`` of the memory free now: one line, ``what`` would
+    need about so many GiB; ``advice``."""
     free = memory_free()
     if needed > share * free:
         raise ConfigError(f"{what} would need about {needed / 2**30:.1f} GiB, more than {share:.0%} of the "

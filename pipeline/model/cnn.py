@@ -116,10 +116,10 @@ def random_dihedral(network_input: np.ndarray, rng: np.random.Generator) -> np.n
     return out
 
 
-def training_batches(network_input: np.ndarray, labels: np.ndarray, batch_size: int, augment: bool,
-                     rng: np.random.Generator):
-    """A Keras dataset of batches of ``network_input`` (m, w, w, c) and ``labels`` (m,), reshuffled each epoch
-    (and, if ``augment``, randomly turned and mirrored), seeded by ``rng``."""
+def training_batches(inputs_of, labels: np.ndarray, batch_size: int, augment: bool, rng: np.random.Generator):
+    """A Keras dataset of batches of network inputs and ``labels`` (m,), reshuffled each epoch (and, if ``augment``,
+    randomly turned and mirrored), seeded by ``rng``; ``inputs_of(rows)`` gives the network input (k, w, w, c) of
+    the chosen rows of ``labels``."""
     from tensorflow import keras
 
     class Batches(keras.utils.PyDataset):
@@ -132,7 +132,7 @@ def training_batches(network_input: np.ndarray, labels: np.ndarray, batch_size: 
 
         def __getitem__(self, i):
             chosen = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
-            batch = network_input[chosen]
+            batch = inputs_of(chosen)
             return (random_dihedral(batch, rng) if augment else batch), labels[chosen]
 
         def on_epoch_end(self):
@@ -142,10 +142,11 @@ def training_batches(network_input: np.ndarray, labels: np.ndarray, batch_size: 
 
 
 def train_model(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray, n_classes: int,
-                params: Parameters, run_dir: Path, name: str = "tutorial_cnn"):
+                params: Parameters, run_dir: Path, name: str = "tutorial_cnn", patches_of=None):
     """Train the CNN with the ``training_seed`` of ``params`` on ``network_input`` (m, w, w, c) of the superpixels ``index``
     (m,) labelled ``labels`` (m,); log to TensorBoard in ``run_dir``. Returns the model and its history (metric
-    name -> list of one value per epoch).
+    name -> list of one value per epoch). ``patches_of(superpixel ids, rng)``, if given, gives the network input of
+    each training batch instead (patches cut anew; validation keeps ``network_input``).
 
     The learning rate halves after two epochs without a lower validation loss, and the model keeps the
     weights of the epoch with the lowest validation loss.
@@ -166,27 +167,29 @@ def train_model(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray
                       keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.epochs,
                                                     restore_best_weights=True)]
     log.info("training on %d patches, validating on %d (distinct superpixels)", (~held_out).sum(), held_out.sum())
-    history = model.fit(training_batches(network_input[~held_out], labels[~held_out], params.batch_size,
-                                         params.augment, rng),
+    trained = np.flatnonzero(~held_out)
+    inputs_of = ((lambda rows: network_input[trained[rows]]) if patches_of is None
+                 else (lambda rows: patches_of(index[trained[rows]], rng)))
+    history = model.fit(training_batches(inputs_of, labels[trained], params.batch_size, params.augment, rng),
                         validation_data=validation, epochs=params.epochs, callbacks=callbacks, verbose=2)
     return model, history.history
 
 
 def train_ensemble(network_input: np.ndarray, labels: np.ndarray, index: np.ndarray, n_classes: int,
-                   params: Parameters, run_dir: Path):
+                   params: Parameters, run_dir: Path, patches_of=None):
     """Train ``params.ensemble`` CNNs as :func:`train_model` does, with training seeds ``training_seed``, + 1, ...
     (each its own validation superpixels), logged to ``run_dir`` (members of an ensemble to ``member_<i>/`` in
     it). Returns the model that maps (one CNN, or :func:`average_of` the members), the members, and their mean
     history (metric name -> one value per epoch)."""
     if params.ensemble == 1:
-        model, history = train_model(network_input, labels, index, n_classes, params, run_dir)
+        model, history = train_model(network_input, labels, index, n_classes, params, run_dir, patches_of=patches_of)
         return model, [model], history
     members, histories = [], []
     for i in range(params.ensemble):
         log.info("training member %d of %d of the ensemble", i + 1, params.ensemble)
         member_params = dataclasses.replace(params, training_seed=(params.training_seed + i) % 2**32)
         model, history = train_model(network_input, labels, index, n_classes, member_params,
-                                     Path(run_dir) / f"member_{i + 1}", name=f"cnn_{i + 1}")
+                                     Path(run_dir) / f"member_{i + 1}", name=f"cnn_{i + 1}", patches_of=patches_of)
         members.append(model)
         histories.append(history)
     mean_history = {key: np.mean([history[key] for history in histories], axis=0).tolist() for key in histories[0]}

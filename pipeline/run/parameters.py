@@ -72,6 +72,9 @@ class Parameters:
                                         "3 layers of the projector's sprite images (band4projector)",
                                         choices=LAYER_NAMES, count=3)
     augment: bool = parameter(True, "training", "turn and mirror the training patches at random, anew each epoch")
+    random_patch_centres: bool = parameter(True, "training", "centre each training patch on a pixel of its "
+                                                             "superpixel drawn at random, anew each epoch (false: "
+                                                             "on its centroid, as the tutorial and the map do)")
     target_se: float = parameter(0.01, "assessment", "standard error of the overall accuracy a designed "
                                                        "validation sample aims at (Olofsson et al. 2014 eq. 13)",
                                  minimum=0.001, maximum=0.2)

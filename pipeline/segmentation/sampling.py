@@ -64,16 +64,48 @@ def extract_patches(layers: np.ndarray, centroids: np.ndarray, patch_width: int,
 
 
 def superpixel_masks(owners: np.ndarray, centroids: np.ndarray, patch_width: int, shape: tuple | None = None,
-                     origin: tuple = (0, 0), first_id: int = 0) -> np.ndarray:
-    """For each superpixel i (ids ``first_id``, ``first_id`` + 1, ... in the order of ``centroids``), its patch
-    with 1 where the pixel belongs to i, else 0: uint8 (n, w, w).
+                     origin: tuple = (0, 0), first_id: int = 0, ids: np.ndarray | None = None) -> np.ndarray:
+    """For each superpixel i (ids ``first_id``, ``first_id`` + 1, ... in the order of ``centroids``, or ``ids``),
+    its patch centred on its centroid with 1 where the pixel belongs to i, else 0: uint8 (n, w, w).
 
     ``owners`` (rows, cols) holds superpixel ids (or -1) on the same pixels as ``layers`` in
     :func:`extract_patches`. Tells the CNN which of the patch's pixels are the superpixel it labels (the centre
     may be all it has in a patch of many small superpixels).
     """
-    ids = np.arange(first_id, first_id + len(centroids), dtype=owners.dtype)[:, None, None]
-    return (owners[patch_indices(centroids, patch_width, shape or owners.shape, origin)] == ids).astype(np.uint8)
+    ids = np.arange(first_id, first_id + len(centroids)) if ids is None else np.asarray(ids)
+    patches = owners[patch_indices(centroids, patch_width, shape or owners.shape, origin)]
+    return (patches == ids.astype(owners.dtype)[:, None, None]).astype(np.uint8)
+
+
+class SuperpixelPixels:
+    """Every pixel of some superpixels of a segmentation (rows, cols; superpixel ids, -1 where none), to centre
+    patches anywhere in a superpixel rather than only on its centroid."""
+
+    def __init__(self, segments: np.ndarray, ids: np.ndarray):
+        flat = segments.ravel()
+        self.ids = np.unique(ids)
+        members = np.flatnonzero(np.isin(flat, self.ids))
+        self.pixels = members[np.argsort(flat[members], kind="stable")]  # flat pixel indices, grouped by superpixel
+        self.counts = np.bincount(np.searchsorted(self.ids, flat[self.pixels]), minlength=self.ids.size)
+        if not self.counts.all():
+            raise InputDataError(f"superpixel {self.ids[self.counts == 0][0]} has no pixel in the segmentation")
+        self.first = np.cumsum(self.counts) - self.counts
+        self.shape = segments.shape
+
+    def random_pixels(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One pixel of each superpixel of ``ids`` (n,; among those given at construction), drawn uniformly by
+        ``rng``: scene pixels (row, col), int64 (n, 2).
+
+        >>> segments = np.array([[0, 0, 1], [2, 2, 1]])
+        >>> centres = SuperpixelPixels(segments, np.array([1, 2])).random_pixels(np.array([1, 1, 2]),
+        ...                                                                     np.random.default_rng(0))
+        >>> segments[centres[:, 0], centres[:, 1]].tolist()
+        [1, 1, 2]
+        """
+        at = np.searchsorted(self.ids, ids)
+        offset = np.minimum((rng.random(len(ids)) * self.counts[at]).astype(np.int64), self.counts[at] - 1)
+        chosen = self.pixels[self.first[at] + offset]
+        return np.stack(np.unravel_index(chosen, self.shape), axis=1)
 
 
 def class_counts(segments: np.ndarray, codes: np.ndarray, n_classes: int, block_pixels: int = 2**20) -> np.ndarray:

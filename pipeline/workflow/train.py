@@ -25,6 +25,7 @@ from pipeline.core.vocabulary import MASK_CHANNEL, STEP0, STEP2, UNLABELLED
 from pipeline.handoffs import contract, memory, model_card, provenance, settings
 from pipeline.handoffs.model_card import ModelCard
 from pipeline.model import cnn, forest, prediction_maps, scene_shift, training_logs
+from pipeline.segmentation import sampling
 from pipeline.run import cli
 from pipeline.core.atomic_files import atomic_output
 from pipeline.run import files
@@ -77,18 +78,20 @@ class Classifier:
 
 # --- 3. Training the CNN (or the forest) on the balanced set --------------------------------------------------
 
-def train_cnn(scene: Scene, out: OutputSet, balanced: dict, channels: tuple, run_dir: Path, timings: dict):
+def train_cnn(scene: Scene, out: OutputSet, balanced: dict, channels: tuple, run_dir: Path, timings: dict,
+              patches_of=None):
     """Train the CNN (or an ensemble of ``ensemble`` CNNs) on the ``channels`` of Step 1's ``balanced`` set (its
-    patches are under the hand-off key ``images``), save ``model.keras`` and the learning curve into ``out``, and
-    write the TensorBoard run (scalars, graph, histograms; the projector of the first CNN) into ``run_dir``.
-    Returns the model and its (members' mean) history (metric name -> one value per epoch)."""
+    patches are under the hand-off key ``images``; with ``patches_of``, :func:`patches_anywhere`, training patches
+    are cut anew around random pixels of their superpixels), save ``model.keras`` and the learning curve into
+    ``out``, and write the TensorBoard run (scalars, graph, histograms; the projector of the first CNN) into
+    ``run_dir``. Returns the model and its (members' mean) history (metric name -> one value per epoch)."""
     p = scene.params
     patches, masks, layer_names = balanced["images"], balanced["masks"], tuple(balanced["layer_names"])
     network_input = cnn.model_inputs(patches, masks, channels, layer_names)
     what = f"training ({p.epochs} epochs" + (f", {p.ensemble} CNNs)" if p.ensemble > 1 else ")")
     with cli.timed(what, timings), training_logs.run_writes(run_dir):
         model, members, history = cnn.train_ensemble(network_input, balanced["labels"], balanced["index"],
-                                                     len(scene.classes), p, run_dir)
+                                                     len(scene.classes), p, run_dir, patches_of)
     timings["per_epoch"] = round(timings[what] / (p.epochs * p.ensemble), 3)
     with atomic_output(out.path(contract.MODEL_FILE)) as temporary:
         model.save(temporary)
@@ -111,7 +114,9 @@ def train_network(scene: Scene, out: OutputSet, step0: dict, balanced: dict, rec
     card = model_card.from_training(scene, step0[contract.PROVENANCE], layer_names, channels,
                                     contract.train_labels(step0["labels"], step0["split"]), record)
     run_dir = out.new_folder(Path(runs_dir) / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    trained, history = train_cnn(scene, out, balanced, card.train_layers, run_dir, timings)
+    patches_of = patches_anywhere(scene, step0, balanced["index"], card.train_layers, timings) \
+        if p.random_patch_centres else None
+    trained, history = train_cnn(scene, out, balanced, card.train_layers, run_dir, timings, patches_of)
     card.write(out.path(contract.MODEL_CARD))
     for name in (contract.MODEL_FILE, contract.MODEL_CARD):  # the model travels with its TensorBoard run too
         shutil.copy2(out.path(name), run_dir / name)
@@ -119,6 +124,40 @@ def train_network(scene: Scene, out: OutputSet, step0: dict, balanced: dict, rec
     log.info("final epoch: %s; TensorBoard: %s", final, tensorboard_command(runs_dir))
     return (Classifier(trained, out.path(contract.MODEL_FILE), card, trained_here=True),
             {"run_dir": str(out.extra_folders[run_dir]), "final_epoch": final, "channels": list(card.train_layers)})
+
+
+def patches_anywhere(scene: Scene, step0: dict, index: np.ndarray, channels: tuple, timings: dict):
+    """:func:`patch_cutter` for the superpixels ``index`` of Step 0's scene: its ``layers.tif`` (uint8 steps, as
+    stored) and segments (read from ``segments.tif`` where a tiled run holds none in memory)."""
+    record, grid = step0[contract.PROVENANCE], step0["grid"]
+    layer_names = contract.layer_names_of_run(record)
+    memory.check_fits(grid.rows * grid.cols * (2 * len(layer_names) + 4 + 8),
+                      "random_patch_centres: Step 2's copy of layers.tif and the segments",
+                      "set random_patch_centres = false (the stored patches, on the superpixels' centroids)")
+    with cli.timed("read layers and segments for patches around random pixels", timings):
+        layers = np.ascontiguousarray(contract.read_raster(contract.layers_raster(layer_names), scene.workdir,
+                                                           record, as_stored=True))
+        segments = step0["segments"]
+        if segments is None:
+            segments = contract.read_raster(contract.SEGMENTS_RASTER, scene.workdir, record)
+        return patch_cutter(layers, segments, index, scene.params.patch_width, channels, layer_names)
+
+
+def patch_cutter(layers: np.ndarray, segments: np.ndarray, index: np.ndarray, width: int, channels: tuple,
+                 layer_names: tuple):
+    """A function (superpixel ids (k,), rng) -> network input (k, w, w, c) of patches centred on a pixel drawn at
+    random in each superpixel (of those in ``index``), cut from ``layers`` (rows, cols, layers; uint8 steps) and
+    ``segments`` (rows, cols) as Step 0 cuts its centroid patches: each epoch sees new patches of a large
+    superpixel, not the same one again and again."""
+    pixels = sampling.SuperpixelPixels(segments, index)
+
+    def inputs_of(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        centres = pixels.random_pixels(ids, rng)
+        patches = contract.decode_unit_values(sampling.extract_patches(layers, centres, width))
+        return cnn.model_inputs(patches, sampling.superpixel_masks(segments, centres, width, ids=ids), channels,
+                                layer_names)
+
+    return inputs_of
 
 
 def train_forest(scene: Scene, out: OutputSet, step0: dict, balanced: dict, record: dict,
