@@ -110,14 +110,17 @@ def read_layout(path: Path) -> tuple[Grid, int, np.dtype, dict]:
     return grid, dataset.RasterCount, dtype, dict(dataset.GetMetadata() or {})
 
 
-def read_window(path: Path, n_bands: int, dtype, window: tuple | None = None) -> np.ndarray:
-    """Bands 1..n_bands of a raster as ``dtype``, (n_bands, rows, cols); whole or a ``window`` (row, col, rows, cols)"""
+def read_window(path: Path, n_bands: int, dtype, window: tuple | None = None,
+                channels_last: bool = False) -> np.ndarray:
+    """Bands 1..n_bands of a raster as ``dtype``, (n_bands, rows, cols), or (rows, cols, n_bands) read straight
+    into that order if ``channels_last``; whole or a ``window`` (row, col, rows, cols)."""
     dataset = open_raster(path)
     row, col, rows, cols = window or (0, 0, dataset.RasterYSize, dataset.RasterXSize)
-    data = np.empty((n_bands, rows, cols), dtype=dtype)
+    data = np.empty((rows, cols, n_bands) if channels_last else (n_bands, rows, cols), dtype=dtype)
     for i in range(n_bands):
         try:
-            dataset.GetRasterBand(i + 1).ReadAsArray(col, row, cols, rows, buf_obj=data[i])
+            dataset.GetRasterBand(i + 1).ReadAsArray(col, row, cols, rows, buf_obj=data[..., i] if channels_last
+                                                     else data[i])
         except RuntimeError as error:
             raise InputFileError(f"{path}: band {i + 1} cannot be read ({str(error).strip()})") from None
     return data

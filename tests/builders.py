@@ -67,7 +67,7 @@ ABERYSTWYTH_CLASSES = {"urban": [3], "crop": [2], "vegetation": [1], "water": [4
 QUADRANT_PARAMETERS = {"n_segments": 64, "patch_width": 19, "block_size": 16, "per_class": 20, "epochs": 1,
                        "min_training_superpixels": 1}  # 1 training superpixel of water
 #: The real 324 x 339 px subset, small for fast runs.
-SUBSET_PARAMETERS = {"n_segments": 1500, "block_size": 64, "per_class": 150, "epochs": 2, "batch_size": 32}
+SUBSET_PARAMETERS = {"n_segments": 1500, "block_size": 64, "per_class": 150, "epochs": 3, "batch_size": 32}
 #: Each half of the 930 x 947 px demo scene cut as a scene of its own (test_apply_model.py).
 HALF_DEMO_PARAMETERS = {"n_segments": 6000, "block_size": 64, "per_class": 300, "epochs": 3}
 #: The 200 x 200 px crop of the demo mosaic, through Step 0 (test_step0_sources.py).

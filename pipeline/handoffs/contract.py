@@ -428,12 +428,13 @@ def raster_grid(handoff: RasterHandOff, workdir: Path, record: dict):
 def read_raster(handoff: RasterHandOff, workdir: Path, record: dict, window: tuple | None = None,
                 as_stored: bool = False) -> np.ndarray:
     """A raster hand-off, whole or a ``window`` (row, col, rows, cols), checked as by :func:`raster_grid`:
-    (rows, cols) of its dtype for one band, (rows, cols, bands) channels last for several; float32
+    (rows, cols) of its dtype for one band, (rows, cols, bands) for several (contiguous, channels last); float32
     layer values where it holds uint8 steps (a ``scale``), unless ``as_stored`` (the steps themselves)."""
     raster_grid(handoff, workdir, record)
-    data = gdal_tif2rgb.read_window(handoff.path(workdir), handoff.bands, handoff.dtype, window)
+    several = handoff.bands > 1
+    data = gdal_tif2rgb.read_window(handoff.path(workdir), handoff.bands, handoff.dtype, window, channels_last=several)
     data = decode_unit_values(data) if handoff.scale and not as_stored else data
-    return data[0] if handoff.bands == 1 else np.moveaxis(data, 0, -1)
+    return data if several else data[0]
 
 
 def train_labels(labels: np.ndarray, split: np.ndarray) -> np.ndarray:

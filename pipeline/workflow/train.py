@@ -131,12 +131,11 @@ def patches_anywhere(scene: Scene, step0: dict, index: np.ndarray, channels: tup
     stored) and segments (read from ``segments.tif`` where a tiled run holds none in memory)."""
     record, grid = step0[contract.PROVENANCE], step0["grid"]
     layer_names = contract.layer_names_of_run(record)
-    memory.check_fits(grid.rows * grid.cols * (2 * len(layer_names) + 4 + 8),
+    memory.check_fits(grid.rows * grid.cols * (len(layer_names) + 4 + 1 + 8),
                       "random_patch_centres: Step 2's copy of layers.tif and the segments",
                       "set random_patch_centres = false (the stored patches, on the superpixels' centroids)")
     with cli.timed("read layers and segments for patches around random pixels", timings):
-        layers = np.ascontiguousarray(contract.read_raster(contract.layers_raster(layer_names), scene.workdir,
-                                                           record, as_stored=True))
+        layers = contract.read_raster(contract.layers_raster(layer_names), scene.workdir, record, as_stored=True)
         segments = step0["segments"]
         if segments is None:
             segments = contract.read_raster(contract.SEGMENTS_RASTER, scene.workdir, record)
