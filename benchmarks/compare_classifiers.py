@@ -43,7 +43,7 @@ from pipeline.workflow import forest_features, train  # noqa: E402
 #: mask, and every layer of the scene, with the patches on the superpixels' centroids (as the tutorial) or, for
 #: training, around pixels drawn at random in them anew each epoch.
 CONFIGURATIONS = {"tutorial": ((*LAYER_NAMES, MASK_CHANNEL), False), "all layers": (("all",), False),
-                  "all layers, random centres": (("all",), True)}
+                  "all layers + random centres": (("all",), True)}
 #: Reference pixels the pixel random forest is trained on, drawn from the training superpixels.
 PIXEL_FOREST_PIXELS = 50_000
 
@@ -168,6 +168,10 @@ def main(argv=None) -> int:
     parser.add_argument("--configurations", default=",".join(CONFIGURATIONS),
                         help=f"CNN configurations, comma-separated, of: {', '.join(CONFIGURATIONS)}")
     args = parser.parse_args(argv)
+    configurations = [name.strip() for name in args.configurations.split(",") if name.strip()]
+    unknown = sorted(set(configurations) - set(CONFIGURATIONS))
+    if unknown:
+        parser.error(f"--configurations: unknown {', '.join(unknown)}; choose from {', '.join(CONFIGURATIONS)}")
     scene = load_scene(args.config, args.workdir)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     samples, segments = contract.load_step0(scene, ["labels", "split"])  # checked to belong to the scene
@@ -178,7 +182,6 @@ def main(argv=None) -> int:
     trained = np.unique(contract.load(contract.BALANCED, args.workdir, ["index"],
                                       per_class=scene.params.per_class)["index"])
     results = forests(image_bands(scene, record), segments, codes, held, trained, samples["split"], seeds, k)
-    configurations = [name for name in args.configurations.split(",") if name]
     results.update(cnns(scene, args.workdir, held, samples["split"], segments, seeds, configurations, args.ensemble))
     ceiling = held.scores(held.by_class[held.test].argmax(axis=1))["pixel"]
     (args.workdir / "compare_classifiers.json").write_text(json.dumps(

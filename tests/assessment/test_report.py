@@ -19,7 +19,7 @@ import subprocess
 import pytest
 
 import Step3_Accuracy_Assessment as step3
-from builders import PROJECT
+from builders import PROJECT, SUBSET_PARAMETERS
 from pipeline.assessment.report import with_interval
 
 CHROMIUM = shutil.which("chromium")
@@ -199,7 +199,8 @@ def test_standard_terms_readable_formulas_and_a_methods_paragraph(step3_workdir,
     run = json.loads((workdir / "run.json").read_text())
     methods = body[body.index("The land-cover map of Test was made"):]
     for fact in ("n_segments = 1,500", "compactness = 30", "blocks of 64 × 64 pixels", "150 patches per class",
-                 "for 2 epochs with batch size 32", f"GDAL {run['packages']['GDAL']}",
+                 f"for {SUBSET_PARAMETERS['epochs']} epochs with batch size 32",
+                 "each epoch's patches centred on pixels drawn at random in their superpixels", f"GDAL {run['packages']['GDAL']}",
                  f"scikit-image {run['packages']['scikit-image']}",
                  "The random seeds were 42 for the split and 42 for the balanced set and the training",
                  "OSGB36 / British National Grid (EPSG:27700)"):

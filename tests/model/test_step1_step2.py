@@ -13,7 +13,7 @@ import pytest
 from osgeo import gdal
 
 import Step2_Model_Training as step2
-from builders import SUBSET
+from builders import SUBSET, SUBSET_PARAMETERS
 from pipeline.model import cnn
 from pipeline.model.balancing import balance_classes
 from pipeline.workflow.train import tensorboard_command
@@ -130,7 +130,7 @@ class TestTensorBoard:
         for split in ("train", "validation"):
             events = EventAccumulator(str(run / split), size_guidance={"tensors": 0}).Reload()
             assert {"epoch_loss", "epoch_accuracy"} <= set(events.Tags()["tensors"])
-            assert len(events.Tensors("epoch_loss")) == 2  # one per epoch
+            assert len(events.Tensors("epoch_loss")) == SUBSET_PARAMETERS["epochs"]  # one per epoch
         config = (run / "projector_config.pbtxt").read_text()
         assert "raw_patches" in config and "learned_features" in config and "sprite" in config
 
