@@ -66,7 +66,7 @@ def extract_patches(layers: np.ndarray, centroids: np.ndarray, patch_width: int,
 def superpixel_masks(owners: np.ndarray, centroids: np.ndarray, patch_width: int, shape: tuple | None = None,
                      origin: tuple = (0, 0), first_id: int = 0, ids: np.ndarray | None = None) -> np.ndarray:
     """For each superpixel i (ids ``first_id``, ``first_id`` + 1, ... in the order of ``centroids``, or ``ids``),
-    its patch centred on its centroid with 1 where the pixel belongs to i, else 0: uint8 (n, w, w).
+    the patch around its point of ``centroids`` with 1 where the pixel belongs to i, else 0: uint8 (n, w, w).
 
     ``owners`` (rows, cols) holds superpixel ids (or -1) on the same pixels as ``layers`` in
     :func:`extract_patches`. Tells the CNN which of the patch's pixels are the superpixel it labels (the centre
