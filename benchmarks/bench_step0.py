@@ -228,9 +228,7 @@ def step2_throughput(workdir: Path, train_layers, train_samples: int, epochs: in
     labels = rng.integers(0, 4, size=len(chosen))
     network_input = cnn.model_inputs(samples[chosen], masks[chosen], channels, layer_names)
     record = contract.provenance_of(step0, contract.SAMPLES.path(workdir), contract.SAMPLES.made_by)
-    layers = contract.read_raster(contract.layers_raster(layer_names), workdir, record, as_stored=True)
-    segments = contract.load(contract.SEGMENTS, workdir, ["segments"])["segments"]
-    cut = train.patch_cutter(layers, segments, chosen, samples.shape[1], channels, layer_names)
+    cut = train.patches_anywhere(workdir, record, None, chosen, samples.shape[1], channels)
     epoch_s = {}
     for name, inputs_of in (("centroid", lambda rows: network_input[rows]),
                             ("random centres", lambda rows: cut(chosen[rows], rng))):

@@ -118,9 +118,8 @@ def cnns(scene, workdir: Path, held: HeldOut, split: np.ndarray, segments: np.nd
         network_input = cnn.model_inputs(step0["samples"][balanced["index"]], step0["masks"][balanced["index"]],
                                          channels, layer_names)
         test_input = cnn.model_inputs(step0["samples"][held.test], step0["masks"][held.test], channels, layer_names)
-        patches_of = train.patch_cutter(contract.read_raster(contract.layers_raster(layer_names), workdir, record,
-                                                             as_stored=True), segments, balanced["index"],
-                                        scene.params.patch_width, channels, layer_names) if random_centres else None
+        patches_of = train.patches_anywhere(workdir, record, segments, balanced["index"], scene.params.patch_width,
+                                            channels) if random_centres else None
         result[f"CNN, {name}"] = runs = []
         members = []
         for seed in seeds:

@@ -114,8 +114,11 @@ def train_network(scene: Scene, out: OutputSet, step0: dict, balanced: dict, rec
     card = model_card.from_training(scene, step0[contract.PROVENANCE], layer_names, channels,
                                     contract.train_labels(step0["labels"], step0["split"]), record)
     run_dir = out.new_folder(Path(runs_dir) / f"{scene.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    patches_of = patches_anywhere(scene, step0, balanced["index"], card.train_layers, timings) \
-        if p.random_patch_centres else None
+    patches_of = None
+    if p.random_patch_centres:
+        with cli.timed("read layers and segments for patches around random pixels", timings):
+            patches_of = patches_anywhere(scene.workdir, step0[contract.PROVENANCE], step0["segments"],
+                                          balanced["index"], p.patch_width, card.train_layers)
     trained, history = train_cnn(scene, out, balanced, card.train_layers, run_dir, timings, patches_of)
     card.write(out.path(contract.MODEL_CARD))
     for name in (contract.MODEL_FILE, contract.MODEL_CARD):  # the model travels with its TensorBoard run too
@@ -126,20 +129,21 @@ def train_network(scene: Scene, out: OutputSet, step0: dict, balanced: dict, rec
             {"run_dir": str(out.extra_folders[run_dir]), "final_epoch": final, "channels": list(card.train_layers)})
 
 
-def patches_anywhere(scene: Scene, step0: dict, index: np.ndarray, channels: tuple, timings: dict):
-    """:func:`patch_cutter` for the superpixels ``index`` of Step 0's scene: its ``layers.tif`` (uint8 steps, as
-    stored) and segments (read from ``segments.tif`` where a tiled run holds none in memory)."""
-    record, grid = step0[contract.PROVENANCE], step0["grid"]
-    layer_names = contract.layer_names_of_run(record)
+def patches_anywhere(workdir: Path, step0_record: dict, segments: np.ndarray | None, index: np.ndarray, width: int,
+                     channels: tuple):
+    """:func:`patch_cutter` for the superpixels ``index`` of the Step 0 run of ``step0_record`` in ``workdir``: its
+    ``layers.tif`` (uint8 steps, as stored) and ``segments`` (read from ``segments.tif`` if None, as a tiled run
+    holds none in memory), refused in one line if they would take more than half the memory free."""
+    layer_names = contract.layer_names_of_run(step0_record)
+    layers_file = contract.layers_raster(layer_names)
+    grid = contract.raster_grid(layers_file, workdir, step0_record)
     memory.check_fits(grid.rows * grid.cols * (len(layer_names) + 4 + 1 + 8),
                       "random_patch_centres: Step 2's copy of layers.tif and the segments",
                       "set random_patch_centres = false (the stored patches, on the superpixels' centroids)")
-    with cli.timed("read layers and segments for patches around random pixels", timings):
-        layers = contract.read_raster(contract.layers_raster(layer_names), scene.workdir, record, as_stored=True)
-        segments = step0["segments"]
-        if segments is None:
-            segments = contract.read_raster(contract.SEGMENTS_RASTER, scene.workdir, record)
-        return patch_cutter(layers, segments, index, scene.params.patch_width, channels, layer_names)
+    layers = contract.read_raster(layers_file, workdir, step0_record, as_stored=True)
+    if segments is None:
+        segments = contract.read_raster(contract.SEGMENTS_RASTER, workdir, step0_record)
+    return patch_cutter(layers, segments, index, width, channels, layer_names)
 
 
 def patch_cutter(layers: np.ndarray, segments: np.ndarray, index: np.ndarray, width: int, channels: tuple,

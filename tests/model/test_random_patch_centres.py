@@ -12,7 +12,7 @@ from pipeline.handoffs import contract
 from pipeline.model import cnn
 from pipeline.run.parameters import Parameters
 from pipeline.segmentation.sampling import SuperpixelPixels
-from pipeline.workflow.train import patch_cutter
+from pipeline.workflow.train import patch_cutter, patches_anywhere
 
 SIDE, SQUARE, WIDTH = 60, 10, 5
 
@@ -79,12 +79,9 @@ def test_a_patch_cut_at_the_centroid_is_the_one_step0_stored(step0_workdir, monk
     step0 = contract.load(contract.SAMPLES, step0_workdir, ["samples", "masks", "centroids", "layer_names",
                                                             contract.PROVENANCE])
     record = contract.provenance_of(step0, contract.SAMPLES.path(step0_workdir), contract.SAMPLES.made_by)
-    layer_names = contract.layer_names_of_run(record)
-    layers = contract.read_raster(contract.layers_raster(layer_names), step0_workdir, record, as_stored=True)
-    segments = contract.load(contract.SEGMENTS, step0_workdir, ["segments"])["segments"]
     ids = np.arange(0, len(step0["centroids"]), 5)  # borders (mirrored) included
-    channels = ("mask", *reversed(layer_names))  # any order of the channels
-    cut = patch_cutter(layers, segments, ids, record["parameters"]["patch_width"], channels, layer_names)
+    channels = ("mask", *reversed(contract.layer_names_of_run(record)))  # any order of the channels
+    cut = patches_anywhere(step0_workdir, record, None, ids, record["parameters"]["patch_width"], channels)
     monkeypatch.setattr(SuperpixelPixels, "random_pixels", lambda self, chosen, rng: step0["centroids"][chosen])
     np.testing.assert_array_equal(cut(ids, np.random.default_rng(0)),
                                   cnn.model_inputs(step0["samples"][ids], step0["masks"][ids], channels,
